@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap the venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test unit lint typecheck demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,local]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check siyu_stream tests
+	$(BIN)/ruff format --check siyu_stream tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	# pytest exit code 5 means no tests were collected (e.g. a -k filter): not a failure
+	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/siyu-stream demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
