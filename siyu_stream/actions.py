@@ -1,0 +1,78 @@
+"""Output actions (DESIGN §2): what the rules decide, as data.
+
+`action_id` is a digest of (rule, kind, customer, the fact that fired it): the same
+input history always yields the same ids, live or in replay, so downstream systems
+can drop repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any, Literal
+
+import orjson
+
+from siyu_stream.clock import Millis, format_rfc3339
+from siyu_stream.schemas import OUTPUT_TOPIC_BY_KIND
+
+Kind = Literal["gift", "reminder", "change", "suppressed"]
+
+
+def action_id(*parts: str | int) -> str:
+    """Deterministic id from the parts that identify one firing."""
+    text = "\x1f".join(str(p) for p in parts)
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def yuan(fen: int) -> str:
+    """Fen as a yuan amount for humans: 530000 -> '5,300.00'."""
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    action_id: str
+    kind: Kind
+    rule: str
+    customer_id: str
+    occurred_at: Millis
+    cause_event_id: str
+    detail: dict[str, Any]
+    because: str
+
+    @property
+    def topic(self) -> str:
+        return OUTPUT_TOPIC_BY_KIND[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "kind": self.kind,
+            "rule": self.rule,
+            "customer_id": self.customer_id,
+            "occurred_at": format_rfc3339(self.occurred_at),
+            "cause_event_id": self.cause_event_id,
+            "detail": self.detail,
+            "because": self.because,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralCredit:
+    """From the referred customer's step to the referrer's state (maybe on another partition)."""
+
+    referrer_id: str
+    referred_id: str
+    at: Millis
+    cause_event_id: str
+
+    @property
+    def event_id(self) -> str:
+        # one credit per referred customer: the id de-duplicates re-sent credits
+        return f"referral-credit:{self.referred_id}"

@@ -1,0 +1,174 @@
+"""The engine loop around the pure core: state store, timer index, clock, sink.
+
+Used as is by `replay`; the live worker drives the same core through Faust. The
+engine owns no rule logic: it loads state, calls `rules.*`, stores, and sends.
+
+Timers live in each customer's state (so they survive restarts with it); the
+engine keeps a min-heap index over them so that a sweep costs O(due timers log n),
+never a scan of every customer. Heap entries go stale when a timer is rescheduled
+or cancelled; `rules.fire_timer` recognises and skips those.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from siyu_stream import rules as core
+from siyu_stream.actions import Action, ReferralCredit
+from siyu_stream.clock import DAY, MINUTE, Millis, format_rfc3339
+from siyu_stream.errors import InvalidEvent
+from siyu_stream.events import Event
+from siyu_stream.ruleset import Rules
+from siyu_stream.state import CustomerState
+
+
+class StateStore(Protocol):
+    """The state seam: memory, RocksDB and Faust tables all fit it."""
+
+    def get(self, customer_id: str) -> CustomerState | None: ...
+
+    def put(self, customer_id: str, state: CustomerState) -> None: ...
+
+
+class Sink(Protocol):
+    """The output seam: one method."""
+
+    def send(self, action: Action) -> None: ...
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.data: dict[str, CustomerState] = {}
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        return self.data.get(customer_id)
+
+    def put(self, customer_id: str, state: CustomerState) -> None:
+        self.data[customer_id] = state
+
+    def items(self) -> Iterator[tuple[str, CustomerState]]:
+        return iter(self.data.items())
+
+
+class ListSink:
+    """A sink that keeps what it is sent: the fake for tests, the buffer for batching."""
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+    def send(self, action: Action) -> None:
+        self.actions.append(action)
+
+
+class TimerIndex:
+    """Min-heap of (due, customer, timer name) over the timers held in customer states."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[Millis, str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def track(self, customer_id: str, before: CustomerState | None, after: CustomerState) -> None:
+        """Index the timers of `after` that `before` did not already have."""
+        old = before.timers if before is not None else {}
+        for name, timer in after.timers.items():
+            previous = old.get(name)
+            if previous is None or previous.due != timer.due:
+                heapq.heappush(self._heap, (timer.due, customer_id, name))
+
+    def pop_due(self, now: Millis) -> tuple[Millis, str, str] | None:
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)
+        return None
+
+    def next_due(self) -> Millis | None:
+        return self._heap[0][0] if self._heap else None
+
+
+@dataclass
+class Counts:
+    events: Counter[str] = field(default_factory=Counter)
+    """Per outcome: ok, duplicate, rejected."""
+    actions: Counter[str] = field(default_factory=Counter)
+    """Per kind."""
+    timers_fired: int = 0
+
+
+def check_time(at: Millis, reference: Millis | None, rules: Rules, *, live: bool) -> None:
+    """Reject absurd event times relative to the engine clock (DESIGN §5)."""
+    if reference is None:
+        return
+    limits = rules.input
+    if at < reference - limits.max_age_days * DAY:
+        msg = (
+            f"{format_rfc3339(at)} is more than {limits.max_age_days} days before the engine clock"
+        )
+        raise InvalidEvent(msg, "occurred_at")
+    ahead = limits.max_future_minutes * MINUTE if live else limits.max_clock_jump_days * DAY
+    if at > reference + ahead:
+        what = "wall clock" if live else "replay clock"
+        msg = f"{format_rfc3339(at)} is too far ahead of the {what} ({format_rfc3339(reference)})"
+        raise InvalidEvent(msg, "occurred_at")
+
+
+class Engine:
+    """Event-time engine: the replay clock is the largest occurred_at read so far."""
+
+    def __init__(self, rules: Rules, store: StateStore, sink: Sink) -> None:
+        self.rules = rules
+        self.store = store
+        self.sink = sink
+        self.timers = TimerIndex()
+        self.clock: Millis | None = None
+        self.counts = Counts()
+
+    def rebuild_timers(self, states: Iterable[tuple[str, CustomerState]]) -> None:
+        """After recovery: index every timer held in the recovered states."""
+        for customer_id, state in states:
+            self.timers.track(customer_id, None, state)
+
+    def handle(self, event: Event) -> core.Outcome:
+        """Advance the clock to the event, fire due timers, then apply the event."""
+        check_time(event.at, self.clock, self.rules, live=False)
+        self.advance(event.at)
+        clock = self.clock if self.clock is not None else event.at
+        before = self.store.get(event.customer_id)
+        step = core.apply_event(before, event, clock, self.rules)
+        self.counts.events[step.outcome] += 1
+        if step.outcome == "ok":
+            self._commit(event.customer_id, before, step)
+        return step.outcome
+
+    def advance(self, now: Millis) -> None:
+        """Move the clock to `now` (never back) and fire every timer due by then, in due order."""
+        if self.clock is None or now > self.clock:
+            self.clock = now
+        while (entry := self.timers.pop_due(self.clock)) is not None:
+            due, customer_id, name = entry
+            before = self.store.get(customer_id)
+            if before is None:
+                continue
+            step = core.fire_timer(before, customer_id, name, due, self.rules)
+            if step is not None:
+                self.counts.timers_fired += 1
+                self._commit(customer_id, before, step)
+
+    def _commit(self, customer_id: str, before: CustomerState | None, step: core.Step) -> None:
+        self.store.put(customer_id, step.state)
+        self.timers.track(customer_id, before, step.state)
+        for action in step.actions:
+            self.counts.actions[action.kind] += 1
+            self.sink.send(action)
+        for credit in step.credits:
+            self._credit(credit)
+
+    def _credit(self, credit: ReferralCredit) -> None:
+        before = self.store.get(credit.referrer_id)
+        step = core.apply_credit(before, credit, self.rules)
+        if step.outcome == "ok":
+            self._commit(credit.referrer_id, before, step)

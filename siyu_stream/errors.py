@@ -1,0 +1,33 @@
+"""The exception hierarchy: one base, one branch per area.
+
+Failures of *input* never escape the stream as exceptions: the adapters turn an
+`InvalidEvent` into a dead-letter record. Exceptions that escape are bugs or
+misconfiguration (bad rules file, broker unreachable).
+"""
+
+from __future__ import annotations
+
+
+class SiyuError(Exception):
+    """Base of every siyu-stream error."""
+
+
+class InvalidEvent(SiyuError):  # noqa: N818 - reads as a verdict on the input, like ValueError
+    """An input message that the engine rejects; `reason` goes to the dead-letter record."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    @property
+    def full_reason(self) -> str:
+        return str(self)
+
+
+class RulesError(SiyuError):
+    """A rules file that cannot be used; the message names file, line and key."""
+
+
+class StateError(SiyuError):
+    """A serialized customer state that this version cannot read."""

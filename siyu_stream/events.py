@@ -1,0 +1,160 @@
+"""Input events: bytes in, a typed event out, or `InvalidEvent` with the reason.
+
+Validation is the schema in `topics/` (structure) plus what JSON Schema cannot say
+(amounts in fen with at most 2 decimals, absurd values, real timestamps). Only the
+fields the rules need are kept: message text, phone numbers and other PII are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import fastjsonschema
+import orjson
+
+from siyu_stream.clock import Millis, parse_rfc3339
+from siyu_stream.errors import InvalidEvent
+from siyu_stream.ruleset import Input
+from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE, validator
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    event_id: str
+    customer_id: str
+    at: Millis
+    order_id: str
+    status: Literal["paid", "refunded"]
+    amount_fen: int
+    channel: str
+    membership: bool
+    """kind == membership: a fee, not a purchase; never counts toward spend or tiers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    event_id: str
+    customer_id: str
+    at: Millis
+    inbound: bool
+    channel: str
+    staff_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    event_id: str
+    customer_id: str
+    at: Millis
+    leave: bool
+    carrier: str
+    source: str | None
+    staff_id: str | None
+    referrer_id: str | None
+
+
+Event = Order | Chat | Join
+
+
+def parse_amount_fen(value: Any) -> int:
+    """Yuan (decimal string or JSON number, >= 0, at most 2 decimals) as integer fen."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        msg = "must be a decimal string or number of yuan"
+        raise InvalidEvent(msg, "amount")
+    try:
+        # str() of a float is its shortest repr, so 12.3 stays 12.3 and not 12.2999...
+        amount = Decimal(value if isinstance(value, str) else str(value))
+    except InvalidOperation as exc:
+        msg = f"not a decimal amount: {value!r}"
+        raise InvalidEvent(msg, "amount") from exc
+    if not amount.is_finite() or amount < 0:
+        msg = f"must be a finite amount >= 0 yuan, got {value!r}"
+        raise InvalidEvent(msg, "amount")
+    fen = amount * 100
+    if fen != fen.to_integral_value():
+        msg = f"at most 2 decimals, got {value!r}"
+        raise InvalidEvent(msg, "amount")
+    return int(fen)
+
+
+def _reason(exc: fastjsonschema.JsonSchemaValueException) -> InvalidEvent:
+    name = exc.name or "data"
+    field = name.removeprefix("data").lstrip(".") or None
+    message = str(exc.message).removeprefix(name).strip()
+    if field == "amount":
+        message = f"must be a decimal string or number of yuan >= 0, got {exc.value!r}"
+    elif exc.rule == "pattern" and field == "occurred_at":
+        message = f"must be RFC 3339 with offset, got {exc.value!r}"
+    return InvalidEvent(message, field)
+
+
+def decode(value: bytes, limits: Input) -> Event:
+    """Decode and validate one input message. Raises InvalidEvent with the reason."""
+    if len(value) > limits.max_message_bytes:
+        msg = f"message of {len(value)} bytes exceeds {limits.max_message_bytes}"
+        raise InvalidEvent(msg)
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        msg = f"invalid JSON: {exc}"
+        raise InvalidEvent(msg) from exc
+    return from_dict(data, limits)
+
+
+def from_dict(data: Any, limits: Input) -> Event:
+    """Validate an already parsed message (see `decode`)."""
+    if not isinstance(data, dict):
+        msg = f"expected a JSON object, got {type(data).__name__}"
+        raise InvalidEvent(msg)
+    kind = data.get("type")
+    topic = INPUT_TOPIC_BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if topic is None:
+        msg = f"must be one of order, chat, join; got {kind!r}"
+        raise InvalidEvent(msg, "type")
+    try:
+        validator(topic)(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _reason(exc) from exc
+    try:
+        at = parse_rfc3339(data["occurred_at"])
+    except ValueError as exc:
+        raise InvalidEvent(str(exc), "occurred_at") from exc
+    event_id, customer_id = data["event_id"], data["customer_id"]
+    if kind == "order":
+        fen = parse_amount_fen(data["amount"])
+        if fen > limits.max_order_yuan * 100:
+            msg = f"{fen / 100:.2f} yuan exceeds {limits.max_order_yuan}"
+            raise InvalidEvent(msg, "amount")
+        return Order(
+            event_id,
+            customer_id,
+            at,
+            order_id=data["order_id"],
+            status=data["status"],
+            amount_fen=fen,
+            channel=data["channel"],
+            membership=data.get("kind") == "membership",
+        )
+    if kind == "chat":
+        return Chat(
+            event_id,
+            customer_id,
+            at,
+            inbound=data["direction"] == "inbound",
+            channel=data["channel"],
+            staff_id=data.get("staff_id") or None,
+        )
+    referrer = data.get("referrer_id") or None
+    return Join(
+        event_id,
+        customer_id,
+        at,
+        leave=data["action"] == "leave",
+        carrier=data["carrier"],
+        source=data.get("source") or None,
+        staff_id=data.get("staff_id") or None,
+        # self-referral is ignored (DESIGN §4 referral): drop it at the edge
+        referrer_id=None if referrer == customer_id else referrer,
+    )

@@ -1,0 +1,87 @@
+"""Contact policy (DESIGN §4): quiet hours, frequency cap, holdout.
+
+Applies to customer-facing reminders only; the rules decide *whether* a reminder
+fires, the policy decides whether it reaches the customer. A held-back reminder is
+emitted as a `suppressed` action that embeds it, so the audit shows what was withheld.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from hashlib import sha256
+
+from siyu_stream.actions import Action, action_id
+from siyu_stream.clock import DAY, Millis, to_datetime
+from siyu_stream.ruleset import Rules
+from siyu_stream.state import CustomerState
+
+CUSTOMER_FACING = frozenset(
+    {"invite_join", "repurchase_followup", "reengage", "winback", "vip_call", "membership_renewal"}
+)
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def shift_out_of_quiet_hours(due: Millis, rules: Rules) -> Millis:
+    """A due time inside quiet hours (brand's zone) moves to the next quiet_end."""
+    policy = rules.contact_policy
+    start, end = _hhmm(policy.quiet_start), _hhmm(policy.quiet_end)
+    if start == end:
+        return due
+    local = to_datetime(due).astimezone(rules.zone)
+    now = local.time()
+    wraps = start > end  # e.g. 22:00-08:00 spans midnight
+    inside = (now >= start or now < end) if wraps else (start <= now < end)
+    if not inside:
+        return due
+    day = local.date() if now < end else local.date() + timedelta(days=1)
+    # combine in the zone, then let zoneinfo pick the UTC offset of that wall time
+    target = datetime.combine(day, end, tzinfo=rules.zone)
+    return int(target.timestamp()) * 1000
+
+
+def in_holdout(customer_id: str, rules: Rules) -> bool:
+    """Deterministic, salted: the same customer is always in or always out for a salt."""
+    percent = rules.contact_policy.holdout_percent
+    if percent <= 0:
+        return False
+    digest = sha256(f"{rules.contact_policy.holdout_salt}:{customer_id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % 10_000  # 0.01 % resolution
+    return bucket < percent * 100
+
+
+def apply(state: CustomerState, reminder: Action, due: Millis, rules: Rules) -> Action:
+    """The reminder itself, or a `suppressed` action holding it; records the touch."""
+    reason: str | None = None
+    explanation = ""
+    policy = rules.contact_policy
+    window = policy.window_days * DAY
+    if in_holdout(reminder.customer_id, rules):
+        reason = "holdout"
+        explanation = f"customer is in the {policy.holdout_percent:g} % holdout group"
+    else:
+        recent = [t for t in state.touches if abs(t - due) < window]
+        if len(recent) >= policy.max_per_window:
+            reason = "frequency_cap"
+            explanation = (
+                f"{len(recent)} customer-facing reminders already within "
+                f"{policy.window_days} days (cap {policy.max_per_window})"
+            )
+        else:
+            # keep only touches that can still matter for a later reminder
+            state.touches = sorted([*recent, due])
+    if reason is None:
+        return reminder
+    return Action(
+        action_id=action_id("suppressed", reminder.action_id),
+        kind="suppressed",
+        rule=reminder.rule,
+        customer_id=reminder.customer_id,
+        occurred_at=reminder.occurred_at,
+        cause_event_id=reminder.cause_event_id,
+        detail={"reason": reason, "action": reminder.to_dict()},
+        because=f"held back {reminder.detail['template']}: {explanation}",
+    )

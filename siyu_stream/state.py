@@ -1,0 +1,196 @@
+"""Per-customer state (DESIGN §3) and its compact, versioned serialization.
+
+The state is a plain mutable record; the rule core works on a copy (`clone`) so that
+its callers can treat `(state, event, clock) -> (state, actions)` as pure.
+
+Serialization is JSON (orjson) with one- or two-letter keys and defaults omitted,
+tagged with a format version `v`. A reader accepts every version up to its own and
+fills fields it does not find with their defaults, so state written by an older
+release keeps working after an upgrade; a newer version than the reader knows is a
+`StateError`, never silently misread.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from siyu_stream.clock import Millis
+from siyu_stream.errors import StateError
+
+FORMAT_VERSION = 1
+DIGEST_BYTES = 6
+"""Event ids and order ids are remembered as 48-bit digests: a collision inside one
+customer's short window is ~1e-12 likely, and the state stays small."""
+
+LAYERS = ("A1", "A2", "A3", "A4", "A5")
+
+
+def digest(text: str) -> bytes:
+    return blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+@dataclass(slots=True)
+class Timer:
+    due: Millis
+    cause: str
+    """Event id that scheduled it; becomes the action's cause_event_id."""
+    note: str = ""
+    """Small per-timer detail (e.g. the channel the customer wrote on)."""
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    key: bytes
+    """digest(order_id)"""
+    remaining_fen: int
+    membership: bool
+
+
+def _meta(key: str) -> dict[str, str]:
+    return {"key": key}
+
+
+@dataclass(slots=True)
+class CustomerState:
+    layer: str | None = field(default=None, metadata=_meta("l"))
+    """5A layer, monotone; None until the customer is first seen."""
+    tier: str = field(default="none", metadata=_meta("t"))
+    health: str = field(default="active", metadata=_meta("h"))
+    membership: str = field(default="none", metadata=_meta("m"))
+    spend_fen: int = field(default=0, metadata=_meta("s"))
+    """Net spend on purchases (refunds subtracted, never below 0), integer fen."""
+    orders: int = field(default=0, metadata=_meta("o"))
+    """Paid purchase orders (membership fees excluded)."""
+    first_order_at: Millis | None = field(default=None, metadata=_meta("fo"))
+    last_order_at: Millis | None = field(default=None, metadata=_meta("lo"))
+    order_times: list[Millis] = field(default_factory=list, metadata=_meta("ot"))
+    """Most recent paid purchase times, ascending, for the repurchase cycle."""
+    recent_orders: list[OrderRecord] = field(default_factory=list, metadata=_meta("ro"))
+    carriers: dict[str, Millis] = field(default_factory=dict, metadata=_meta("c"))
+    """Carriers the customer is in now, with the time they joined each."""
+    join_source: str | None = field(default=None, metadata=_meta("js"))
+    referrer_id: str | None = field(default=None, metadata=_meta("r"))
+    owner_staff: str | None = field(default=None, metadata=_meta("os"))
+    """Staff of the latest join that named one."""
+    last_staff: str | None = field(default=None, metadata=_meta("ls"))
+    """Staff who last wrote to the customer."""
+    last_inbound_at: Millis | None = field(default=None, metadata=_meta("li"))
+    last_outbound_at: Millis | None = field(default=None, metadata=_meta("lu"))
+    pending_reply_since: Millis | None = field(default=None, metadata=_meta("p"))
+    outbound_streak: int = field(default=0, metadata=_meta("u"))
+    last_activity_at: Millis | None = field(default=None, metadata=_meta("a"))
+    """Latest order or inbound chat (for `dormant`)."""
+    referrals: int = field(default=0, metadata=_meta("rc"))
+    member_until: Millis | None = field(default=None, metadata=_meta("mu"))
+    gifts: list[str] = field(default_factory=list, metadata=_meta("g"))
+    """Once-ever gift codes already granted."""
+    touches: list[Millis] = field(default_factory=list, metadata=_meta("x"))
+    """Due times of recent customer-facing reminders (frequency cap)."""
+    last_invite_at: Millis | None = field(default=None, metadata=_meta("iv"))
+    seen: bytes = field(default=b"", metadata=_meta("e"))
+    """Digests of recent event ids, oldest first, DIGEST_BYTES each."""
+    timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
+
+    def clone(self) -> CustomerState:
+        return dataclasses.replace(
+            self,
+            order_times=list(self.order_times),
+            recent_orders=[dataclasses.replace(o) for o in self.recent_orders],
+            carriers=dict(self.carriers),
+            gifts=list(self.gifts),
+            touches=list(self.touches),
+            timers=dict(self.timers),
+        )
+
+    def has_seen(self, key: bytes) -> bool:
+        start = self.seen.find(key)
+        while start != -1:
+            if start % DIGEST_BYTES == 0:  # aligned: a whole digest, not a straddle of two
+                return True
+            start = self.seen.find(key, start + 1)
+        return False
+
+    def remember(self, key: bytes, window: int) -> None:
+        self.seen = (self.seen + key)[-window * DIGEST_BYTES :]
+
+    def find_order(self, order_key: bytes) -> OrderRecord | None:
+        for record in self.recent_orders:
+            if record.key == order_key:
+                return record
+        return None
+
+
+_FIELDS = dataclasses.fields(CustomerState)
+_DEFAULTS = CustomerState()
+
+
+def _encode_value(name: str, value: Any) -> Any:
+    if name == "seen":
+        return base64.b64encode(value).decode()
+    if name == "recent_orders":
+        return [
+            [base64.b64encode(o.key).decode(), o.remaining_fen, int(o.membership)] for o in value
+        ]
+    if name == "timers":
+        return {
+            k: [t.due, t.cause, t.note] if t.note else [t.due, t.cause] for k, t in value.items()
+        }
+    return value
+
+
+def _decode_value(name: str, raw: Any) -> Any:
+    if name == "seen":
+        return base64.b64decode(raw)
+    if name == "recent_orders":
+        return [OrderRecord(base64.b64decode(k), fen, bool(m)) for k, fen, m in raw]
+    if name == "timers":
+        return {k: Timer(*v) for k, v in raw.items()}
+    return raw
+
+
+def to_dict(state: CustomerState) -> dict[str, Any]:
+    out: dict[str, Any] = {"v": FORMAT_VERSION}
+    for f in _FIELDS:
+        value = getattr(state, f.name)
+        if value != getattr(_DEFAULTS, f.name):
+            out[f.metadata["key"]] = _encode_value(f.name, value)
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> CustomerState:
+    version = data.get("v")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        msg = f"customer state format {version!r} is not readable by format {FORMAT_VERSION}"
+        raise StateError(msg)
+    values = {}
+    try:
+        for f in _FIELDS:
+            key = f.metadata["key"]
+            if key in data:
+                values[f.name] = _decode_value(f.name, data[key])
+        return CustomerState(**values)
+    except (TypeError, ValueError) as exc:
+        msg = f"corrupt customer state: {exc}"
+        raise StateError(msg) from exc
+
+
+def dumps(state: CustomerState) -> bytes:
+    return orjson.dumps(to_dict(state))
+
+
+def loads(raw: bytes) -> CustomerState:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = f"corrupt customer state: {exc}"
+        raise StateError(msg) from exc
+    if not isinstance(data, dict):
+        msg = "corrupt customer state: not an object"
+        raise StateError(msg)
+    return from_dict(data)
