@@ -1,0 +1,93 @@
+"""A tiny driver for rule tests: build events by keyword, run them through the engine."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from siyu_stream.actions import Action
+from siyu_stream.clock import format_rfc3339, parse_rfc3339
+from siyu_stream.engine import Engine, ListSink, MemoryStore
+from siyu_stream.events import from_dict
+from siyu_stream.ruleset import Rules
+from siyu_stream.state import CustomerState
+
+
+def t(text: str) -> int:
+    """'2026-03-01 10:00' in Asia/Shanghai (the default brand zone) as epoch ms."""
+    return parse_rfc3339(text.replace(" ", "T") + ":00+08:00")
+
+
+class Scenario:
+    def __init__(self, rules: Rules | None = None) -> None:
+        self.rules = rules or Rules()
+        self.store = MemoryStore()
+        self.sink = ListSink()
+        self.engine = Engine(self.rules, self.store, self.sink)
+        self._ids = itertools.count(1)
+
+    # ---- input
+    def send(self, **fields: Any) -> str:
+        fields.setdefault("event_id", f"e{next(self._ids)}")
+        fields.setdefault("customer_id", "c1")
+        if isinstance(fields.get("at"), str):
+            fields["occurred_at"] = format_rfc3339(t(fields.pop("at")))
+        self.last_outcome = self.engine.handle(from_dict(fields, self.rules.input))
+        return str(fields["event_id"])
+
+    def order(self, at: str, amount: str | float = "100.00", **kw: Any) -> str:
+        kw.setdefault("order_id", f"o{next(self._ids)}")
+        kw.setdefault("status", "paid")
+        kw.setdefault("channel", "tmall")
+        return self.send(type="order", at=at, amount=amount, **kw)
+
+    def refund(self, at: str, order_id: str, amount: str, **kw: Any) -> str:
+        return self.order(at, amount, order_id=order_id, status="refunded", **kw)
+
+    def chat(self, at: str, direction: str = "inbound", **kw: Any) -> str:
+        kw.setdefault("channel", "wecom")
+        return self.send(type="chat", at=at, direction=direction, **kw)
+
+    def join(self, at: str, carrier: str = "wecom", action: str = "join", **kw: Any) -> str:
+        return self.send(type="join", at=at, action=action, carrier=carrier, **kw)
+
+    def leave(self, at: str, carrier: str = "wecom", **kw: Any) -> str:
+        return self.join(at, carrier, action="leave", **kw)
+
+    def until(self, at: str) -> None:
+        self.engine.advance(t(at))
+
+    # ---- output
+    @property
+    def actions(self) -> list[Action]:
+        return self.sink.actions
+
+    def state(self, customer_id: str = "c1") -> CustomerState:
+        state = self.store.get(customer_id)
+        assert state is not None
+        return state
+
+    def of(
+        self, kind: str | None = None, customer: str | None = None, **detail: Any
+    ) -> list[Action]:
+        return [
+            a
+            for a in self.actions
+            if (kind is None or a.kind == kind)
+            and (customer is None or a.customer_id == customer)
+            and all(a.detail.get(k) == v for k, v in detail.items())
+        ]
+
+    def gifts(self, customer: str = "c1") -> list[str]:
+        return [str(a.detail["code"]) for a in self.of("gift", customer)]
+
+    def reminders(self, template: str, customer: str = "c1") -> list[Action]:
+        return self.of("reminder", customer, template=template)
+
+    def suppressed(self, customer: str = "c1") -> list[Action]:
+        return self.of("suppressed", customer)
+
+    def changes(self, field: str, customer: str = "c1") -> list[tuple[Any, Any]]:
+        return [
+            (a.detail["from"], a.detail["to"]) for a in self.of("change", customer, field=field)
+        ]
