@@ -84,7 +84,16 @@ def _reason(exc: fastjsonschema.JsonSchemaValueException) -> InvalidEvent:
     field = name.removeprefix("data").lstrip(".") or None
     message = str(exc.message).removeprefix(name).strip()
     if field == "amount":
+        # the schema says only "no oneOf branch matched"; the amount parser says why
+        try:
+            parse_amount_fen(exc.value)
+        except InvalidEvent as precise:
+            return precise
         message = f"must be a decimal string or number of yuan >= 0, got {exc.value!r}"
+    elif exc.rule == "required" and isinstance(exc.value, dict):
+        missing = [k for k in exc.rule_definition if k not in exc.value]
+        prefix = f"{field}." if field else ""
+        return InvalidEvent("required field is missing", prefix + ", ".join(missing))
     elif exc.rule == "pattern" and field == "occurred_at":
         message = f"must be RFC 3339 with offset, got {exc.value!r}"
     return InvalidEvent(message, field)

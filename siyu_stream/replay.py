@@ -24,6 +24,7 @@ from siyu_stream.engine import Counts, Engine, MemoryStore
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import Event, decode
 from siyu_stream.ruleset import Rules
+from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE
 
 PROGRESS_SECONDS = 2.0
 
@@ -74,7 +75,7 @@ def dead_letter(line: Line, reason: str) -> dict[str, Any]:
         value, encoding = base64.b64encode(line.raw).decode(), "base64"
     topic = None
     if line.event is not None:
-        topic = type(line.event).__name__.lower()
+        topic = INPUT_TOPIC_BY_TYPE[type(line.event).__name__.lower()]
     return {
         "topic": topic,
         "partition": None,

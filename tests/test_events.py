@@ -53,7 +53,7 @@ def test_valid_order_keeps_only_what_rules_need() -> None:
         (order(amount=True), "amount", "yuan"),
         (order(amount=10_000_001), "amount", "exceeds"),
         (order(status="pending"), "status", "must be one of"),
-        (order(order_id=...), None, "order_id"),
+        (order(order_id=...), "order_id", "required field is missing"),
         (order(occurred_at="2026-03-01"), "occurred_at", "RFC 3339"),
         (order(occurred_at="2026-03-01T10:00:00"), "occurred_at", "RFC 3339"),
         (order(occurred_at="2026-02-30T10:00:00Z"), "occurred_at", "day is out of range"),
