@@ -24,6 +24,8 @@ from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import Event
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
+from siyu_stream.step import Outcome, Step
+from siyu_stream.timers import fire_timer
 
 
 class StateStore(Protocol):
@@ -132,7 +134,7 @@ class Engine:
         for customer_id, state in states:
             self.timers.track(customer_id, None, state)
 
-    def handle(self, event: Event) -> core.Outcome:
+    def handle(self, event: Event) -> Outcome:
         """Advance the clock to the event, fire due timers, then apply the event."""
         check_time(event.at, self.clock, self.rules, live=False)
         self.advance(event.at)
@@ -153,12 +155,12 @@ class Engine:
             before = self.store.get(customer_id)
             if before is None:
                 continue
-            step = core.fire_timer(before, customer_id, name, due, self.rules)
+            step = fire_timer(before, customer_id, name, due, self.rules)
             if step is not None:
                 self.counts.timers_fired += 1
                 self._commit(customer_id, before, step)
 
-    def _commit(self, customer_id: str, before: CustomerState | None, step: core.Step) -> None:
+    def _commit(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         self.store.put(customer_id, step.state)
         self.timers.track(customer_id, before, step.state)
         for action in step.actions:

@@ -1,0 +1,183 @@
+"""One step of the rule core: the working copy of a customer's state and what it emits.
+
+`Ctx` is what every rule function receives: it sets tracked fields (emitted as
+`change` actions when the step finishes), emits gifts and reminders (routing
+customer-facing ones through the contact policy), and schedules timers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Literal
+
+from siyu_stream import policy
+from siyu_stream.actions import Action, ReferralCredit, action_id
+from siyu_stream.clock import DAY, Millis, format_rfc3339
+from siyu_stream.ruleset import TIERS, Rules
+from siyu_stream.state import LAYERS, CustomerState, Timer
+
+Outcome = Literal["ok", "duplicate"]
+TRACKED = ("layer", "tier", "health", "membership")
+# timer names; one timer of each name per customer at most
+REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
+RENEWAL, EXPIRY, DORMANT = "renewal", "expiry", "dormant"
+
+
+@dataclass(slots=True)
+class Step:
+    state: CustomerState
+    actions: list[Action] = field(default_factory=list)
+    credits: list[ReferralCredit] = field(default_factory=list)
+    outcome: Outcome = "ok"
+
+
+@dataclass(slots=True)
+class Why:
+    rule: str
+    because: str
+
+
+class Ctx:
+    """Accumulates one step: the working copy of the state and what it emits."""
+
+    def __init__(  # noqa: PLR0917 - private, called from three places with all six
+        self,
+        state: CustomerState,
+        customer_id: str,
+        at: Millis,
+        cause: str,
+        fact: str,
+        rules: Rules,
+    ) -> None:
+        self.s = state
+        self.customer_id = customer_id
+        self.at = at
+        self.cause = cause
+        self.fact = fact  # identifies this firing for action ids: an event id or a timer
+        self.rules = rules
+        self.before = {name: getattr(state, name) for name in TRACKED}
+        self.why: dict[str, Why] = {}
+        self.step = Step(state)
+
+    # ---- tracked fields: set now, emitted as `change` actions at the end of the step
+    def set(self, name: str, value: str, rule: str, because: str) -> None:
+        if getattr(self.s, name) != value:
+            setattr(self.s, name, value)
+            self.why[name] = Why(rule, because)
+
+    def raise_layer(self, layer: str, because: str) -> None:
+        current = self.s.layer
+        if current is None or LAYERS.index(layer) > LAYERS.index(current):
+            self.set("layer", layer, "layer", because)
+
+    def finish(self) -> Step:
+        for name in TRACKED:
+            old, new = self.before[name], getattr(self.s, name)
+            if old == new:
+                continue
+            why = self.why[name]
+            self.emit(
+                "change",
+                why.rule,
+                {"field": name, "from": old, "to": new},
+                f"{name} {old or 'unknown'} → {new}: {why.because}",
+                name,
+            )
+        return self.step
+
+    # ---- emitting
+    def emit(
+        self, kind: str, rule: str, detail: dict[str, object], because: str, *extra: str | int
+    ) -> Action:
+        action = Action(
+            action_id=action_id(rule, kind, self.customer_id, self.fact, *extra),
+            kind=kind,  # type: ignore[arg-type]  # callers pass the four literal kinds
+            rule=rule,
+            customer_id=self.customer_id,
+            occurred_at=self.at,
+            cause_event_id=self.cause,
+            detail=detail,
+            because=because,
+        )
+        self.step.actions.append(action)
+        return action
+
+    def gift(self, rule: str, code: str, because: str, once: bool) -> None:
+        if once:
+            if code in self.s.gifts:
+                return
+            self.s.gifts.append(code)
+        value = self.rules.gift_fen(code)
+        self.emit("gift", rule, {"code": code, "value": value}, because, code)
+
+    def remind(
+        self,
+        rule: str,
+        template: str,
+        because: str,
+        *,
+        due: Millis,
+        channel: str,
+        assignee: str | None,
+        priority: str = "normal",
+    ) -> None:
+        facing = template in policy.CUSTOMER_FACING
+        if facing:
+            due = policy.shift_out_of_quiet_hours(due, self.rules)
+        detail: dict[str, object] = {
+            "template": template,
+            "assignee": assignee,
+            "channel": channel,
+            "due_at": format_rfc3339(due),
+            "priority": priority,
+        }
+        action = self.emit("reminder", rule, detail, because, template)
+        if facing:
+            delivered = policy.apply(self.s, action, due, self.rules)
+            if delivered is not action:
+                self.step.actions[-1] = delivered
+
+    # ---- helpers shared by several rules
+    def schedule(self, name: str, due: Millis, note: str = "") -> None:
+        self.s.timers[name] = Timer(due, self.cause, note)
+
+    def cancel(self, name: str) -> None:
+        self.s.timers.pop(name, None)
+
+    def contact_channel(self) -> str:
+        """Where to reach the customer: the carrier they joined first, else the default."""
+        if self.s.carriers:
+            return min(self.s.carriers.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        return self.rules.contact_policy.default_channel
+
+    def staff(self) -> str | None:
+        return self.s.last_staff or self.s.owner_staff
+
+    def activity(self, what: str) -> None:
+        """An order or inbound chat: health back to active (unless lost), dormant clock reset."""
+        s = self.s
+        if s.health in ("at_risk", "dormant"):
+            self.set("health", "active", "health", f"{what} at {format_rfc3339(self.at)}")
+        if s.last_activity_at is None or self.at >= s.last_activity_at:
+            s.last_activity_at = self.at
+            self.schedule(DORMANT, self.at + self.rules.dormant.days * DAY)
+
+
+def tier_of(spend_fen: int, rules: Rules) -> str:
+    tier = TIERS[0]
+    for name, threshold in zip(TIERS[1:], rules.spend_tier.thresholds_yuan, strict=True):
+        if spend_fen >= threshold * 100:
+            tier = name
+    return tier
+
+
+def repurchase_cycle(order_times: list[Millis], rules: Rules) -> Millis:
+    """Median of the last <= N inter-order gaps, floored; the default with < 2 orders."""
+    cfg = rules.repurchase_due
+    if len(order_times) < 2:
+        return cfg.default_days * DAY
+    recent = order_times[-(cfg.gaps + 1) :]
+    gaps = [b - a for a, b in itertools.pairwise(recent)]
+    return max(int(median(gaps)), cfg.floor_days * DAY)
