@@ -56,7 +56,3 @@ def format_rfc3339(ms: Millis) -> str:
     stamp = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
 
-
-def wall_clock() -> Millis:
-    """The wall clock, for live adapters only: the core never calls this."""
-    return (datetime.now(tz=UTC) - _EPOCH) // _ONE_MS
