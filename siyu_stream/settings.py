@@ -1,0 +1,123 @@
+"""Worker settings: one frozen object, each field read from its environment variable.
+
+`Settings.from_env()` is the only place the environment is read. Each field's
+metadata names its variable; the docstring under it says what it does. The README's
+settings table is generated from this class (`siyu-stream settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siyu_stream.errors import SiyuError
+
+
+class SettingsError(SiyuError):
+    """An environment variable with a value the worker cannot use."""
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker: str = field(default="127.0.0.1:9092", metadata=_env("SIYU_BROKER"))
+    """Kafka bootstrap servers, comma separated."""
+    app_id: str = field(default="siyu-stream", metadata=_env("SIYU_APP_ID"))
+    """Consumer group and prefix of internal topics; workers with the same id share the work."""
+    topic_prefix: str = field(default="siyu", metadata=_env("SIYU_TOPIC_PREFIX"))
+    """Prefix of every topic name: `<prefix>.orders`, `<prefix>.actions.gifts`, ..."""
+    partitions: int = field(default=4, metadata=_env("SIYU_PARTITIONS"))
+    """Partitions of every topic (inputs must be co-partitioned by customer id)."""
+    replication: int = field(default=1, metadata=_env("SIYU_REPLICATION"))
+    """Replication factor of the topics the worker creates (3 on a production cluster)."""
+    store: str = field(default="memory://", metadata=_env("SIYU_STORE"))
+    """State store: `memory://` (tests, demo) or `rocksdb://` (production)."""
+    data_dir: Path = field(default=Path(".siyu/worker"), metadata=_env("SIYU_DATA_DIR"))
+    """Where the worker keeps RocksDB files and its local data."""
+    guarantee: str = field(default="at_least_once", metadata=_env("SIYU_GUARANTEE"))
+    """`at_least_once` or `exactly_once` (Kafka transactions; needs a broker that has them)."""
+    standby_replicas: int = field(default=0, metadata=_env("SIYU_STANDBY_REPLICAS"))
+    """Warm copies of each state partition on other workers, for fast fail-over."""
+    rules: Path | None = field(default=None, metadata=_env("SIYU_RULES"))
+    """Rules TOML file; unset = the built-in DESIGN §4 defaults."""
+    web_host: str = field(default="127.0.0.1", metadata=_env("SIYU_WEB_HOST"))
+    """Address of the HTTP server (`/metrics`, `/customers/{id}`); 0.0.0.0 in containers."""
+    web_port: int = field(default=6066, metadata=_env("SIYU_WEB_PORT"))
+    """Port of the HTTP server; each worker on one machine needs its own."""
+    api_token: str | None = field(default=None, metadata=_env("SIYU_API_TOKEN"))
+    """Bearer token for `/customers/{id}` (customer data). Required unless auth is disabled."""
+    api_auth: bool = field(default=True, metadata=_env("SIYU_API_AUTH"))
+    """`false` disables the API token check: for the local demo only."""
+    timer_interval: float = field(default=1.0, metadata=_env("SIYU_TIMER_INTERVAL"))
+    """Seconds between timer sweeps on the wall clock."""
+    log_level: str = field(default="info", metadata=_env("SIYU_LOG_LEVEL"))
+    """debug, info, warning or error."""
+
+    def topic(self, name: str) -> str:
+        """Full name of topic `name` (`orders`, `actions.gifts`, ...)."""
+        return f"{self.topic_prefix}.{name}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name in env and env[name] != "":
+                values[f.name] = _parse(name, env[name], f.default)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.store.split("://")[0] not in ("memory", "rocksdb"):
+            _fail("SIYU_STORE", self.store, "memory:// or rocksdb://")
+        if self.guarantee not in ("at_least_once", "exactly_once"):
+            _fail("SIYU_GUARANTEE", self.guarantee, "at_least_once or exactly_once")
+        if self.partitions < 1 or self.replication < 1 or self.standby_replicas < 0:
+            _fail("SIYU_PARTITIONS", str(self.partitions), "partitions and replication >= 1")
+        if self.timer_interval <= 0 or self.timer_interval > 1:
+            _fail("SIYU_TIMER_INTERVAL", str(self.timer_interval), "a number of seconds in (0, 1]")
+        if self.api_auth and not self.api_token:
+            _fail("SIYU_API_TOKEN", "", "a token (or SIYU_API_AUTH=false for a local demo)")
+
+
+def _fail(name: str, value: str, expected: str) -> None:
+    msg = f"{name}={value!r}: expected {expected}"
+    raise SettingsError(msg)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            _fail(name, raw, "true or false")
+        return raw.lower() in ("true", "1", "yes")
+    if isinstance(default, int | float):
+        try:
+            return type(default)(raw)
+        except ValueError:
+            _fail(name, raw, f"a number ({type(default).__name__})")
+    if isinstance(default, Path) or name == "SIYU_RULES":
+        return Path(raw)
+    return raw
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(env name, default, doc) per setting, for the README and `siyu-stream settings`."""
+    import inspect  # noqa: PLC0415 - only for documentation output
+
+    source = inspect.getsource(Settings)
+    rows = []
+    for f in dataclasses.fields(Settings):
+        marker = f"    {f.name}: "
+        after = source[source.index(marker) :].split('"""')
+        rows.append((f.metadata["env"], str(f.default), after[1].strip()))
+    return rows
