@@ -1,0 +1,60 @@
+"""Topic names and partition counts, derived from the settings (DESIGN §2).
+
+Every topic the worker reads or writes is created up front with the same partition
+count: inputs, the internal command topic and the table changelog are co-partitioned
+by customer id, so one worker owns a customer's input, commands and state together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from siyu_stream.admin import TopicSpec
+from siyu_stream.settings import Settings
+
+INPUT_TYPES = {"orders": "order", "chats": "chat", "joins": "join"}
+OUTPUT_BY_KIND = {
+    "gift": "actions.gifts",
+    "reminder": "actions.reminders",
+    "change": "customers.changes",
+    "suppressed": "actions.suppressed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    settings: Settings
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.settings.topic(name) for name in INPUT_TYPES]
+
+    def output(self, kind: str) -> str:
+        return self.settings.topic(OUTPUT_BY_KIND[kind])
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output(kind) for kind in OUTPUT_BY_KIND]
+
+    @property
+    def deadletter(self) -> str:
+        return self.settings.topic("deadletter")
+
+    @property
+    def commands(self) -> str:
+        """Internal: referral credits, re-keyed events and timer ticks, keyed by customer."""
+        return f"{self.settings.app_id}-commands"
+
+    @property
+    def changelog(self) -> str:
+        """Faust's changelog of the customer table (Faust names it after app id and table)."""
+        return f"{self.settings.app_id}-customers-changelog"
+
+    def specs(self) -> list[TopicSpec]:
+        s = self.settings
+        plain = [*self.inputs, *self.outputs, self.deadletter, self.commands]
+        specs = [TopicSpec(name, s.partitions, s.replication) for name in plain]
+        # the changelog only needs each customer's latest state: compaction keeps it bounded
+        compacted = {"cleanup.policy": "compact"}
+        specs.append(TopicSpec(self.changelog, s.partitions, s.replication, compacted))
+        return specs
