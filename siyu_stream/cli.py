@@ -60,6 +60,28 @@ def cmd_check_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from siyu_stream.simulate import SimConfig, generate, write_jsonl  # noqa: PLC0415 - keep CLI start fast
+
+    if args.customers < 1 or args.rate <= 0:
+        msg = "--customers must be >= 1 and --rate > 0"
+        raise SiyuError(msg)
+    limit = args.events
+    if limit is None and args.duration is not None:
+        limit = int(args.rate * args.duration)
+    cfg = SimConfig(customers=args.customers, rate=args.rate, seed=args.seed)
+    if args.out is not None:
+        if limit is None:
+            msg = "--out needs --events or --duration (a file cannot be endless)"
+            raise SiyuError(msg)
+        counts = write_jsonl(generate(cfg, limit), Path(args.out))
+        print(f"simulate: {counts}", file=sys.stderr)
+        return 0
+    from siyu_stream.traffic import simulate_to_kafka  # noqa: PLC0415 - pulls in aiokafka
+
+    return simulate_to_kafka(cfg, limit=limit, broker=args.broker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siyu-stream", description="Customer-lifecycle rules for private-domain commerce."
@@ -73,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
     p.add_argument("--deadletter", help="rejected lines as JSONL (default: stderr)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("simulate", help="realistic synthetic orders, chats and joins")
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=50.0, help="events per second")
+    p.add_argument("--duration", type=float, help="seconds of traffic (default: endless)")
+    p.add_argument("--events", type=int, help="number of events (instead of --duration)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", help="write JSONL here (replay input) instead of producing to Kafka")
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("check-rules", help="validate a rules TOML file")
     p.add_argument("file")

@@ -25,6 +25,7 @@ dict store and no broker:
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ class Stats:
     """Outbox records sent again after a (re)assignment."""
     latencies: list[tuple[Millis, Millis]] = field(default_factory=list)
     """(event time, processing time) per action since the exporter last drained it."""
+
+
+def wall_clock() -> Millis:
+    """The live engine clock: the rule core never reads it, the adapters pass it in."""
+    return time.time_ns() // 1_000_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
