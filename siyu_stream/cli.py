@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,6 +18,7 @@ from siyu_stream.clock import parse_rfc3339
 from siyu_stream.errors import SiyuError
 from siyu_stream.replay import replay, summary
 from siyu_stream.ruleset import load_rules
+from siyu_stream.settings import Settings
 
 
 @contextlib.contextmanager
@@ -82,6 +87,81 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_to_kafka(cfg, limit=limit, broker=args.broker)
 
 
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    if getattr(args, "broker", None):
+        overrides["broker"] = args.broker
+    return Settings.from_env(None, **overrides)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from siyu_stream.worker import Worker  # noqa: PLC0415 - pulls in aiokafka
+
+    settings = _settings(args)
+    rules = load_rules(settings.rules)
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        worker = Worker(settings, rules)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from siyu_stream.broker import LocalBroker  # noqa: PLC0415
+
+    broker = LocalBroker(Path(args.data_dir), args.port)
+    broker.start()
+    print(f"{broker.bootstrap}", flush=True)
+    print(
+        f"noida-db running (data {args.data_dir}, log {broker.log_path}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from siyu_stream.admin import describe_topics, ensure_topics  # noqa: PLC0415
+    from siyu_stream.topology import Topology  # noqa: PLC0415
+
+    settings = _settings(args, api_auth=False)
+    specs = Topology(settings).specs()
+    if args.action == "create":
+        created = asyncio.run(ensure_topics(settings.broker, specs))
+        print(f"created {len(created)} of {len(specs)} topics: {', '.join(created) or '-'}")
+        return 0
+    for info in asyncio.run(describe_topics(settings.broker, [s.name for s in specs])):
+        state = f"{info.partitions} partitions" if info.partitions else "missing"
+        print(f"{info.name:40} {state:>14} {info.end_offsets:>12,} records")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from siyu_stream.demo import run_demo  # noqa: PLC0415
+
+    asyncio.run(
+        run_demo(
+            Path(args.workdir),
+            customers=args.customers,
+            rate=args.rate,
+            duration=args.duration,
+            every=args.every,
+            out=sys.stdout,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siyu-stream", description="Customer-lifecycle rules for private-domain commerce."
@@ -105,6 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSONL here (replay input) instead of producing to Kafka")
     p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("worker", help="run a stream worker (settings from SIYU_* variables)")
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="start the local Kafka-protocol broker (noida-db)")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--data-dir", default=".siyu/broker")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create or describe every topic siyu-stream uses")
+    p.add_argument("action", choices=["create", "describe"])
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("demo", help="local broker + worker + simulator with a live summary")
+    p.add_argument("--customers", type=int, default=2_000)
+    p.add_argument("--rate", type=float, default=200.0, help="events per second")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between summary lines")
+    p.add_argument("--workdir", default=".siyu/demo")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check-rules", help="validate a rules TOML file")
     p.add_argument("file")

@@ -55,4 +55,3 @@ def format_rfc3339(ms: Millis) -> str:
     seconds, millis = divmod(ms, 1000)
     stamp = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
-

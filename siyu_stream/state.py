@@ -96,9 +96,6 @@ class CustomerState:
     seen: bytes = field(default=b"", metadata=_meta("e"))
     """Digests of recent event ids, oldest first, DIGEST_BYTES each."""
     timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
-    outbox: list[list[Any]] = field(default_factory=list, metadata=_meta("ob"))
-    """Live runtime only: output records of steps whose offsets are not yet committed, as
-    [source topic, offset, output topic, key, value]; re-sent after a crash (see processor)."""
 
     def clone(self) -> CustomerState:
         return dataclasses.replace(
@@ -109,7 +106,6 @@ class CustomerState:
             gifts=list(self.gifts),
             touches=list(self.touches),
             timers=dict(self.timers),
-            outbox=list(self.outbox),
         )
 
     def has_seen(self, key: bytes) -> bool:

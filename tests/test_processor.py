@@ -1,8 +1,7 @@
-"""Runtime tier: the live adapter over a dict table, no broker."""
+"""Runtime tier: the live adapter for one partition over a dict store, no broker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -10,48 +9,43 @@ import pytest
 
 from siyu_stream import state as state_format
 from siyu_stream.clock import DAY, MINUTE, format_rfc3339
-from siyu_stream.processor import Out, Processor, Record, partition_for
+from siyu_stream.processor import Out, PartitionTask, Record, Stats, partition_for
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
-from siyu_stream.state import CustomerState
 from siyu_stream.topology import Topology
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z
 TOPOLOGY = Topology(Settings(api_auth=False, partitions=4))
 
 
-class DictTable:
-    """Keeps serialized bytes, like the Faust table."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, customer_id: str) -> CustomerState | None:
-        raw = self.data.get(customer_id)
-        return None if raw is None else state_format.loads(raw)
-
-    def put(self, customer_id: str, state: CustomerState) -> None:
-        self.data[customer_id] = state_format.dumps(state)
-
-    def items(self) -> Iterator[tuple[str, CustomerState]]:
-        for key, raw in list(self.data.items()):
-            yield key, state_format.loads(raw)
-
-
 def owner(customer: str) -> int:
     return partition_for(customer.encode(), 4)
 
 
-class Harness:
-    def __init__(self, table: DictTable | None = None) -> None:
-        self.table = table or DictTable()
-        self.proc = Processor(Rules(), TOPOLOGY, self.table)
+class Cluster:
+    """Four partition tasks and a fake broker that routes command records between them."""
+
+    def __init__(self, stores: dict[int, dict[str, bytes]] | None = None) -> None:
+        self.stats = Stats()
+        self.stores = stores or {p: {} for p in range(4)}
+        self.tasks = {
+            p: PartitionTask(Rules(), TOPOLOGY, p, self.stores[p], self.stats) for p in range(4)
+        }
         self.offsets: dict[tuple[str, int], int] = {}
 
     def record(self, topic: str, value: bytes, key: bytes | None, partition: int) -> Record:
         offset = self.offsets.get((topic, partition), 0)
         self.offsets[(topic, partition)] = offset + 1
         return Record(topic, partition, offset, key, value)
+
+    def handle(self, record: Record, now: int = NOW) -> list[Out]:
+        outs = self.tasks[record.partition].handle(record, now)
+        self.commit()
+        return outs
+
+    def commit(self) -> None:
+        for task in self.tasks.values():
+            task.committed()
 
     def send(
         self,
@@ -66,18 +60,17 @@ class Harness:
         customer = event["customer_id"]
         k = customer.encode() if key == "auto" else key
         p = owner(customer) if partition is None else partition
-        value = orjson.dumps(event)
-        return self.proc.handle(self.record(f"siyu.{short}", value, k, p), now)
+        return self.handle(self.record(f"siyu.{short}", orjson.dumps(event), k, p), now)
 
     def deliver(self, outs: list[Out], now: int = NOW) -> list[Out]:
         """Feed command records back in, as the broker would; return the rest."""
         rest: list[Out] = []
         for out in outs:
             if out.topic == TOPOLOGY.commands:
-                p = out.partition if out.partition is not None else partition_for(out.key or b"", 4)
+                p = partition_for(out.key or b"", 4)
                 rest.extend(
                     self.deliver(
-                        self.proc.handle(self.record(out.topic, out.value, out.key, p), now), now
+                        self.handle(self.record(out.topic, out.value, out.key, p), now), now
                     )
                 )
             else:
@@ -85,7 +78,9 @@ class Harness:
         return rest
 
     def tick(self, now: int) -> list[Out]:
-        return self.deliver(self.proc.ticks(), now)
+        outs = [o for task in self.tasks.values() for o in task.sweep(now)]
+        self.commit()
+        return self.deliver(outs, now)
 
 
 def order(event_id: str = "e1", amount: str = "6000", **kw: Any) -> dict[str, Any]:
@@ -101,34 +96,55 @@ def order(event_id: str = "e1", amount: str = "6000", **kw: Any) -> dict[str, An
 
 
 def test_event_becomes_actions_on_their_topics_keyed_by_customer() -> None:
-    h = Harness()
-    outs = h.send("orders", **order())
+    c = Cluster()
+    outs = c.send("orders", **order())
     topics = sorted({o.topic for o in outs})
     assert topics == ["siyu.actions.gifts", "siyu.actions.reminders", "siyu.customers.changes"]
     assert all(o.key == b"c1" for o in outs)
     gift = next(orjson.loads(o.value) for o in outs if o.topic == "siyu.actions.gifts")
     assert gift["detail"] == {"code": "tier_5000", "value": 20_000}
-    assert h.proc.stats.events[("order", "ok")] == 1
+    assert c.stats.events[("order", "ok")] == 1
+
+
+def test_state_changes_wait_in_dirty_until_committed_and_become_changelog_records() -> None:
+    c = Cluster()
+    p = owner("c1")
+    task = c.tasks[p]
+    task.handle(
+        c.record(
+            "siyu.orders",
+            orjson.dumps({**order(), "customer_id": "c1", "occurred_at": format_rfc3339(NOW)}),
+            b"c1",
+            p,
+        ),
+        NOW,
+    )
+    assert "c1" not in c.stores[p] and "c1" in task.dirty
+    [record] = task.changelog()
+    assert (record.topic, record.key, record.partition) == (TOPOLOGY.changelog, b"c1", p)
+    assert state_format.loads(record.value).spend_fen == 600_000
+    task.committed()
+    assert c.stores[p]["c1"] == record.value and not task.dirty
 
 
 def test_retry_is_a_counted_duplicate_with_no_output() -> None:
-    h = Harness()
-    h.send("orders", **order())
-    assert h.send("orders", **order()) == []
-    assert h.proc.stats.events[("order", "duplicate")] == 1
+    c = Cluster()
+    c.send("orders", **order())
+    assert c.send("orders", **order()) == []
+    assert c.stats.events[("order", "duplicate")] == 1
 
 
 @pytest.mark.parametrize("key", [None, b"someone-else"])
 def test_miskeyed_event_is_forwarded_to_its_owner_and_processed_once(key: bytes | None) -> None:
-    h = Harness()
+    c = Cluster()
     wrong = (owner("c1") + 1) % 4
-    outs = h.send("orders", partition=wrong, key=key, **order())
+    outs = c.send("orders", partition=wrong, key=key, **order())
     assert [o.topic for o in outs] == [TOPOLOGY.commands]
     assert outs[0].key == b"c1"
-    actions = h.deliver(outs)
+    actions = c.deliver(outs)
     assert any(o.topic == "siyu.actions.gifts" for o in actions)
-    assert h.table.get("c1") is not None
-    assert h.proc.stats.events[("order", "rekeyed")] == 1
+    assert "c1" in c.stores[owner("c1")] and "c1" not in c.stores[wrong]
+    assert c.stats.events[("order", "rekeyed")] == 1
 
 
 @pytest.mark.parametrize(
@@ -159,30 +175,38 @@ def test_miskeyed_event_is_forwarded_to_its_owner_and_processed_once(key: bytes 
 def test_bad_input_goes_to_the_deadletter_topic_with_position_and_reason(
     value: bytes, reason: str
 ) -> None:
-    h = Harness()
-    [dead] = h.proc.handle(h.record("siyu.orders", value, b"c1", 2), NOW)
+    c = Cluster()
+    [dead] = c.handle(c.record("siyu.orders", value, b"c1", 2))
     assert dead.topic == "siyu.deadletter"
     record = orjson.loads(dead.value)
     assert (record["topic"], record["partition"], record["offset"]) == ("siyu.orders", 2, 0)
     assert reason in record["reason"]
-    assert h.proc.stats.deadletters == 1
-    # and the stream goes on
-    assert h.send("orders", **order("e2"))
+    assert c.stats.deadletters == 1
+    assert c.send("orders", **order("e2"))  # and the stream goes on
 
 
-def test_ticks_fire_due_timers_on_the_wall_clock() -> None:
-    h = Harness()
-    h.send("chats", event_id="in1", type="chat", direction="inbound", channel="wecom")
-    assert h.tick(NOW + 29 * MINUTE) == []
-    [overdue] = h.tick(NOW + 31 * MINUTE)
+def test_malformed_command_is_dead_lettered() -> None:
+    c = Cluster()
+    [dead] = c.handle(c.record(TOPOLOGY.commands, b'{"cmd": "credit"}', b"x", 1))
+    assert (
+        dead.topic == "siyu.deadletter"
+        and "malformed command" in orjson.loads(dead.value)["reason"]
+    )
+
+
+def test_sweep_fires_due_timers_on_the_wall_clock() -> None:
+    c = Cluster()
+    c.send("chats", event_id="in1", type="chat", direction="inbound", channel="wecom")
+    assert c.tick(NOW + 29 * MINUTE) == []
+    [overdue] = c.tick(NOW + 31 * MINUTE)
     assert overdue.topic == "siyu.actions.reminders"
     assert orjson.loads(overdue.value)["detail"]["template"] == "reply_overdue"
-    assert h.tick(NOW + 60 * MINUTE) == []
+    assert c.tick(NOW + 60 * MINUTE) == []
 
 
 def test_referral_credit_travels_as_a_command_to_the_referrer() -> None:
-    h = Harness()
-    h.send(
+    c = Cluster()
+    c.send(
         "joins",
         event_id="j",
         type="join",
@@ -191,61 +215,34 @@ def test_referral_credit_travels_as_a_command_to_the_referrer() -> None:
         customer_id="new",
         referrer_id="ref",
     )
-    outs = h.send("orders", **order("o", amount="10", customer_id="new"))
+    outs = c.send("orders", **order("o", amount="10", customer_id="new"))
     credit = [o for o in outs if o.topic == TOPOLOGY.commands]
-    assert [c.key for c in credit] == [b"ref"]
-    rest = h.deliver(credit)
+    assert [o.key for o in credit] == [b"ref"]
+    rest = c.deliver(credit)
     gifts = [orjson.loads(o.value) for o in rest if o.topic == "siyu.actions.gifts"]
     assert [(g["customer_id"], g["detail"]["code"]) for g in gifts] == [("ref", "referral_reward")]
-    assert h.deliver(credit) == []  # a re-sent credit counts once
+    assert c.deliver(credit) == []  # a re-sent credit counts once
 
 
-def test_outbox_is_resent_after_a_restart_until_committed() -> None:
-    h = Harness()
-    outs = h.send("orders", **order())
-    state = h.table.get("c1")
-    assert state is not None and len(state.outbox) == len(outs)
-    # a crash: the new worker's processor re-sends the outbox of its partitions on start
-    restarted = Harness(h.table)
-    restarted.proc.assign({0, 1, 2, 3})
-    resent = restarted.tick(NOW)
-    assert sorted(o.value for o in resent) == sorted(o.value for o in outs)
-    assert restarted.proc.stats.resent == len(outs)
-    # once the offset is committed, the next tick clears the outbox
-    restarted.proc.on_commit("siyu.orders", owner("c1"), 1)
-    restarted.tick(NOW + 1000)
-    cleared = h.table.get("c1")
-    assert cleared is not None and cleared.outbox == []
-
-
-def test_outbox_entries_from_committed_offsets_are_dropped_on_the_next_step() -> None:
-    h = Harness()
-    h.send("orders", **order("e1"))
-    h.proc.on_commit("siyu.orders", owner("c1"), 1)
-    outs = h.send("orders", **order("e2", amount="5000"))
-    state = h.table.get("c1")
-    assert state is not None
-    assert len(state.outbox) == len(outs)
-    assert {entry[1] for entry in state.outbox} == {1}
-
-
-def test_ticks_go_to_every_assigned_partition() -> None:
-    h = Harness()
-    h.proc.assign({0, 2})
-    assert sorted(o.partition for o in h.proc.ticks() if o.partition is not None) == [0, 2]
-    assert all(o.topic == TOPOLOGY.commands and o.key is None for o in h.proc.ticks())
-
-
-def test_dormant_timer_survives_restart_and_fires_from_the_rebuilt_index() -> None:
-    h = Harness()
-    h.send("chats", event_id="in1", type="chat", direction="inbound", channel="wecom")
-    h.send(
+def test_restored_store_rebuilds_timers_and_population() -> None:
+    c = Cluster()
+    c.send("chats", event_id="in1", type="chat", direction="inbound", channel="wecom")
+    c.send(
         "chats", event_id="out1", type="chat", direction="outbound", channel="wecom", staff_id="s"
     )
-    restarted = Harness(h.table)
-    restarted.proc.assign({owner("c1")})
+    restarted = Cluster(c.stores)  # a new worker over the restored stores
+    assert restarted.tasks[owner("c1")].population[("layer", "A3")] == 1
     fired = restarted.tick(NOW + 181 * DAY)
     changes = [
         orjson.loads(o.value)["detail"] for o in fired if o.topic == "siyu.customers.changes"
     ]
     assert {"field": "health", "from": "active", "to": "dormant"} in changes
+
+
+def test_population_follows_changes_incrementally() -> None:
+    c = Cluster()
+    c.send("orders", **order("e1", amount="6000"))
+    pop = c.tasks[owner("c1")].population
+    assert (pop[("layer", "A4")], pop[("tier", "silver")], pop[("health", "active")]) == (1, 1, 1)
+    c.send("orders", **order("e2", amount="6000"))
+    assert (pop[("tier", "silver")], pop[("tier", "gold")]) == (0, 1)

@@ -1,0 +1,280 @@
+"""The live worker: a consume-transform-produce loop on aiokafka.
+
+    inputs (orders, chats, joins) ─┐                     ┌─> actions.* / customers.changes
+    commands (credits, re-keyed) ──┼─> PartitionTask(p) ─┼─> commands (to other partitions)
+    changelog (restore on assign) ─┘   (pure rule core)  ├─> deadletter
+                                                         └─> changelog (state of p)
+
+Partitions are the unit of work: a consumer group with the range assignor gives each
+worker the same partition numbers of every co-partitioned topic; each owned partition
+has a `PartitionTask` holding its customers' state, restored from the compacted
+changelog when the partition is assigned.
+
+Each poll is handled per partition as one batch:
+
+- `exactly_once`: one transactional producer per partition (`transactional_id` =
+  `<app>-p<n>`, stable, so a new owner fences the old one and aborts its open
+  transaction). Outputs, commands, changelog records and the consumed offsets are
+  committed in one transaction: a crash never loses or doubles a gift.
+- `at_least_once`: outputs are sent and acknowledged first, then the changelog, then
+  the offsets are committed. A crash between the steps re-processes the batch: state
+  de-duplicates the events by id, and any record sent twice carries the same
+  `action_id`. Nothing is lost.
+
+Timers are swept on the wall clock after every poll (at least every
+`SIYU_TIMER_INTERVAL` seconds), inside the same batch as the partition's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
+from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
+    RangePartitionAssignor,
+)
+from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+
+from siyu_stream.admin import ensure_topics
+from siyu_stream.processor import Out, PartitionTask, Record, Stats, Store, wall_clock
+from siyu_stream.ruleset import Rules
+from siyu_stream.settings import Settings
+from siyu_stream.topology import Topology
+
+log = logging.getLogger("siyu_stream.worker")
+
+MAX_RECORDS = 2_000
+"""Records per poll: one batch, one transaction per partition."""
+_RESTORE_IDLE_POLLS = 10
+
+
+def memory_store(partition: int) -> Store:
+    return {}
+
+
+@dataclass
+class Owned:
+    task: PartitionTask
+    producer: Any | None
+    """The partition's transactional producer (exactly_once only)."""
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules,
+        store_factory: Callable[[int], Store] = memory_store,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.topology = Topology(settings)
+        self.store_factory = store_factory
+        self.stats = Stats()
+        self.owned: dict[int, Owned] = {}
+        self.exactly_once = settings.guarantee == "exactly_once"
+        self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
+        self._paused = False
+        self._stop = asyncio.Event()
+        self._consumer: Any = None
+        self._producer: Any = None  # at_least_once: one plain producer for everything
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await ensure_topics(self.settings.broker, self.topology.specs())
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.broker,
+            group_id=self.settings.app_id,
+            enable_auto_commit=False,  # offsets move only with a durable batch
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        if not self.exactly_once:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.broker, acks="all", enable_idempotence=True
+            )
+            await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(
+            [*self.topology.inputs, self.topology.commands], listener=_Listener(self)
+        )
+        log.info("worker %s started (%s)", self.settings.app_id, self.settings.guarantee)
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown()
+
+    async def _loop(self) -> None:
+        timeout = int(self.settings.timer_interval * 1000)
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=timeout, max_records=MAX_RECORDS)
+            async with self._lock:
+                if not self._paused:
+                    await self._process(batch)
+
+    async def _shutdown(self) -> None:
+        async with self._lock:
+            # leaving the group hands the partitions over at once (no session timeout wait)
+            await self._consumer.stop()
+            for owned in self.owned.values():
+                if owned.producer is not None:
+                    await owned.producer.stop()
+            self.owned.clear()
+            if self._producer is not None:
+                await self._producer.stop()
+        log.info("worker stopped")
+
+    # ------------------------------------------------------------ batches
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        now = wall_clock()
+        for tp, messages in batch.items():
+            owned = self.owned.get(tp.partition)
+            if owned is None:
+                continue  # revoked while polling: the new owner reads it again
+            owned.offsets[tp] = messages[-1].offset + 1
+            outs = []
+            for m in messages:
+                record = Record(m.topic, m.partition, m.offset, m.key, m.value)
+                outs.extend(self._handle(owned.task, record, now))
+            await self._durable(owned, outs)
+        for owned in self.owned.values():
+            await self._durable(owned, owned.task.sweep(now))
+
+    def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
+        try:
+            return task.handle(record, now)
+        except Exception as exc:  # a bug must not stop the stream: dead-letter the record
+            log.exception(
+                "internal error on %s[%d]@%d", record.topic, record.partition, record.offset
+            )
+            return [task.dead_letter(record, f"internal error: {exc!r}", now)]
+
+    async def _durable(self, owned: Owned, outs: list[Out]) -> None:
+        """Make one partition's batch durable: outputs, state, then offsets."""
+        task = owned.task
+        changelog = task.changelog()
+        offsets, owned.offsets = owned.offsets, {}
+        if not outs and not changelog and not offsets:
+            return
+        try:
+            if owned.producer is not None:
+                async with owned.producer.transaction():
+                    await _send_all(owned.producer, [*outs, *changelog])
+                    if offsets:
+                        committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                        await owned.producer.send_offsets_to_transaction(
+                            committed, self.settings.app_id
+                        )
+            else:
+                await _wait_all(await _send_all(self._producer, outs))
+                await _wait_all(await _send_all(self._producer, changelog))
+                if offsets:
+                    await self._consumer.commit(offsets)
+        except BaseException:
+            task.dirty.clear()  # the batch did not happen; the stream will redeliver it
+            raise
+        task.committed()
+
+    # ------------------------------------------------------------ rebalancing
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        # Eager rebalancing revokes everything; keep the tasks (and their warm state) until
+        # the new assignment says which partitions really moved, but process nothing.
+        async with self._lock:
+            self._paused = True
+
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        async with self._lock:
+            partitions = {tp.partition for tp in tps}
+            for p in sorted(set(self.owned) - partitions):
+                owned = self.owned.pop(p)
+                if owned.producer is not None:
+                    await owned.producer.stop()
+                log.info("partition %d revoked", p)
+            for p in sorted(partitions - set(self.owned)):
+                self.owned[p] = await self._take_over(p)
+            self._paused = False
+            self.ready.set()
+
+    async def _take_over(self, p: int) -> Owned:
+        producer = None
+        if self.exactly_once:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.broker,
+                transactional_id=f"{self.settings.app_id}-p{p}",
+                acks="all",
+                enable_idempotence=True,
+            )
+            await producer.start()  # fences the previous owner before we read state
+        store = self.store_factory(p)
+        restored = await self._restore(p, store)
+        task = PartitionTask(self.rules, self.topology, p, store, self.stats)
+        log.info("partition %d assigned: %d changelog records restored", p, restored)
+        return Owned(task, producer)
+
+    async def _restore(self, partition: int, store: Store) -> int:
+        """Read the changelog partition to its end (read_committed) into `store`."""
+        tp = TopicPartition(self.topology.changelog, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.broker,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            restored = idle = 0
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+                records = batch.get(tp, [])
+                for m in records:
+                    store[m.key.decode()] = m.value
+                restored += len(records)
+                idle = 0 if records else idle + 1
+                if idle > _RESTORE_IDLE_POLLS:
+                    # only transaction markers left before `end`: nothing more to read
+                    break
+            return restored
+        finally:
+            await consumer.stop()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.assigned(assigned)
+
+
+async def _send_all(producer: Any, outs: list[Out]) -> list[asyncio.Future[Any]]:
+    return [await producer.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outs]
+
+
+async def _wait_all(futures: list[asyncio.Future[Any]]) -> None:
+    if futures:
+        await asyncio.gather(*futures)
