@@ -67,6 +67,8 @@ class Owned:
     producer: Any | None
     """The partition's transactional producer (exactly_once only)."""
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    """Positions to commit with the batch in flight."""
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 class Worker:
@@ -146,18 +148,28 @@ class Worker:
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         now = wall_clock()
+        by_partition: dict[int, list[Any]] = {p: [] for p in self.owned}
         for tp, messages in batch.items():
+            if tp.partition in by_partition:  # else revoked while polling: the new owner reads it
+                by_partition[tp.partition].extend(messages)
+        # Commit positions, not last offset + 1: a position also steps over transaction
+        # markers (the command topic is written transactionally), so lag reaches 0.
+        for tp in self._consumer.assignment():
             owned = self.owned.get(tp.partition)
-            if owned is None:
-                continue  # revoked while polling: the new owner reads it again
-            owned.offsets[tp] = messages[-1].offset + 1
+            if owned is not None:
+                position = await self._consumer.position(tp)
+                if owned.committed.get(tp) != position:
+                    owned.offsets[tp] = position
+        for p, messages in by_partition.items():
+            # one customer's order and join arrive on different topics: take the partition's
+            # records in producer-timestamp order (stable), not topic by topic
+            messages.sort(key=lambda m: m.timestamp)
+            task = self.owned[p].task
             outs = []
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value)
-                outs.extend(self._handle(owned.task, record, now))
-            await self._durable(owned, outs)
-        for owned in self.owned.values():
-            await self._durable(owned, owned.task.sweep(now))
+                outs.extend(self._handle(task, record, now))
+            await self._durable(self.owned[p], outs + task.sweep(now))
 
     def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
         try:
@@ -193,6 +205,7 @@ class Worker:
             task.dirty.clear()  # the batch did not happen; the stream will redeliver it
             raise
         task.committed()
+        owned.committed.update(offsets)
 
     # ------------------------------------------------------------ rebalancing
 

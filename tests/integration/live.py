@@ -1,0 +1,245 @@
+"""Helpers for runtime tests on a real broker: worker processes, traffic, output readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from siyu_stream.clock import MINUTE, format_rfc3339
+from siyu_stream.engine import Engine, ListSink, MemoryStore
+from siyu_stream.errors import InvalidEvent
+from siyu_stream.events import from_dict
+from siyu_stream.processor import wall_clock
+from siyu_stream.ruleset import Rules
+from siyu_stream.settings import Settings
+from siyu_stream.topology import Topology
+
+# Bounds so that a broken run fails instead of hanging; they are not timing claims.
+GIVE_UP_AFTER = 90.0
+TYPE_TOPIC = {"order": "orders", "chat": "chats", "join": "joins"}
+
+
+class WorkerProcess:
+    """`siyu-stream worker` as a real child process, so that SIGKILL really kills it."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "SIYU_BROKER": s.broker,
+            "SIYU_APP_ID": s.app_id,
+            "SIYU_PARTITIONS": str(s.partitions),
+            "SIYU_GUARANTEE": s.guarantee,
+            "SIYU_API_AUTH": "false",
+            "SIYU_TIMER_INTERVAL": "0.2",
+            "SIYU_LOG_LEVEL": "info",
+        }
+
+    def start(self) -> None:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "siyu_stream.cli", "worker"],
+            env=self.env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        handle.close()
+
+    def owned(self) -> set[int]:
+        """Partitions this worker owns now, from its log (assigned minus revoked)."""
+        owned: set[int] = set()
+        for line in self.log.read_text(errors="replace").splitlines():
+            if m := re.search(r"partition (\d+) assigned", line):
+                owned.add(int(m.group(1)))
+            elif m := re.search(r"partition (\d+) revoked", line):
+                owned.discard(int(m.group(1)))
+            elif "worker stopped" in line:
+                owned.clear()
+        return owned
+
+    def wait_owns(self, partitions: set[int]) -> None:
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        while self.owned() != partitions:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"worker owns {self.owned()}, not {partitions}"
+            time.sleep(0.1)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=GIVE_UP_AFTER)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no chance to finish a batch or leave the group
+        self.proc.wait(timeout=GIVE_UP_AFTER)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Traffic:
+    """Events stamped with the wall clock when sent, and remembered exactly as sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sent: list[bytes] = []
+        self.producer: Any = None
+
+    async def __aenter__(self) -> Traffic:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, events: Iterable[dict[str, Any]], *, rate: float | None = None) -> None:
+        started = time.monotonic()
+        futures = []
+        for n, event in enumerate(events):
+            if rate is not None:
+                await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            futures.append(await self.raw(event_topic(event), key_of(event), stamp(event)))
+        await asyncio.gather(*futures)
+
+    async def raw(self, short: str, key: bytes | None, value: bytes) -> Any:
+        self.sent.append(value)
+        return await self.producer.send(self.settings.topic(short), value, key=key)
+
+
+def stamp(event: dict[str, Any]) -> bytes:
+    """occurred_at = now minus the event's `ago_minutes` (default 0)."""
+    event = dict(event)
+    ago = event.pop("ago_minutes", 0)
+    event.setdefault("occurred_at", format_rfc3339(wall_clock() - int(ago * MINUTE)))
+    return orjson.dumps(event)
+
+
+def event_topic(event: dict[str, Any]) -> str:
+    return TYPE_TOPIC.get(str(event.get("type")), "orders")
+
+
+def key_of(event: dict[str, Any]) -> bytes | None:
+    customer = event.get("customer_id")
+    return customer.encode() if isinstance(customer, str) else None
+
+
+def replay_ids(sent: list[bytes], rules: Rules | None = None) -> dict[str, dict[str, Any]]:
+    """What the replay engine emits for exactly these messages: action id -> action."""
+    rules = rules or Rules()
+    sink = ListSink()
+    engine = Engine(rules, MemoryStore(), sink)
+    for raw in sent:
+        try:
+            engine.handle(from_dict(orjson.loads(raw), rules.input))
+        except (InvalidEvent, orjson.JSONDecodeError):
+            continue
+    if engine.clock is not None:
+        engine.advance(wall_clock())  # the live worker's clock is at least this far
+    return {a.action_id: a.to_dict() for a in sink.actions}
+
+
+async def read_topics(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
+    """Every committed record of `topics`, from the beginning to the current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.broker,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        idle = 0
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind() and idle < 20:
+            assert time.monotonic() < deadline
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            got = [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+            records.extend(got)
+            idle = 0 if got else idle + 1
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def quiesce(settings: Settings) -> None:
+    """Wait until the worker group has consumed every input and command record."""
+    topology = Topology(settings)
+    topics = [*topology.inputs, topology.commands]
+    tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.broker,
+        group_id=settings.app_id,  # only reads the group's offsets; never joins
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        settled = 0
+        while settled < 2:
+            assert time.monotonic() < deadline, "the worker did not catch up"
+            ends = await consumer.end_offsets(tps)
+            done = [((await consumer.committed(tp)) or 0) >= ends[tp] for tp in tps]
+            settled = settled + 1 if all(done) else 0
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def actions_until(
+    settings: Settings, expected: set[str], *, settle: float = 1.5
+) -> list[dict[str, Any]]:
+    """Read the action topics until every expected id arrived and nothing new came for a while."""
+    topics = Topology(settings).outputs
+    deadline = time.monotonic() + GIVE_UP_AFTER
+    previous = -1
+    while True:
+        records = await read_topics(settings, topics)
+        ids = {r["action_id"] for r in records}
+        if expected <= ids and len(records) == previous:
+            return records
+        if time.monotonic() > deadline:
+            return records  # the caller's assertion shows what is missing
+        previous = len(records) if expected <= ids else -1
+        await asyncio.sleep(settle)
+
+
+def difference(got: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> str:
+    """A readable account of how live output and replay differ (for assertion messages)."""
+
+    def show(a: dict[str, Any]) -> str:
+        d = a["detail"]
+        what = (
+            d.get("code") or d.get("template") or f"{d.get('field')} {d.get('from')}->{d.get('to')}"
+        )
+        return f"{a['customer_id']} {a['kind']} {a['rule']} {what} @{a['occurred_at']}"
+
+    extra = [show(got[i]) for i in sorted(set(got) - set(expected))]
+    missing = [show(expected[i]) for i in sorted(set(expected) - set(got))]
+    return f"live only: {extra[:10]}; replay only: {missing[:10]}"
