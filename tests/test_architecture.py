@@ -42,5 +42,7 @@ def test_replay_loads_neither_faust_nor_aiokafka() -> None:
         "bad = [m for m in sys.modules if m.split('.')[0] in ('faust', 'aiokafka')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
