@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,17 +31,22 @@ import orjson
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from siyu_stream import state as state_format
-from siyu_stream.actions import ReferralCredit
-from siyu_stream.clock import Millis, format_rfc3339
+from siyu_stream.actions import ReferralCredit, yuan
+from siyu_stream.clock import DAY, Millis, format_rfc3339
 from siyu_stream.engine import TimerIndex, check_time
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import decode
+from siyu_stream.events import Chat, Event, Join, Order, decode
+from siyu_stream.policy import in_holdout
 from siyu_stream.rules import apply_credit, apply_event
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import TRACKED, Step
 from siyu_stream.timers import fire_timer
 from siyu_stream.topology import INPUT_TYPES, Topology
+
+TIMELINE_ENTRIES = 20
+TIMELINE_CUSTOMERS = 20_000
+"""Per partition: the timeline is an operator's aid kept in memory, not part of the state."""
 
 Store = MutableMapping[str, bytes]
 """A partition's state store: customer id -> serialized state (a dict, or RocksDB)."""
@@ -66,6 +71,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp: Millis = 0
+    """Kafka record timestamp (producer create time): the start of processing latency."""
 
 
 @dataclass
@@ -76,8 +83,32 @@ class Stats:
     """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(kind, rule) -> count."""
-    deadletters: int = 0
+    deadletters: Counter[str] = field(default_factory=Counter)
+    """Source topic -> rejected records."""
     timers_fired: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
+    gift_value_fen: Counter[str] = field(default_factory=Counter)
+    buyers_outside_pool: int = 0
+    """Buying episodes outside the pool (a paid purchase, none in the 7 days before)."""
+    buyers_joined: int = 0
+    """Joins into the pool within 7 days of a paid purchase made outside it (加粉)."""
+    paid_orders: Counter[bool] = field(default_factory=Counter)
+    """member? -> paid purchases."""
+    order_value_fen: Counter[bool] = field(default_factory=Counter)
+    repurchase_gaps_days: list[float] = field(default_factory=list)
+    """Inter-order gaps observed since the exporter last drained them."""
+    latencies: list[tuple[Millis, Millis]] = field(default_factory=list)
+    """(record timestamp, action event time) per action of the batch in flight."""
+
+
+def describe(event: Event) -> str:
+    """One line about an event for the timeline (no PII: the contract carries none)."""
+    if isinstance(event, Order):
+        kind = "membership" if event.membership else "order"
+        return f"{kind} {event.order_id} {event.status} {yuan(event.amount_fen)} on {event.channel}"
+    if isinstance(event, Chat):
+        return f"{'inbound' if event.inbound else 'outbound'} chat on {event.channel}"
+    return f"{'left' if event.leave else 'joined'} {event.carrier}"
 
 
 def wall_clock() -> Millis:
@@ -106,12 +137,14 @@ class PartitionTask:
         self.dirty: dict[str, CustomerState] = {}
         self.timers = TimerIndex()
         self.population: Counter[tuple[str, str]] = Counter()
-        """(field, value) -> customers of this partition; kept up to date from the changes."""
+        """(dimension, value) -> customers of this partition; kept up to date incrementally."""
+        self.timeline: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        """Recent events and actions of recently active customers (memory only)."""
+        self.current_ts: Millis = 0
         for customer_id, raw in store.items():
             state = state_format.loads(raw)
             self.timers.track(customer_id, None, state)
-            for name in TRACKED:
-                self.population[(name, str(getattr(state, name)))] += 1
+            self._count(customer_id, state, +1)
 
     # ------------------------------------------------------------ state
 
@@ -139,6 +172,7 @@ class PartitionTask:
 
     def handle(self, record: Record, now: Millis) -> list[Out]:
         """Process one record of this partition; returns the records to send, in order."""
+        self.current_ts = record.timestamp or now
         if record.topic == self.topology.commands:
             try:
                 return self._command(orjson.loads(record.value), record, now)
@@ -190,6 +224,10 @@ class PartitionTask:
         self.stats.events[(expected, step.outcome)] += 1
         if step.outcome != "ok":
             return []
+        self._business(before, step.state, event)
+        self._remember(
+            event.customer_id, {"at": format_rfc3339(event.at), "event": describe(event)}
+        )
         return self._apply(event.customer_id, before, step)
 
     def _command(self, command: dict[str, Any], record: Record, now: Millis) -> list[Out]:
@@ -219,16 +257,25 @@ class PartitionTask:
             Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
             for a in step.actions
         ]
-        if before is None:  # a new customer enters the population with the defaults
-            for name in TRACKED[1:]:
-                self.population[(name, str(getattr(CustomerState(), name)))] += 1
+        self._count(customer_id, before, -1)
+        self._count(customer_id, step.state, +1)
         for action in step.actions:
             self.stats.actions[(action.kind, action.rule)] += 1
-            if action.kind == "change":
-                detail = action.detail
-                if detail["from"] is not None:
-                    self.population[(str(detail["field"]), str(detail["from"]))] -= 1
-                self.population[(str(detail["field"]), str(detail["to"]))] += 1
+            self.stats.latencies.append((self.current_ts, action.occurred_at))
+            if action.kind == "gift":
+                self.stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
+            elif action.kind == "suppressed":
+                self.stats.suppressed[str(action.detail["reason"])] += 1
+            self._remember(
+                customer_id,
+                {
+                    "at": format_rfc3339(action.occurred_at),
+                    "action": action.kind,
+                    "rule": action.rule,
+                    "detail": action.detail,
+                    "because": action.because,
+                },
+            )
         for credit in step.credits:
             command = {
                 "cmd": "credit",
@@ -243,8 +290,44 @@ class PartitionTask:
         self.timers.track(customer_id, before, step.state)
         return outs
 
+    def _count(self, customer_id: str, state: CustomerState | None, sign: int) -> None:
+        """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
+        if state is None:
+            return
+        for name in TRACKED:
+            self.population[(name, str(getattr(state, name)))] += sign
+        if state.orders:
+            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
+            self.population[("buyers", f"{group}|1+")] += sign
+            if state.orders >= 2:
+                self.population[("buyers", f"{group}|2+")] += sign
+
+    def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
+        """The ROI figures of DESIGN §1, from what one event changed."""
+        week = 7 * DAY
+        outside = before is None or not before.carriers
+        last_order = before.last_order_at if before is not None else None
+        if isinstance(event, Order) and event.status == "paid" and not event.membership:
+            member = after.membership == "active"
+            self.stats.paid_orders[member] += 1
+            self.stats.order_value_fen[member] += event.amount_fen
+            if last_order is not None and event.at > last_order:
+                self.stats.repurchase_gaps_days.append((event.at - last_order) / DAY)
+            if outside and (last_order is None or event.at - last_order > week):
+                self.stats.buyers_outside_pool += 1
+        elif isinstance(event, Join) and outside and after.carriers:
+            joined_after = event.at - last_order if last_order is not None else -1
+            self.stats.buyers_joined += 0 <= joined_after <= week
+
+    def _remember(self, customer_id: str, entry: dict[str, Any]) -> None:
+        entries = self.timeline.pop(customer_id, None) or deque(maxlen=TIMELINE_ENTRIES)
+        entries.append(entry)
+        self.timeline[customer_id] = entries  # most recently active last
+        while len(self.timeline) > TIMELINE_CUSTOMERS:
+            self.timeline.popitem(last=False)
+
     def dead_letter(self, record: Record, reason: str, now: Millis) -> Out:
-        self.stats.deadletters += 1
+        self.stats.deadletters[record.topic] += 1
         key = None if record.key is None else record.key.decode("utf-8", errors="replace")
         dead = {
             "topic": record.topic,

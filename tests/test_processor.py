@@ -181,7 +181,7 @@ def test_bad_input_goes_to_the_deadletter_topic_with_position_and_reason(
     record = orjson.loads(dead.value)
     assert (record["topic"], record["partition"], record["offset"]) == ("siyu.orders", 2, 0)
     assert reason in record["reason"]
-    assert c.stats.deadletters == 1
+    assert c.stats.deadletters == {"siyu.orders": 1}
     assert c.send("orders", **order("e2"))  # and the stream goes on
 
 
@@ -246,3 +246,18 @@ def test_population_follows_changes_incrementally() -> None:
     assert (pop[("layer", "A4")], pop[("tier", "silver")], pop[("health", "active")]) == (1, 1, 1)
     c.send("orders", **order("e2", amount="6000"))
     assert (pop[("tier", "silver")], pop[("tier", "gold")]) == (0, 1)
+
+
+def test_business_figures_follow_the_events() -> None:
+    c = Cluster()
+    c.send("orders", **order("e1", amount="100"))  # outside the pool: a buyer to convert
+    c.send("joins", NOW + DAY, event_id="j", type="join", action="join", carrier="wecom")
+    c.send("orders", NOW + 3 * DAY, **order("e2", amount="300"))
+    assert (c.stats.buyers_outside_pool, c.stats.buyers_joined) == (1, 1)
+    assert c.stats.repurchase_gaps_days == [3.0]
+    assert c.stats.order_value_fen[False] == 40_000 and c.stats.paid_orders[False] == 2
+    pop = c.tasks[owner("c1")].population
+    assert (pop[("buyers", "treated|1+")], pop[("buyers", "treated|2+")]) == (1, 1)
+    timeline = c.tasks[owner("c1")].timeline["c1"]
+    assert timeline[0]["event"].startswith("order o-e1 paid 100.00")
+    assert any(entry.get("because") for entry in timeline)
