@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class Settings:
     web_host: str = field(default="127.0.0.1", metadata=_env("SIYU_WEB_HOST"))
     """Address of the HTTP server (`/metrics`, `/customers/{id}`); 0.0.0.0 in containers."""
     web_port: int = field(default=6066, metadata=_env("SIYU_WEB_PORT"))
-    """Port of the HTTP server; each worker on one machine needs its own."""
+    """Port of the HTTP server; each worker on one machine needs its own. 0 disables HTTP."""
+    web_url: str | None = field(default=None, metadata=_env("SIYU_WEB_URL"))
+    """URL other workers reach this one at (API routing); default http://<host>:<port>."""
     api_token: str | None = field(default=None, metadata=_env("SIYU_API_TOKEN"))
     """Bearer token for `/customers/{id}` (customer data). Required unless auth is disabled."""
     api_auth: bool = field(default=True, metadata=_env("SIYU_API_AUTH"))
@@ -59,6 +62,13 @@ class Settings:
     """Seconds between timer sweeps on the wall clock."""
     log_level: str = field(default="info", metadata=_env("SIYU_LOG_LEVEL"))
     """debug, info, warning or error."""
+
+    @property
+    def advertised_url(self) -> str:
+        if self.web_url:
+            return self.web_url.rstrip("/")
+        host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
+        return f"http://{host}:{self.web_port}"
 
     def topic(self, name: str) -> str:
         """Full name of topic `name` (`orders`, `actions.gifts`, ...)."""

@@ -50,6 +50,11 @@ class Topology:
         """Faust's changelog of the customer table (Faust names it after app id and table)."""
         return f"{self.settings.app_id}-customers-changelog"
 
+    @property
+    def members(self) -> str:
+        """Internal: which worker (HTTP URL) owns which partitions, for API routing."""
+        return f"{self.settings.app_id}-members"
+
     def specs(self) -> list[TopicSpec]:
         s = self.settings
         plain = [*self.inputs, *self.outputs, self.deadletter, self.commands]
@@ -57,4 +62,5 @@ class Topology:
         # the changelog only needs each customer's latest state: compaction keeps it bounded
         compacted = {"cleanup.policy": "compact"}
         specs.append(TopicSpec(self.changelog, s.partitions, s.replication, compacted))
+        specs.append(TopicSpec(self.members, 1, s.replication, compacted))
         return specs

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -44,7 +45,9 @@ from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untype
 )
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
+from siyu_stream import web
 from siyu_stream.admin import ensure_topics
+from siyu_stream.metrics import Exporter
 from siyu_stream.processor import Out, PartitionTask, Record, Stats, Store, wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -90,7 +93,35 @@ class Worker:
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self._producer: Any = None  # at_least_once: one plain producer for everything
+        self._members: Any = None  # announces this worker's partitions (API routing)
+        self._background: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self.running = False
+        self.url = settings.advertised_url
+        self.directory: dict[int, str] = {}
+        """Partition -> URL of the worker that owns it (from the members topic)."""
+        self.exporter = Exporter(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.running
+
+    @property
+    def is_ready(self) -> bool:
+        """Partitions assigned and their state restored."""
+        return self.running and self.ready.is_set() and not self._paused
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the broker's high watermark, per owned input partition."""
+        if self._consumer is None:
+            return {}
+        behind = {}
+        for owned in self.owned.values():
+            for tp, committed in owned.committed.items():
+                high = self._consumer.highwater(tp)
+                if high is not None:
+                    behind[(tp.topic, tp.partition)] = max(0, high - committed)
+        return behind
 
     # ------------------------------------------------------------ lifecycle
 
@@ -114,15 +145,27 @@ class Worker:
                 bootstrap_servers=self.settings.broker, acks="all", enable_idempotence=True
             )
             await self._producer.start()
+        self._members = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+        await self._members.start()
+        runner = await web.start(self) if self.settings.web_port else None
+        self._background.append(asyncio.create_task(self._read_members()))
         await self._consumer.start()
         self._consumer.subscribe(
             [*self.topology.inputs, self.topology.commands], listener=_Listener(self)
         )
-        log.info("worker %s started (%s)", self.settings.app_id, self.settings.guarantee)
+        self.running = True
+        log.info(
+            "worker %s started (%s, %s)", self.settings.app_id, self.settings.guarantee, self.url
+        )
         try:
             await self._loop()
         finally:
+            self.running = False
             await self._shutdown()
+            for task in self._background:
+                task.cancel()
+            if runner is not None:
+                await runner.cleanup()
 
     async def _loop(self) -> None:
         timeout = int(self.settings.timer_interval * 1000)
@@ -142,7 +185,39 @@ class Worker:
             self.owned.clear()
             if self._producer is not None:
                 await self._producer.stop()
+            await self._announce()  # no partitions: the API stops routing here
+            await self._members.stop()
         log.info("worker stopped")
+
+    async def _announce(self) -> None:
+        record = {"url": self.url, "partitions": sorted(self.owned), "at": wall_clock()}
+        await self._members.send_and_wait(
+            self.topology.members, orjson.dumps(record), key=self.url.encode()
+        )
+
+    async def _read_members(self) -> None:
+        """Follow the members topic: the latest announcement per partition wins."""
+        consumer = AIOKafkaConsumer(
+            self.topology.members,
+            bootstrap_servers=self.settings.broker,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        latest: dict[int, tuple[int, str]] = {}
+        try:
+            async for message in consumer:
+                record = orjson.loads(message.value)
+                for p in record["partitions"]:
+                    if p not in latest or latest[p][0] <= record["at"]:
+                        latest[p] = (record["at"], record["url"])
+                # a worker that announced fewer partitions gave the others up
+                for p, (_, url) in list(latest.items()):
+                    if url == record["url"] and p not in record["partitions"]:
+                        del latest[p]
+                self.directory = {p: url for p, (_, url) in latest.items()}
+        finally:
+            await consumer.stop()
 
     # ------------------------------------------------------------ batches
 
@@ -206,6 +281,8 @@ class Worker:
             raise
         task.committed()
         owned.committed.update(offsets)
+        self.exporter.observe_committed(self.stats.latencies, wall_clock())
+        self.stats.latencies.clear()
 
     # ------------------------------------------------------------ rebalancing
 
@@ -227,6 +304,7 @@ class Worker:
                 self.owned[p] = await self._take_over(p)
             self._paused = False
             self.ready.set()
+        await self._announce()
 
     async def _take_over(self, p: int) -> Owned:
         producer = None

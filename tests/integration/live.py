@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from siyu_stream.broker import free_port
 from siyu_stream.clock import MINUTE, format_rfc3339
 from siyu_stream.engine import Engine, ListSink, MemoryStore
 from siyu_stream.errors import InvalidEvent
@@ -33,10 +34,16 @@ TYPE_TOPIC = {"order": "orders", "chat": "chats", "join": "joins"}
 class WorkerProcess:
     """`siyu-stream worker` as a real child process, so that SIGKILL really kills it."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, token: str | None = None) -> None:
         self.settings = settings
         self.log = log
+        self.token = token
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -46,7 +53,9 @@ class WorkerProcess:
             "SIYU_APP_ID": s.app_id,
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
-            "SIYU_API_AUTH": "false",
+            "SIYU_API_AUTH": "false" if self.token is None else "true",
+            "SIYU_API_TOKEN": self.token or "",
+            "SIYU_WEB_PORT": str(self.port),
             "SIYU_TIMER_INTERVAL": "0.2",
             "SIYU_LOG_LEVEL": "info",
         }

@@ -1,0 +1,152 @@
+"""HTTP on the worker: /metrics, /healthz, /readyz and the customer API.
+
+`GET /customers/{id}` answers from the worker that owns the customer's partition; any
+other worker proxies the request there (the owners are announced on the members
+topic). The API shows customer data, so it needs `Authorization: Bearer
+<SIYU_API_TOKEN>`; only `SIYU_API_AUTH=false` (the local demo) turns that off.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from siyu_stream.actions import yuan
+from siyu_stream.clock import format_rfc3339
+from siyu_stream.processor import partition_for
+from siyu_stream.state import CustomerState
+
+if TYPE_CHECKING:
+    from siyu_stream.worker import Worker
+
+log = logging.getLogger("siyu_stream.web")
+ROUTED = "X-Siyu-Routed-By"
+_WORKER: web.AppKey[Worker] = web.AppKey("worker")
+
+
+def public_state(state: CustomerState) -> dict[str, Any]:
+    """The state as an operator reads it: times in RFC 3339, money in yuan and fen."""
+
+    def when(ms: int | None) -> str | None:
+        return None if ms is None else format_rfc3339(ms)
+
+    return {
+        "layer": state.layer,
+        "tier": state.tier,
+        "health": state.health,
+        "membership": state.membership,
+        "member_until": when(state.member_until),
+        "net_spend_fen": state.spend_fen,
+        "net_spend": yuan(state.spend_fen),
+        "paid_orders": state.orders,
+        "first_order_at": when(state.first_order_at),
+        "last_order_at": when(state.last_order_at),
+        "carriers": {c: when(at) for c, at in sorted(state.carriers.items())},
+        "join_source": state.join_source,
+        "referrer_id": state.referrer_id,
+        "referrals": state.referrals,
+        "staff": state.last_staff or state.owner_staff,
+        "last_inbound_at": when(state.last_inbound_at),
+        "last_outbound_at": when(state.last_outbound_at),
+        "waiting_for_reply_since": when(state.pending_reply_since),
+        "unanswered_outbound": state.outbound_streak,
+        "gifts_granted": list(state.gifts),
+        "timers": {name: when(t.due) for name, t in sorted(state.timers.items())},
+    }
+
+
+def _authorized(request: web.Request, worker: Worker) -> bool:
+    settings = worker.settings
+    if not settings.api_auth:
+        return True
+    expected = f"Bearer {settings.api_token}"
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def customer(request: web.Request) -> web.StreamResponse:
+    worker = request.app[_WORKER]
+    if not _authorized(request, worker):
+        return web.json_response(
+            {"error": "missing or wrong bearer token"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="siyu-stream"'},
+        )
+    customer_id = request.match_info["customer_id"]
+    partition = partition_for(customer_id.encode(), worker.settings.partitions)
+    owned = worker.owned.get(partition)
+    if owned is None:
+        return await _proxy(request, worker, partition)
+    state = owned.task.get(customer_id)
+    if state is None:
+        return web.json_response({"error": f"unknown customer {customer_id}"}, status=404)
+    timeline = list(owned.task.timeline.get(customer_id, []))
+    return web.json_response(
+        {
+            "customer_id": customer_id,
+            "partition": partition,
+            "served_by": worker.url,
+            "state": public_state(state),
+            "timeline": timeline[::-1],  # newest first
+        }
+    )
+
+
+async def _proxy(request: web.Request, worker: Worker, partition: int) -> web.StreamResponse:
+    owner = worker.directory.get(partition)
+    if owner is None or owner == worker.url or ROUTED in request.headers:
+        return web.json_response(
+            {"error": f"partition {partition} has no known owner yet; retry"}, status=503
+        )
+    headers = {"Authorization": request.headers.get("Authorization", ""), ROUTED: worker.url}
+    url = f"{owner}{request.path}"
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as answer,
+        ):
+            body = await answer.read()
+            return web.Response(body=body, status=answer.status, content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("proxy to %s failed: %s", url, exc)
+        return web.json_response({"error": f"owner {owner} unreachable"}, status=502)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    worker = request.app[_WORKER]
+    body = generate_latest(worker.exporter.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    worker = request.app[_WORKER]
+    ok = worker.alive
+    return web.json_response({"alive": ok}, status=200 if ok else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    worker = request.app[_WORKER]
+    ready = worker.is_ready
+    body = {"ready": ready, "partitions": sorted(worker.owned)}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def start(worker: Worker) -> web.AppRunner:
+    app = web.Application()
+    app[_WORKER] = worker
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/customers/{customer_id}", customer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, worker.settings.web_host, worker.settings.web_port)
+    await site.start()
+    log.info("http on %s:%d", worker.settings.web_host, worker.settings.web_port)
+    return runner
