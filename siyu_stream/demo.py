@@ -76,8 +76,9 @@ async def run_demo(
         records = generate(SimConfig(customers=customers, rate=rate))
         traffic = asyncio.create_task(produce(records, settings, rate, stop))
         print(f"simulator: {customers:,} customers, {rate:g} events/s; Ctrl-C stops", file=out)
-        print(f"http: {worker.url}/metrics and {worker.url}/customers/<id> (no token: demo)",
-              file=out)
+        print(
+            f"http: {worker.url}/metrics and {worker.url}/customers/<id> (no token: demo)", file=out
+        )
         started = time.monotonic()
         last = (0.0, 0)
         while not stop.is_set():

@@ -49,7 +49,7 @@ TIMELINE_CUSTOMERS = 20_000
 """Per partition: the timeline is an operator's aid kept in memory, not part of the state."""
 
 Store = MutableMapping[str, bytes]
-"""A partition's state store: customer id -> serialized state (a dict, or RocksDB)."""
+"""A partition's state store: customer id -> serialized state (see `stores`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +48,10 @@ from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 from siyu_stream import web
 from siyu_stream.admin import ensure_topics
 from siyu_stream.metrics import Exporter
-from siyu_stream.processor import Out, PartitionTask, Record, Stats, Store, wall_clock
+from siyu_stream.processor import Out, PartitionTask, Record, Stats, wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
+from siyu_stream.stores import Store, open_store
 from siyu_stream.topology import Topology
 
 log = logging.getLogger("siyu_stream.worker")
@@ -60,13 +61,10 @@ MAX_RECORDS = 2_000
 _RESTORE_IDLE_POLLS = 10
 
 
-def memory_store(partition: int) -> Store:
-    return {}
-
-
 @dataclass
 class Owned:
     task: PartitionTask
+    store: Store
     producer: Any | None
     """The partition's transactional producer (exactly_once only)."""
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
@@ -75,16 +73,10 @@ class Owned:
 
 
 class Worker:
-    def __init__(
-        self,
-        settings: Settings,
-        rules: Rules,
-        store_factory: Callable[[int], Store] = memory_store,
-    ) -> None:
+    def __init__(self, settings: Settings, rules: Rules) -> None:
         self.settings = settings
         self.rules = rules
         self.topology = Topology(settings)
-        self.store_factory = store_factory
         self.stats = Stats()
         self.owned: dict[int, Owned] = {}
         self.exactly_once = settings.guarantee == "exactly_once"
@@ -182,6 +174,7 @@ class Worker:
             for owned in self.owned.values():
                 if owned.producer is not None:
                     await owned.producer.stop()
+                owned.store.close()
             self.owned.clear()
             if self._producer is not None:
                 await self._producer.stop()
@@ -265,7 +258,8 @@ class Worker:
         try:
             if owned.producer is not None:
                 async with owned.producer.transaction():
-                    await _send_all(owned.producer, [*outs, *changelog])
+                    await _send_all(owned.producer, outs)
+                    written = await _send_all(owned.producer, changelog)
                     if offsets:
                         committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                         await owned.producer.send_offsets_to_transaction(
@@ -273,13 +267,17 @@ class Worker:
                         )
             else:
                 await _wait_all(await _send_all(self._producer, outs))
-                await _wait_all(await _send_all(self._producer, changelog))
+                written = await _send_all(self._producer, changelog)
+                await _wait_all(written)
                 if offsets:
                     await self._consumer.commit(offsets)
         except BaseException:
             task.dirty.clear()  # the batch did not happen; the stream will redeliver it
+            self.stats.latencies.clear()
             raise
         task.committed()
+        if written:
+            owned.store.save_checkpoint((await written[-1]).offset)
         owned.committed.update(offsets)
         self.exporter.observe_committed(self.stats.latencies, wall_clock())
         self.stats.latencies.clear()
@@ -299,6 +297,7 @@ class Worker:
                 owned = self.owned.pop(p)
                 if owned.producer is not None:
                     await owned.producer.stop()
+                owned.store.close()
                 log.info("partition %d revoked", p)
             for p in sorted(partitions - set(self.owned)):
                 self.owned[p] = await self._take_over(p)
@@ -316,14 +315,18 @@ class Worker:
                 enable_idempotence=True,
             )
             await producer.start()  # fences the previous owner before we read state
-        store = self.store_factory(p)
+        store = open_store(self.settings, p)
         restored = await self._restore(p, store)
         task = PartitionTask(self.rules, self.topology, p, store, self.stats)
         log.info("partition %d assigned: %d changelog records restored", p, restored)
-        return Owned(task, producer)
+        return Owned(task, store, producer)
 
     async def _restore(self, partition: int, store: Store) -> int:
-        """Read the changelog partition to its end (read_committed) into `store`."""
+        """Bring `store` up to the end of its changelog partition (read_committed).
+
+        A store that remembers the offset it applied (RocksDB) reads only what came after
+        it; any other store is filled from the beginning.
+        """
         tp = TopicPartition(self.topology.changelog, partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.broker,
@@ -333,19 +336,28 @@ class Worker:
         await consumer.start()
         try:
             consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            if store.checkpoint is not None and start <= store.checkpoint < end:
+                consumer.seek(tp, store.checkpoint + 1)
+            else:
+                store.clear()  # no usable checkpoint: rebuild from the whole changelog
+                consumer.seek(tp, start)
             restored = idle = 0
+            last = None
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
                 records = batch.get(tp, [])
                 for m in records:
                     store[m.key.decode()] = m.value
+                    last = m.offset
                 restored += len(records)
                 idle = 0 if records else idle + 1
                 if idle > _RESTORE_IDLE_POLLS:
                     # only transaction markers left before `end`: nothing more to read
                     break
+            if last is not None:
+                store.save_checkpoint(last)
             return restored
         finally:
             await consumer.stop()

@@ -53,6 +53,8 @@ class WorkerProcess:
             "SIYU_APP_ID": s.app_id,
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
+            "SIYU_STORE": s.store,
+            "SIYU_DATA_DIR": str(s.data_dir),
             "SIYU_API_AUTH": "false" if self.token is None else "true",
             "SIYU_API_TOKEN": self.token or "",
             "SIYU_WEB_PORT": str(self.port),
@@ -81,6 +83,11 @@ class WorkerProcess:
             elif "worker stopped" in line:
                 owned.clear()
         return owned
+
+    def restored(self) -> list[int]:
+        """Changelog records read per partition assignment, in log order."""
+        text = self.log.read_text(errors="replace")
+        return [int(n) for n in re.findall(r"assigned: (\d+) changelog records restored", text)]
 
     def wait_owns(self, partitions: set[int]) -> None:
         deadline = time.monotonic() + GIVE_UP_AFTER

@@ -8,6 +8,7 @@ read_committed, against the replay engine run over exactly the bytes that were s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 from collections import Counter
@@ -240,6 +241,42 @@ async def test_restart_continues_as_if_never_stopped(broker: LocalBroker, tmp_pa
     assert set(got) == set(expected), difference({r["action_id"]: r for r in records}, expected)
     assert max(got.values()) == 1
     assert sum(1 for a in expected.values() if a["detail"].get("code") == "tier_50000") == 6
+
+
+async def test_rocksdb_restart_is_warm(broker: LocalBroker, tmp_path: Path) -> None:
+    settings = dataclasses.replace(
+        settings_for(broker), store="rocksdb://", data_dir=tmp_path / "data"
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    worker.wait_owns(ALL)
+    async with Traffic(settings) as traffic:
+        await send_in_rounds(traffic, range(4))
+        assert worker.terminate() == 0
+        cold = worker.restored()
+        worker.start()
+        worker.wait_owns(ALL)
+        warm = worker.restored()[len(cold) :]
+        # everything was already in RocksDB: the restart read no changelog record again
+        assert len(warm) == 4 and sum(warm) == 0
+        await traffic.send(
+            {
+                "event_id": f"big-{n}",
+                "type": "order",
+                "customer_id": f"cust{n}",
+                "order_id": f"big-{n}",
+                "status": "paid",
+                "amount": "45000",
+                "channel": "jd",
+            }
+            for n in range(4)
+        )
+    expected = replay_ids(traffic.sent)
+    records = await actions_until(settings, set(expected))
+    worker.terminate()
+    got = Counter(r["action_id"] for r in records)
+    assert set(got) == set(expected), difference({r["action_id"]: r for r in records}, expected)
+    assert sum(1 for a in expected.values() if a["detail"].get("code") == "tier_50000") == 4
 
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
