@@ -162,6 +162,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from siyu_stream.settings import describe  # noqa: PLC0415
+
+    print("| variable | default | meaning |\n|---|---|---|")
+    for env, default, doc in describe():
+        print(f"| `{env}` | `{default}` | {doc} |")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siyu-stream", description="Customer-lifecycle rules for private-domain commerce."
@@ -207,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=5.0, help="seconds between summary lines")
     p.add_argument("--workdir", default=".siyu/demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("settings", help="print the worker settings table (Markdown)")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("check-rules", help="validate a rules TOML file")
     p.add_argument("file")

@@ -42,7 +42,7 @@ class Settings:
     """State store: `memory://` (tests, demo) or `rocksdb://` (production)."""
     data_dir: Path = field(default=Path(".siyu/worker"), metadata=_env("SIYU_DATA_DIR"))
     """Where the worker keeps RocksDB files and its local data."""
-    guarantee: str = field(default="at_least_once", metadata=_env("SIYU_GUARANTEE"))
+    guarantee: str = field(default="exactly_once", metadata=_env("SIYU_GUARANTEE"))
     """`at_least_once` or `exactly_once` (Kafka transactions; needs a broker that has them)."""
     standby_replicas: int = field(default=0, metadata=_env("SIYU_STANDBY_REPLICAS"))
     """Warm copies of each state partition on other workers, for fast fail-over."""

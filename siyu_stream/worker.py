@@ -51,6 +51,7 @@ from siyu_stream.metrics import Exporter
 from siyu_stream.processor import Out, PartitionTask, Record, Stats, wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
+from siyu_stream.standby import Standby
 from siyu_stream.stores import Store, open_store
 from siyu_stream.topology import Topology
 
@@ -93,6 +94,7 @@ class Worker:
         self.directory: dict[int, str] = {}
         """Partition -> URL of the worker that owns it (from the members topic)."""
         self.exporter = Exporter(self)
+        self.standby = Standby(settings)
 
     @property
     def alive(self) -> bool:
@@ -141,6 +143,7 @@ class Worker:
         await self._members.start()
         runner = await web.start(self) if self.settings.web_port else None
         self._background.append(asyncio.create_task(self._read_members()))
+        await self.standby.start()
         await self._consumer.start()
         self._consumer.subscribe(
             [*self.topology.inputs, self.topology.commands], listener=_Listener(self)
@@ -180,6 +183,7 @@ class Worker:
                 await self._producer.stop()
             await self._announce()  # no partitions: the API stops routing here
             await self._members.stop()
+            await self.standby.stop()
         log.info("worker stopped")
 
     async def _announce(self) -> None:
@@ -297,10 +301,11 @@ class Worker:
                 owned = self.owned.pop(p)
                 if owned.producer is not None:
                     await owned.producer.stop()
-                owned.store.close()
+                self.standby.give(p, owned.store)
                 log.info("partition %d revoked", p)
             for p in sorted(partitions - set(self.owned)):
                 self.owned[p] = await self._take_over(p)
+            self.standby.follow(set(self.owned))
             self._paused = False
             self.ready.set()
         await self._announce()
@@ -315,7 +320,9 @@ class Worker:
                 enable_idempotence=True,
             )
             await producer.start()  # fences the previous owner before we read state
-        store = open_store(self.settings, p)
+        store = self.standby.take(p)
+        if store is None:
+            store = open_store(self.settings, p)
         restored = await self._restore(p, store)
         task = PartitionTask(self.rules, self.topology, p, store, self.stats)
         log.info("partition %d assigned: %d changelog records restored", p, restored)

@@ -54,6 +54,7 @@ class WorkerProcess:
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
             "SIYU_STORE": s.store,
+            "SIYU_STANDBY_REPLICAS": str(s.standby_replicas),
             "SIYU_DATA_DIR": str(s.data_dir),
             "SIYU_API_AUTH": "false" if self.token is None else "true",
             "SIYU_API_TOKEN": self.token or "",
