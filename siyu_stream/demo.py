@@ -64,7 +64,9 @@ async def run_demo(
     broker = LocalBroker(workdir / "broker")
     broker.start()
     print(f"broker: noida-db at {broker.bootstrap} (log {broker.log_path})", file=out)
-    settings = Settings(broker=broker.bootstrap, api_auth=False, data_dir=workdir / "worker")
+    settings = Settings.from_env(
+        None, broker=broker.bootstrap, api_auth=False, data_dir=workdir / "worker"
+    )
     worker = Worker(settings, Rules())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
