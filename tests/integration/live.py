@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,6 +33,9 @@ TYPE_TOPIC = {"order": "orders", "chat": "chats", "join": "joins"}
 
 class WorkerProcess:
     """`siyu-stream worker` as a real child process, so that SIGKILL really kills it."""
+
+    started: ClassVar[list[WorkerProcess]] = []
+    """Every worker started, for the fixture that kills leftovers after each test."""
 
     def __init__(self, settings: Settings, log: Path, token: str | None = None) -> None:
         self.settings = settings
@@ -72,6 +75,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         handle.close()
+        WorkerProcess.started.append(self)
 
     def owned(self) -> set[int]:
         """Partitions this worker owns now, from its log (assigned minus revoked)."""
