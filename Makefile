@@ -31,5 +31,9 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/siyu-stream demo
 
+# benchmarks (not tests): writes bench/results.{json,md} and the README's Performance section
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,617 @@
+"""Live benchmarks on the local broker (noida-db via siyu_stream.broker.LocalBroker).
+
+    live_bench.py throughput [--events N] [--repeat R]
+        pre-produce N simulator events (re-stamped to now) into the input topics, then, per
+        repetition, time each of: raw aiokafka consume->produce (at_least_once, exactly_once),
+        one worker (both guarantees), two workers (both guarantees) -- each in a new consumer
+        group over the same input, from ready until the group's committed offsets reach the
+        ends of the input (and command) topics.
+    live_bench.py latency --guarantee G --rates R1,R2,... [--seconds S]
+        one worker; first paid purchases of fresh customers at a fixed rate, each stamped with
+        its send time; latency = arrival of its first action on an output topic (a
+        read_committed consumer, matched by cause_event_id) minus the send time.
+    live_bench.py recovery --states FILE --sizes 0,100000,...
+        write N customer states straight into a new app's changelog (on the partition the
+        worker would use), start one worker and time start -> ready; parse its
+        "partition N assigned: K changelog records restored" lines.
+
+Every broker and worker started here is stopped before the script exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from common import (
+    CACHE,
+    PYTHON,
+    SIM_CUSTOMERS,
+    SIM_RATE,
+    cpu_seconds,
+    emit,
+    log,
+    median,
+    percentile,
+    rel,
+    stop_process,
+)
+
+from siyu_stream.admin import TopicSpec, ensure_topics
+from siyu_stream.broker import LocalBroker, free_port
+from siyu_stream.clock import format_rfc3339
+from siyu_stream.processor import partition_for, wall_clock
+from siyu_stream.settings import Settings
+from siyu_stream.simulate import SimConfig, generate
+from siyu_stream.topology import Topology
+from siyu_stream.traffic import restamp
+
+PARTITIONS = 4
+GIVE_UP = 600.0  # a broken run fails instead of hanging; not a timing claim
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------ broker and workers
+
+
+@contextlib.contextmanager
+def local_broker(name: str) -> Iterator[LocalBroker]:
+    data = CACHE / f"broker-{name}"
+    shutil.rmtree(data, ignore_errors=True)
+    broker = LocalBroker(data)
+    broker.start()
+    log(f"noida-db pid {broker.pid} on {broker.bootstrap} ({rel(data)})")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def settings(
+    broker: LocalBroker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
+) -> Settings:
+    return Settings(
+        broker=broker.bootstrap,
+        app_id=app_id,
+        topic_prefix=prefix,
+        partitions=PARTITIONS,
+        guarantee=guarantee,
+        api_auth=False,
+        web_port=0,
+    )
+
+
+class WorkerProc:
+    """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
+
+    def __init__(self, s: Settings, name: str) -> None:
+        self.settings = s
+        self.port = free_port()
+        self.log_path = CACHE / f"worker-{name}.log"
+        self.log_path.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            "SIYU_BROKER": s.broker,
+            "SIYU_APP_ID": s.app_id,
+            "SIYU_TOPIC_PREFIX": s.topic_prefix,
+            "SIYU_PARTITIONS": str(s.partitions),
+            "SIYU_GUARANTEE": s.guarantee,
+            "SIYU_API_AUTH": "false",
+            "SIYU_WEB_PORT": str(self.port),
+            "SIYU_DATA_DIR": str(CACHE / f"worker-data-{name}"),
+            "SIYU_LOG_LEVEL": "info",
+        }
+        with self.log_path.open("wb") as handle:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "siyu_stream.cli", "worker"],
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            msg = f"worker exited with {self.proc.returncode}; see {self.log_path}"
+            raise RuntimeError(msg)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class RawProc:
+    def __init__(
+        self, broker: LocalBroker, group: str, out: str, guarantee: str, topics: list[str]
+    ) -> None:
+        self.ready_file = CACHE / f"raw-{group}.ready"
+        self.ready_file.unlink(missing_ok=True)
+        self.log_path = CACHE / f"raw-{group}.log"
+        with self.log_path.open("wb") as handle:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [
+                    PYTHON,
+                    str(BENCH_DIR / "raw_pipe.py"),
+                    broker.bootstrap,
+                    group,
+                    out,
+                    str(self.ready_file),
+                    guarantee,
+                    *topics,
+                ],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            msg = f"raw pipe exited with {self.proc.returncode}; see {self.log_path}"
+            raise RuntimeError(msg)
+        return self.ready_file.exists()
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.ready_file.unlink(missing_ok=True)
+
+
+async def wait_ready(procs: list[Any]) -> float:
+    """Monotonic time at which the first of `procs` became ready."""
+    deadline = time.monotonic() + GIVE_UP
+    while time.monotonic() < deadline:
+        if any(p.ready() for p in procs):
+            return time.monotonic()
+        await asyncio.sleep(0.02)
+    msg = "not ready in time"
+    raise RuntimeError(msg)
+
+
+async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[float, int]:
+    """Poll the group's committed offsets until they reach the current ends of `topics`."""
+    tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + GIVE_UP
+        while time.monotonic() < deadline:
+            ends = await consumer.end_offsets(tps)
+            committed = {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+            if all(committed[tp] >= ends[tp] for tp in tps):
+                return time.monotonic(), sum(ends.values())
+            await asyncio.sleep(0.05)
+        msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
+        raise RuntimeError(msg)
+    finally:
+        await consumer.stop()
+
+
+# ------------------------------------------------------------------ throughput
+
+
+def first_purchase(n: int, tag: str) -> dict[str, Any]:
+    """A paid purchase by a customer never seen before: at least a layer change follows."""
+    return {
+        "event_id": f"{tag}-{n}",
+        "type": "order",
+        "customer_id": f"{tag}-c{n}",
+        "occurred_at": format_rfc3339(wall_clock()),
+        "order_id": f"{tag}-o{n}",
+        "status": "paid",
+        "amount": "199.00",
+        "channel": "tmall",
+    }
+
+
+def workload(name: str, n: int) -> Iterator[tuple[str, bytes, bytes]]:
+    """(short topic, key, value) of `n` records: the simulator's mix or first purchases."""
+    if name == "sim":
+        for record in generate(SimConfig(customers=SIM_CUSTOMERS, rate=SIM_RATE), n):
+            yield record.topic, record.key.encode(), restamp(record, wall_clock())
+    else:
+        for i in range(n):
+            event = first_purchase(i, "fp")
+            yield "orders", event["customer_id"].encode(), orjson.dumps(event)
+
+
+async def preproduce(broker: LocalBroker, name: str, prefix: str, n: int) -> dict[str, int]:
+    """N records of workload `name`, stamped with the time they are sent, onto the inputs."""
+    s = settings(broker, "bench-setup", prefix=prefix)
+    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all"
+    )
+    await producer.start()
+    per_topic: dict[str, int] = {}
+    started = time.monotonic()
+    try:
+        pending = []
+        for short, key, value in workload(name, n):
+            topic = s.topic(short)
+            pending.append(await producer.send(topic, value, key=key))
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+            if len(pending) >= 5_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    log(f"pre-produced {n:,} records in {time.monotonic() - started:.1f} s: {per_topic}")
+    return per_topic
+
+
+async def time_consumer(
+    broker: LocalBroker,
+    kind: str,
+    guarantee: str,
+    workers: int,
+    group: str,
+    events: int,
+    prefix: str,
+) -> dict[str, Any]:
+    s = settings(broker, group, guarantee, prefix)
+    topology = Topology(s)
+    topics = list(topology.inputs)
+    broker_cpu = cpu_seconds(broker.pid or 0)
+    if kind == "raw":
+        out = f"{prefix}.raw-out"
+        await ensure_topics(broker.bootstrap, [TopicSpec(out, PARTITIONS)])
+        procs: list[Any] = [RawProc(broker, group, out, guarantee, topics)]
+    else:
+        await ensure_topics(broker.bootstrap, topology.specs())
+        topics.append(topology.commands)
+        procs = [WorkerProc(s, f"{group}-{i}") for i in range(workers)]
+    started = procs[0].started
+    try:
+        ready = await wait_ready(procs)
+        done, _ = await wait_consumed(broker.bootstrap, group, topics)
+        cpu = sum(p.cpu() for p in procs)
+    finally:
+        for p in procs:
+            p.stop()
+    broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu
+    seconds = done - ready
+    result = {
+        "kind": kind,
+        "guarantee": guarantee,
+        "workers": workers,
+        "group": group,
+        "events": events,
+        "startup_seconds": ready - started,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "process_cpu_seconds": cpu,
+        "broker_cpu_seconds": broker_cpu,
+    }
+    log(
+        f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s "
+        f"(ready after {ready - started:.1f} s; cpu {cpu:.1f} s, broker cpu {broker_cpu:.1f} s)"
+    )
+    return result
+
+
+MODES = [
+    ("raw", "at_least_once", 1),
+    ("raw", "exactly_once", 1),
+    ("worker", "at_least_once", 1),
+    ("worker", "exactly_once", 1),
+    ("worker", "at_least_once", 2),
+    ("worker", "exactly_once", 2),
+]
+
+
+async def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    modes = [m for m in MODES if f"{m[0]}{m[2]}" in args.modes.split(",")]
+    prefix = "siyu" if args.workload == "sim" else args.workload.replace("-", "")
+    with local_broker(f"throughput-{args.workload}") as broker:
+        per_topic = await preproduce(broker, args.workload, prefix, args.events)
+        events = sum(per_topic.values())
+        for rep in range(args.repeat):
+            for kind, guarantee, workers in modes:
+                if workers > 1 and rep >= args.repeat_scaling:
+                    continue
+                group = f"{prefix}-{kind}{workers}-{guarantee.split('_')[0]}-{rep}"
+                runs.append(
+                    await time_consumer(broker, kind, guarantee, workers, group, events, prefix)
+                )
+    summary = {}
+    for kind, guarantee, workers in modes:
+        mine = [
+            r
+            for r in runs
+            if (r["kind"], r["guarantee"], r["workers"]) == (kind, guarantee, workers)
+        ]
+        if mine:
+            summary[f"{kind}-{workers}-{guarantee}"] = {
+                "events_per_s_median": median([r["events_per_s"] for r in mine]),
+                "events_per_s_runs": [r["events_per_s"] for r in mine],
+                "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
+                "process_cpu_us_per_event_median": median(
+                    [1e6 * r["process_cpu_seconds"] / r["events"] for r in mine]
+                ),
+                "broker_cpu_us_per_event_median": median(
+                    [1e6 * r["broker_cpu_seconds"] / r["events"] for r in mine]
+                ),
+            }
+    return {
+        "workload": args.workload,
+        "events": events,
+        "per_topic": per_topic,
+        "summary": summary,
+        "runs": runs,
+    }
+
+
+# ------------------------------------------------------------------ latency
+
+
+async def latency(args: argparse.Namespace) -> dict[str, Any]:
+    rates = [float(r) for r in args.rates.split(",")]
+    results = []
+    with local_broker(f"latency-{args.guarantee}") as broker:
+        s = settings(broker, f"lat-{args.guarantee.split('_')[0]}", args.guarantee)
+        topology = Topology(s)
+        await ensure_topics(broker.bootstrap, topology.specs())
+        worker = WorkerProc(s, f"latency-{args.guarantee}")
+        try:
+            await wait_ready([worker])
+            for i, rate in enumerate(rates):
+                result = await latency_at(s, topology, rate, args.seconds, args.warmup, f"r{i}")
+                result["worker_cpu_seconds_total"] = worker.cpu()
+                results.append(result)
+        finally:
+            worker.stop()
+    return {"guarantee": args.guarantee, "levels": results}
+
+
+async def latency_at(
+    s: Settings, topology: Topology, rate: float, seconds: float, warmup: float, tag: str
+) -> dict[str, Any]:
+    outputs = [TopicPartition(t, p) for t in topology.outputs for p in range(PARTITIONS)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.broker,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+    await consumer.start()
+    await producer.start()
+    consumer.assign(outputs)
+    await consumer.seek_to_end(*outputs)
+    for tp in outputs:
+        await consumer.position(tp)  # resolve "end" now, before anything is sent
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    measured_from = time.monotonic() + warmup
+    stop_sending = asyncio.Event()
+    send_window: dict[str, float] = {}
+
+    async def consume() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            now = time.monotonic()
+            for msgs in batch.values():
+                for m in msgs:
+                    cause = orjson.loads(m.value).get("cause_event_id")
+                    t0 = sent.pop(cause, None)
+                    if t0 is not None and t0 >= measured_from:
+                        latencies.append(1000 * (now - t0))
+            if stop_sending.is_set() and not sent:
+                return
+
+    async def send() -> int:
+        n = 0
+        started = time.monotonic()
+        end = started + warmup + seconds
+        send_window["start"] = started
+        while (now := time.monotonic()) < end:
+            due = int((now - started) * rate) - n
+            for _ in range(max(due, 0)):
+                n += 1
+                event = first_purchase(n, f"lat-{tag}")
+                sent[event["event_id"]] = time.monotonic()
+                await producer.send(
+                    s.topic("orders"), orjson.dumps(event), key=event["customer_id"].encode()
+                )
+            await asyncio.sleep(0.002)
+        send_window["end"] = time.monotonic()
+        return n
+
+    reader = asyncio.create_task(consume())
+    try:
+        total = await send()
+        await producer.flush()
+        stop_sending.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), timeout=30)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await producer.stop()
+        await consumer.stop()
+    lat = sorted(latencies)
+    achieved = total / (send_window["end"] - send_window["start"])
+    result = {
+        "target_rate": rate,
+        "achieved_send_rate": achieved,
+        "sent": total,
+        "measured": len(lat),
+        "unmatched_after_30s": len(sent),
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": lat[-1] if lat else float("nan"),
+    }
+    log(
+        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {achieved:,.0f}/s): p50 {result['p50_ms']:.0f} "
+        f"p95 {result['p95_ms']:.0f} p99 {result['p99_ms']:.0f} ms; {len(sent)} unmatched"
+    )
+    return result
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def read_states(path: Path) -> list[tuple[str, bytes]]:
+    with path.open("rb") as handle:
+        return [
+            (key.decode(), value.rstrip(b"\n"))
+            for key, _, value in (line.partition(b"\t") for line in handle)
+        ]
+
+
+async def write_changelog(s: Settings, states: list[tuple[str, bytes]], n: int) -> None:
+    """N changelog records; beyond len(states), copies of the real states under new ids."""
+    topic = Topology(s).changelog
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.broker, linger_ms=20, max_batch_size=512 * 1024, acks="all"
+    )
+    await producer.start()
+    try:
+        pending = []
+        for i in range(n):
+            customer, value = states[i % len(states)]
+            if i >= len(states):
+                customer = f"{customer}-x{i // len(states)}"
+            key = customer.encode()
+            pending.append(
+                await producer.send(topic, value, key=key, partition=partition_for(key, PARTITIONS))
+            )
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_time(line: str) -> float | None:
+    m = _LOG_TIME.match(line)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # noqa: DTZ007
+
+
+async def recovery(args: argparse.Namespace) -> dict[str, Any]:
+    states = read_states(Path(args.states))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    results = []
+    with local_broker("recovery") as broker:
+        for n in sizes:
+            s = settings(broker, f"rec-{n}")
+            await ensure_topics(broker.bootstrap, Topology(s).specs())
+            t = time.monotonic()
+            await write_changelog(s, states, n)
+            log(f"changelog of {n:,} customers written in {time.monotonic() - t:.1f} s")
+            worker = WorkerProc(s, f"recovery-{n}")
+            try:
+                ready = await wait_ready([worker])
+                start_to_ready = ready - worker.started
+                rss = _rss(worker.proc.pid)
+                cpu = worker.cpu()
+            finally:
+                worker.stop()
+            started_at, assigned = None, []
+            restored = 0
+            for line in worker.log_path.read_text(errors="replace").splitlines():
+                if " started (" in line and started_at is None:
+                    started_at = log_time(line)
+                elif m := re.search(r"partition (\d+) assigned: (\d+) changelog records", line):
+                    assigned.append(log_time(line))
+                    restored += int(m.group(2))
+            join_and_restore = (
+                max(a for a in assigned if a is not None) - started_at
+                if started_at is not None and assigned
+                else None
+            )
+            result = {
+                "customers": n,
+                "records_restored": restored,
+                "start_to_ready_seconds": start_to_ready,
+                "join_and_restore_seconds": join_and_restore,
+                "worker_cpu_seconds": cpu,
+                "worker_rss_bytes": rss,
+                "log": rel(worker.log_path),
+            }
+            log(
+                f"recovery of {n:,}: {restored:,} records restored, ready {start_to_ready:.1f} s "
+                f"after start"
+            )
+            results.append(result)
+    base = next((r for r in results if r["customers"] == 0), None)
+    for r in results:
+        if base is not None:
+            r["restore_seconds"] = r["start_to_ready_seconds"] - base["start_to_ready_seconds"]
+    return {
+        "source_states": rel(args.states),
+        "distinct_source_states": len(states),
+        "runs": results,
+    }
+
+
+def _rss(pid: int) -> int:
+    from common import rss_bytes  # noqa: PLC0415
+
+    try:
+        return rss_bytes(pid)
+    except FileNotFoundError:
+        return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("throughput")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat-scaling", type=int, default=1, help="repetitions of the 2-worker runs")
+    p.add_argument("--workload", choices=["sim", "first-purchase"], default="sim")
+    p.add_argument("--modes", default="raw1,worker1,worker2", help="of raw1, worker1, worker2")
+    p.set_defaults(func=throughput)
+    p = sub.add_parser("latency")
+    p.add_argument("--guarantee", default="at_least_once")
+    p.add_argument("--rates", required=True)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.set_defaults(func=latency)
+    p = sub.add_parser("recovery")
+    p.add_argument("--states", required=True)
+    p.add_argument("--sizes", default="0,100000")
+    p.set_defaults(func=recovery)
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    emit(asyncio.run(args.func(args)))
+
+
+if __name__ == "__main__":
+    main()

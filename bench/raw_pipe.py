@@ -1,0 +1,97 @@
+"""The physical limit: raw aiokafka consume -> produce with no processing at all.
+
+    raw_pipe.py BROKER GROUP OUT_TOPIC READY_FILE GUARANTEE TOPIC [TOPIC ...]
+
+A consumer group member reads TOPICs and writes one record per input (same key, same
+value) to OUT_TOPIC, in batches of up to 2,000 records per poll like the worker:
+
+- at_least_once: send the batch, wait for every ack, then commit the consumed positions;
+- exactly_once: one transaction per poll with a single transactional producer (outputs
+  plus `send_offsets_to_transaction`), consumer in read_committed. The worker uses one
+  transactional producer per partition (needed for fencing); this is the cheapest correct
+  layout, so the ratio includes the cost of that design choice.
+
+Touches READY_FILE once partitions are assigned; runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.structs import OffsetAndMetadata
+
+MAX_RECORDS = 2_000  # the worker's batch size (siyu_stream.worker.MAX_RECORDS)
+
+
+class Ready(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if assigned:
+            self.path.touch()
+
+
+async def main(
+    broker: str, group: str, out: str, ready: Path, guarantee: str, topics: list[str]
+) -> None:
+    eos = guarantee == "exactly_once"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    if eos:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=broker,
+            transactional_id=f"{group}-tx",
+            acks="all",
+            enable_idempotence=True,
+        )
+    else:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe(topics, listener=Ready(ready))
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=MAX_RECORDS)
+            if not batch:
+                continue
+            offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
+            if eos:
+                async with producer.transaction():
+                    for msgs in batch.values():
+                        for m in msgs:
+                            await producer.send(out, m.value, key=m.key)
+                    committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    await producer.send_offsets_to_transaction(committed, group)
+            else:
+                futures = [
+                    await producer.send(out, m.value, key=m.key)
+                    for msgs in batch.values()
+                    for m in msgs
+                ]
+                await asyncio.gather(*futures)
+                await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+if __name__ == "__main__":
+    b, g, o, r, guar, *t = sys.argv[1:]
+    asyncio.run(main(b, g, o, Path(r), guar, t))

@@ -1,0 +1,208 @@
+"""Replay benchmarks: core throughput, state size and memory, and a profile.
+
+replay_bench.py run INPUT [--sizes] [--dump-states FILE]
+    one replay of INPUT through siyu_stream.replay.replay, actions to a file;
+    events/s, RSS before/after, customers; --sizes adds the serialized state size
+    per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
+    (the changelog records a worker would write) for the recovery benchmark.
+replay_bench.py profile INPUT [--events N]
+    pyinstrument over a replay of the first N events; the top functions by self time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from common import CACHE, PROFILE_EVENTS, emit, log, percentile, rel, rss_bytes
+
+from siyu_stream import state as state_format
+from siyu_stream.engine import Counts, Engine, MemoryStore
+from siyu_stream.replay import replay
+from siyu_stream.ruleset import Rules
+
+
+def counts_dict(counts: Counts) -> dict[str, Any]:
+    return {
+        "events": dict(counts.events),
+        "actions": dict(counts.actions),
+        "timers_fired": counts.timers_fired,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    path = Path(args.input)
+    out_path = CACHE / "replay-actions.jsonl"
+    dead_path = CACHE / "replay-deadletters.jsonl"
+    rules = Rules()
+    # Keep a handle on the engine the replay builds, to look at its store afterwards.
+    engines: list[Engine] = []
+    original_init = Engine.__init__
+
+    def spy(self: Engine, *a: Any, **k: Any) -> None:
+        original_init(self, *a, **k)
+        engines.append(self)
+
+    Engine.__init__ = spy  # type: ignore[method-assign]
+    gc.collect()
+    rss_before = rss_bytes()
+    with out_path.open("wb") as out, dead_path.open("wb") as dead:
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        counts = replay([path], out, rules, deadletters=dead)
+        out.flush()
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+    gc.collect()
+    rss_after = rss_bytes()
+    engine = engines[0]
+    store = engine.store
+    assert isinstance(store, MemoryStore)
+    customers = len(store.data)
+    events = sum(counts.events.values())
+    result: dict[str, Any] = {
+        "input": rel(path),
+        "events": events,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "events_per_s": events / seconds,
+        "events_per_cpu_s": events / cpu,
+        "customers": customers,
+        "timer_heap_entries": len(engine.timers),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_per_customer_bytes": (rss_after - rss_before) / customers,
+        "output_bytes": out_path.stat().st_size,
+        "counts": counts_dict(counts),
+    }
+    log(
+        f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s; "
+        f"{customers:,} customers, RSS +{(rss_after - rss_before) / 2**20:,.0f} MiB"
+    )
+    if args.sizes:
+        sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
+        result["state_bytes"] = {
+            "mean": sum(sizes) / len(sizes),
+            "p50": percentile(sizes, 50),
+            "p99": percentile(sizes, 99),
+            "max": sizes[-1],
+            "total": sum(sizes),
+        }
+    if args.dump_states:
+        with Path(args.dump_states).open("wb") as handle:
+            for customer_id, state in store.data.items():
+                handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
+        result["dumped_states"] = rel(args.dump_states)
+    emit(result)
+
+
+# ------------------------------------------------------------------ profile
+
+
+def first_lines(path: Path, n: int) -> Path:
+    target = CACHE / f"{path.stem}.first-{n}.jsonl"
+    if not target.exists():
+        with path.open("rb") as src, target.open("wb") as dst:
+            for i, line in enumerate(src):
+                if i >= n:
+                    break
+                dst.write(line)
+    return target
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from pyinstrument import Profiler  # noqa: PLC0415 - installed by bench/run.py
+
+    path = first_lines(Path(args.input), args.events)
+    rules = Rules()
+    profiler = Profiler(interval=0.0005)
+    with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
+        profiler.start()
+        started = time.perf_counter()
+        counts = replay([path], out, rules, deadletters=dead)
+        seconds = time.perf_counter() - started
+        profiler.stop()
+    session = profiler.last_session
+    assert session is not None
+    root = session.root_frame()
+    assert root is not None
+    total = root.time
+    self_time: dict[tuple[str, str, int], float] = defaultdict(float)
+    inclusive: dict[tuple[str, str, int], float] = defaultdict(float)
+
+    def key(frame: Any) -> tuple[str, str, int]:
+        return (frame.function, frame.file_path_short or "", frame.line_no or 0)
+
+    def walk(frame: Any, on_stack: frozenset[tuple[str, str, int]]) -> None:
+        k = key(frame)
+        if frame.is_synthetic:
+            return
+        children = [c for c in frame.children if not c.is_synthetic]
+        self_time[k] += frame.time - sum(c.time for c in children)
+        if k not in on_stack:  # recursion: count a function's inclusive time once per stack
+            inclusive[k] += frame.time
+        for child in children:
+            walk(child, on_stack | {k})
+
+    walk(root, frozenset())
+    top = sorted(self_time.items(), key=lambda kv: -kv[1])[: args.top]
+    text_report = CACHE / "profile-replay.txt"
+    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    html_report = CACHE / "profile-replay.html"
+    html_report.write_text(profiler.output_html())
+
+    def row(k: tuple[str, str, int], seconds_: float) -> dict[str, Any]:
+        return {
+            "function": k[0],
+            "where": f"{k[1]}:{k[2]}",
+            "seconds": seconds_,
+            "percent": 100 * seconds_ / total,
+            "inclusive_percent": 100 * inclusive[k] / total,
+        }
+
+    inclusive_top = sorted(inclusive.items(), key=lambda kv: -kv[1])
+    project = [
+        row(k, self_time[k])
+        for k, _ in inclusive_top
+        if "siyu_stream" in k[1] and k[0] not in ("replay", "<module>")
+    ][:15]
+    emit(
+        {
+            "input": rel(path),
+            "events": sum(counts.events.values()),
+            "seconds": seconds,
+            "profiled_seconds": total,
+            "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
+            "top_self": [row(k, s) for k, s in top],
+            "top_inclusive_project": project,
+            "text_report": rel(text_report),
+            "html_report": rel(html_report),
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("input")
+    p.add_argument("--sizes", action="store_true")
+    p.add_argument("--dump-states")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("profile")
+    p.add_argument("input")
+    p.add_argument("--events", type=int, default=PROFILE_EVENTS)
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=cmd_profile)
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

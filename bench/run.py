@@ -1,0 +1,275 @@
+"""`make bench`: run every benchmark, write bench/results.json and bench/results.md, and
+replace the README's `## Performance` section with the table.
+
+    .venv/bin/python bench/run.py            # everything (under 20 minutes on 2 cores)
+    .venv/bin/python bench/run.py --quick    # a smoke run with small sizes; writes only
+                                             # bench/.cache/quick-results.{json,md}
+
+Each figure is produced by one of the scripts next to this one, run in a fresh interpreter;
+the command is recorded with the figure. Inputs are generated once into bench/.cache/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BENCH,
+    CACHE,
+    PYTHON,
+    ROOT,
+    SIM_CUSTOMERS,
+    SIM_RATE,
+    command,
+    log,
+    machine,
+    median,
+    rel,
+    run_json,
+    sim_path,
+)
+from report import render_markdown, replace_readme_section
+
+
+def ensure_profiler() -> None:
+    if importlib.util.find_spec("pyinstrument") is None:
+        log("installing pyinstrument into the venv (profiling only; not a project dependency)")
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
+
+
+def simulate(customers: int, events: int) -> dict[str, Any]:
+    path = sim_path(customers, events)
+    argv = [
+        str(Path(PYTHON).parent / "siyu-stream"),
+        "simulate",
+        "--customers",
+        str(customers),
+        "--rate",
+        str(SIM_RATE),
+        "--events",
+        str(events),
+        "--out",
+        str(path),
+    ]
+    info: dict[str, Any] = {"path": rel(path), "command": command(*argv)}
+    if path.exists():
+        info["cached"] = True
+        return info
+    log("$ " + info["command"])
+    started = time.monotonic()
+    tmp = path.with_suffix(".partial")
+    argv[-1] = str(tmp)
+    subprocess.run(argv, cwd=ROOT, check=True)
+    tmp.rename(path)
+    info["seconds"] = time.monotonic() - started
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for checking the bench")
+    parser.add_argument(
+        "--only", help="comma separated: replay,profile,memory,live,latency,recovery"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    only = set(args.only.split(",")) if args.only else None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    size = {
+        "events": 100_000 if quick else 1_000_000,
+        "big_customers": 200_000 if quick else 1_000_000,
+        "profile_events": 20_000 if quick else 200_000,
+        "replay_runs": 1 if quick else 3,
+        "live_events": 20_000 if quick else 200_000,
+        "live_repeat": 1 if quick else 3,
+        "fp_events": 10_000 if quick else 40_000,
+        "latency_seconds": 4 if quick else 12,
+        "recovery_sizes": "0,20000" if quick else "0,100000,1000000",
+    }
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "sizes": size,
+        "machine": machine(),
+        "errors": {},
+    }
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        if only is not None and name not in only:
+            return None
+        try:
+            value = fn()
+        except Exception as exc:  # one failed figure must not lose the others
+            traceback.print_exc()
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+            return None
+        results[name] = value
+        return value
+
+    ensure_profiler()
+    inputs = {}
+    inputs["main"] = simulate(SIM_CUSTOMERS, size["events"])
+    main_input = str(ROOT / inputs["main"]["path"])
+    if only is None or "memory" in only:
+        inputs["big"] = simulate(size["big_customers"], size["events"])
+    results["inputs"] = inputs
+    states = CACHE / f"states-{Path(main_input).stem}.tsv"
+    replay_script = str(BENCH / "replay_bench.py")
+    live_script = str(BENCH / "live_bench.py")
+
+    def replay_runs() -> dict[str, Any]:
+        runs = []
+        for i in range(size["replay_runs"]):
+            extra = ["--sizes", "--dump-states", str(states)] if i == 0 else []
+            runs.append(run_json([PYTHON, replay_script, "run", main_input, *extra], timeout=900))
+        rates = [r["events_per_s"] for r in runs]
+        return {
+            "events_per_s_median": median(rates),
+            "events_per_s_runs": rates,
+            "events_per_cpu_s_median": median([r["events_per_cpu_s"] for r in runs]),
+            "command": command(PYTHON, replay_script, "run", main_input),
+            "runs": runs,
+        }
+
+    replayed = step("replay", replay_runs)
+    step(
+        "profile",
+        lambda: run_json(
+            [PYTHON, replay_script, "profile", main_input, "--events", str(size["profile_events"])],
+            timeout=900,
+        ),
+    )
+
+    def memory() -> dict[str, Any]:
+        big = run_json(
+            [PYTHON, replay_script, "run", str(ROOT / inputs["big"]["path"]), "--sizes"],
+            timeout=900,
+        )
+        main_run = (
+            replayed["runs"][0]
+            if replayed
+            else run_json(
+                [PYTHON, replay_script, "run", main_input, "--sizes", "--dump-states", str(states)],
+                timeout=900,
+            )
+        )
+        return {"main": main_run, "big": big}
+
+    step("memory", memory)
+
+    def live() -> dict[str, Any]:
+        sim = run_json(
+            [
+                PYTHON,
+                live_script,
+                "throughput",
+                "--workload",
+                "sim",
+                "--events",
+                str(size["live_events"]),
+                "--repeat",
+                str(size["live_repeat"]),
+            ],
+            timeout=1800,
+        )
+        fp = run_json(
+            [
+                PYTHON,
+                live_script,
+                "throughput",
+                "--workload",
+                "first-purchase",
+                "--modes",
+                "worker1",
+                "--events",
+                str(size["fp_events"]),
+                "--repeat",
+                str(size["live_repeat"]),
+            ],
+            timeout=900,
+        )
+        return {"sim": sim, "first_purchase": fp}
+
+    lived = step("live", live)
+
+    def latency() -> dict[str, Any]:
+        out = {}
+        for guarantee in ("at_least_once", "exactly_once"):
+            if lived is not None:
+                key = f"worker-1-{guarantee}"
+                top = lived["first_purchase"]["summary"][key]["events_per_s_median"]
+            else:
+                top = 4000.0  # no throughput figure this run: a rough level, said in the notes
+            rates = ",".join(f"{top * f:.0f}" for f in (0.25, 0.5, 0.75))
+            result = run_json(
+                [
+                    PYTHON,
+                    live_script,
+                    "latency",
+                    "--guarantee",
+                    guarantee,
+                    "--rates",
+                    rates,
+                    "--seconds",
+                    str(size["latency_seconds"]),
+                ],
+                timeout=900,
+            )
+            result["max_events_per_s"] = top
+            out[guarantee] = result
+        return out
+
+    step("latency", latency)
+
+    def recovery() -> dict[str, Any]:
+        if not states.exists():
+            run_json(
+                [PYTHON, replay_script, "run", main_input, "--dump-states", str(states)],
+                timeout=900,
+            )
+        return run_json(
+            [
+                PYTHON,
+                live_script,
+                "recovery",
+                "--states",
+                str(states),
+                "--sizes",
+                size["recovery_sizes"],
+            ],
+            timeout=1200,
+        )
+
+    step("recovery", recovery)
+
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["wall_seconds"] = time.monotonic() - began
+    results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    stem = CACHE / "quick-results" if quick else BENCH / "results"
+    json_path = stem.with_suffix(".json")
+    md_path = stem.with_suffix(".md")
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    section, full = render_markdown(results)
+    md_path.write_text(full)
+    log(f"wrote {rel(json_path)} and {rel(md_path)} ({results['wall_seconds'] / 60:.1f} min)")
+    if not quick and only is None:
+        replace_readme_section(ROOT / "README.md", section)
+        log("replaced the README's ## Performance section")
+    if results["errors"]:
+        log(f"figures that failed: {results['errors']}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
