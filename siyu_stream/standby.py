@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
+from siyu_stream.polling import poll
 from siyu_stream.settings import Settings
 from siyu_stream.stores import Store, open_store
 from siyu_stream.topology import Topology
@@ -101,7 +102,7 @@ class Standby:
             if not self.stores:
                 await asyncio.sleep(0.5)
                 continue
-            batch = await self._consumer.getmany(timeout_ms=500, max_records=10_000)
+            batch = await poll(self._consumer, 0.5, 10_000, pause=0.5)
             for tp, messages in batch.items():
                 store = self.stores.get(tp.partition)
                 if store is None or not messages:

@@ -48,6 +48,7 @@ from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 from siyu_stream import web
 from siyu_stream.admin import ensure_topics
 from siyu_stream.metrics import Exporter
+from siyu_stream.polling import poll
 from siyu_stream.processor import Out, PartitionTask, Record, Stats, wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -163,9 +164,9 @@ class Worker:
                 await runner.cleanup()
 
     async def _loop(self) -> None:
-        timeout = int(self.settings.timer_interval * 1000)
+        interval = self.settings.timer_interval
         while not self._stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=timeout, max_records=MAX_RECORDS)
+            batch = await poll(self._consumer, interval, MAX_RECORDS)
             async with self._lock:
                 if not self._paused:
                     await self._process(batch)
@@ -193,28 +194,33 @@ class Worker:
         )
 
     async def _read_members(self) -> None:
-        """Follow the members topic: the latest announcement per partition wins."""
+        """Follow the members topic (one partition) from its beginning."""
         consumer = AIOKafkaConsumer(
-            self.topology.members,
             bootstrap_servers=self.settings.broker,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
         await consumer.start()
+        consumer.assign([TopicPartition(self.topology.members, 0)])
         latest: dict[int, tuple[int, str]] = {}
         try:
-            async for message in consumer:
-                record = orjson.loads(message.value)
-                for p in record["partitions"]:
-                    if p not in latest or latest[p][0] <= record["at"]:
-                        latest[p] = (record["at"], record["url"])
-                # a worker that announced fewer partitions gave the others up
-                for p, (_, url) in list(latest.items()):
-                    if url == record["url"] and p not in record["partitions"]:
-                        del latest[p]
-                self.directory = {p: url for p, (_, url) in latest.items()}
+            while True:
+                batch = await poll(consumer, 1.0, 1_000, pause=1.0)
+                for message in [m for messages in batch.values() for m in messages]:
+                    self._member(latest, orjson.loads(message.value))
         finally:
             await consumer.stop()
+
+    def _member(self, latest: dict[int, tuple[int, str]], record: dict[str, Any]) -> None:
+        """The latest announcement per partition wins."""
+        for p in record["partitions"]:
+            if p not in latest or latest[p][0] <= record["at"]:
+                latest[p] = (record["at"], record["url"])
+        # a worker that announced fewer partitions gave the others up
+        for p, (_, url) in list(latest.items()):
+            if url == record["url"] and p not in record["partitions"]:
+                del latest[p]
+        self.directory = {p: url for p, (_, url) in latest.items()}
 
     # ------------------------------------------------------------ batches
 
@@ -353,7 +359,7 @@ class Worker:
             restored = idle = 0
             last = None
             while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+                batch = await poll(consumer, 0.5, 10_000, tp)
                 records = batch.get(tp, [])
                 for m in records:
                     store[m.key.decode()] = m.value

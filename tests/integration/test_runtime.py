@@ -387,7 +387,8 @@ async def test_bad_input_is_dead_lettered_and_the_stream_goes_on(
         )
         await traffic.raw("orders", b"zoe", b"\xff\xfe\x00")
         await traffic.send([{**good, "amount": "-5", "event_id": "bad-1"}, good])
-    [gift] = [a for a in replay_ids(traffic.sent).values() if a["kind"] == "gift"]
+    # only the last message is valid on its topic (the order sent to siyu.chats is not)
+    [gift] = [a for a in replay_ids(traffic.sent[-1:]).values() if a["kind"] == "gift"]
     await actions_until(settings, {gift["action_id"]})
     dead = await read_topics(settings, [settings.topic("deadletter")])
     worker.terminate()

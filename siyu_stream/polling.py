@@ -1,0 +1,37 @@
+"""Polling that does not spin when a broker answers empty fetches at once.
+
+A Kafka broker holds an empty fetch for `fetch.max.wait.ms`; noida-db (the local and
+CI broker) answers at once, so an idle aiokafka consumer re-fetches in a tight loop and
+burns a whole core (measured: 0.85 CPU-seconds per second, idle). `poll` keeps the
+fetcher busy only for a short window and pauses the partitions in between: an idle
+consumer then costs a few percent of a core, and a record waits at most `IDLE_PAUSE`
+longer than it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+FETCH_WINDOW_MS = 10
+IDLE_PAUSE = 0.1
+
+
+async def poll(
+    consumer: Any, timeout: float, max_records: int, *partitions: Any, pause: float = IDLE_PAUSE
+) -> Any:
+    """Like `getmany`, for at most `timeout` seconds, without spinning while idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = await consumer.getmany(
+            *partitions, timeout_ms=FETCH_WINDOW_MS, max_records=max_records
+        )
+        if batch or time.monotonic() >= deadline:
+            return batch
+        paused = list(partitions) or list(consumer.assignment())
+        consumer.pause(*paused)
+        try:
+            await asyncio.sleep(pause)
+        finally:
+            consumer.resume(*paused)
