@@ -113,7 +113,10 @@ def _refund(ctx: Ctx, order: Order, order_key: bytes) -> None:
     amount = order.amount_fen
     if record is not None:
         amount = min(amount, record.remaining_fen)  # never refund more than was paid
-        record.remaining_fen -= amount
+        index = s.recent_orders.index(record)
+        s.recent_orders[index] = OrderRecord(
+            record.key, record.remaining_fen - amount, record.membership
+        )
     if (record.membership if record is not None else order.membership) or amount == 0:
         return  # membership fees never counted toward spend
     before = s.spend_fen

@@ -13,6 +13,7 @@ release keeps working after an upgrade; a newer version than the reader knows is
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -35,7 +36,7 @@ def digest(text: str) -> bytes:
     return blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Timer:
     due: Millis
     cause: str
@@ -44,7 +45,7 @@ class Timer:
     """Small per-timer detail (e.g. the channel the customer wrote on)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class OrderRecord:
     key: bytes
     """digest(order_id)"""
@@ -98,15 +99,15 @@ class CustomerState:
     timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
 
     def clone(self) -> CustomerState:
-        return dataclasses.replace(
-            self,
-            order_times=list(self.order_times),
-            recent_orders=[dataclasses.replace(o) for o in self.recent_orders],
-            carriers=dict(self.carriers),
-            gifts=list(self.gifts),
-            touches=list(self.touches),
-            timers=dict(self.timers),
-        )
+        """A copy the core may change: containers copied, their (frozen) items shared."""
+        new = copy.copy(self)
+        new.order_times = list(self.order_times)
+        new.recent_orders = list(self.recent_orders)
+        new.carriers = dict(self.carriers)
+        new.gifts = list(self.gifts)
+        new.touches = list(self.touches)
+        new.timers = dict(self.timers)
+        return new
 
     def has_seen(self, key: bytes) -> bool:
         start = self.seen.find(key)
