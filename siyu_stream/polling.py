@@ -34,4 +34,6 @@ async def poll(
         try:
             await asyncio.sleep(pause)
         finally:
-            consumer.resume(*paused)
+            # a rebalance during the pause may have taken some of them away
+            assigned = consumer.assignment()
+            consumer.resume(*[tp for tp in paused if tp in assigned])

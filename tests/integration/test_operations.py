@@ -78,7 +78,10 @@ async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: 
     first.start()
     first.wait_owns(ALL)
     second.start()
+    deadline = asyncio.get_running_loop().time() + 90
     while not (first.owned() and second.owned() and first.owned() | second.owned() == ALL):
+        assert first.alive() and second.alive(), "a worker died"
+        assert asyncio.get_running_loop().time() < deadline, (first.owned(), second.owned())
         await asyncio.sleep(0.1)
     async with Traffic(settings) as traffic:
         await traffic.send([e for n in range(8) for h in scenario(n)[:1] for e in h if e])

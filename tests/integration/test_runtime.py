@@ -326,6 +326,7 @@ async def test_two_workers_share_and_take_over(
     second.start()
     deadline = asyncio.get_running_loop().time() + 90
     while not (first.owned() and second.owned() and first.owned() | second.owned() == ALL):
+        assert first.alive() and second.alive(), "a worker died"
         assert asyncio.get_running_loop().time() < deadline, (first.owned(), second.owned())
         await asyncio.sleep(0.1)
     assert not first.owned() & second.owned()
