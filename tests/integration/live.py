@@ -264,3 +264,13 @@ def difference(got: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any
     extra = [show(got[i]) for i in sorted(set(got) - set(expected))]
     missing = [show(expected[i]) for i in sorted(set(expected) - set(got))]
     return f"live only: {extra[:10]}; replay only: {missing[:10]}"
+
+
+async def share(first: WorkerProcess, second: WorkerProcess, partitions: int = 4) -> None:
+    """Wait until two workers split all partitions between them."""
+    every = set(range(partitions))
+    deadline = time.monotonic() + GIVE_UP_AFTER
+    while not (first.owned() and second.owned() and first.owned() | second.owned() == every):
+        assert first.alive() and second.alive(), "a worker died"
+        assert time.monotonic() < deadline, (first.owned(), second.owned())
+        await asyncio.sleep(0.1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from live import Traffic, WorkerProcess, quiesce
+from live import Traffic, WorkerProcess, quiesce, share
 from test_runtime import ALL, scenario, send_in_rounds, settings_for
 
 from siyu_stream.broker import LocalBroker
@@ -78,11 +78,7 @@ async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: 
     first.start()
     first.wait_owns(ALL)
     second.start()
-    deadline = asyncio.get_running_loop().time() + 90
-    while not (first.owned() and second.owned() and first.owned() | second.owned() == ALL):
-        assert first.alive() and second.alive(), "a worker died"
-        assert asyncio.get_running_loop().time() < deadline, (first.owned(), second.owned())
-        await asyncio.sleep(0.1)
+    await share(first, second)
     async with Traffic(settings) as traffic:
         await traffic.send([e for n in range(8) for h in scenario(n)[:1] for e in h if e])
         await quiesce(settings)

@@ -25,6 +25,7 @@ from live import (
     quiesce,
     read_topics,
     replay_ids,
+    share,
 )
 
 from siyu_stream.broker import LocalBroker
@@ -175,6 +176,35 @@ def order_stream(customers: int, events: int, seed: int) -> list[dict[str, Any]]
     return out
 
 
+def big_orders(prefix: str, customers: int) -> list[dict[str, Any]]:
+    """One 45,000 yuan order per scenario customer: crosses 50,000 only on top of earlier spend."""
+    return [
+        {
+            "event_id": f"{prefix}-{n}",
+            "type": "order",
+            "customer_id": f"cust{n}",
+            "order_id": f"{prefix}-{n}",
+            "status": "paid",
+            "amount": "45000",
+            "channel": "jd",
+        }
+        for n in range(customers)
+    ]
+
+
+async def outputs_equal_replay(
+    settings: Settings, traffic: Traffic, worker: WorkerProcess
+) -> dict[str, dict[str, Any]]:
+    """Stop `worker` once the outputs hold every replay action; each exactly once."""
+    expected = replay_ids(traffic.sent)
+    records = await actions_until(settings, set(expected))
+    worker.terminate()
+    got = Counter(r["action_id"] for r in records)
+    assert set(got) == set(expected), difference({r["action_id"]: r for r in records}, expected)
+    assert max(got.values()) == 1
+    return expected
+
+
 def gift_ids(actions: dict[str, dict[str, Any]]) -> set[str]:
     return {i for i, a in actions.items() if a["kind"] == "gift"}
 
@@ -222,24 +252,8 @@ async def test_restart_continues_as_if_never_stopped(broker: LocalBroker, tmp_pa
         worker.wait_owns(ALL)
         await quiesce(settings)
         # these cross 50,000 only because the earlier spend survived the restart
-        await traffic.send(
-            {
-                "event_id": f"more-{n}",
-                "type": "order",
-                "customer_id": f"cust{n}",
-                "order_id": f"more-{n}",
-                "status": "paid",
-                "amount": "45000",
-                "channel": "jd",
-            }
-            for n in range(6)
-        )
-    expected = replay_ids(traffic.sent)
-    records = await actions_until(settings, set(expected))
-    worker.terminate()
-    got = Counter(r["action_id"] for r in records)
-    assert set(got) == set(expected), difference({r["action_id"]: r for r in records}, expected)
-    assert max(got.values()) == 1
+        await traffic.send(big_orders("more", 6))
+    expected = await outputs_equal_replay(settings, traffic, worker)
     assert sum(1 for a in expected.values() if a["detail"].get("code") == "tier_50000") == 6
 
 
@@ -259,18 +273,7 @@ async def test_rocksdb_restart_is_warm(broker: LocalBroker, tmp_path: Path) -> N
         warm = worker.restored()[len(cold) :]
         # everything was already in RocksDB: the restart read no changelog record again
         assert len(warm) == 4 and sum(warm) == 0
-        await traffic.send(
-            {
-                "event_id": f"big-{n}",
-                "type": "order",
-                "customer_id": f"cust{n}",
-                "order_id": f"big-{n}",
-                "status": "paid",
-                "amount": "45000",
-                "channel": "jd",
-            }
-            for n in range(4)
-        )
+        await traffic.send(big_orders("big", 4))
     expected = replay_ids(traffic.sent)
     records = await actions_until(settings, set(expected))
     worker.terminate()
@@ -324,11 +327,7 @@ async def test_two_workers_share_and_take_over(
     first.start()
     first.wait_owns(ALL)
     second.start()
-    deadline = asyncio.get_running_loop().time() + 90
-    while not (first.owned() and second.owned() and first.owned() | second.owned() == ALL):
-        assert first.alive() and second.alive(), "a worker died"
-        assert asyncio.get_running_loop().time() < deadline, (first.owned(), second.owned())
-        await asyncio.sleep(0.1)
+    await share(first, second)
     assert not first.owned() & second.owned()
     async with Traffic(settings) as traffic:
         await send_in_rounds(traffic, range(8))
@@ -341,24 +340,8 @@ async def test_two_workers_share_and_take_over(
             # taking them over reads at most the last few records, not every customer
             assert sum(takeover) < 8
         # state moved with the partitions: these orders finish tiers begun on the first worker
-        await traffic.send(
-            {
-                "event_id": f"late-{n}",
-                "type": "order",
-                "customer_id": f"cust{n}",
-                "order_id": f"late-{n}",
-                "status": "paid",
-                "amount": "45000",
-                "channel": "jd",
-            }
-            for n in range(8)
-        )
-    expected = replay_ids(traffic.sent)
-    records = await actions_until(settings, set(expected))
-    second.terminate()
-    got = Counter(r["action_id"] for r in records)
-    assert set(got) == set(expected), difference({r["action_id"]: r for r in records}, expected)
-    assert max(got.values()) == 1
+        await traffic.send(big_orders("late", 8))
+    expected = await outputs_equal_replay(settings, traffic, second)
     assert sum(1 for a in expected.values() if a["detail"].get("code") == "tier_50000") == 8
 
 
