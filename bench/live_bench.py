@@ -10,6 +10,8 @@
         one worker; first paid purchases of fresh customers at a fixed rate, each stamped with
         its send time; latency = arrival of its first action on an output topic (a
         read_committed consumer, matched by cause_event_id) minus the send time.
+    live_bench.py idle [--seconds S]
+        CPU used by an idle aiokafka consumer and by an idle worker (nothing to read).
     live_bench.py recovery --states FILE --sizes 0,100000,...
         write N customer states straight into a new app's changelog (on the partition the
         worker would use), start one worker and time start -> ready; parse its
@@ -37,6 +39,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from common import (
     CACHE,
     PYTHON,
@@ -192,15 +195,22 @@ async def wait_ready(procs: list[Any]) -> float:
 
 
 async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[float, int]:
-    """Poll the group's committed offsets until they reach the current ends of `topics`."""
+    """Poll the group's committed offsets until they reach the current ends of `topics`.
+
+    Two requests per poll (the group's offsets, the end offsets), every 50 ms: light enough
+    not to load the broker the consumers under test share the CPU with.
+    """
     tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await admin.start()
     await consumer.start()
     try:
         deadline = time.monotonic() + GIVE_UP
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(tps)
-            committed = {tp: (await consumer.committed(tp)) or 0 for tp in tps}
+            offsets = await admin.list_consumer_group_offsets(group)
+            committed = {tp: offsets[tp].offset if tp in offsets else 0 for tp in tps}
             if all(committed[tp] >= ends[tp] for tp in tps):
                 return time.monotonic(), sum(ends.values())
             await asyncio.sleep(0.05)
@@ -208,6 +218,7 @@ async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[flo
         raise RuntimeError(msg)
     finally:
         await consumer.stop()
+        await admin.close()
 
 
 # ------------------------------------------------------------------ throughput
@@ -596,6 +607,48 @@ def _rss(pid: int) -> int:
         return 0
 
 
+# ------------------------------------------------------------------ idle consumers
+
+
+async def idle(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU used by consumers with nothing to read: a plain aiokafka consumer, and a worker."""
+    out: dict[str, Any] = {"seconds": args.seconds}
+    with local_broker("idle") as broker:
+        s = settings(broker, "idle")
+        await ensure_topics(broker.bootstrap, Topology(s).specs())
+        tps = [TopicPartition(t, p) for t in Topology(s).inputs for p in range(PARTITIONS)]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, isolation_level="read_committed"
+        )  # default fetch_max_wait_ms=500: the broker should hold an empty fetch that long
+        await consumer.start()
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        await consumer.getmany(timeout_ms=500)
+        t0, cpu0, b0 = time.monotonic(), time.process_time(), cpu_seconds(broker.pid or 0)
+        while time.monotonic() < t0 + args.seconds:
+            await consumer.getmany(timeout_ms=1000)
+        elapsed = time.monotonic() - t0
+        out["plain_consumer_cores"] = (time.process_time() - cpu0) / elapsed
+        out["broker_cores_for_plain_consumer"] = (cpu_seconds(broker.pid or 0) - b0) / elapsed
+        await consumer.stop()
+        worker = WorkerProc(s, "idle")
+        try:
+            await wait_ready([worker])
+            await asyncio.sleep(1.0)
+            t0, w0, b0 = time.monotonic(), worker.cpu(), cpu_seconds(broker.pid or 0)
+            await asyncio.sleep(args.seconds)
+            elapsed = time.monotonic() - t0
+            out["idle_worker_cores"] = (worker.cpu() - w0) / elapsed
+            out["broker_cores_for_idle_worker"] = (cpu_seconds(broker.pid or 0) - b0) / elapsed
+        finally:
+            worker.stop()
+    log(
+        f"idle: plain consumer {out['plain_consumer_cores']:.2f} cores, idle worker "
+        f"{out['idle_worker_cores']:.2f} cores"
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -616,6 +669,9 @@ def main() -> None:
     p.add_argument("--states", required=True)
     p.add_argument("--sizes", default="0,100000")
     p.set_defaults(func=recovery)
+    p = sub.add_parser("idle")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.set_defaults(func=idle)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     emit(asyncio.run(args.func(args)))

@@ -7,6 +7,9 @@ replay_bench.py run INPUT [--sizes] [--dump-states FILE]
     (the changelog records a worker would write) for the recovery benchmark.
 replay_bench.py profile INPUT [--events N]
     pyinstrument over a replay of the first N events; the top functions by self time.
+replay_bench.py processor [--events N] [--profile]
+    the live worker's per-partition code (PartitionTask: decode, rules, output records,
+    changelog records, store) over N simulator events in batches of 2,000, no Kafka client.
 """
 
 from __future__ import annotations
@@ -131,6 +134,98 @@ def cmd_profile(args: argparse.Namespace) -> None:
     assert session is not None
     root = session.root_frame()
     assert root is not None
+    top, project = _aggregate(root, args.top)
+    text_report = CACHE / "profile-replay.txt"
+    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    html_report = CACHE / "profile-replay.html"
+    html_report.write_text(profiler.output_html())
+
+    emit(
+        {
+            "input": rel(path),
+            "events": sum(counts.events.values()),
+            "seconds": seconds,
+            "profiled_seconds": root.time,
+            "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
+            "top_self": top,
+            "top_inclusive_project": project,
+            "text_report": rel(text_report),
+            "html_report": rel(html_report),
+        }
+    )
+
+
+# ------------------------------------------------------------------ live adapter, no Kafka
+
+
+def cmd_processor(args: argparse.Namespace) -> None:
+    """The worker's per-partition code (PartitionTask) without any Kafka client: where the
+    live worker's CPU goes before a single byte reaches the broker."""
+    from siyu_stream.processor import PartitionTask, Record, Stats, wall_clock  # noqa: PLC0415
+    from siyu_stream.settings import Settings  # noqa: PLC0415
+    from siyu_stream.simulate import SimConfig, generate  # noqa: PLC0415
+    from siyu_stream.topology import Topology  # noqa: PLC0415
+    from siyu_stream.traffic import restamp  # noqa: PLC0415
+
+    from common import SIM_CUSTOMERS, SIM_RATE  # noqa: PLC0415
+
+    # one partition: every record is local (no re-keying), like one worker owning them all
+    settings = Settings(partitions=1, api_auth=False, web_port=0)
+    topology = Topology(settings)
+    now = wall_clock()
+    records = [
+        Record(settings.topic(r.topic), 0, i, r.key.encode(), restamp(r, now), now)
+        for i, r in enumerate(
+            generate(SimConfig(customers=SIM_CUSTOMERS, rate=SIM_RATE), args.events)
+        )
+    ]
+
+    def run() -> tuple[float, float, int]:
+        store: dict[str, bytes] = {}
+        task = PartitionTask(Rules(), topology, 0, store, Stats())
+        outs = 0
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(records), 2_000):  # the worker's batch: handle, sweep, changelog
+            clock = wall_clock()
+            for record in records[i : i + 2_000]:
+                outs += len(task.handle(record, clock))
+            outs += len(task.sweep(clock)) + len(task.changelog())
+            task.committed()
+        return time.perf_counter() - started, time.process_time() - cpu, outs
+
+    seconds, cpu, outs = run()
+    result: dict[str, Any] = {
+        "events": len(records),
+        "seconds": seconds,
+        "events_per_s": len(records) / seconds,
+        "cpu_us_per_event": 1e6 * cpu / len(records),
+        "records_out": outs,
+    }
+    log(
+        f"PartitionTask: {len(records):,} events in {seconds:.1f} s = {len(records) / seconds:,.0f}/s"
+    )
+    if args.profile:
+        from pyinstrument import Profiler  # noqa: PLC0415
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
+        run()
+        profiler.stop()
+        session = profiler.last_session
+        assert session is not None
+        root = session.root_frame()
+        assert root is not None
+        result["top_self"], result["top_inclusive_project"] = _aggregate(root, args.top)
+        result["profiled_seconds"] = root.time
+        (CACHE / "profile-processor.txt").write_text(
+            profiler.output_text(unicode=True, color=False, show_all=False)
+        )
+        result["text_report"] = rel(CACHE / "profile-processor.txt")
+    emit(result)
+
+
+def _aggregate(root: Any, top: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(top functions by self time, project functions by inclusive time) of a pyinstrument tree."""
     total = root.time
     self_time: dict[tuple[str, str, int], float] = defaultdict(float)
     inclusive: dict[tuple[str, str, int], float] = defaultdict(float)
@@ -150,40 +245,23 @@ def cmd_profile(args: argparse.Namespace) -> None:
             walk(child, on_stack | {k})
 
     walk(root, frozenset())
-    top = sorted(self_time.items(), key=lambda kv: -kv[1])[: args.top]
-    text_report = CACHE / "profile-replay.txt"
-    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
-    html_report = CACHE / "profile-replay.html"
-    html_report.write_text(profiler.output_html())
 
-    def row(k: tuple[str, str, int], seconds_: float) -> dict[str, Any]:
+    def row(k: tuple[str, str, int]) -> dict[str, Any]:
         return {
             "function": k[0],
             "where": f"{k[1]}:{k[2]}",
-            "seconds": seconds_,
-            "percent": 100 * seconds_ / total,
+            "seconds": self_time[k],
+            "percent": 100 * self_time[k] / total,
             "inclusive_percent": 100 * inclusive[k] / total,
         }
 
-    inclusive_top = sorted(inclusive.items(), key=lambda kv: -kv[1])
-    project = [
-        row(k, self_time[k])
-        for k, _ in inclusive_top
-        if "siyu_stream" in k[1] and k[0] not in ("replay", "<module>")
+    by_self = [row(k) for k, _ in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]]
+    by_inclusive = [
+        row(k)
+        for k, _ in sorted(inclusive.items(), key=lambda kv: -kv[1])
+        if "siyu_stream" in k[1] and k[0] not in ("replay", "<module>", "run")
     ][:15]
-    emit(
-        {
-            "input": rel(path),
-            "events": sum(counts.events.values()),
-            "seconds": seconds,
-            "profiled_seconds": total,
-            "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
-            "top_self": [row(k, s) for k, s in top],
-            "top_inclusive_project": project,
-            "text_report": rel(text_report),
-            "html_report": rel(html_report),
-        }
-    )
+    return by_self, by_inclusive
 
 
 def main() -> None:
@@ -199,6 +277,11 @@ def main() -> None:
     p.add_argument("--events", type=int, default=PROFILE_EVENTS)
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(func=cmd_profile)
+    p = sub.add_parser("processor")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(func=cmd_processor)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     args.func(args)

@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for checking the bench")
     parser.add_argument(
-        "--only", help="comma separated: replay,profile,memory,live,latency,recovery"
+        "--only", help="comma separated: replay,profile,processor,memory,idle,live,latency,recovery"
     )
     args = parser.parse_args()
     quick = args.quick
@@ -90,6 +90,7 @@ def main() -> None:
         "events": 100_000 if quick else 1_000_000,
         "big_customers": 200_000 if quick else 1_000_000,
         "profile_events": 20_000 if quick else 200_000,
+        "processor_events": 10_000 if quick else 100_000,
         "replay_runs": 1 if quick else 3,
         "live_events": 20_000 if quick else 200_000,
         "live_repeat": 1 if quick else 3,
@@ -151,6 +152,21 @@ def main() -> None:
         ),
     )
 
+    step(
+        "processor",
+        lambda: run_json(
+            [
+                PYTHON,
+                replay_script,
+                "processor",
+                "--events",
+                str(size["processor_events"]),
+                "--profile",
+            ],
+            timeout=900,
+        ),
+    )
+
     def memory() -> dict[str, Any]:
         big = run_json(
             [PYTHON, replay_script, "run", str(ROOT / inputs["big"]["path"]), "--sizes"],
@@ -167,6 +183,8 @@ def main() -> None:
         return {"main": main_run, "big": big}
 
     step("memory", memory)
+
+    step("idle", lambda: run_json([PYTHON, live_script, "idle"], timeout=300))
 
     def live() -> dict[str, Any]:
         sim = run_json(
