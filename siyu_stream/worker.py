@@ -245,7 +245,7 @@ class Worker:
             task = self.owned[p].task
             outs = []
             for m in messages:
-                record = Record(m.topic, m.partition, m.offset, m.key, m.value)
+                record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 outs.extend(self._handle(task, record, now))
             await self._durable(self.owned[p], outs + task.sweep(now))
 
