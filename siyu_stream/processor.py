@@ -135,6 +135,7 @@ class PartitionTask:
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
         self.dirty: dict[str, CustomerState] = {}
+        self._serialized: dict[str, bytes] = {}
         self.timers = TimerIndex()
         self.population: Counter[tuple[str, str]] = Counter()
         """(dimension, value) -> customers of this partition; kept up to date incrementally."""
@@ -156,17 +157,23 @@ class PartitionTask:
 
     def changelog(self) -> list[Out]:
         """The batch's state changes as changelog records (explicitly on this partition)."""
+        self._serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
         topic = self.topology.changelog
         return [
-            Out(topic, cid.encode(), state_format.dumps(s), self.partition)
-            for cid, s in self.dirty.items()
+            Out(topic, cid.encode(), raw, self.partition) for cid, raw in self._serialized.items()
         ]
 
     def committed(self) -> None:
         """The batch is durable: its state changes become the store's."""
-        for customer_id, state in self.dirty.items():
-            self.store[customer_id] = state_format.dumps(state)
+        if self._serialized.keys() != self.dirty.keys():  # changelog() was not asked for
+            self.changelog()
+        self.store.update(self._serialized)
+        self.discard()
+
+    def discard(self) -> None:
+        """The batch failed: forget its state changes (the stream will deliver it again)."""
         self.dirty.clear()
+        self._serialized = {}
 
     # ------------------------------------------------------------ records
 
@@ -183,6 +190,7 @@ class PartitionTask:
 
     def sweep(self, now: Millis) -> list[Out]:
         """Fire every timer of this partition due by `now`, in due order."""
+        self.current_ts = now  # a timer's action waited for nothing but the clock
         outs: list[Out] = []
         while (entry := self.timers.pop_due(now)) is not None:
             due, customer_id, name = entry

@@ -282,7 +282,7 @@ class Worker:
                 if offsets:
                     await self._consumer.commit(offsets)
         except BaseException:
-            task.dirty.clear()  # the batch did not happen; the stream will redeliver it
+            task.discard()
             self.stats.latencies.clear()
             raise
         task.committed()
