@@ -17,58 +17,91 @@ TARGET_P99_MS = 50.0
 TARGET_STATE_BYTES = 1024
 TARGET_RESTORE_1M_S = 30.0
 
-# What the top replay hotspots are and what would remove them (from reading the profile
-# and the code; see the hotspot table for the measured shares).
-REMEDIES: list[tuple[str, str]] = [
+# What would remove the hotspots, from reading the code behind each function. A remedy is
+# listed only when one of its functions is among the measured top functions, so that the
+# text follows the code as others change it (the engine is being optimised concurrently).
+Remedy = tuple[str, frozenset[str], str]
+
+REMEDIES: list[Remedy] = [
     (
-        "clone / dataclasses.replace",
-        "`CustomerState.clone()` copies the whole state with `dataclasses.replace` (keyword "
-        "re-validation through `__init__`) plus a `replace` per remembered order, on every event "
-        "and every referral credit. A hand-written slot copy, or copy-on-write of only the "
-        "containers a rule mutates (the engine holds the only reference, so the core could "
-        "mutate in place and return the diff), would remove most of it.",
+        "action ids",
+        frozenset({"action_id"}),
+        "`action_id` joins its parts with `str()` and hashes them with blake2b for every "
+        "action. The id must stay deterministic, but the per-step parts (customer, fact) "
+        "can be encoded once per step and fed to one hasher that is copied per action "
+        "(`hasher.copy()`), which avoids most of the string work.",
     ),
     (
-        "from_dict / fastjsonschema validators / parse_rfc3339",
+        "state copies",
+        frozenset({"clone", "replace", "copy", "_reconstruct", "CustomerState.__reduce_ex__"}),
+        "The rule core copies the customer's state for every event and referral credit "
+        "(`CustomerState.clone`, via `copy.copy` / `dataclasses.replace`, which go through "
+        "`__reduce_ex__` / `__init__`). A hand-written slot-by-slot copy avoids the generic "
+        "machinery; better, the engine holds the only reference to the state, so the core "
+        "could change it in place and the adapters keep the old one only where they need it.",
+    ),
+    (
+        "input validation",
+        frozenset({"from_dict", "decode", "parse_rfc3339"}),
         "Each input is validated twice: the generated fastjsonschema code walks the dict, then "
-        "`from_dict` re-reads and converts the same fields, and `parse_rfc3339` runs a regex "
-        "plus `datetime.fromisoformat`. One pass that decodes straight into typed events (for "
-        "example msgspec structs, validation in C) with the JSON Schema kept for dead-letter "
-        "reasons on failure would cut this share by well over half.",
+        "`events.from_dict` reads and converts the same fields again, and `parse_rfc3339` "
+        "runs a regex plus `datetime.fromisoformat`. One pass that decodes straight into "
+        "typed events (for example msgspec structs, validated in C), keeping the JSON Schema "
+        "only to word the dead-letter reason when that pass fails, would cut this share by "
+        "well over half.",
     ),
     (
-        "Ctx.__init__ / Ctx.set / Ctx.finish / Step and Action __init__",
-        "Every step snapshots the four tracked fields with `getattr` in a dict comprehension "
-        "and builds `Step`, `Why` and `Action` dataclasses even when nothing fires. Comparing "
-        "only the fields that `set()` touched and building the objects lazily removes these.",
+        "step bookkeeping",
+        frozenset({"__init__", "getattr", "finish@siyu_stream/step", "set@siyu_stream/step"}),
+        "Every step snapshots the tracked fields with `getattr` and builds `Step`, `Why` and "
+        "`Action` dataclasses (the `__init__` in `<string>` is dataclass-generated). "
+        "Comparing only the fields that `Ctx.set()` touched, and slotted classes with "
+        "positional construction, remove most of it.",
     ),
     (
-        "action_id",
-        "`action_id` joins its parts with `str()` and hashes with blake2b per action; the id "
-        "must stay deterministic, but formatting the parts once per step (customer, fact) and "
-        "hashing bytes directly roughly halves it.",
+        "timestamp formatting",
+        frozenset({"datetime.strftime", "format_rfc3339"}),
+        "`format_rfc3339` builds a datetime and calls `strftime` for every `occurred_at` and "
+        "`due_at` (and, live, for the timeline). Events arrive nearly in time order, so "
+        "caching the formatted second, or formatting with integer arithmetic, removes "
+        "nearly all of it.",
     ),
     (
-        "format_rfc3339 / datetime.strftime",
-        "Actions format `occurred_at` and `due_at` with `datetime.strftime`; caching the "
-        "formatted second (events arrive in time order, many share a second) or integer "
-        "arithmetic formatting removes nearly all of it.",
+        "tier lookup",
+        frozenset({"tier_of"}),
+        "`tier_of` multiplies every yuan threshold by 100 and walks them all on each call. "
+        "Thresholds in fen computed once per rules object and a `bisect` make it a single "
+        "C call.",
     ),
     (
-        "schedule / activity / TimerIndex.track",
+        "dormant timer churn",
+        frozenset({"schedule@siyu_stream", "activity@siyu_stream", "track@siyu_stream"}),
         "Every order and inbound chat reschedules the 180-day `dormant` timer: a new `Timer` "
-        "object, and a new heap entry in the engine's timer index while the old one stays "
-        "(see the timer-heap caveat). The dormant due time only ever moves later, so it can "
-        "be rescheduled lazily: leave the heap entry alone and, when it pops, push a new one "
-        "if `last_activity_at` moved. That removes the allocation and the heap growth.",
-    ),
-    (
-        "tier_of / getattr / yuan",
-        "`tier_of` rescans the thresholds (converted from yuan) per order; precomputing the "
-        "thresholds in fen once per rules object and using `bisect` makes it O(log n) with no "
-        "allocation.",
+        "object and a new heap entry in the timer index while the old one stays (see the "
+        "timer-heap caveat). The dormant due time only ever moves later, so it can be "
+        "rescheduled lazily: leave the heap entry alone and, when it pops, push a new one if "
+        "`last_activity_at` moved.",
     ),
 ]
+
+
+def matching(remedies: list[Remedy], *profiles: dict[str, Any]) -> list[Remedy]:
+    """The remedies that concern a function in the top lists of `profiles`.
+
+    A key `name` matches a function of that exact name; `name@path` only one defined in a
+    file whose path starts with `path` (so that `get` is not any `dict.get`).
+    """
+    rows = [
+        row
+        for prof in profiles
+        for row in [*prof.get("top_self", []), *prof.get("top_inclusive_project", [])]
+    ]
+
+    def hit(key: str) -> bool:
+        name, _, path = key.partition("@")
+        return any(row["function"] == name and row["where"].startswith(path) for row in rows)
+
+    return [rem for rem in remedies if any(hit(k) for k in rem[1])]
 
 
 def _get(data: Any, *path: str | int) -> Any:
@@ -438,18 +471,27 @@ def _not_measured(r: dict[str, Any]) -> str:
     lines = ["## Caveats, and what was not measured or not as asked", ""]
     idle = r.get("idle")
     if idle:
-        lines.append(
+        plain, worker = idle["plain_consumer_cores"], idle["idle_worker_cores"]
+        head = (
             "- **The local broker makes idle consumers spin.** noida-db 0.2.3 answers a fetch "
             "with no data at once instead of holding it for `fetch.max.wait.ms`, so an "
-            f"aiokafka consumer with nothing to read loops on fetch requests: "
-            f"{idle['plain_consumer_cores']:.2f} cores for a plain consumer, "
-            f"{idle['idle_worker_cores']:.2f} for an idle worker (its consumer and its "
-            "members-topic reader). On this 2-core machine that steals CPU from every live "
-            "figure: the worker's own members reader spins inside the worker's event loop "
-            "during the throughput runs, and in the latency runs the worker and the load "
-            "generator's output consumer spin between batches. Apache Kafka blocks such "
-            "fetches; expect better live figures there (not yet in BROKER-NOTES.md)."
+            f"aiokafka consumer with nothing to read loops on fetch requests ({plain:.2f} "
+            "cores for a plain consumer). "
         )
+        if worker < 0.3:
+            tail = (
+                f"The worker avoids it ({worker:.2f} cores idle: `siyu_stream/polling.py` "
+                "pauses idle partitions between short fetch windows, so a record that arrives "
+                "during a pause waits up to 0.1 s longer). The latency load generator's output "
+                "consumer does spin between batches and takes CPU from the worker on these 2 "
+                "cores. Apache Kafka holds such fetches."
+            )
+        else:
+            tail = (
+                f"An idle worker uses {worker:.2f} cores. On 2 cores that steals CPU from every "
+                "live figure. Apache Kafka holds such fetches; expect better live figures there."
+            )
+        lines.append(head + tail)
     lines.append(
         "- **RocksDB**: the worker has only the in-memory store (`SIYU_STORE=rocksdb://` passes "
         "settings validation but `Worker` always uses `memory_store`), so the memory figures are "
@@ -566,59 +608,75 @@ def _hotspots(r: dict[str, Any]) -> str:
         "What would remove them (not done here: the engine is being edited by others):",
         "",
     ]
-    lines += [f"- **{name}**: {text}" for name, text in REMEDIES]
+    lines += [f"- **{name}**: {text}" for name, _, text in matching(REMEDIES, prof)]
     rep = r.get("replay")
     if rep:
         us = 1e6 / rep["events_per_cpu_s_median"]
         lines += [
             "",
             f"At {us:.0f} µs of CPU per event, the 200k events/s target (5 µs per event) is "
-            "out of reach for any tuning of this pure-Python core: the remedies above are "
-            "worth perhaps 2×; beyond that it needs decoding and state handling in compiled "
-            "code, or replay sharded by customer over processes (the core is per-customer, "
-            "except referral credits, which cross customers).",
+            "out of reach for tuning alone: no single function above takes more than "
+            f"{max(row['percent'] for row in prof['top_self']):.0f} % of the time, so removing "
+            "all of them buys a small factor, not 10×. Reaching the target needs decoding and "
+            "state handling in compiled code, or replay sharded by customer over processes "
+            "(the core is per-customer, except referral credits, which cross customers).",
         ]
     return "\n".join(lines) + "\n"
 
 
-LIVE_REMEDIES: list[tuple[str, str]] = [
+ALWAYS = frozenset({"*"})
+
+LIVE_REMEDIES: list[Remedy] = [
+    (
+        "state serialization",
+        frozenset({"to_dict", "dumps", "_encode_value", "changelog"}),
+        "Each changed customer is serialized per batch (`state.dumps`: `to_dict` visits "
+        "every field with `getattr`, compares it with the default and base64-encodes the "
+        "digests). An encoder built once per field list (or msgspec) and raw bytes instead "
+        "of base64 inside the JSON make it several times cheaper.",
+    ),
     (
         "state serialized twice",
-        "`PartitionTask.changelog()` runs `state.dumps` for every changed customer, and "
-        "`committed()` runs it again to put the same bytes in the store. Keeping the bytes "
-        "made for the changelog removes one `dumps` (`to_dict`, `_encode_value`, base64) per "
-        "changed customer per batch.",
+        frozenset({"committed@siyu_stream/processor"}),
+        "`committed()` serializes the batch's states again for the store after "
+        "`changelog()` did it for the changelog: keep the bytes made for the changelog.",
     ),
     (
-        "state decoded on every event",
-        "`PartitionTask.get` decodes the customer's bytes (`state.loads`) for every event of a "
-        "customer not already changed in the batch. A bounded cache of decoded states (the "
-        "bytes are only needed for the changelog and restore) removes it for active customers.",
+        "state decoded per event",
+        frozenset({"loads@siyu_stream/state", "get@siyu_stream/processor"}),
+        "`PartitionTask.get` decodes the customer's bytes (`state.loads`) for every event of "
+        "a customer not already changed in the batch. A bounded cache of decoded states (the "
+        "bytes are needed only for the changelog and restore) removes it for active customers.",
     ),
     (
-        "timeline formatting",
-        "`_remember` formats RFC 3339 times and builds dicts for every event and action, for "
-        "an operator aid that is read rarely; keeping raw (time, kind, reference) tuples and "
-        "formatting on the API request removes most of `format_rfc3339` / `strftime`.",
+        "timeline and gauges",
+        frozenset({"_remember", "_count", "format_rfc3339", "datetime.strftime"}),
+        "For every event and action the adapter formats RFC 3339 times and builds dicts for "
+        "the in-memory timeline (`_remember`), an operator aid read rarely, and recounts the "
+        "population gauges (`_count`: `str(getattr(...))` per tracked field, a holdout hash "
+        "per buyer) even when no tracked field changed. Raw tuples formatted on the API "
+        "request, and gauges updated only from `change` actions, remove most of it.",
     ),
     (
         "sequential round trips per partition",
+        ALWAYS,
         "Per poll the worker makes each partition durable one after the other: at_least_once "
         "awaits the outputs, then the changelog, then an offset commit (3 round trips per "
         "partition); exactly_once runs one transaction per partition (add-partitions, "
         "add-offsets, offset commit, end). Sending every partition's records first and "
-        "awaiting them together, with one commit per poll (at_least_once) or the per-partition "
-        "transactions concurrently (exactly_once), cuts the wait that dominates small batches "
-        "(the latency figures). It also awaits `position()` for each of the 16 assigned "
-        "topic-partitions per poll.",
+        "awaiting them together, with one commit per poll (at_least_once) or the "
+        "per-partition transactions concurrently (exactly_once), cuts the wait that "
+        "dominates small batches (the latency figures). It also awaits `position()` for "
+        "each assigned topic-partition on every poll.",
     ),
     (
         "Kafka client CPU",
-        "aiokafka is pure Python: every produced record costs client CPU (the raw pipe's "
-        "figure is for one output per input), and the worker writes about two records per "
-        "input (actions plus a changelog record per changed customer). Fewer, larger "
-        "changelog records (one per customer per batch already) and leaner action JSON help; "
-        "beyond that it needs a client in compiled code (e.g. confluent-kafka).",
+        ALWAYS,
+        "aiokafka is pure Python: every record produced or consumed costs client CPU (the raw "
+        "pipe's figure is for one record in and one out), and the worker writes about two "
+        "records per input (actions plus a changelog record per changed customer). Leaner "
+        "action JSON helps; beyond that it needs a client in compiled code "
+        "(e.g. confluent-kafka).",
     ),
 ]
 
@@ -663,15 +721,18 @@ def _live_hotspots(r: dict[str, Any]) -> str:
                 "",
                 f"Budget per input event (at_least_once, medians): the worker process uses "
                 f"{w:,.0f} µs CPU, of which about {proc['cpu_us_per_event']:,.0f} µs is the "
-                "adapter and rule core above and the rest the Kafka client, the batch loop "
-                "and the worker's idle members-topic reader (see the idle-consumer figure); "
+                "adapter and rule core above and the rest the Kafka client and the batch loop; "
                 f"the raw pipe uses {raw:,.0f} µs for one record in and one out; the broker "
                 f"uses {b:,.0f} µs per event while the worker runs. The single-threaded worker "
                 f"process was on CPU {100 * min(busy):.0f}–{100 * max(busy):.0f} % of the wall "
                 "time of its runs: it is CPU-bound, and the second core goes to the broker.",
             ]
     lines += ["", "What would remove them (not done here):", ""]
-    lines += [f"- **{name}**: {text}" for name, text in LIVE_REMEDIES]
+    chosen = [rem for rem in LIVE_REMEDIES if rem[1] == ALWAYS] + matching(
+        [rem for rem in LIVE_REMEDIES if rem[1] != ALWAYS], proc
+    )
+    chosen.sort(key=LIVE_REMEDIES.index)
+    lines += [f"- **{name}**: {text}" for name, _, text in chosen]
     return "\n".join(lines) + "\n"
 
 
