@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test unit lint typecheck demo bench clean
+.PHONY: venv tools test unit lint typecheck demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two Debian tools the deployment checks need: docker-compose (validates docker-compose.yml)
+# and promtool (package prometheus; checks the alert rules). Installed only when missing.
+tools:
+	@if ! command -v docker-compose >/dev/null || ! command -v promtool >/dev/null; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			docker-compose prometheus >/dev/null; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check siyu_stream tests
 	$(BIN)/ruff format --check siyu_stream tests
@@ -21,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: tools lint typecheck
 	# pytest exit code 5 means no tests were collected (e.g. a -k filter): not a failure
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
