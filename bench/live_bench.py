@@ -12,10 +12,12 @@
         read_committed consumer, matched by cause_event_id) minus the send time.
     live_bench.py idle [--seconds S]
         CPU used by an idle aiokafka consumer and by an idle worker (nothing to read).
-    live_bench.py recovery --states FILE --sizes 0,100000,...
+    live_bench.py recovery --states FILE --sizes 0,100000,... [--store rocksdb] [--shift] [--warm]
         write N customer states straight into a new app's changelog (on the partition the
-        worker would use), start one worker and time start -> ready; parse its
-        "partition N assigned: K changelog records restored" lines.
+        worker would use), start one worker and time its restore from its log ("partition N
+        assigned: K changelog records restored") and start -> ready; --warm restarts it on
+        its data dir (RocksDB keeps what it applied); --shift moves the states' times to an
+        hour ago, so that their timers are not months overdue.
 
 Every broker and worker started here is stopped before the script exits.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -54,12 +57,14 @@ from common import (
     stop_process,
 )
 
+from siyu_stream import state as state_format
 from siyu_stream.admin import TopicSpec, ensure_topics
 from siyu_stream.broker import LocalBroker, free_port
 from siyu_stream.clock import format_rfc3339
 from siyu_stream.processor import partition_for, wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
+from siyu_stream.state import CustomerState
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import restamp
 
@@ -102,7 +107,7 @@ def settings(
 class WorkerProc:
     """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
 
-    def __init__(self, s: Settings, name: str) -> None:
+    def __init__(self, s: Settings, name: str, data_dir: Path | None = None) -> None:
         self.settings = s
         self.port = free_port()
         self.log_path = CACHE / f"worker-{name}.log"
@@ -116,7 +121,8 @@ class WorkerProc:
             "SIYU_GUARANTEE": s.guarantee,
             "SIYU_API_AUTH": "false",
             "SIYU_WEB_PORT": str(self.port),
-            "SIYU_DATA_DIR": str(CACHE / f"worker-data-{name}"),
+            "SIYU_DATA_DIR": str(data_dir or CACHE / f"worker-data-{name}"),
+            "SIYU_STORE": s.store,
             "SIYU_LOG_LEVEL": "info",
         }
         with self.log_path.open("wb") as handle:
@@ -555,43 +561,106 @@ def restore_spans(log_path: Path, changelog: str) -> tuple[int, list[float]]:
     return restored, spans
 
 
+def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str, bytes]]:
+    """The same states with every time moved so that the latest `*_at` time is `latest`.
+
+    The states come from a replay of simulated January 2026 traffic: on the wall clock
+    every timer in them is months overdue and a worker would fire them all in its first
+    sweep. Shifted, they look like customers last seen an hour ago. Fields are found by
+    their annotations (`Millis`, lists and dicts of it, timers), so this follows the format.
+    """
+    fields = dataclasses.fields(CustomerState)
+    decoded = [(k, state_format.loads(v)) for k, v in states]
+    newest = max(
+        getattr(st, f.name) or 0
+        for _, st in decoded
+        for f in fields
+        if f.name.endswith("_at") and "Millis" in str(f.type)
+    )
+    delta = latest - newest
+    out = []
+    for key, st in decoded:
+        for f in fields:
+            value, kind = getattr(st, f.name), str(f.type)
+            if value is None or ("Millis" not in kind and "Timer" not in kind):
+                continue
+            if "Timer" in kind:
+                value = {n: dataclasses.replace(t, due=t.due + delta) for n, t in value.items()}
+            elif kind.startswith("list"):
+                value = [v + delta for v in value]
+            elif kind.startswith("dict"):
+                value = {n: v + delta for n, v in value.items()}
+            else:
+                value = value + delta
+            setattr(st, f.name, value)
+        out.append((key, state_format.dumps(st)))
+    return out
+
+
+async def start_worker(s: Settings, name: str, data_dir: Path) -> dict[str, Any]:
+    """Start one worker on `s`, wait until ready, stop it; its restore figures."""
+    worker = WorkerProc(s, name, data_dir)
+    try:
+        ready = await wait_ready([worker])
+        rss = _rss(worker.proc.pid)
+        cpu = worker.cpu()
+    finally:
+        worker.stop(grace=10.0)
+    restored, spans = restore_spans(worker.log_path, Topology(s).changelog)
+    return {
+        "records_restored": restored,
+        "restore_seconds": sum(spans),
+        "restore_seconds_per_partition": spans,
+        "start_to_ready_seconds": ready - worker.started,
+        "worker_cpu_seconds": cpu,
+        "worker_rss_bytes": rss,
+        "log": rel(worker.log_path),
+    }
+
+
 async def recovery(args: argparse.Namespace) -> dict[str, Any]:
     states = read_states(Path(args.states))
+    if args.shift:
+        states = shift_states(states, wall_clock() - 3_600_000)
     sizes = [int(x) for x in args.sizes.split(",")]
+    store = args.store
     results = []
-    with local_broker("recovery") as broker:
+    with local_broker(f"recovery-{store}") as broker:
         for n in sizes:
-            s = settings(broker, f"rec-{n}")
+            app = f"rec-{store}-{n}"
+            s = dataclasses.replace(settings(broker, app), store=f"{store}://")
+            data_dir = CACHE / f"worker-data-{app}"
+            shutil.rmtree(data_dir, ignore_errors=True)
             await ensure_topics(broker.bootstrap, Topology(s).specs())
             t = time.monotonic()
             await write_changelog(s, states, n)
             log(f"changelog of {n:,} customers written in {time.monotonic() - t:.1f} s")
-            worker = WorkerProc(s, f"recovery-{n}")
             try:
-                ready = await wait_ready([worker])
-                start_to_ready = ready - worker.started
-                rss = _rss(worker.proc.pid)
-                cpu = worker.cpu()
+                result = {"customers": n, **await start_worker(s, f"{app}-cold", data_dir)}
+                log(
+                    f"recovery ({store}) of {n:,}: {result['records_restored']:,} records in "
+                    f"{result['restore_seconds']:.1f} s; ready {result['start_to_ready_seconds']:.1f}"
+                    " s after start"
+                )
+                if args.warm:
+                    # the same worker again on its data dir: RocksDB remembers what it applied
+                    result["warm"] = await start_worker(s, f"{app}-warm", data_dir)
+                    log(
+                        f"warm restart ({store}) of {n:,}: {result['warm']['records_restored']:,} "
+                        f"records in {result['warm']['restore_seconds']:.1f} s"
+                    )
             finally:
-                # after ready it fires every overdue timer of the restored states: don't wait
-                worker.stop(grace=3.0)
-            restored, spans = restore_spans(worker.log_path, Topology(s).changelog)
-            result = {
-                "customers": n,
-                "records_restored": restored,
-                "restore_seconds": sum(spans),
-                "restore_seconds_per_partition": spans,
-                "start_to_ready_seconds": start_to_ready,
-                "worker_cpu_seconds": cpu,
-                "worker_rss_bytes": rss,
-                "log": rel(worker.log_path),
-            }
-            log(
-                f"recovery of {n:,}: {restored:,} records restored, ready {start_to_ready:.1f} s "
-                f"after start"
-            )
+                shutil.rmtree(data_dir, ignore_errors=True)
             results.append(result)
+    base = next((r for r in results if r["customers"] == 0), None)
+    for r in results:
+        if base is not None and r["customers"]:
+            r["rss_per_customer_bytes"] = (r["worker_rss_bytes"] - base["worker_rss_bytes"]) / r[
+                "customers"
+            ]
     return {
+        "store": store,
+        "shifted_to_now": args.shift,
         "source_states": rel(args.states),
         "distinct_source_states": len(states),
         "runs": results,
@@ -668,6 +737,9 @@ def main() -> None:
     p = sub.add_parser("recovery")
     p.add_argument("--states", required=True)
     p.add_argument("--sizes", default="0,100000")
+    p.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
+    p.add_argument("--shift", action="store_true", help="move the states' times to an hour ago")
+    p.add_argument("--warm", action="store_true", help="then restart the worker on its data")
     p.set_defaults(func=recovery)
     p = sub.add_parser("idle")
     p.add_argument("--seconds", type=float, default=5.0)

@@ -161,13 +161,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def cmd_processor(args: argparse.Namespace) -> None:
     """The worker's per-partition code (PartitionTask) without any Kafka client: where the
     live worker's CPU goes before a single byte reaches the broker."""
+    from common import SIM_CUSTOMERS, SIM_RATE  # noqa: PLC0415
+
     from siyu_stream.processor import PartitionTask, Record, Stats, wall_clock  # noqa: PLC0415
     from siyu_stream.settings import Settings  # noqa: PLC0415
     from siyu_stream.simulate import SimConfig, generate  # noqa: PLC0415
     from siyu_stream.topology import Topology  # noqa: PLC0415
     from siyu_stream.traffic import restamp  # noqa: PLC0415
-
-    from common import SIM_CUSTOMERS, SIM_RATE  # noqa: PLC0415
 
     # one partition: every record is local (no re-keying), like one worker owning them all
     settings = Settings(partitions=1, api_auth=False, web_port=0)
