@@ -121,6 +121,26 @@ def _biggest(rec: dict[str, Any] | None, at_least: int = 1) -> dict[str, Any] | 
     return max(runs, key=lambda x: x["customers"]) if runs else None
 
 
+def _readiness(run: dict[str, Any], empty: dict[str, Any] | None) -> str:
+    """How the worker of a recovery run came up (or did not), in words."""
+    parts = []
+    if "error" in run:
+        parts.append(f"**{run['error']}** (log `{run['log']}`)")
+    else:
+        text = f"start→ready {run['start_to_ready_seconds']:,.1f} s"
+        if empty is not None and "start_to_ready_seconds" in empty:
+            text += f" (empty changelog: {empty['start_to_ready_seconds']:,.1f} s)"
+        parts.append(text)
+    if run.get("heartbeat_failures"):
+        parts.append(
+            f"the worker was dropped from its consumer group {run['heartbeat_failures']} "
+            "time(s) while restoring (heartbeat failed) and had to rejoin"
+        )
+    if run.get("stop_exit_code") == -9:
+        parts.append("it did not stop within 60 s of SIGTERM and was killed")
+    return "; ".join(parts)
+
+
 def _rate(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f} events/s"
 
@@ -351,6 +371,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     for store in ("memory", "rocksdb"):
         rec = _get(r, "recovery", store)
         if not rec:
+            missing(f"5. Restore, {store} store", f"recovery-{store}")
             continue
         empty = next((x for x in rec["runs"] if x["customers"] == 0), None)
         for run in rec["runs"]:
@@ -362,15 +383,14 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             value = (
                 f"**{restore:,.1f} s** ({run['records_restored']:,} records read and decoded, "
                 f"{len(run['restore_seconds_per_partition'])} partitions one after the other); "
-                f"start→ready {run['start_to_ready_seconds']:,.1f} s"
-                + (f" (empty changelog: {empty['start_to_ready_seconds']:,.1f} s)" if empty else "")
+                + _readiness(run, empty)
             )
             warm = run.get("warm")
             if warm:
                 value += (
                     f"; warm restart on the same data: {warm['records_restored']:,} records "
                     f"read, {warm['restore_seconds']:,.1f} s to rebuild the partitions' timers "
-                    f"and gauges, start→ready {warm['start_to_ready_seconds']:,.1f} s"
+                    "and gauges, " + _readiness(warm, None)
                 )
             out.append(
                 (
@@ -568,6 +588,8 @@ def _not_measured(r: dict[str, Any]) -> str:
             "would bound it."
         )
     overdue = _biggest(_get(r, "recovery", "overdue"))
+    if overdue is not None and "start_to_ready_seconds" not in overdue:
+        overdue = None
     empty = next(
         (x for x in (_get(r, "recovery", "overdue") or {}).get("runs", []) if x["customers"] == 0),
         None,
@@ -575,7 +597,7 @@ def _not_measured(r: dict[str, Any]) -> str:
     late = (
         overdue["start_to_ready_seconds"]
         - overdue["restore_seconds"]
-        - (empty["start_to_ready_seconds"] if empty else 0)
+        - (empty.get("start_to_ready_seconds", 0) if empty else 0)
         if overdue
         else 0
     )
@@ -872,11 +894,20 @@ def _runs(r: dict[str, Any]) -> str:
         for run in rec["runs"]:
             runs = [("cold", run)] + ([("warm", run["warm"])] if "warm" in run else [])
             for label, x in runs:
+                if "error" in x:
+                    lines.append(
+                        f"- {run['customers']:,} customers, {label}: {x['error']}; "
+                        f"{x['records_restored']:,} records restored in "
+                        f"{x['restore_seconds']:.2f} s; log `{x['log']}`"
+                    )
+                    continue
                 lines.append(
                     f"- {run['customers']:,} customers, {label}: {x['records_restored']:,} "
                     f"records restored in {x['restore_seconds']:.2f} s, start→ready "
                     f"{x['start_to_ready_seconds']:.2f} s, worker CPU "
-                    f"{x['worker_cpu_seconds']:.1f} s, RSS {x['worker_rss_bytes'] / 2**20:,.0f} MiB"
+                    f"{x['worker_cpu_seconds']:.1f} s, RSS {x['worker_rss_bytes'] / 2**20:,.0f} MiB, "
+                    f"heartbeat failures {x.get('heartbeat_failures', 0)}, stopped in "
+                    f"{x.get('stop_seconds', 0):.1f} s"
                 )
         lines.append("")
     return "\n".join(lines)
