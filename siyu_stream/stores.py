@@ -16,7 +16,7 @@ from rocksdict import Rdict
 from siyu_stream.settings import Settings
 
 
-class MemoryStore(dict[str, bytes]):
+class DictStore(dict[str, bytes]):
     """The default: nothing survives the process; a new store reads the whole changelog."""
 
     checkpoint: int | None = None
@@ -75,10 +75,10 @@ class RocksStore(MutableMapping[str, bytes]):
         self._db.close()
 
 
-Store = MemoryStore | RocksStore
+Store = DictStore | RocksStore
 
 
 def open_store(settings: Settings, partition: int) -> Store:
     if settings.store.startswith("rocksdb"):
         return RocksStore(settings.data_dir / settings.app_id / f"partition-{partition}")
-    return MemoryStore()
+    return DictStore()
