@@ -137,7 +137,8 @@ def _readiness(run: dict[str, Any], empty: dict[str, Any] | None) -> str:
             "time(s) while restoring (heartbeat failed) and had to rejoin"
         )
     if run.get("stop_exit_code") == -9:
-        parts.append("it did not stop within 60 s of SIGTERM and was killed")
+        grace = run.get("stop_grace_seconds", 0)
+        parts.append(f"it did not stop within {grace:.0f} s of SIGTERM and was killed")
     return "; ".join(parts)
 
 
@@ -387,6 +388,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
             warm = run.get("warm")
             if warm:
+                if run.get("broker_restarted_before_warm"):
+                    value += (
+                        "; broker restarted before the warm restart (a killed worker never "
+                        "leaves its group and noida-db holds the next rebalance for it)"
+                    )
                 value += (
                     f"; warm restart on the same data: {warm['records_restored']:,} records "
                     f"read, {warm['restore_seconds']:,.1f} s to rebuild the partitions' timers "
