@@ -5,15 +5,14 @@ engine owns no rule logic: it loads state, calls `rules.*`, stores, and sends.
 
 Timers live in each customer's state (so they survive restarts with it); the
 engine keeps a min-heap index over them so that a sweep costs O(due timers log n),
-never a scan of every customer. Heap entries go stale when a timer is rescheduled
-or cancelled; `rules.fire_timer` recognises and skips those.
+never a scan of every customer.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,7 +66,13 @@ class ListSink:
 
 
 class TimerIndex:
-    """Min-heap of (due, customer, timer name) over the timers held in customer states."""
+    """Min-heap of (due, customer, timer name) over the timers held in customer states.
+
+    Invariant: every timer held in a state has an entry at or before its due time. A
+    timer moved later keeps its old entry; when that entry comes up, it is pushed again
+    at the real due time. So the heap holds about one entry per live timer rather than
+    one per reschedule (the dormant timer moves on every order and inbound chat).
+    """
 
     def __init__(self) -> None:
         self._heap: list[tuple[Millis, str, str]] = []
@@ -75,17 +80,40 @@ class TimerIndex:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def track(self, customer_id: str, before: CustomerState | None, after: CustomerState) -> None:
-        """Index the timers of `after` that `before` did not already have."""
+    def track(
+        self,
+        customer_id: str,
+        before: CustomerState | None,
+        after: CustomerState,
+        fired: str | None = None,
+    ) -> None:
+        """Index the timers of `after` that no entry covers yet; `fired` names the timer
+        whose entry was just consumed (it may have been scheduled again)."""
         old = before.timers if before is not None else {}
         for name, timer in after.timers.items():
-            previous = old.get(name)
-            if previous is None or previous.due != timer.due:
+            previous = old.get(name) if name != fired else None
+            if previous is None or timer.due < previous.due:
                 heapq.heappush(self._heap, (timer.due, customer_id, name))
 
-    def pop_due(self, now: Millis) -> tuple[Millis, str, str] | None:
-        if self._heap and self._heap[0][0] <= now:
-            return heapq.heappop(self._heap)
+    def pop_due(
+        self, now: Millis, state_of: Callable[[str], CustomerState | None]
+    ) -> tuple[Millis, str, str, CustomerState] | None:
+        """The next timer due by `now`, with its customer's state; None when there is none."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            while heap and heap[0] == entry:
+                heapq.heappop(heap)  # the same timer indexed twice
+            due, customer_id, name = entry
+            state = state_of(customer_id)
+            timer = None if state is None else state.timers.get(name)
+            if timer is None or timer.due < due:
+                continue  # cancelled, or already fired from an earlier entry
+            if timer.due > due:
+                heapq.heappush(heap, (timer.due, customer_id, name))  # moved later
+                continue
+            assert state is not None  # a timer was found in it
+            return due, customer_id, name, state
         return None
 
     def next_due(self) -> Millis | None:
@@ -150,19 +178,18 @@ class Engine:
         """Move the clock to `now` (never back) and fire every timer due by then, in due order."""
         if self.clock is None or now > self.clock:
             self.clock = now
-        while (entry := self.timers.pop_due(self.clock)) is not None:
-            due, customer_id, name = entry
-            before = self.store.get(customer_id)
-            if before is None:
-                continue
+        while (due_timer := self.timers.pop_due(self.clock, self.store.get)) is not None:
+            due, customer_id, name, before = due_timer
             step = fire_timer(before, customer_id, name, due, self.rules)
             if step is not None:
                 self.counts.timers_fired += 1
-                self._commit(customer_id, before, step)
+                self._commit(customer_id, before, step, fired=name)
 
-    def _commit(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
+    def _commit(
+        self, customer_id: str, before: CustomerState | None, step: Step, fired: str | None = None
+    ) -> None:
         self.store.put(customer_id, step.state)
-        self.timers.track(customer_id, before, step.state)
+        self.timers.track(customer_id, before, step.state, fired)
         for action in step.actions:
             self.counts.actions[action.kind] += 1
             self.sink.send(action)

@@ -192,15 +192,12 @@ class PartitionTask:
         """Fire every timer of this partition due by `now`, in due order."""
         self.current_ts = now  # a timer's action waited for nothing but the clock
         outs: list[Out] = []
-        while (entry := self.timers.pop_due(now)) is not None:
-            due, customer_id, name = entry
-            before = self.get(customer_id)
-            if before is None:
-                continue
+        while (due_timer := self.timers.pop_due(now, self.get)) is not None:
+            due, customer_id, name, before = due_timer
             step = fire_timer(before, customer_id, name, due, self.rules)
             if step is not None:
                 self.stats.timers_fired += 1
-                outs.extend(self._apply(customer_id, before, step))
+                outs.extend(self._apply(customer_id, before, step, fired=name))
         return outs
 
     def _input(self, record: Record, now: Millis, *, forwarded: bool) -> list[Out]:
@@ -260,7 +257,13 @@ class PartitionTask:
 
     # ------------------------------------------------------------ outputs
 
-    def _apply(self, customer_id: str, before: CustomerState | None, step: Step) -> list[Out]:
+    def _apply(
+        self,
+        customer_id: str,
+        before: CustomerState | None,
+        step: Step,
+        fired: str | None = None,
+    ) -> list[Out]:
         outs = [
             Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
             for a in step.actions
@@ -295,7 +298,7 @@ class PartitionTask:
             key = credit.referrer_id.encode()
             outs.append(Out(self.topology.commands, key, orjson.dumps(command)))
         self.dirty[customer_id] = step.state
-        self.timers.track(customer_id, before, step.state)
+        self.timers.track(customer_id, before, step.state, fired)
         return outs
 
     def _count(self, customer_id: str, state: CustomerState | None, sign: int) -> None:

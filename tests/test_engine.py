@@ -1,0 +1,83 @@
+"""The engine's timer index: due order, moved and cancelled timers, and its size."""
+
+from __future__ import annotations
+
+from scenario import Scenario
+
+from siyu_stream.engine import TimerIndex
+from siyu_stream.state import CustomerState, Timer
+
+
+def with_timers(**due: int) -> CustomerState:
+    return CustomerState(timers={name: Timer(at, "e1") for name, at in due.items()})
+
+
+def drain(
+    index: TimerIndex, now: int, states: dict[str, CustomerState]
+) -> list[tuple[int, str, str]]:
+    fired = []
+    while (due_timer := index.pop_due(now, states.get)) is not None:
+        due, customer_id, name, state = due_timer
+        assert state is states[customer_id]
+        fired.append((due, customer_id, name))
+        after = state.clone()
+        del after.timers[name]
+        index.track(customer_id, state, after, fired=name)
+        states[customer_id] = after
+    return fired
+
+
+def test_timers_come_out_in_due_order_and_only_when_due() -> None:
+    index = TimerIndex()
+    states = {"a": with_timers(x=30, y=10), "b": with_timers(x=20)}
+    for customer_id, state in states.items():
+        index.track(customer_id, None, state)
+    assert drain(index, 15, states) == [(10, "a", "y")]
+    assert drain(index, 100, states) == [(20, "b", "x"), (30, "a", "x")]
+    assert drain(index, 1000, states) == []
+
+
+def test_a_timer_moved_later_fires_once_at_its_new_time() -> None:
+    index = TimerIndex()
+    states = {"a": with_timers(x=10)}
+    index.track("a", None, states["a"])
+    for due in range(20, 1000, 10):  # moved later again and again
+        moved = with_timers(x=due)
+        index.track("a", states["a"], moved)
+        states["a"] = moved
+    assert len(index) == 1  # the first entry still covers it
+    assert drain(index, 500, states) == []
+    assert drain(index, 990, states) == [(990, "a", "x")]
+    assert len(index) == 0
+
+
+def test_a_timer_moved_earlier_or_cancelled() -> None:
+    index = TimerIndex()
+    states = {"a": with_timers(x=100, y=50)}
+    index.track("a", None, states["a"])
+    changed = with_timers(x=40)  # x earlier, y cancelled
+    index.track("a", states["a"], changed)
+    states["a"] = changed
+    assert drain(index, 1000, states) == [(40, "a", "x")]
+    assert len(index) == 0
+
+
+def test_a_timer_scheduled_again_by_its_own_firing_is_indexed_again() -> None:
+    index = TimerIndex()
+    states = {"a": with_timers(x=10)}
+    index.track("a", None, states["a"])
+    due_timer = index.pop_due(10, states.get)
+    assert due_timer is not None
+    again = with_timers(x=20)  # later than the entry just consumed
+    index.track("a", states["a"], again, fired="x")
+    states["a"] = again
+    assert drain(index, 20, states) == [(20, "a", "x")]
+
+
+def test_the_dormant_timer_moving_on_every_message_does_not_grow_the_index() -> None:
+    run = Scenario()
+    run.join("2026-03-01 09:00")
+    for minute in range(60):
+        run.chat(f"2026-03-01 10:{minute:02d}")  # each inbound chat moves `dormant` later
+    assert "dormant" in run.state().timers
+    assert len(run.engine.timers) <= len(run.state().timers) + 1
