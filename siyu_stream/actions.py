@@ -21,7 +21,7 @@ Kind = Literal["gift", "reminder", "change", "suppressed"]
 
 def action_id(*parts: str | int) -> str:
     """Deterministic id from the parts that identify one firing."""
-    text = "\x1f".join(str(p) for p in parts)
+    text = "\x1f".join(map(str, parts))
     return blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 SECOND = 1000
 MINUTE = 60 * SECOND
@@ -50,8 +51,17 @@ def to_datetime(ms: Millis) -> datetime:
     return _EPOCH + ms * _ONE_MS
 
 
+@lru_cache(maxsize=1024)
+def _date(days: int) -> str:
+    return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
 def format_rfc3339(ms: Millis) -> str:
     """Epoch milliseconds as RFC 3339 UTC: `2026-11-25T08:00:00Z` (milliseconds only if any)."""
-    seconds, millis = divmod(ms, 1000)
-    stamp = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    # integer arithmetic and a cached date: strftime per call was a top cost of every action
+    days, rest = divmod(ms, DAY)
+    seconds, millis = divmod(rest, SECOND)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    stamp = f"{_date(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}"
     return f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"

@@ -13,7 +13,6 @@ release keeps working after an upgrade; a newer version than the reader knows is
 from __future__ import annotations
 
 import base64
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -100,14 +99,37 @@ class CustomerState:
 
     def clone(self) -> CustomerState:
         """A copy the core may change: containers copied, their (frozen) items shared."""
-        new = copy.copy(self)
-        new.order_times = list(self.order_times)
-        new.recent_orders = list(self.recent_orders)
-        new.carriers = dict(self.carriers)
-        new.gifts = list(self.gifts)
-        new.touches = list(self.touches)
-        new.timers = dict(self.timers)
-        return new
+        # spelled out: one constructor call is ~4x cheaper than copy.copy on a slots class,
+        # and this runs once per event (tests/test_state.py checks no field is missed)
+        return CustomerState(
+            layer=self.layer,
+            tier=self.tier,
+            health=self.health,
+            membership=self.membership,
+            spend_fen=self.spend_fen,
+            orders=self.orders,
+            first_order_at=self.first_order_at,
+            last_order_at=self.last_order_at,
+            order_times=list(self.order_times),
+            recent_orders=list(self.recent_orders),
+            carriers=dict(self.carriers),
+            join_source=self.join_source,
+            referrer_id=self.referrer_id,
+            owner_staff=self.owner_staff,
+            last_staff=self.last_staff,
+            last_inbound_at=self.last_inbound_at,
+            last_outbound_at=self.last_outbound_at,
+            pending_reply_since=self.pending_reply_since,
+            outbound_streak=self.outbound_streak,
+            last_activity_at=self.last_activity_at,
+            referrals=self.referrals,
+            member_until=self.member_until,
+            gifts=list(self.gifts),
+            touches=list(self.touches),
+            last_invite_at=self.last_invite_at,
+            seen=self.seen,
+            timers=dict(self.timers),
+        )
 
     def has_seen(self, key: bytes) -> bool:
         start = self.seen.find(key)

@@ -57,7 +57,7 @@ class Ctx:
         self.cause = cause
         self.fact = fact  # identifies this firing for action ids: an event id or a timer
         self.rules = rules
-        self.before = {name: getattr(state, name) for name in TRACKED}
+        self.before = (state.layer, state.tier, state.health, state.membership)  # TRACKED
         self.why: dict[str, Why] = {}
         self.step = Step(state)
 
@@ -73,8 +73,8 @@ class Ctx:
             self.set("layer", layer, "layer", because)
 
     def finish(self) -> Step:
-        for name in TRACKED:
-            old, new = self.before[name], getattr(self.s, name)
+        for name, old in zip(TRACKED, self.before, strict=True):
+            new = getattr(self.s, name)
             if old == new:
                 continue
             why = self.why[name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 from scenario import Scenario
@@ -61,3 +63,22 @@ def test_seen_window_is_bounded_and_aligned() -> None:
     # a straddle of two stored digests is not a hit
     straddle = state.seen[3 : 3 + st.DIGEST_BYTES]
     assert not state.has_seen(straddle) or straddle in keys
+
+
+def test_clone_copies_every_field_and_shares_no_container() -> None:
+    state = busy_state()
+    # every field away from its default, so a field clone() forgot would show
+    for f in dataclasses.fields(st.CustomerState):
+        if getattr(state, f.name) == getattr(st.CustomerState(), f.name):
+            value = {str: "x", int: 7}.get(type(getattr(state, f.name)), 7)
+            setattr(state, f.name, value if f.name not in ("gifts", "touches") else [value])
+    assert all(
+        getattr(state, f.name) != getattr(st.CustomerState(), f.name)
+        for f in dataclasses.fields(st.CustomerState)
+    )
+    copy = state.clone()
+    assert copy == state
+    for f in dataclasses.fields(st.CustomerState):
+        value = getattr(copy, f.name)
+        if isinstance(value, list | dict):
+            assert value is not getattr(state, f.name), f.name
