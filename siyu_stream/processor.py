@@ -25,13 +25,14 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from siyu_stream import state as state_format
-from siyu_stream.actions import ReferralCredit, yuan
+from siyu_stream.actions import Action, ReferralCredit, yuan
 from siyu_stream.clock import DAY, Millis, format_rfc3339
 from siyu_stream.engine import TimerIndex, check_time
 from siyu_stream.errors import InvalidEvent
@@ -101,6 +102,16 @@ class Stats:
     """(record timestamp, action event time) per action of the batch in flight."""
 
 
+Profile = tuple[str | None, str, str, str, int]
+"""What a customer adds to the population gauges: the TRACKED fields, orders up to 2."""
+
+
+def _profile(state: CustomerState | None) -> Profile | None:
+    if state is None:
+        return None
+    return (state.layer, state.tier, state.health, state.membership, min(state.orders, 2))
+
+
 def describe(event: Event) -> str:
     """One line about an event for the timeline (no PII: the contract carries none)."""
     if isinstance(event, Order):
@@ -111,11 +122,25 @@ def describe(event: Event) -> str:
     return f"{'left' if event.leave else 'joined'} {event.carrier}"
 
 
+def timeline_entry(item: Event | Action) -> dict[str, Any]:
+    """A timeline item as the API shows it (rendered on request, not per event)."""
+    if isinstance(item, Action):
+        return {
+            "at": format_rfc3339(item.occurred_at),
+            "action": item.kind,
+            "rule": item.rule,
+            "detail": item.detail,
+            "because": item.because,
+        }
+    return {"at": format_rfc3339(item.at), "event": describe(item)}
+
+
 def wall_clock() -> Millis:
     """The live engine clock: the rule core never reads it, the adapters pass it in."""
     return time.time_ns() // 1_000_000
 
 
+@lru_cache(maxsize=65_536)  # aiokafka's murmur2 is pure Python: ~3 µs a key, once per event
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) puts `key` on."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
@@ -139,13 +164,13 @@ class PartitionTask:
         self.timers = TimerIndex()
         self.population: Counter[tuple[str, str]] = Counter()
         """(dimension, value) -> customers of this partition; kept up to date incrementally."""
-        self.timeline: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        self.timeline: OrderedDict[str, deque[Event | Action]] = OrderedDict()
         """Recent events and actions of recently active customers (memory only)."""
         self.current_ts: Millis = 0
         for customer_id, raw in store.items():
             state = state_format.loads(raw)
             self.timers.track(customer_id, None, state)
-            self._count(customer_id, state, +1)
+            self._count(customer_id, _profile(state), +1)
 
     # ------------------------------------------------------------ state
 
@@ -230,9 +255,7 @@ class PartitionTask:
         if step.outcome != "ok":
             return []
         self._business(before, step.state, event)
-        self._remember(
-            event.customer_id, {"at": format_rfc3339(event.at), "event": describe(event)}
-        )
+        self._remember(event.customer_id, event)
         return self._apply(event.customer_id, before, step)
 
     def _command(self, command: dict[str, Any], record: Record, now: Millis) -> list[Out]:
@@ -268,8 +291,10 @@ class PartitionTask:
             Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
             for a in step.actions
         ]
-        self._count(customer_id, before, -1)
-        self._count(customer_id, step.state, +1)
+        old, new = _profile(before), _profile(step.state)
+        if old != new:
+            self._count(customer_id, old, -1)
+            self._count(customer_id, new, +1)
         for action in step.actions:
             self.stats.actions[(action.kind, action.rule)] += 1
             self.stats.latencies.append((self.current_ts, action.occurred_at))
@@ -277,16 +302,7 @@ class PartitionTask:
                 self.stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
             elif action.kind == "suppressed":
                 self.stats.suppressed[str(action.detail["reason"])] += 1
-            self._remember(
-                customer_id,
-                {
-                    "at": format_rfc3339(action.occurred_at),
-                    "action": action.kind,
-                    "rule": action.rule,
-                    "detail": action.detail,
-                    "because": action.because,
-                },
-            )
+            self._remember(customer_id, action)
         for credit in step.credits:
             command = {
                 "cmd": "credit",
@@ -301,16 +317,17 @@ class PartitionTask:
         self.timers.track(customer_id, before, step.state, fired)
         return outs
 
-    def _count(self, customer_id: str, state: CustomerState | None, sign: int) -> None:
+    def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
-        if state is None:
+        if profile is None:
             return
-        for name in TRACKED:
-            self.population[(name, str(getattr(state, name)))] += sign
-        if state.orders:
+        *tracked, orders = profile
+        for name, value in zip(TRACKED, tracked, strict=True):
+            self.population[(name, str(value))] += sign
+        if orders:
             group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
             self.population[("buyers", f"{group}|1+")] += sign
-            if state.orders >= 2:
+            if orders >= 2:
                 self.population[("buyers", f"{group}|2+")] += sign
 
     def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
@@ -330,7 +347,7 @@ class PartitionTask:
             joined_after = event.at - last_order if last_order is not None else -1
             self.stats.buyers_joined += 0 <= joined_after <= week
 
-    def _remember(self, customer_id: str, entry: dict[str, Any]) -> None:
+    def _remember(self, customer_id: str, entry: Event | Action) -> None:
         entries = self.timeline.pop(customer_id, None) or deque(maxlen=TIMELINE_ENTRIES)
         entries.append(entry)
         self.timeline[customer_id] = entries  # most recently active last

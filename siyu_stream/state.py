@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,8 +36,9 @@ def digest(text: str) -> bytes:
     return blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
+# Immutable (clone() shares them between states) and tuples: a state load builds a dozen
+# of them, and a NamedTuple builds ~5x faster than a frozen dataclass.
+class Timer(NamedTuple):
     due: Millis
     cause: str
     """Event id that scheduled it; becomes the action's cause_event_id."""
@@ -44,8 +46,7 @@ class Timer:
     """Small per-timer detail (e.g. the channel the customer wrote on)."""
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRecord:
+class OrderRecord(NamedTuple):
     key: bytes
     """digest(order_id)"""
     remaining_fen: int
@@ -153,36 +154,49 @@ _FIELDS = dataclasses.fields(CustomerState)
 _DEFAULTS = CustomerState()
 
 
-def _encode_value(name: str, value: Any) -> Any:
-    if name == "seen":
-        return base64.b64encode(value).decode()
-    if name == "recent_orders":
-        return [
-            [base64.b64encode(o.key).decode(), o.remaining_fen, int(o.membership)] for o in value
-        ]
-    if name == "timers":
-        return {
-            k: [t.due, t.cause, t.note] if t.note else [t.due, t.cause] for k, t in value.items()
-        }
-    return value
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
-def _decode_value(name: str, raw: Any) -> Any:
-    if name == "seen":
-        return base64.b64decode(raw)
-    if name == "recent_orders":
-        return [OrderRecord(base64.b64decode(k), fen, bool(m)) for k, fen, m in raw]
-    if name == "timers":
-        return {k: Timer(*v) for k, v in raw.items()}
-    return raw
+def _encode_orders(orders: list[OrderRecord]) -> list[list[Any]]:
+    return [[_b64(o.key), o.remaining_fen, int(o.membership)] for o in orders]
+
+
+def _decode_orders(raw: list[list[Any]]) -> list[OrderRecord]:
+    return [OrderRecord(base64.b64decode(k), fen, bool(m)) for k, fen, m in raw]
+
+
+def _encode_timers(timers: dict[str, Timer]) -> dict[str, list[Any]]:
+    return {k: [t.due, t.cause, t.note] if t.note else [t.due, t.cause] for k, t in timers.items()}
+
+
+def _decode_timers(raw: dict[str, list[Any]]) -> dict[str, Timer]:
+    return {k: Timer(*v) for k, v in raw.items()}
+
+
+_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "seen": (_b64, base64.b64decode),
+    "recent_orders": (_encode_orders, _decode_orders),
+    "timers": (_encode_timers, _decode_timers),
+}
+"""Fields that are not plain JSON values: (encode, decode)."""
+
+# (field, key, default, encode) and key -> (field, decode): built once, used per state
+_ENCODE = [
+    (f.name, f.metadata["key"], getattr(_DEFAULTS, f.name), _CODECS.get(f.name, (None,))[0])
+    for f in _FIELDS
+]
+_DECODE = {
+    f.metadata["key"]: (f.name, _CODECS[f.name][1] if f.name in _CODECS else None) for f in _FIELDS
+}
 
 
 def to_dict(state: CustomerState) -> dict[str, Any]:
     out: dict[str, Any] = {"v": FORMAT_VERSION}
-    for f in _FIELDS:
-        value = getattr(state, f.name)
-        if value != getattr(_DEFAULTS, f.name):
-            out[f.metadata["key"]] = _encode_value(f.name, value)
+    for name, key, default, encode in _ENCODE:
+        value = getattr(state, name)
+        if value != default:
+            out[key] = value if encode is None else encode(value)
     return out
 
 
@@ -193,10 +207,11 @@ def from_dict(data: dict[str, Any]) -> CustomerState:
         raise StateError(msg)
     values = {}
     try:
-        for f in _FIELDS:
-            key = f.metadata["key"]
-            if key in data:
-                values[f.name] = _decode_value(f.name, data[key])
+        for key, raw in data.items():
+            entry = _DECODE.get(key)
+            if entry is not None:  # "v", and nothing else: a reader knows every key it wrote
+                name, decode = entry
+                values[name] = raw if decode is None else decode(raw)
         return CustomerState(**values)
     except (TypeError, ValueError) as exc:
         msg = f"corrupt customer state: {exc}"
