@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -167,10 +167,20 @@ class PartitionTask:
         self.timeline: OrderedDict[str, deque[Event | Action]] = OrderedDict()
         """Recent events and actions of recently active customers (memory only)."""
         self.current_ts: Millis = 0
-        for customer_id, raw in store.items():
+
+    def index(self, chunk: int = 10_000) -> Iterator[int]:
+        """Index the stored states (timers, population gauges) before the first record,
+        yielding the count every `chunk` states: a worker yields to its event loop there,
+        so that a million-customer partition does not stall its group heartbeats."""
+        count = 0
+        for customer_id, raw in self.store.items():
             state = state_format.loads(raw)
             self.timers.track(customer_id, None, state)
             self._count(customer_id, _profile(state), +1)
+            count += 1
+            if count % chunk == 0:
+                yield count
+        yield count
 
     # ------------------------------------------------------------ state
 

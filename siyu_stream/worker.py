@@ -10,16 +10,17 @@ worker the same partition numbers of every co-partitioned topic; each owned part
 has a `PartitionTask` holding its customers' state, restored from the compacted
 changelog when the partition is assigned.
 
-Each poll is handled per partition as one batch:
+Each poll is one batch, handled partition by partition, then made durable:
 
 - `exactly_once`: one transactional producer per partition (`transactional_id` =
   `<app>-p<n>`, stable, so a new owner fences the old one and aborts its open
-  transaction). Outputs, commands, changelog records and the consumed offsets are
-  committed in one transaction: a crash never loses or doubles a gift.
-- `at_least_once`: outputs are sent and acknowledged first, then the changelog, then
-  the offsets are committed. A crash between the steps re-processes the batch: state
-  de-duplicates the events by id, and any record sent twice carries the same
-  `action_id`. Nothing is lost.
+  transaction). Outputs, commands, changelog records and the consumed offsets of a
+  partition are committed in one transaction (a crash never loses or doubles a gift);
+  the partitions' transactions run concurrently.
+- `at_least_once`: the outputs of every partition are sent and acknowledged first,
+  then the changelog records, then the offsets are committed, once per poll. A crash
+  between the steps re-processes the batch: state de-duplicates the events by id, and
+  any record sent twice carries the same `action_id`. Nothing is lost.
 
 Timers are swept on the wall clock after every poll (at least every
 `SIYU_TIMER_INTERVAL` seconds), inside the same batch as the partition's records.
@@ -238,6 +239,7 @@ class Worker:
                 position = await self._consumer.position(tp)
                 if owned.committed.get(tp) != position:
                     owned.offsets[tp] = position
+        work = []
         for p, messages in by_partition.items():
             # one customer's order and join arrive on different topics: take the partition's
             # records in producer-timestamp order (stable), not topic by topic
@@ -247,7 +249,22 @@ class Worker:
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 outs.extend(self._handle(task, record, now))
-            await self._durable(self.owned[p], outs + task.sweep(now))
+            work.append((self.owned[p], outs + task.sweep(now)))
+        try:
+            if self.exactly_once:
+                # one transaction per partition, all in flight together: the round trips of
+                # the partitions overlap instead of adding up
+                results = await asyncio.gather(
+                    *(self._transact(owned, outs) for owned, outs in work), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+            else:
+                await self._flush(work)
+        finally:
+            self.exporter.observe_committed(self.stats.latencies, wall_clock())
+            self.stats.latencies.clear()
 
     def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
         try:
@@ -258,39 +275,47 @@ class Worker:
             )
             return [task.dead_letter(record, f"internal error: {exc!r}", now)]
 
-    async def _durable(self, owned: Owned, outs: list[Out]) -> None:
-        """Make one partition's batch durable: outputs, state, then offsets."""
-        task = owned.task
-        changelog = task.changelog()
+    async def _transact(self, owned: Owned, outs: list[Out]) -> None:
+        """exactly_once: one partition's outputs, state and offsets in one transaction."""
+        changelog = owned.task.changelog()
         offsets, owned.offsets = owned.offsets, {}
         if not outs and not changelog and not offsets:
             return
+        producer = owned.producer
+        assert producer is not None  # every owned partition has one under exactly_once
         try:
-            if owned.producer is not None:
-                async with owned.producer.transaction():
-                    await _send_all(owned.producer, outs)
-                    written = await _send_all(owned.producer, changelog)
-                    if offsets:
-                        committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                        await owned.producer.send_offsets_to_transaction(
-                            committed, self.settings.app_id
-                        )
-            else:
-                await _wait_all(await _send_all(self._producer, outs))
-                written = await _send_all(self._producer, changelog)
-                await _wait_all(written)
+            async with producer.transaction():
+                await _send_all(producer, outs)
+                written = await _send_all(producer, changelog)
                 if offsets:
-                    await self._consumer.commit(offsets)
+                    committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    await producer.send_offsets_to_transaction(committed, self.settings.app_id)
         except BaseException:
-            task.discard()
-            self.stats.latencies.clear()
+            owned.task.discard()
             raise
-        task.committed()
-        if written:
-            owned.store.save_checkpoint((await written[-1]).offset)
-        owned.committed.update(offsets)
-        self.exporter.observe_committed(self.stats.latencies, wall_clock())
-        self.stats.latencies.clear()
+        await _committed(owned, offsets, written)
+
+    async def _flush(self, work: list[tuple[Owned, list[Out]]]) -> None:
+        """at_least_once: every partition's outputs acknowledged, then their changelog
+        records, then one offset commit for the poll."""
+        changelogs = [owned.task.changelog() for owned, _ in work]
+        offsets = []
+        for owned, _ in work:
+            offsets.append(owned.offsets)
+            owned.offsets = {}
+        try:
+            await _wait_all(await _send_all(self._producer, [o for _, outs in work for o in outs]))
+            written = [await _send_all(self._producer, records) for records in changelogs]
+            await _wait_all([future for futures in written for future in futures])
+            every = {tp: o for partition_offsets in offsets for tp, o in partition_offsets.items()}
+            if every:
+                await self._consumer.commit(every)
+        except BaseException:
+            for owned, _ in work:
+                owned.task.discard()
+            raise
+        for (owned, _), partition_offsets, futures in zip(work, offsets, written, strict=True):
+            await _committed(owned, partition_offsets, futures)
 
     # ------------------------------------------------------------ rebalancing
 
@@ -312,7 +337,8 @@ class Worker:
             for p in sorted(partitions - set(self.owned)):
                 self.owned[p] = await self._take_over(p)
             self.standby.follow(set(self.owned))
-            self._paused = False
+            # a restore cut short by SIGTERM left partial state: never process with it
+            self._paused = self._stop.is_set()
             self.ready.set()
         await self._announce()
 
@@ -331,6 +357,10 @@ class Worker:
             store = open_store(self.settings, p)
         restored = await self._restore(p, store)
         task = PartitionTask(self.rules, self.topology, p, store, self.stats)
+        for _ in task.index():
+            if self._stop.is_set():
+                break
+            await asyncio.sleep(0)  # heartbeats and SIGTERM go on while a big store is indexed
         log.info("partition %d assigned: %d changelog records restored", p, restored)
         return Owned(task, store, producer)
 
@@ -359,6 +389,8 @@ class Worker:
             restored = idle = 0
             last = None
             while await consumer.position(tp) < end:
+                if self._stop.is_set():
+                    return restored  # no checkpoint: the next start reads from the last one
                 batch = await poll(consumer, 0.5, 10_000, tp)
                 records = batch.get(tp, [])
                 for m in records:
@@ -385,6 +417,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.worker.assigned(assigned)
+
+
+async def _committed(
+    owned: Owned, offsets: dict[TopicPartition, int], written: list[asyncio.Future[Any]]
+) -> None:
+    """The partition's batch is durable: its state changes become the store's."""
+    owned.task.committed()
+    if written:
+        owned.store.save_checkpoint((await written[-1]).offset)
+    owned.committed.update(offsets)
 
 
 async def _send_all(producer: Any, outs: list[Out]) -> list[asyncio.Future[Any]]:

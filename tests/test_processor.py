@@ -38,6 +38,9 @@ class Cluster:
         self.tasks = {
             p: PartitionTask(Rules(), TOPOLOGY, p, self.stores[p], self.stats) for p in range(4)
         }
+        for task in self.tasks.values():
+            for _ in task.index(chunk=1):
+                pass
         self.offsets: dict[tuple[str, int], int] = {}
 
     def record(self, topic: str, value: bytes, key: bytes | None, partition: int) -> Record:
