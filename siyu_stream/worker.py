@@ -44,13 +44,14 @@ from aiokafka import (  # type: ignore[import-untyped]
 from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
     RangePartitionAssignor,
 )
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from siyu_stream import web
 from siyu_stream.admin import ensure_topics
 from siyu_stream.metrics import Exporter
 from siyu_stream.polling import poll
-from siyu_stream.processor import Out, PartitionTask, Record, Stats, wall_clock
+from siyu_stream.processor import Out, PartitionTask, Record, Stats, partition_for, wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
 from siyu_stream.standby import Standby
@@ -62,6 +63,7 @@ log = logging.getLogger("siyu_stream.worker")
 MAX_RECORDS = 2_000
 """Records per poll: one batch, one transaction per partition."""
 _RESTORE_IDLE_POLLS = 10
+_DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
 @dataclass
@@ -138,7 +140,10 @@ class Worker:
         )
         if not self.exactly_once:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.broker, acks="all", enable_idempotence=True
+                bootstrap_servers=self.settings.broker,
+                acks="all",
+                enable_idempotence=True,
+                partitioner=_partitioner,
             )
             await self._producer.start()
         self._members = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
@@ -350,6 +355,7 @@ class Worker:
                 transactional_id=f"{self.settings.app_id}-p{p}",
                 acks="all",
                 enable_idempotence=True,
+                partitioner=_partitioner,
             )
             await producer.start()  # fences the previous owner before we read state
         store = self.standby.take(p)
@@ -427,6 +433,13 @@ async def _committed(
     if written:
         owned.store.save_checkpoint((await written[-1]).offset)
     owned.committed.update(offsets)
+
+
+def _partitioner(key: bytes | None, every: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner with the murmur2 of each key cached (see partition_for)."""
+    if key is None:
+        return int(_DEFAULT_PARTITIONER(key, every, available))
+    return every[partition_for(key, len(every))]
 
 
 async def _send_all(producer: Any, outs: list[Out]) -> list[asyncio.Future[Any]]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from siyu_stream import state as state_format
 from siyu_stream.clock import DAY, MINUTE, format_rfc3339
@@ -20,6 +21,7 @@ from siyu_stream.processor import (
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
+from siyu_stream.worker import _partitioner
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z
 TOPOLOGY = Topology(Settings(api_auth=False, partitions=4))
@@ -271,3 +273,12 @@ def test_business_figures_follow_the_events() -> None:
     timeline = [timeline_entry(i) for i in c.tasks[owner("c1")].timeline["c1"]]
     assert timeline[0]["event"].startswith("order o-e1 paid 100.00")
     assert any(entry.get("because") for entry in timeline)
+
+
+def test_the_workers_cached_partitioner_agrees_with_aiokafkas_default() -> None:
+    default = DefaultPartitioner()
+    for n in (1, 4, 12):
+        every = list(range(n))
+        for i in range(500):
+            key = f"customer-{i}".encode()
+            assert _partitioner(key, every, every) == default(key, every, every)
