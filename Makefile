@@ -25,8 +25,8 @@ tools:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check siyu_stream tests
-	$(BIN)/ruff format --check siyu_stream tests
+	$(BIN)/ruff check siyu_stream tests bench
+	$(BIN)/ruff format --check siyu_stream tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

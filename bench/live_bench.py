@@ -10,6 +10,9 @@
         one worker; first paid purchases of fresh customers at a fixed rate, each stamped with
         its send time; latency = arrival of its first action on an output topic (a
         read_committed consumer, matched by cause_event_id) minus the send time.
+    live_bench.py profile [--events N] [--guarantee G]
+        one worker under cProfile over N pre-produced simulator events: the functions and
+        areas (siyu_stream, aiokafka, asyncio, ...) that take the live worker's CPU.
     live_bench.py idle [--seconds S]
         CPU used by an idle aiokafka consumer and by an idle worker (nothing to read).
     live_bench.py recovery --states FILE --sizes 0,100000,... [--store rocksdb] [--shift] [--warm]
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -109,7 +113,9 @@ def settings(
 class WorkerProc:
     """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
 
-    def __init__(self, s: Settings, name: str, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, s: Settings, name: str, data_dir: Path | None = None, profile: Path | None = None
+    ) -> None:
         self.settings = s
         self.port = free_port()
         self.log_path = CACHE / f"worker-{name}.log"
@@ -129,8 +135,9 @@ class WorkerProc:
         }
         with self.log_path.open("wb") as handle:
             self.started = time.monotonic()
+            profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "siyu_stream.cli", "worker"],
+                [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"],
                 env=env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -386,6 +393,54 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def profile(args: argparse.Namespace) -> dict[str, Any]:
+    """One worker under cProfile over pre-produced simulator events: where live CPU goes."""
+    prefix = "siyu"
+    out = CACHE / "profile-worker.prof"
+    out.unlink(missing_ok=True)
+    with local_broker("profile-worker") as broker:
+        events = sum((await preproduce(broker, "sim", prefix, args.events)).values())
+        s = settings(broker, "profiled", args.guarantee, prefix)
+        topology = Topology(s)
+        await ensure_topics(broker.bootstrap, topology.specs())
+        worker = WorkerProc(s, "profiled", profile=out)
+        try:
+            await wait_ready([worker])
+            await wait_consumed(broker.bootstrap, s.app_id, [*topology.inputs, topology.commands])
+        finally:
+            worker.stop()
+    stats = pstats.Stats(str(out))
+    total = stats.total_tt  # type: ignore[attr-defined]  # set by Stats, not in the stubs
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
+    top = [
+        {
+            "function": name,
+            "where": f"{rel(file)}:{line}" if file.startswith("/") else file,
+            "calls": calls,
+            "self_seconds": tottime,
+            "percent": 100 * tottime / total,
+        }
+        for (file, line, name), (_, calls, tottime, _, _) in rows[: args.top]
+    ]
+    by_area: dict[str, float] = {}
+    for (file, _, _), (_, _, tottime, _, _) in rows:
+        area = next((a for a in AREAS if a in file), "other (stdlib, builtins, C)")
+        by_area[area] = by_area.get(area, 0.0) + tottime
+    log(f"worker profile over {events:,} events: {total:.1f} s profiled")
+    return {
+        "events": events,
+        "guarantee": args.guarantee,
+        "profiler": "cProfile (deterministic; slows the worker, so no rate is reported)",
+        "profiled_seconds": total,
+        "top_self": top,
+        "by_area_percent": {k: 100 * v / total for k, v in sorted(by_area.items())},
+        "profile_file": rel(out),
+    }
+
+
+AREAS = ("siyu_stream", "aiokafka", "fastjsonschema", "asyncio", "orjson")
+
+
 # ------------------------------------------------------------------ latency
 
 
@@ -489,7 +544,8 @@ async def latency_at(
         "max_ms": lat[-1] if lat else float("nan"),
     }
     log(
-        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {achieved:,.0f}/s): p50 {result['p50_ms']:.0f} "
+        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {achieved:,.0f}/s): "
+        f"p50 {result['p50_ms']:.0f} "
         f"p95 {result['p95_ms']:.0f} p99 {result['p99_ms']:.0f} ms; {len(sent)} unmatched"
     )
     return result
@@ -752,6 +808,11 @@ def main() -> None:
     p.add_argument("--workload", choices=["sim", "first-purchase"], default="sim")
     p.add_argument("--modes", default="raw1,worker1,worker2", help="of raw1, worker1, worker2")
     p.set_defaults(func=throughput)
+    p = sub.add_parser("profile")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--guarantee", default="at_least_once")
+    p.add_argument("--top", type=int, default=15)
+    p.set_defaults(func=profile)
     p = sub.add_parser("latency")
     p.add_argument("--guarantee", default="at_least_once")
     p.add_argument("--rates", required=True)

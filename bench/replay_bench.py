@@ -203,7 +203,8 @@ def cmd_processor(args: argparse.Namespace) -> None:
         "records_out": outs,
     }
     log(
-        f"PartitionTask: {len(records):,} events in {seconds:.1f} s = {len(records) / seconds:,.0f}/s"
+        f"PartitionTask: {len(records):,} events in {seconds:.1f} s = "
+        f"{len(records) / seconds:,.0f}/s"
     )
     if args.profile:
         from pyinstrument import Profiler  # noqa: PLC0415

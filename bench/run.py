@@ -79,7 +79,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for checking the bench")
     parser.add_argument(
-        "--only", help="comma separated: replay,profile,processor,memory,idle,live,latency,recovery"
+        "--only",
+        help="comma separated: replay,profile,processor,memory,idle,live,worker_profile,"
+        "latency,recovery",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -94,6 +96,7 @@ def main() -> None:
         "replay_runs": 1 if quick else 3,
         "live_events": 20_000 if quick else 200_000,
         "live_repeat": 1 if quick else 3,
+        "worker_profile_events": 10_000 if quick else 60_000,
         "fp_events": 10_000 if quick else 40_000,
         "latency_seconds": 4 if quick else 12,
         "recovery_sizes": "0,20000" if quick else "0,100000,1000000",
@@ -221,6 +224,13 @@ def main() -> None:
         return {"sim": sim, "first_purchase": fp}
 
     lived = step("live", live)
+    step(
+        "worker_profile",
+        lambda: run_json(
+            [PYTHON, live_script, "profile", "--events", str(size["worker_profile_events"])],
+            timeout=900,
+        ),
+    )
 
     def latency() -> dict[str, Any]:
         out = {}
