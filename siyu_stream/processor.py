@@ -223,17 +223,29 @@ class PartitionTask:
                 return [self.dead_letter(record, f"malformed command: {exc!r}", now)]
         return self._input(record, now, forwarded=False)
 
-    def sweep(self, now: Millis) -> list[Out]:
-        """Fire every timer of this partition due by `now`, in due order."""
+    def sweep(self, now: Millis, limit: int | None = None) -> list[Out]:
+        """Fire the timers of this partition due by `now`, in due order, at most `limit`:
+        after an outage a partition can hold a million overdue timers, and one batch that
+        fires them all would stall the worker for minutes (see `behind`)."""
         self.current_ts = now  # a timer's action waited for nothing but the clock
         outs: list[Out] = []
-        while (due_timer := self.timers.pop_due(now, self.get)) is not None:
+        fired = 0
+        while limit is None or fired < limit:
+            due_timer = self.timers.pop_due(now, self.get)
+            if due_timer is None:
+                break
             due, customer_id, name, before = due_timer
             step = fire_timer(before, customer_id, name, due, self.rules)
             if step is not None:
+                fired += 1
                 self.stats.timers_fired += 1
                 outs.extend(self._apply(customer_id, before, step, fired=name))
         return outs
+
+    def behind(self, now: Millis) -> bool:
+        """Timers due by `now` are waiting (a limited sweep left them for the next batch)."""
+        due = self.timers.next_due()
+        return due is not None and due <= now
 
     def _input(self, record: Record, now: Millis, *, forwarded: bool) -> list[Out]:
         expected = self.type_of_topic.get(record.topic, "?")

@@ -87,6 +87,8 @@ class Worker:
         self.exactly_once = settings.guarantee == "exactly_once"
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._paused = False
+        self._behind = False
+        """A limited timer sweep left due timers for the next batch."""
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self._producer: Any = None  # at_least_once: one plain producer for everything
@@ -172,7 +174,8 @@ class Worker:
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
-            batch = await poll(self._consumer, interval, MAX_RECORDS)
+            # overdue timers left by a limited sweep: the next batch comes without waiting
+            batch = await poll(self._consumer, 0.0 if self._behind else interval, MAX_RECORDS)
             async with self._lock:
                 if not self._paused:
                     await self._process(batch)
@@ -254,7 +257,7 @@ class Worker:
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 outs.extend(self._handle(task, record, now))
-            work.append((self.owned[p], outs + task.sweep(now)))
+            work.append((self.owned[p], outs + task.sweep(now, MAX_RECORDS)))
         try:
             if self.exactly_once:
                 # one transaction per partition, all in flight together: the round trips of
@@ -270,6 +273,7 @@ class Worker:
         finally:
             self.exporter.observe_committed(self.stats.latencies, wall_clock())
             self.stats.latencies.clear()
+        self._behind = any(owned.task.behind(now) for owned in self.owned.values())
 
     def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
         try:

@@ -216,6 +216,30 @@ def test_sweep_fires_due_timers_on_the_wall_clock() -> None:
     assert c.tick(NOW + 60 * MINUTE) == []
 
 
+def test_a_limited_sweep_leaves_the_rest_due_for_the_next_batch() -> None:
+    c = Cluster()
+    customers = [f"c{n}" for n in range(40)]
+    for n, customer in enumerate(customers):
+        c.send(
+            "chats",
+            event_id=f"in{n}",
+            type="chat",
+            direction="inbound",
+            channel="wecom",
+            customer_id=customer,
+        )
+    task = c.tasks[owner(customers[0])]
+    mine = sum(owner(customer) == task.partition for customer in customers)
+    assert mine > 3
+    later = NOW + 31 * MINUTE
+    first = task.sweep(later, limit=3)
+    assert len([o for o in first if o.topic == "siyu.actions.reminders"]) == 3
+    assert task.behind(later)
+    rest = task.sweep(later)
+    assert len([o for o in rest if o.topic == "siyu.actions.reminders"]) == mine - 3
+    assert not task.behind(later)
+
+
 def test_referral_credit_travels_as_a_command_to_the_referrer() -> None:
     c = Cluster()
     c.send(
