@@ -41,7 +41,7 @@ from siyu_stream.policy import in_holdout
 from siyu_stream.rules import apply_credit, apply_event
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
-from siyu_stream.step import TRACKED, Step
+from siyu_stream.step import TRACKED, Step, tracked
 from siyu_stream.timers import fire_timer
 from siyu_stream.topology import INPUT_TYPES, Topology
 
@@ -109,7 +109,7 @@ Profile = tuple[str | None, str, str, str, int]
 def _profile(state: CustomerState | None) -> Profile | None:
     if state is None:
         return None
-    return (state.layer, state.tier, state.health, state.membership, min(state.orders, 2))
+    return (*tracked(state), min(state.orders, 2))
 
 
 def describe(event: Event) -> str:

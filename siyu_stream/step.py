@@ -39,6 +39,11 @@ class Why:
     because: str
 
 
+def tracked(state: CustomerState) -> tuple[str | None, str, str, str]:
+    """The TRACKED fields of `state`, in that order (spelled out: it runs for every event)."""
+    return (state.layer, state.tier, state.health, state.membership)
+
+
 class Ctx:
     """Accumulates one step: the working copy of the state and what it emits."""
 
@@ -57,7 +62,7 @@ class Ctx:
         self.cause = cause
         self.fact = fact  # identifies this firing for action ids: an event id or a timer
         self.rules = rules
-        self.before = (state.layer, state.tier, state.health, state.membership)  # TRACKED
+        self.before = tracked(state)
         self.why: dict[str, Why] = {}
         self.step = Step(state)
 

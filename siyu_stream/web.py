@@ -98,7 +98,7 @@ async def customer(request: web.Request) -> web.StreamResponse:
 
 
 async def _proxy(request: web.Request, worker: Worker, partition: int) -> web.StreamResponse:
-    owner = worker.directory.get(partition)
+    owner = worker.members.directory.get(partition)
     if owner is None or owner == worker.url or ROUTED in request.headers:
         return web.json_response(
             {"error": f"partition {partition} has no known owner yet; retry"}, status=503

@@ -34,7 +34,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -49,6 +48,7 @@ from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from siyu_stream import web
 from siyu_stream.admin import ensure_topics
+from siyu_stream.members import Members
 from siyu_stream.metrics import Exporter
 from siyu_stream.polling import poll
 from siyu_stream.processor import Out, PartitionTask, Record, Stats, partition_for, wall_clock
@@ -92,12 +92,11 @@ class Worker:
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self._producer: Any = None  # at_least_once: one plain producer for everything
-        self._members: Any = None  # announces this worker's partitions (API routing)
+        self.members = Members(settings.broker, self.topology.members, settings.advertised_url)
         self._background: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.running = False
         self.url = settings.advertised_url
-        self.directory: dict[int, str] = {}
         """Partition -> URL of the worker that owns it (from the members topic)."""
         self.exporter = Exporter(self)
         self.standby = Standby(settings)
@@ -148,10 +147,9 @@ class Worker:
                 partitioner=_partitioner,
             )
             await self._producer.start()
-        self._members = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
-        await self._members.start()
+        await self.members.start()
         runner = await web.start(self) if self.settings.web_port else None
-        self._background.append(asyncio.create_task(self._read_members()))
+        self._background.append(asyncio.create_task(self.members.follow()))
         await self.standby.start()
         await self._consumer.start()
         self._consumer.subscribe(
@@ -191,45 +189,10 @@ class Worker:
             self.owned.clear()
             if self._producer is not None:
                 await self._producer.stop()
-            await self._announce()  # no partitions: the API stops routing here
-            await self._members.stop()
+            await self.members.announce([])  # no partitions: the API stops routing here
+            await self.members.stop()
             await self.standby.stop()
         log.info("worker stopped")
-
-    async def _announce(self) -> None:
-        record = {"url": self.url, "partitions": sorted(self.owned), "at": wall_clock()}
-        await self._members.send_and_wait(
-            self.topology.members, orjson.dumps(record), key=self.url.encode()
-        )
-
-    async def _read_members(self) -> None:
-        """Follow the members topic (one partition) from its beginning."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        consumer.assign([TopicPartition(self.topology.members, 0)])
-        latest: dict[int, tuple[int, str]] = {}
-        try:
-            while True:
-                batch = await poll(consumer, 1.0, 1_000, pause=1.0)
-                for message in [m for messages in batch.values() for m in messages]:
-                    self._member(latest, orjson.loads(message.value))
-        finally:
-            await consumer.stop()
-
-    def _member(self, latest: dict[int, tuple[int, str]], record: dict[str, Any]) -> None:
-        """The latest announcement per partition wins."""
-        for p in record["partitions"]:
-            if p not in latest or latest[p][0] <= record["at"]:
-                latest[p] = (record["at"], record["url"])
-        # a worker that announced fewer partitions gave the others up
-        for p, (_, url) in list(latest.items()):
-            if url == record["url"] and p not in record["partitions"]:
-                del latest[p]
-        self.directory = {p: url for p, (_, url) in latest.items()}
 
     # ------------------------------------------------------------ batches
 
@@ -270,9 +233,11 @@ class Worker:
                         raise result
             else:
                 await self._flush(work)
-        finally:
-            self.exporter.observe_committed(self.stats.latencies, wall_clock())
-            self.stats.latencies.clear()
+        except BaseException:
+            self.stats.latencies.clear()  # the batch will be processed again
+            raise
+        self.exporter.observe_committed(self.stats.latencies, wall_clock())
+        self.stats.latencies.clear()
         self._behind = any(owned.task.behind(now) for owned in self.owned.values())
 
     def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
@@ -349,7 +314,7 @@ class Worker:
             # a restore cut short by SIGTERM left partial state: never process with it
             self._paused = self._stop.is_set()
             self.ready.set()
-        await self._announce()
+        await self.members.announce(sorted(self.owned))
 
     async def _take_over(self, p: int) -> Owned:
         producer = None

@@ -10,6 +10,7 @@ from scenario import Scenario
 
 from siyu_stream import state as st
 from siyu_stream.errors import StateError
+from siyu_stream.step import TRACKED, tracked
 
 
 def busy_state() -> st.CustomerState:
@@ -82,3 +83,8 @@ def test_clone_copies_every_field_and_shares_no_container() -> None:
         value = getattr(copy, f.name)
         if isinstance(value, list | dict):
             assert value is not getattr(state, f.name), f.name
+
+
+def test_tracked_spells_out_the_tracked_fields_in_order() -> None:
+    state = st.CustomerState(layer="A4", tier="gold", health="at_risk", membership="active")
+    assert tracked(state) == tuple(getattr(state, name) for name in TRACKED)
