@@ -183,7 +183,12 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
 
 # (field, key, default, encode) and key -> (field, decode): built once, used per state
 _ENCODE = [
-    (f.name, f.metadata["key"], getattr(_DEFAULTS, f.name), _CODECS.get(f.name, (None,))[0])
+    (
+        f.name,
+        f.metadata["key"],
+        getattr(_DEFAULTS, f.name),
+        _CODECS[f.name][0] if f.name in _CODECS else None,
+    )
     for f in _FIELDS
 ]
 _DECODE = {
