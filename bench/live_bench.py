@@ -643,7 +643,7 @@ def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str
             if value is None or ("Millis" not in kind and "Timer" not in kind):
                 continue
             if "Timer" in kind:
-                value = {n: dataclasses.replace(t, due=t.due + delta) for n, t in value.items()}
+                value = {n: t._replace(due=t.due + delta) for n, t in value.items()}
             elif kind.startswith("list"):
                 value = [v + delta for v in value]
             elif kind.startswith("dict"):
