@@ -32,7 +32,7 @@ import orjson
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from siyu_stream import state as state_format
-from siyu_stream.actions import Action, ReferralCredit, yuan
+from siyu_stream.actions import ReferralCredit, yuan
 from siyu_stream.clock import DAY, Millis, format_rfc3339
 from siyu_stream.engine import TimerIndex, check_time
 from siyu_stream.errors import InvalidEvent
@@ -122,19 +122,6 @@ def describe(event: Event) -> str:
     return f"{'left' if event.leave else 'joined'} {event.carrier}"
 
 
-def timeline_entry(item: Event | Action) -> dict[str, Any]:
-    """A timeline item as the API shows it (rendered on request, not per event)."""
-    if isinstance(item, Action):
-        return {
-            "at": format_rfc3339(item.occurred_at),
-            "action": item.kind,
-            "rule": item.rule,
-            "detail": item.detail,
-            "because": item.because,
-        }
-    return {"at": format_rfc3339(item.at), "event": describe(item)}
-
-
 def wall_clock() -> Millis:
     """The live engine clock: the rule core never reads it, the adapters pass it in."""
     return time.time_ns() // 1_000_000
@@ -164,8 +151,10 @@ class PartitionTask:
         self.timers = TimerIndex()
         self.population: Counter[tuple[str, str]] = Counter()
         """(dimension, value) -> customers of this partition; kept up to date incrementally."""
-        self.timeline: OrderedDict[str, deque[Event | Action]] = OrderedDict()
-        """Recent events and actions of recently active customers (memory only)."""
+        self.timeline: OrderedDict[str, deque[bytes]] = OrderedDict()
+        """Recent input and action records (JSON) of recently active customers, in memory.
+        Kept as bytes: the garbage collector never scans them (hundreds of thousands of
+        long-lived objects made its passes the worker's longest pauses)."""
         self.current_ts: Millis = 0
 
     def index(self, chunk: int = 10_000) -> Iterator[int]:
@@ -277,7 +266,7 @@ class PartitionTask:
         if step.outcome != "ok":
             return []
         self._business(before, step.state, event)
-        self._remember(event.customer_id, event)
+        self._remember(event.customer_id, record.value)
         return self._apply(event.customer_id, before, step)
 
     def _command(self, command: dict[str, Any], record: Record, now: Millis) -> list[Out]:
@@ -317,14 +306,14 @@ class PartitionTask:
         if old != new:
             self._count(customer_id, old, -1)
             self._count(customer_id, new, +1)
-        for action in step.actions:
+        for action, out in zip(step.actions, outs, strict=True):
             self.stats.actions[(action.kind, action.rule)] += 1
             self.stats.latencies.append((self.current_ts, action.occurred_at))
             if action.kind == "gift":
                 self.stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
             elif action.kind == "suppressed":
                 self.stats.suppressed[str(action.detail["reason"])] += 1
-            self._remember(customer_id, action)
+            self._remember(customer_id, out.value)
         for credit in step.credits:
             command = {
                 "cmd": "credit",
@@ -369,7 +358,22 @@ class PartitionTask:
             joined_after = event.at - last_order if last_order is not None else -1
             self.stats.buyers_joined += 0 <= joined_after <= week
 
-    def _remember(self, customer_id: str, entry: Event | Action) -> None:
+    def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's recent events and actions as the API shows them, newest first."""
+        entries = []
+        for raw in reversed(self.timeline.get(customer_id, ())):
+            data = orjson.loads(raw)
+            if "action_id" in data:
+                keep = ("occurred_at", "kind", "rule", "detail", "because")
+                entry = {k: data[k] for k in keep}
+                entry["at"], entry["action"] = entry.pop("occurred_at"), entry.pop("kind")
+            else:  # an input that was accepted, so it decodes
+                event = decode(raw, self.rules.input)
+                entry = {"at": format_rfc3339(event.at), "event": describe(event)}
+            entries.append(entry)
+        return entries
+
+    def _remember(self, customer_id: str, entry: bytes) -> None:
         entries = self.timeline.pop(customer_id, None) or deque(maxlen=TIMELINE_ENTRIES)
         entries.append(entry)
         self.timeline[customer_id] = entries  # most recently active last

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from siyu_stream.actions import yuan
 from siyu_stream.clock import format_rfc3339
-from siyu_stream.processor import partition_for, timeline_entry
+from siyu_stream.processor import partition_for
 from siyu_stream.state import CustomerState
 
 if TYPE_CHECKING:
@@ -85,14 +85,13 @@ async def customer(request: web.Request) -> web.StreamResponse:
     state = owned.task.get(customer_id)
     if state is None:
         return web.json_response({"error": f"unknown customer {customer_id}"}, status=404)
-    timeline = [timeline_entry(i) for i in owned.task.timeline.get(customer_id, [])]
     return web.json_response(
         {
             "customer_id": customer_id,
             "partition": partition,
             "served_by": worker.url,
             "state": public_state(state),
-            "timeline": timeline[::-1],  # newest first
+            "timeline": owned.task.timeline_of(customer_id),  # newest first
         }
     )
 

@@ -16,7 +16,6 @@ from siyu_stream.processor import (
     Record,
     Stats,
     partition_for,
-    timeline_entry,
 )
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -294,8 +293,8 @@ def test_business_figures_follow_the_events() -> None:
     assert c.stats.order_value_fen[False] == 40_000 and c.stats.paid_orders[False] == 2
     pop = c.tasks[owner("c1")].population
     assert (pop[("buyers", "treated|1+")], pop[("buyers", "treated|2+")]) == (1, 1)
-    timeline = [timeline_entry(i) for i in c.tasks[owner("c1")].timeline["c1"]]
-    assert timeline[0]["event"].startswith("order o-e1 paid 100.00")
+    timeline = c.tasks[owner("c1")].timeline_of("c1")
+    assert timeline[-1]["event"].startswith("order o-e1 paid 100.00")  # newest first
     assert any(entry.get("because") for entry in timeline)
 
 
