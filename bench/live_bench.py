@@ -15,12 +15,6 @@
         areas (siyu_stream, aiokafka, asyncio, ...) that take the live worker's CPU.
     live_bench.py idle [--seconds S]
         CPU used by an idle aiokafka consumer and by an idle worker (nothing to read).
-    live_bench.py recovery --states FILE --sizes 0,100000,... [--store rocksdb] [--shift] [--warm]
-        write N customer states straight into a new app's changelog (on the partition the
-        worker would use), start one worker and time its restore from its log ("partition N
-        assigned: K changelog records restored") and start -> ready; --warm restarts it on
-        its data dir (RocksDB keeps what it applied); --shift moves the states' times to an
-        hour ago, so that their timers are not months overdue.
 
 Every broker and worker started here is stopped before the script exits.
 """
@@ -30,26 +24,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import os
 import pstats
-import re
-import shutil
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from common import (
     CACHE,
-    PYTHON,
     SIM_CUSTOMERS,
     SIM_RATE,
     cpu_seconds,
@@ -58,185 +41,17 @@ from common import (
     median,
     percentile,
     rel,
-    stop_process,
 )
+from procs import PARTITIONS, RawProc, WorkerProc, local_broker, settings, wait_consumed, wait_ready
 
-from siyu_stream import state as state_format
 from siyu_stream.admin import TopicSpec, ensure_topics
-from siyu_stream.broker import LocalBroker, free_port
+from siyu_stream.broker import LocalBroker
 from siyu_stream.clock import format_rfc3339
-from siyu_stream.processor import partition_for, wall_clock
+from siyu_stream.processor import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
-from siyu_stream.state import CustomerState
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import restamp
-
-PARTITIONS = 4
-GIVE_UP = 600.0  # a broken run fails instead of hanging; not a timing claim
-BENCH_DIR = Path(__file__).resolve().parent
-STOP_GRACE = 20.0
-"""Seconds a recovery worker gets to stop after SIGTERM before it is killed."""
-
-
-# ------------------------------------------------------------------ broker and workers
-
-
-@contextlib.contextmanager
-def local_broker(name: str) -> Iterator[LocalBroker]:
-    data = CACHE / f"broker-{name}"
-    shutil.rmtree(data, ignore_errors=True)
-    broker = LocalBroker(data)
-    broker.start()
-    log(f"noida-db pid {broker.pid} on {broker.bootstrap} ({rel(data)})")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def settings(
-    broker: LocalBroker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
-) -> Settings:
-    return Settings(
-        broker=broker.bootstrap,
-        app_id=app_id,
-        topic_prefix=prefix,
-        partitions=PARTITIONS,
-        guarantee=guarantee,
-        api_auth=False,
-        web_port=0,
-    )
-
-
-class WorkerProc:
-    """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
-
-    def __init__(
-        self, s: Settings, name: str, data_dir: Path | None = None, profile: Path | None = None
-    ) -> None:
-        self.settings = s
-        self.port = free_port()
-        self.log_path = CACHE / f"worker-{name}.log"
-        self.log_path.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            "SIYU_BROKER": s.broker,
-            "SIYU_APP_ID": s.app_id,
-            "SIYU_TOPIC_PREFIX": s.topic_prefix,
-            "SIYU_PARTITIONS": str(s.partitions),
-            "SIYU_GUARANTEE": s.guarantee,
-            "SIYU_API_AUTH": "false",
-            "SIYU_WEB_PORT": str(self.port),
-            "SIYU_DATA_DIR": str(data_dir or CACHE / f"worker-data-{name}"),
-            "SIYU_STORE": s.store,
-            "SIYU_LOG_LEVEL": "info",
-        }
-        with self.log_path.open("wb") as handle:
-            self.started = time.monotonic()
-            profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-            self.proc = subprocess.Popen(
-                [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"],
-                env=env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            msg = f"worker exited with {self.proc.returncode}; see {self.log_path}"
-            raise RuntimeError(msg)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self, grace: float = 15.0) -> None:
-        stop_process(self.proc, grace)
-
-
-class RawProc:
-    def __init__(
-        self, broker: LocalBroker, group: str, out: str, guarantee: str, topics: list[str]
-    ) -> None:
-        self.ready_file = CACHE / f"raw-{group}.ready"
-        self.ready_file.unlink(missing_ok=True)
-        self.log_path = CACHE / f"raw-{group}.log"
-        with self.log_path.open("wb") as handle:
-            self.started = time.monotonic()
-            self.proc = subprocess.Popen(
-                [
-                    PYTHON,
-                    str(BENCH_DIR / "raw_pipe.py"),
-                    broker.bootstrap,
-                    group,
-                    out,
-                    str(self.ready_file),
-                    guarantee,
-                    *topics,
-                ],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            msg = f"raw pipe exited with {self.proc.returncode}; see {self.log_path}"
-            raise RuntimeError(msg)
-        return self.ready_file.exists()
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.ready_file.unlink(missing_ok=True)
-
-
-async def wait_ready(procs: list[Any]) -> float:
-    """Monotonic time at which the first of `procs` became ready."""
-    deadline = time.monotonic() + GIVE_UP
-    while time.monotonic() < deadline:
-        if any(p.ready() for p in procs):
-            return time.monotonic()
-        await asyncio.sleep(0.02)
-    msg = "not ready in time"
-    raise RuntimeError(msg)
-
-
-async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[float, int]:
-    """Poll the group's committed offsets until they reach the current ends of `topics`.
-
-    Two requests per poll (the group's offsets, the end offsets), every 50 ms: light enough
-    not to load the broker the consumers under test share the CPU with.
-    """
-    tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + GIVE_UP
-        while time.monotonic() < deadline:
-            ends = await consumer.end_offsets(tps)
-            offsets = await admin.list_consumer_group_offsets(group)
-            committed = {tp: offsets[tp].offset if tp in offsets else 0 for tp in tps}
-            if all(committed[tp] >= ends[tp] for tp in tps):
-                return time.monotonic(), sum(ends.values())
-            await asyncio.sleep(0.05)
-        msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
-        raise RuntimeError(msg)
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-# ------------------------------------------------------------------ throughput
 
 
 def first_purchase(n: int, tag: str) -> dict[str, Any]:
@@ -575,211 +390,6 @@ async def latency_at(
     return result
 
 
-# ------------------------------------------------------------------ recovery
-
-
-def read_states(path: Path) -> list[tuple[str, bytes]]:
-    with path.open("rb") as handle:
-        return [
-            (key.decode(), value.rstrip(b"\n"))
-            for key, _, value in (line.partition(b"\t") for line in handle)
-        ]
-
-
-async def write_changelog(s: Settings, states: list[tuple[str, bytes]], n: int) -> None:
-    """N changelog records; beyond len(states), copies of the real states under new ids."""
-    topic = Topology(s).changelog
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.broker, linger_ms=20, max_batch_size=512 * 1024, acks="all"
-    )
-    await producer.start()
-    try:
-        pending = []
-        for i in range(n):
-            customer, value = states[i % len(states)]
-            if i >= len(states):
-                customer = f"{customer}-x{i // len(states)}"
-            key = customer.encode()
-            pending.append(
-                await producer.send(topic, value, key=key, partition=partition_for(key, PARTITIONS))
-            )
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-
-
-_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-
-
-def log_time(line: str) -> float | None:
-    m = _LOG_TIME.match(line)
-    if m is None:
-        return None
-    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()  # noqa: DTZ007
-
-
-def restore_spans(log_path: Path, changelog: str) -> tuple[int, list[float]]:
-    """(records restored, seconds per partition) from a worker's log.
-
-    Partitions are restored one after the other; each restore starts when its changelog
-    consumer is assigned the partition (aiokafka logs "Updating subscribed topics to:
-    frozenset({'<changelog>'})") and ends with the worker's "partition N assigned: K
-    changelog records restored" line, after the states are read and decoded.
-    """
-    restored, spans = 0, []
-    began: float | None = None
-    for line in log_path.read_text(errors="replace").splitlines():
-        at = log_time(line)
-        if "Updating subscribed topics to" in line and repr(changelog) in line:
-            began = at
-        elif m := re.search(r"partition (\d+) assigned: (\d+) changelog records", line):
-            restored += int(m.group(2))
-            if began is not None and at is not None:
-                spans.append(at - began)
-            began = None
-    return restored, spans
-
-
-def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str, bytes]]:
-    """The same states with every time moved so that the latest `*_at` time is `latest`.
-
-    The states come from a replay of simulated January 2026 traffic: on the wall clock
-    every timer in them is months overdue and a worker would fire them all in its first
-    sweep. Shifted, they look like customers last seen an hour ago. Fields are found by
-    their annotations (`Millis`, lists and dicts of it, timers), so this follows the format.
-    """
-    fields = dataclasses.fields(CustomerState)
-    decoded = [(k, state_format.loads(v)) for k, v in states]
-    newest = max(
-        getattr(st, f.name) or 0
-        for _, st in decoded
-        for f in fields
-        if f.name.endswith("_at") and "Millis" in str(f.type)
-    )
-    delta = latest - newest
-    out = []
-    for key, st in decoded:
-        for f in fields:
-            value, kind = getattr(st, f.name), str(f.type)
-            if value is None or ("Millis" not in kind and "Timer" not in kind):
-                continue
-            if "Timer" in kind:
-                value = {n: t._replace(due=t.due + delta) for n, t in value.items()}
-            elif kind.startswith("list"):
-                value = [v + delta for v in value]
-            elif kind.startswith("dict"):
-                value = {n: v + delta for n, v in value.items()}
-            else:
-                value = value + delta
-            setattr(st, f.name, value)
-        out.append((key, state_format.dumps(st)))
-    return out
-
-
-async def start_worker(
-    s: Settings, name: str, data_dir: Path, ready_timeout: float
-) -> dict[str, Any]:
-    """Start one worker on `s`, wait until ready, stop it; its restore figures.
-
-    A worker that is not ready within `ready_timeout` is a result too (with its log), not a
-    crash of the benchmark: the other figures still get written.
-    """
-    worker = WorkerProc(s, name, data_dir)
-    result: dict[str, Any] = {"log": rel(worker.log_path)}
-    try:
-        try:
-            ready = await asyncio.wait_for(wait_ready([worker]), ready_timeout)
-            result["start_to_ready_seconds"] = ready - worker.started
-            result["worker_rss_bytes"] = _rss(worker.proc.pid)
-            result["worker_cpu_seconds"] = worker.cpu()
-        except (TimeoutError, RuntimeError) as exc:
-            result["error"] = f"not ready {ready_timeout:.0f} s after start ({exc or 'timeout'})"
-    finally:
-        stopping = time.monotonic()
-        worker.stop(grace=STOP_GRACE)
-        result["stop_seconds"] = time.monotonic() - stopping
-        result["stop_grace_seconds"] = STOP_GRACE
-        result["stop_exit_code"] = worker.proc.returncode
-    restored, spans = restore_spans(worker.log_path, Topology(s).changelog)
-    text = worker.log_path.read_text(errors="replace")
-    result.update(
-        records_restored=restored,
-        restore_seconds=sum(spans),
-        restore_seconds_per_partition=spans,
-        heartbeat_failures=text.count("Heartbeat failed"),
-    )
-    return result
-
-
-async def recovery(args: argparse.Namespace) -> dict[str, Any]:
-    states = read_states(Path(args.states))
-    if args.shift:
-        states = shift_states(states, wall_clock() - 3_600_000)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    store = args.store
-    results = []
-    with local_broker(f"recovery-{store}") as broker:
-        for n in sizes:
-            app = f"rec-{store}-{n}"
-            s = dataclasses.replace(settings(broker, app), store=f"{store}://")
-            data_dir = CACHE / f"worker-data-{app}"
-            shutil.rmtree(data_dir, ignore_errors=True)
-            await ensure_topics(broker.bootstrap, Topology(s).specs())
-            t = time.monotonic()
-            await write_changelog(s, states, n)
-            log(f"changelog of {n:,} customers written in {time.monotonic() - t:.1f} s")
-            try:
-                cold = await start_worker(s, f"{app}-cold", data_dir, args.ready_timeout)
-                result = {"customers": n, **cold}
-                log(
-                    f"recovery ({store}) of {n:,}: {result['records_restored']:,} records in "
-                    f"{result['restore_seconds']:.1f} s; "
-                    + result.get("error", f"ready {result.get('start_to_ready_seconds', 0):.1f} s")
-                )
-                if args.warm:
-                    if cold["stop_exit_code"] == -9:
-                        # a killed member never leaves the group, and noida-db then holds the
-                        # next rebalance for it (BROKER-NOTES: restart the broker after a kill)
-                        broker.restart()
-                        result["broker_restarted_before_warm"] = True
-                    # the same worker again on its data dir: RocksDB remembers what it applied
-                    result["warm"] = await start_worker(
-                        s, f"{app}-warm", data_dir, args.ready_timeout
-                    )
-                    log(
-                        f"warm restart ({store}) of {n:,}: {result['warm']['records_restored']:,} "
-                        f"records in {result['warm']['restore_seconds']:.1f} s"
-                    )
-            finally:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            results.append(result)
-    base = next((r for r in results if r["customers"] == 0 and "worker_rss_bytes" in r), None)
-    for r in results:
-        if base is not None and r["customers"] and "worker_rss_bytes" in r:
-            r["rss_per_customer_bytes"] = (r["worker_rss_bytes"] - base["worker_rss_bytes"]) / r[
-                "customers"
-            ]
-    return {
-        "store": store,
-        "shifted_to_now": args.shift,
-        "source_states": rel(args.states),
-        "distinct_source_states": len(states),
-        "runs": results,
-    }
-
-
-def _rss(pid: int) -> int:
-    from common import rss_bytes  # noqa: PLC0415
-
-    try:
-        return rss_bytes(pid)
-    except FileNotFoundError:
-        return 0
-
-
 # ------------------------------------------------------------------ idle consumers
 
 
@@ -843,14 +453,6 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.set_defaults(func=latency)
-    p = sub.add_parser("recovery")
-    p.add_argument("--states", required=True)
-    p.add_argument("--sizes", default="0,100000")
-    p.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
-    p.add_argument("--shift", action="store_true", help="move the states' times to an hour ago")
-    p.add_argument("--warm", action="store_true", help="then restart the worker on its data")
-    p.add_argument("--ready-timeout", type=float, default=90.0)
-    p.set_defaults(func=recovery)
     p = sub.add_parser("idle")
     p.add_argument("--seconds", type=float, default=5.0)
     p.set_defaults(func=idle)

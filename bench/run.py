@@ -267,7 +267,7 @@ def main() -> None:
                 [PYTHON, replay_script, "run", main_input, "--dump-states", str(states)],
                 timeout=900,
             )
-        base = [PYTHON, live_script, "recovery", "--states", str(states)]
+        base = [PYTHON, str(BENCH / "recovery_bench.py"), "--states", str(states)]
         sizes = size["recovery_sizes"]
         runs = {
             # states moved to an hour ago: restore and ready without months-overdue timers
