@@ -42,7 +42,16 @@ from common import (
     percentile,
     rel,
 )
-from procs import PARTITIONS, RawProc, WorkerProc, local_broker, settings, wait_consumed, wait_ready
+from procs import (
+    PARTITIONS,
+    RawProc,
+    WorkerProc,
+    local_broker,
+    produce_all,
+    settings,
+    wait_consumed,
+    wait_ready,
+)
 
 from siyu_stream.admin import TopicSpec, ensure_topics
 from siyu_stream.broker import LocalBroker
@@ -83,24 +92,16 @@ async def preproduce(broker: LocalBroker, name: str, prefix: str, n: int) -> dic
     """N records of workload `name`, stamped with the time they are sent, onto the inputs."""
     s = settings(broker, "bench-setup", prefix=prefix)
     await ensure_topics(broker.bootstrap, Topology(s).specs())
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all"
-    )
-    await producer.start()
     per_topic: dict[str, int] = {}
-    started = time.monotonic()
-    try:
-        pending = []
+
+    def records() -> Iterator[tuple[str, bytes, bytes, int | None]]:
         for short, key, value in workload(name, n):
             topic = s.topic(short)
-            pending.append(await producer.send(topic, value, key=key))
             per_topic[topic] = per_topic.get(topic, 0) + 1
-            if len(pending) >= 5_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+            yield topic, key, value, None
+
+    started = time.monotonic()
+    await produce_all(broker.bootstrap, records(), 256 * 1024)
     log(f"pre-produced {n:,} records in {time.monotonic() - started:.1f} s: {per_topic}")
     return per_topic
 

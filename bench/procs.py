@@ -10,11 +10,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from common import (
     CACHE,
@@ -202,3 +202,27 @@ def rss(pid: int) -> int:
         return rss_bytes(pid)
     except FileNotFoundError:
         return 0
+
+
+async def produce_all(
+    bootstrap: str, records: Iterable[tuple[str, bytes, bytes, int | None]], batch_bytes: int
+) -> None:
+    """Send (topic, key, value, partition) records as fast as the broker takes them, with
+    at most IN_FLIGHT unacknowledged: benchmark set-up, not a measured figure."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=batch_bytes, acks="all"
+    )
+    await producer.start()
+    try:
+        pending = []
+        for topic, key, value, partition in records:
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            if len(pending) >= IN_FLIGHT:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+IN_FLIGHT = 10_000

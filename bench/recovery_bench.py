@@ -18,18 +18,27 @@ import dataclasses
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from common import (
     CACHE,
     emit,
     log,
     rel,
 )
-from procs import PARTITIONS, STOP_GRACE, WorkerProc, local_broker, rss, settings, wait_ready
+from procs import (
+    PARTITIONS,
+    STOP_GRACE,
+    WorkerProc,
+    local_broker,
+    produce_all,
+    rss,
+    settings,
+    wait_ready,
+)
 
 from siyu_stream import state as state_format
 from siyu_stream.admin import ensure_topics
@@ -50,26 +59,16 @@ def read_states(path: Path) -> list[tuple[str, bytes]]:
 async def write_changelog(s: Settings, states: list[tuple[str, bytes]], n: int) -> None:
     """N changelog records; beyond len(states), copies of the real states under new ids."""
     topic = Topology(s).changelog
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.broker, linger_ms=20, max_batch_size=512 * 1024, acks="all"
-    )
-    await producer.start()
-    try:
-        pending = []
+
+    def records() -> Iterator[tuple[str, bytes, bytes, int | None]]:
         for i in range(n):
             customer, value = states[i % len(states)]
             if i >= len(states):
                 customer = f"{customer}-x{i // len(states)}"
             key = customer.encode()
-            pending.append(
-                await producer.send(topic, value, key=key, partition=partition_for(key, PARTITIONS))
-            )
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+            yield topic, key, value, partition_for(key, PARTITIONS)
+
+    await produce_all(s.broker, records(), 512 * 1024)
 
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
