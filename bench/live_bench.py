@@ -56,11 +56,11 @@ from procs import (
 from siyu_stream.admin import TopicSpec, ensure_topics
 from siyu_stream.broker import LocalBroker
 from siyu_stream.clock import format_rfc3339
-from siyu_stream.processor import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import restamp
+from siyu_stream.wall import wall_clock
 
 
 def first_purchase(n: int, tag: str) -> dict[str, Any]:

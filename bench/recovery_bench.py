@@ -42,10 +42,11 @@ from procs import (
 
 from siyu_stream import state as state_format
 from siyu_stream.admin import ensure_topics
-from siyu_stream.processor import partition_for, wall_clock
+from siyu_stream.keys import partition_for
 from siyu_stream.settings import Settings
 from siyu_stream.state import CustomerState
 from siyu_stream.topology import Topology
+from siyu_stream.wall import wall_clock
 
 
 def read_states(path: Path) -> list[tuple[str, bytes]]:

@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         "events_per_s": events / seconds,
         "events_per_cpu_s": events / cpu,
         "customers": customers,
-        "timer_heap_entries": len(engine.timers),
+        "timer_heap_entries": sum(len(p.timers) for p in engine.partitions),
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_per_customer_bytes": (rss_after - rss_before) / customers,
@@ -164,11 +164,13 @@ def cmd_processor(args: argparse.Namespace) -> None:
     live worker's CPU goes before a single byte reaches the broker."""
     from common import SIM_CUSTOMERS, SIM_RATE  # noqa: PLC0415
 
-    from siyu_stream.processor import PartitionTask, Record, Stats, wall_clock  # noqa: PLC0415
+    from siyu_stream.observe import Observer, Stats  # noqa: PLC0415
+    from siyu_stream.processor import PartitionTask, Record  # noqa: PLC0415
     from siyu_stream.settings import Settings  # noqa: PLC0415
     from siyu_stream.simulate import SimConfig, generate  # noqa: PLC0415
     from siyu_stream.topology import Topology  # noqa: PLC0415
     from siyu_stream.traffic import restamp  # noqa: PLC0415
+    from siyu_stream.wall import wall_clock  # noqa: PLC0415
 
     # one partition: every record is local (no re-keying), like one worker owning them all
     settings = Settings(partitions=1, api_auth=False, web_port=0)
@@ -183,13 +185,13 @@ def cmd_processor(args: argparse.Namespace) -> None:
 
     def run() -> tuple[float, float, int]:
         store: dict[str, bytes] = {}
-        task = PartitionTask(Rules(), topology, 0, store, Stats())
+        task = PartitionTask(Rules(), topology, 0, store, Observer(Stats(), Rules()))
         outs = 0
         started, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(records), 2_000):  # the worker's batch: handle, sweep, changelog
             clock = wall_clock()
             for record in records[i : i + 2_000]:
-                outs += len(task.handle(record, clock))
+                task.enqueue(record)
             outs += len(task.sweep(clock)) + len(task.changelog())
             task.committed()
         return time.perf_counter() - started, time.process_time() - cpu, outs

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from siyu_stream.clock import parse_rfc3339
+from siyu_stream.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.errors import SiyuError
 from siyu_stream.replay import replay, summary
 from siyu_stream.ruleset import load_rules
 from siyu_stream.settings import Settings
+from siyu_stream.wall import wall_clock
 
 
 @contextlib.contextmanager
@@ -31,15 +32,28 @@ def _open_out(path: str | None, fallback: IO[bytes] | None) -> Iterator[IO[bytes
         yield handle
 
 
+def _time(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        msg = f"{option}: {exc}"
+        raise SiyuError(msg) from exc
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
-    until = None
-    if args.until is not None:
-        try:
-            until = parse_rfc3339(args.until)
-        except ValueError as exc:
-            msg = f"--until: {exc}"
-            raise SiyuError(msg) from exc
+    until = _time("--until", args.until)
+    now = _time("--now", args.now)
+    if now is None:
+        now = wall_clock()
+    partitions = args.partitions
+    if partitions is None:  # as the worker that the same environment configures
+        partitions = Settings.from_env(api_auth=False).partitions
+    if partitions < 1:
+        msg = f"--partitions: expected >= 1, got {partitions}"
+        raise SiyuError(msg)
     paths = [Path(p) for p in args.inputs]
     for path in paths:
         if not path.is_file():
@@ -52,10 +66,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ):
         assert out is not None
         counts = replay(
-            paths, out, rules, until=until, deadletters=deadletters, progress=sys.stderr
+            paths,
+            out,
+            rules,
+            until=until,
+            now=now,
+            partitions=partitions,
+            deadletters=deadletters,
+            progress=sys.stderr,
         )
         out.flush()
     print(summary(counts, time.monotonic() - started), file=sys.stderr)
+    print(
+        f"replay: --now {format_rfc3339(now)} --partitions {partitions} "
+        "(the same values reproduce these bytes)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -183,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="actions JSONL (default: stdout)")
     p.add_argument("--rules", help="rules TOML (default: built-in DESIGN §4 numbers)")
     p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
+    p.add_argument(
+        "--now",
+        help="RFC 3339 time events may not be far ahead of (default: when replay starts)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
+    )
     p.add_argument("--deadletter", help="rejected lines as JSONL (default: stderr)")
     p.set_defaults(func=cmd_replay)
 

@@ -23,10 +23,11 @@ from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import produce
+from siyu_stream.view import WorkerView
 from siyu_stream.worker import Worker
 
 
-def summary_line(worker: Worker, elapsed: float, last: tuple[float, int]) -> tuple[str, int]:
+def summary_line(worker: WorkerView, elapsed: float, last: tuple[float, int]) -> tuple[str, int]:
     stats = worker.stats
     seen = sum(stats.events.values())
     rate = (seen - last[1]) / max(elapsed - last[0], 1e-9)
@@ -36,9 +37,7 @@ def summary_line(worker: Worker, elapsed: float, last: tuple[float, int]) -> tup
     kinds: Counter[str] = Counter()
     for (kind, _), n in stats.actions.items():
         kinds[kind] += n
-    population: Counter[tuple[str, str]] = Counter()
-    for owned in worker.owned.values():
-        population.update(owned.task.population)
+    population = worker.population()
     layers = " ".join(
         f"{la} {population[('layer', la)]:,}" for la in ("A1", "A2", "A3", "A4", "A5")
     )

@@ -1,38 +1,26 @@
-"""The engine loop around the pure core: state store, timer index, clock, sink.
+"""The replay engine: the rule core over in-memory state, one `Partition` per partition.
 
-Used as is by `replay`; the live worker drives the same core through Faust. The
-engine owns no rule logic: it loads state, calls `rules.*`, stores, and sends.
-
-Timers live in each customer's state (so they survive restarts with it); the
-engine keeps a min-heap index over them so that a sweep costs O(due timers log n),
-never a scan of every customer.
+Customers are split over `partitions` with the live partitioner, each partition has its
+own clock, and referral credits travel to the referrer's partition as they do live, so
+that replay reproduces what the live worker emits (see `partition`). `handle` takes
+events in the caller's order; `replay` feeds it in merge order.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from siyu_stream import rules as core
 from siyu_stream.actions import Action, ReferralCredit
-from siyu_stream.clock import DAY, MINUTE, Millis, format_rfc3339
-from siyu_stream.errors import InvalidEvent
+from siyu_stream.clock import Millis
 from siyu_stream.events import Event
+from siyu_stream.keys import partition_for
+from siyu_stream.partition import Partition
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import Outcome, Step
-from siyu_stream.timers import fire_timer
-
-
-class StateStore(Protocol):
-    """The state seam: memory, RocksDB and Faust tables all fit it."""
-
-    def get(self, customer_id: str) -> CustomerState | None: ...
-
-    def put(self, customer_id: str, state: CustomerState) -> None: ...
 
 
 class Sink(Protocol):
@@ -42,6 +30,8 @@ class Sink(Protocol):
 
 
 class MemoryStore:
+    """Replay's state: every customer's state as an object, for the length of the run."""
+
     def __init__(self) -> None:
         self.data: dict[str, CustomerState] = {}
 
@@ -55,71 +45,6 @@ class MemoryStore:
         return iter(self.data.items())
 
 
-class ListSink:
-    """A sink that keeps what it is sent: the fake for tests, the buffer for batching."""
-
-    def __init__(self) -> None:
-        self.actions: list[Action] = []
-
-    def send(self, action: Action) -> None:
-        self.actions.append(action)
-
-
-class TimerIndex:
-    """Min-heap of (due, customer, timer name) over the timers held in customer states.
-
-    Invariant: every timer held in a state has an entry at or before its due time. A
-    timer moved later keeps its old entry; when that entry comes up, it is pushed again
-    at the real due time. So the heap holds about one entry per live timer rather than
-    one per reschedule (the dormant timer moves on every order and inbound chat).
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[Millis, str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def track(
-        self,
-        customer_id: str,
-        before: CustomerState | None,
-        after: CustomerState,
-        fired: str | None = None,
-    ) -> None:
-        """Index the timers of `after` that no entry covers yet; `fired` names the timer
-        whose entry was just consumed (it may have been scheduled again)."""
-        old = before.timers if before is not None else {}
-        for name, timer in after.timers.items():
-            previous = old.get(name) if name != fired else None
-            if previous is None or timer.due < previous.due:
-                heapq.heappush(self._heap, (timer.due, customer_id, name))
-
-    def pop_due(
-        self, now: Millis, state_of: Callable[[str], CustomerState | None]
-    ) -> tuple[Millis, str, str, CustomerState] | None:
-        """The next timer due by `now`, with its customer's state; None when there is none."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            while heap and heap[0] == entry:
-                heapq.heappop(heap)  # the same timer indexed twice
-            due, customer_id, name = entry
-            state = state_of(customer_id)
-            timer = None if state is None else state.timers.get(name)
-            if timer is None or timer.due < due:
-                continue  # cancelled, or already fired from an earlier entry
-            if timer.due > due:
-                heapq.heappush(heap, (timer.due, customer_id, name))  # moved later
-                continue
-            assert state is not None  # a timer was found in it
-            return due, customer_id, name, state
-        return None
-
-    def next_due(self) -> Millis | None:
-        return self._heap[0][0] if self._heap else None
-
-
 @dataclass
 class Counts:
     events: Counter[str] = field(default_factory=Counter)
@@ -129,75 +54,77 @@ class Counts:
     timers_fired: int = 0
 
 
-def check_time(at: Millis, reference: Millis | None, rules: Rules, *, live: bool) -> None:
-    """Reject absurd event times relative to the engine clock (DESIGN §5)."""
-    if reference is None:
-        return
-    limits = rules.input
-    if at < reference - limits.max_age_days * DAY:
-        msg = (
-            f"{format_rfc3339(at)} is more than {limits.max_age_days} days before the engine clock"
-        )
-        raise InvalidEvent(msg, "occurred_at")
-    ahead = limits.max_future_minutes * MINUTE if live else limits.max_clock_jump_days * DAY
-    if at > reference + ahead:
-        what = "wall clock" if live else "replay clock"
-        msg = f"{format_rfc3339(at)} is too far ahead of the {what} ({format_rfc3339(reference)})"
-        raise InvalidEvent(msg, "occurred_at")
-
-
 class Engine:
-    """Event-time engine: the replay clock is the largest occurred_at read so far."""
-
-    def __init__(self, rules: Rules, store: StateStore, sink: Sink) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        store: MemoryStore,
+        sink: Sink,
+        *,
+        partitions: int = 1,
+        now: Millis | None = None,
+    ) -> None:
         self.rules = rules
         self.store = store
         self.sink = sink
-        self.timers = TimerIndex()
-        self.clock: Millis | None = None
+        self.now = now
+        """Events further ahead of this than the rules allow are rejected (None: no bound)."""
+        self.partitions = [Partition(rules, store, self._applied) for _ in range(partitions)]
         self.counts = Counts()
+        self.credits: list[ReferralCredit] = []
+        """Credits emitted and not yet applied: `handle` applies them at once; the replay
+        merge queues them on the referrer's partition instead."""
 
-    def rebuild_timers(self, states: Iterable[tuple[str, CustomerState]]) -> None:
-        """After recovery: index every timer held in the recovered states."""
-        for customer_id, state in states:
-            self.timers.track(customer_id, None, state)
+    @property
+    def clock(self) -> Millis | None:
+        """The latest partition clock."""
+        return max((p.clock for p in self.partitions if p.clock is not None), default=None)
+
+    def partition(self, customer_id: str) -> Partition:
+        if len(self.partitions) == 1:
+            return self.partitions[0]
+        return self.partitions[partition_for(customer_id.encode(), len(self.partitions))]
 
     def handle(self, event: Event) -> Outcome:
-        """Advance the clock to the event, fire due timers, then apply the event."""
-        check_time(event.at, self.clock, self.rules, live=False)
-        self.advance(event.at)
-        clock = self.clock if self.clock is not None else event.at
-        before = self.store.get(event.customer_id)
-        step = core.apply_event(before, event, clock, self.rules)
-        self.counts.events[step.outcome] += 1
-        if step.outcome == "ok":
-            self._commit(event.customer_id, before, step)
+        """Check, advance the event's partition to it, apply it, then deliver its credits.
+        Raises InvalidEvent for an event time the engine rejects."""
+        step = self.apply(event)
+        while self.credits:
+            self.credit(self.credits.pop(0))
         return step.outcome
 
-    def advance(self, now: Millis) -> None:
-        """Move the clock to `now` (never back) and fire every timer due by then, in due order."""
-        if self.clock is None or now > self.clock:
-            self.clock = now
-        while (due_timer := self.timers.pop_due(self.clock, self.store.get)) is not None:
-            due, customer_id, name, before = due_timer
-            step = fire_timer(before, customer_id, name, due, self.rules)
-            if step is not None:
-                self.counts.timers_fired += 1
-                self._commit(customer_id, before, step, fired=name)
+    def apply(self, event: Event) -> Step:
+        """`handle` without delivering the credits (left in `credits`)."""
+        partition = self.partition(event.customer_id)
+        now = self.now if self.now is not None else event.at
+        partition.check(event.at, now, "--now")
+        partition.advance(event.at)
+        step = partition.apply(event)
+        self.counts.events[step.outcome] += 1
+        return step
 
-    def _commit(
-        self, customer_id: str, before: CustomerState | None, step: Step, fired: str | None = None
-    ) -> None:
-        self.store.put(customer_id, step.state)
-        self.timers.track(customer_id, before, step.state, fired)
+    def credit(self, credit: ReferralCredit) -> Step:
+        partition = self.partition(credit.referrer_id)
+        partition.advance(credit.at)
+        return partition.credit(credit)
+
+    def advance(self, until: Millis | None = None) -> None:
+        """Fire every partition's timers up to `until` (None: each up to its own clock)."""
+        for partition in self.partitions:
+            target = until if until is not None else partition.clock
+            if target is not None:
+                partition.advance(target)
+        if self.credits:  # timers emit none today; deliver any all the same
+            for credit in self.credits:
+                self.credit(credit)
+            self.credits.clear()
+
+    def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         for action in step.actions:
             self.counts.actions[action.kind] += 1
             self.sink.send(action)
-        for credit in step.credits:
-            self._credit(credit)
+        self.credits.extend(step.credits)
 
-    def _credit(self, credit: ReferralCredit) -> None:
-        before = self.store.get(credit.referrer_id)
-        step = core.apply_credit(before, credit, self.rules)
-        if step.outcome == "ok":
-            self._commit(credit.referrer_id, before, step)
+    @property
+    def timers_fired(self) -> int:
+        return sum(p.timers_fired for p in self.partitions)

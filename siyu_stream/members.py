@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
 from siyu_stream.polling import poll
-from siyu_stream.processor import wall_clock
+from siyu_stream.wall import wall_clock
 
 
 class Members:

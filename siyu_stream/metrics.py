@@ -10,31 +10,29 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from siyu_stream.clock import Millis
-from siyu_stream.processor import Stats
-
-if TYPE_CHECKING:
-    from siyu_stream.worker import Worker
+from siyu_stream.observe import GAP_BUCKETS, Stats
+from siyu_stream.view import WorkerView
+from siyu_stream.wall import wall_clock
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 EVENT_TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
-GAP_BUCKETS = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
 
 
 class Exporter(Collector):
     """Everything /metrics shows for one worker."""
 
-    def __init__(self, worker: Worker | None = None) -> None:
+    def __init__(self, worker: WorkerView | None = None) -> None:
         self.worker = worker
         self.registry = CollectorRegistry()
         self.processing = Histogram(
@@ -49,12 +47,6 @@ class Exporter(Collector):
             buckets=EVENT_TIME_BUCKETS,
             registry=self.registry,
         )
-        self.gaps = Histogram(
-            "siyu_repurchase_gap_days",
-            "Days between a customer's consecutive paid purchases (average = repurchase cycle).",
-            buckets=GAP_BUCKETS,
-            registry=self.registry,
-        )
         self.registry.register(self)
 
     def observe_committed(self, latencies: list[tuple[Millis, Millis]], now: Millis) -> None:
@@ -65,9 +57,7 @@ class Exporter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.worker.stats if self.worker is not None else Stats()
-        for gap in stats.repurchase_gaps_days:
-            self.gaps.observe(gap)
-        stats.repurchase_gaps_days.clear()
+        yield _gaps(stats)
         yield _counter(
             "siyu_events", "Input records by type and outcome.", ["type", "outcome"], stats.events
         )
@@ -120,12 +110,10 @@ class Exporter(Collector):
         yield from self._gauges()
 
     def _gauges(self) -> Iterator[Metric]:
-        owned = self.worker.owned if self.worker is not None else {}
-        population: Counter[tuple[str, str]] = Counter()
-        timers = 0
-        for o in owned.values():
-            population.update(o.task.population)
-            timers += len(o.task.timers)
+        worker = self.worker
+        population = worker.population() if worker is not None else Counter()
+        timers = worker.timers() if worker is not None else {}
+        clocks = worker.clocks() if worker is not None else {}
         customers = GaugeMetricFamily(
             "siyu_customers",
             "Customers by layer, tier, health and membership (owned partitions).",
@@ -144,18 +132,33 @@ class Exporter(Collector):
                 customers.add_metric([dimension, value], n)
         yield customers
         yield buyers
-        yield _gauge("siyu_partitions_owned", "Partitions this worker owns.", len(owned))
-        yield _gauge(
-            "siyu_timers_pending", "Timer index entries (incl. stale) on this worker.", timers
+        yield _gauge("siyu_partitions_owned", "Partitions this worker owns.", len(timers))
+        pending = GaugeMetricFamily(
+            "siyu_timers_pending",
+            "Timers waiting in each owned partition's index (stale entries included).",
+            labels=["partition"],
         )
+        for partition, entries in sorted(timers.items()):
+            pending.add_metric([str(partition)], entries)
+        yield pending
+        behind = GaugeMetricFamily(
+            "siyu_stream_time_lag_seconds",
+            "Wall clock minus stream time (the partition clock) of each owned partition.",
+            labels=["partition"],
+        )
+        now = wall_clock()
+        for partition, clock in sorted(clocks.items()):
+            if clock is not None:
+                behind.add_metric([str(partition)], max(0, now - clock) / 1000)
+        yield behind
         lag = GaugeMetricFamily(
             "siyu_consumer_lag_records",
             "Records behind the end of each owned input partition.",
             labels=["topic", "partition"],
         )
-        if self.worker is not None:
-            for (topic, partition), behind in sorted(self.worker.lag().items()):
-                lag.add_metric([topic, str(partition)], behind)
+        if worker is not None:
+            for (topic, partition), records in sorted(worker.lag().items()):
+                lag.add_metric([topic, str(partition)], records)
         yield lag
 
 
@@ -169,6 +172,20 @@ def _counter(
     for key, value in sorted(values.items()):
         family.add_metric(list(key), value)
     return family
+
+
+def _gaps(stats: Stats) -> HistogramMetricFamily:
+    """The repurchase gaps, bucketed as they were observed (nothing to drain)."""
+    cumulative, buckets = 0, []
+    for bound, count in zip([*map(str, GAP_BUCKETS), "+Inf"], stats.gap_buckets, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return HistogramMetricFamily(
+        "siyu_repurchase_gap_days",
+        "Days between a customer's consecutive paid purchases (average = repurchase cycle).",
+        buckets=buckets,
+        sum_value=stats.gap_sum_days,
+    )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

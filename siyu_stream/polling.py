@@ -29,7 +29,9 @@ async def poll(
         )
         if batch or time.monotonic() >= deadline:
             return batch
-        paused = list(partitions) or list(consumer.assignment())
+        # pause what is being fetched; what the caller paused stays paused
+        held = consumer.paused()
+        paused = [tp for tp in (list(partitions) or consumer.assignment()) if tp not in held]
         consumer.pause(*paused)
         try:
             await asyncio.sleep(pause)

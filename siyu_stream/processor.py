@@ -1,53 +1,59 @@
 """The live adapter for one partition: records in, state changes and records out.
 
-The worker (`siyu_stream.worker`) owns partitions; for each it keeps a `PartitionTask`
-and hands it every record of that partition of the input topics and of the internal
-command topic. Everything that makes the live run correct lives here, where runtime
-tests drive it with a dict store and no broker:
+The worker (`siyu_stream.worker`) owns partitions; it hands each `PartitionTask` the
+records of that partition of the input topics and of the internal command topic
+(`enqueue`), then lets it `run`. Everything that makes the live run correct lives here,
+where runtime tests drive it with a dict store and no broker:
 
-- **decode and validate**; rejected input becomes a dead-letter record with topic,
-  partition, offset and reason, and processing goes on;
+- **decode and validate** on arrival; a record that cannot be taken (null value,
+  undecodable, oversized, a schema violation, an event time out of range, a step the
+  core rejects) becomes one dead-letter record (`deadletter`) and processing goes on;
+- **merge order and stream time** (`merge`, `partition`): records are taken by sort
+  key across the partition's queues, waiting up to `idle_ms` for a queue whose topic
+  partition is not caught up; timers fire on the partition clock before each record,
+  and on the wall clock (less `grace_ms`) only when every queue is caught up and empty;
 - **re-keying**: an event on a partition that does not own its customer is forwarded
   through the command topic keyed by customer id (the state lives with the key);
-- **live clock**: the wall clock passed in as `now`; `sweep(now)` fires the
-  partition's due timers from a heap (O(due timers));
-- **referral credits** travel as commands keyed by the referrer (maybe another
-  partition, maybe another worker);
-- **state changes are buffered** (`dirty`) until the worker has made the batch durable:
-  `changelog()` yields one changelog record per changed customer, `committed()` folds
-  them into the store, `discard()` drops them when the batch failed.
+- **referral credits** travel as commands keyed by the referrer, carrying the event
+  time of the order that earned them;
+- **state changes are buffered** until the worker has made the batch durable:
+  `changelog()` yields one changelog record per changed customer and one for the
+  partition clock, `committed()` folds them into the store, `discard()` forgets them
+  (and the records queued: the worker rewinds to the committed offsets).
 """
 
 from __future__ import annotations
 
-import base64
-import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+import logging
+from collections.abc import Collection, Iterator, MutableMapping
+from dataclasses import dataclass
 
 import orjson
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
+from siyu_stream import deadletter
 from siyu_stream import state as state_format
-from siyu_stream.actions import ReferralCredit, yuan
-from siyu_stream.clock import DAY, Millis, format_rfc3339
-from siyu_stream.engine import TimerIndex, check_time
+from siyu_stream.actions import ReferralCredit
+from siyu_stream.clock import Millis, format_rfc3339
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Chat, Event, Join, Order, decode
-from siyu_stream.policy import in_holdout
-from siyu_stream.rules import apply_credit, apply_event
+from siyu_stream.events import Event, decode
+from siyu_stream.keys import partition_for
+from siyu_stream.merge import FIRST, Queues
+from siyu_stream.observe import Observer
+from siyu_stream.partition import Partition, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
-from siyu_stream.step import TRACKED, Step, tracked
-from siyu_stream.timers import fire_timer
+from siyu_stream.step import Step
 from siyu_stream.topology import INPUT_TYPES, Topology
 
-TIMELINE_ENTRIES = 20
-TIMELINE_CUSTOMERS = 20_000
-"""Per partition: the timeline is an operator's aid kept in memory, not part of the state."""
+log = logging.getLogger("siyu_stream.processor")
+
+CLOCK_KEY = ""
+"""The changelog key of the partition clock: no customer id is empty."""
+MAX_RECORD_BYTES = 900_000
+"""Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
+input that would produce one is dead-lettered instead, so no record stops a partition."""
+QUEUE_LIMIT = 10_000
+"""Records queued per source before the worker stops fetching it (see `full`)."""
 
 Store = MutableMapping[str, bytes]
 """A partition's state store: customer id -> serialized state (see `stores`)."""
@@ -71,91 +77,83 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    """None: a record with a null value (a tombstone)."""
     timestamp: Millis = 0
     """Kafka record timestamp (producer create time): the start of processing latency."""
 
 
-@dataclass
-class Stats:
-    """Counters the metrics exporter reads; plain numbers, no Prometheus here."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A queued record and what it will do when its turn comes."""
 
-    events: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
-    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(kind, rule) -> count."""
-    deadletters: Counter[str] = field(default_factory=Counter)
-    """Source topic -> rejected records."""
-    timers_fired: int = 0
-    suppressed: Counter[str] = field(default_factory=Counter)
-    gift_value_fen: Counter[str] = field(default_factory=Counter)
-    buyers_outside_pool: int = 0
-    """Buying episodes outside the pool (a paid purchase, none in the 7 days before)."""
-    buyers_joined: int = 0
-    """Joins into the pool within 7 days of a paid purchase made outside it (加粉)."""
-    paid_orders: Counter[bool] = field(default_factory=Counter)
-    """member? -> paid purchases."""
-    order_value_fen: Counter[bool] = field(default_factory=Counter)
-    repurchase_gaps_days: list[float] = field(default_factory=list)
-    """Inter-order gaps observed since the exporter last drained them."""
-    latencies: list[tuple[Millis, Millis]] = field(default_factory=list)
-    """(record timestamp, action event time) per action of the batch in flight."""
+    offset: int
+    """Its offset in the queue's own topic partition (what to commit while it waits)."""
+    record: Record
+    """What a dead letter names (for a re-keyed event: the original input record)."""
+    kind: str
+    event: Event | None = None
+    credit: ReferralCredit | None = None
+    reason: str | None = None
+    """Dead-letter it with this reason."""
+    forward: bool = False
+    """Re-key it to its owner's partition."""
 
 
-Profile = tuple[str | None, str, str, str, int]
-"""What a customer adds to the population gauges: the TRACKED fields, orders up to 2."""
+class _Batch:
+    """The partition's states as the batch in flight sees them: its changes over the store."""
 
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dirty: dict[str, CustomerState] = {}
 
-def _profile(state: CustomerState | None) -> Profile | None:
-    if state is None:
-        return None
-    return (*tracked(state), min(state.orders, 2))
+    def get(self, customer_id: str) -> CustomerState | None:
+        state = self.dirty.get(customer_id)
+        if state is not None:
+            return state
+        raw = self.store.get(customer_id)
+        return None if raw is None else state_format.loads(raw)
 
-
-def describe(event: Event) -> str:
-    """One line about an event for the timeline (no PII: the contract carries none)."""
-    if isinstance(event, Order):
-        kind = "membership" if event.membership else "order"
-        return f"{kind} {event.order_id} {event.status} {yuan(event.amount_fen)} on {event.channel}"
-    if isinstance(event, Chat):
-        return f"{'inbound' if event.inbound else 'outbound'} chat on {event.channel}"
-    return f"{'left' if event.leave else 'joined'} {event.carrier}"
-
-
-def wall_clock() -> Millis:
-    """The live engine clock: the rule core never reads it, the adapters pass it in."""
-    return time.time_ns() // 1_000_000
-
-
-@lru_cache(maxsize=65_536)  # aiokafka's murmur2 is pure Python: ~3 µs a key, once per event
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) puts `key` on."""
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+    def put(self, customer_id: str, state: CustomerState) -> None:
+        self.dirty[customer_id] = state
 
 
 class PartitionTask:
     """Everything one worker does for one partition."""
 
     def __init__(
-        self, rules: Rules, topology: Topology, partition: int, store: Store, stats: Stats
+        self,
+        rules: Rules,
+        topology: Topology,
+        partition: int,
+        store: Store,
+        observer: Observer,
+        *,
+        idle_ms: Millis = 0,
+        grace_ms: Millis = 0,
     ) -> None:
         self.rules = rules
         self.topology = topology
         self.partition = partition
         self.store = store
-        self.stats = stats
+        self.observer = observer
+        self.idle_ms = idle_ms
+        self.grace_ms = grace_ms
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
-        self.dirty: dict[str, CustomerState] = {}
+        self.sources = [*self.type_of_topic, topology.commands]
+        self.queues: Queues[Pending] = Queues(self.sources)
+        self._batch = _Batch(store)
+        self.events = Partition(rules, self._batch, self._applied)
+        raw_clock = store.get(CLOCK_KEY)
+        self.events.clock = None if raw_clock is None else int(orjson.loads(raw_clock)["clock"])
+        self._committed_clock = self.events.clock
         self._serialized: dict[str, bytes] = {}
-        self.timers = TimerIndex()
-        self.population: Counter[tuple[str, str]] = Counter()
-        """(dimension, value) -> customers of this partition; kept up to date incrementally."""
-        self.timeline: OrderedDict[str, deque[bytes]] = OrderedDict()
-        """Recent input and action records (JSON) of recently active customers, in memory.
-        Kept as bytes: the garbage collector never scans them (hundreds of thousands of
-        long-lived objects made its passes the worker's longest pauses)."""
-        self.current_ts: Millis = 0
+        self._outs: list[Out] = []
+        self._event: Event | None = None
+        self._waiting_since: Millis | None = None
+        self.more = False
+        """The last `run` stopped at its limit with work left (call it again soon)."""
 
     def index(self, chunk: int = 10_000) -> Iterator[int]:
         """Index the stored states (timers, population gauges) before the first record,
@@ -163,9 +161,11 @@ class PartitionTask:
         so that a million-customer partition does not stall its group heartbeats."""
         count = 0
         for customer_id, raw in self.store.items():
+            if customer_id == CLOCK_KEY:
+                continue
             state = state_format.loads(raw)
-            self.timers.track(customer_id, None, state)
-            self._count(customer_id, _profile(state), +1)
+            self.events.timers.track(customer_id, None, state)
+            self.observer.indexed(customer_id, state)
             count += 1
             if count % chunk == 0:
                 yield count
@@ -173,15 +173,29 @@ class PartitionTask:
 
     # ------------------------------------------------------------ state
 
+    @property
+    def clock(self) -> Millis | None:
+        return self.events.clock
+
+    @property
+    def dirty(self) -> dict[str, CustomerState]:
+        return self._batch.dirty
+
     def get(self, customer_id: str) -> CustomerState | None:
-        if customer_id in self.dirty:
-            return self.dirty[customer_id]
-        raw = self.store.get(customer_id)
+        """A customer's state as the batch in flight has it."""
+        return self._batch.get(customer_id)
+
+    def committed_state(self, customer_id: str) -> CustomerState | None:
+        """A customer's state as last made durable (what the API shows)."""
+        raw = self.store.get(customer_id) if customer_id != CLOCK_KEY else None
         return None if raw is None else state_format.loads(raw)
 
     def changelog(self) -> list[Out]:
-        """The batch's state changes as changelog records (explicitly on this partition)."""
+        """The batch's state changes as changelog records (explicitly on this partition),
+        the partition clock with them when it moved."""
         self._serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
+        if self.events.clock != self._committed_clock and self.events.clock is not None:
+            self._serialized[CLOCK_KEY] = orjson.dumps({"clock": self.events.clock})
         topic = self.topology.changelog
         return [
             Out(topic, cid.encode(), raw, self.partition) for cid, raw in self._serialized.items()
@@ -189,131 +203,214 @@ class PartitionTask:
 
     def committed(self) -> None:
         """The batch is durable: its state changes become the store's."""
-        if self._serialized.keys() != self.dirty.keys():  # changelog() was not asked for
-            self.changelog()
+        self.changelog()  # what the batch holds now (it may have grown since it was asked)
         self.store.update(self._serialized)
-        self.discard()
+        self._serialized = {}
+        self.dirty.clear()
+        self.events.timers.settle()
+        self._committed_clock = self.events.clock
 
     def discard(self) -> None:
-        """The batch failed: forget its state changes (the stream will deliver it again)."""
+        """The batch failed: forget its state changes and queued records (the worker
+        rewinds the partition to its committed offsets and reads them again)."""
         self.dirty.clear()
         self._serialized = {}
+        self.events.timers.rollback()
+        self.events.clock = self._committed_clock
+        self.queues.clear()
+        self._waiting_since = None
 
     # ------------------------------------------------------------ records
 
-    def handle(self, record: Record, now: Millis) -> list[Out]:
-        """Process one record of this partition; returns the records to send, in order."""
-        self.current_ts = record.timestamp or now
+    def enqueue(self, record: Record) -> None:
+        """Decode a consumed record and queue it for its turn."""
         if record.topic == self.topology.commands:
+            self._enqueue_command(record)
+            return
+        kind = self.type_of_topic.get(record.topic, "?")
+        self._enqueue_input(record, record.topic, record.offset, kind, forwarded=False)
+
+    def full(self) -> list[str]:
+        """Sources with QUEUE_LIMIT records queued: the worker pauses fetching them."""
+        return [s for s in self.sources if self.queues.queued(s) >= QUEUE_LIMIT]
+
+    def positions(self) -> dict[str, int]:
+        """Per source with records queued: the offset of the first (where to resume)."""
+        return {
+            s: first.offset for s in self.sources if (first := self.queues.first(s)) is not None
+        }
+
+    def run(self, now: Millis, caught_up: Collection[str], limit: int | None = None) -> list[Out]:
+        """Take queued records in merge order, timers first, and fire the timers the wall
+        clock (`now` - grace) has passed when every source is caught up (`caught_up`
+        names the sources with nothing left to read). Stops after about `limit` output
+        records; `more` says so."""
+        self._outs = outs = list[Out]()
+        self.more = False
+        while True:
+            budget = None if limit is None else limit - len(outs)
+            if budget is not None and budget <= 0:
+                self.more = True
+                return outs
+            head = self.queues.head()
+            if head is None:
+                if all(s in caught_up for s in self.sources):
+                    self.more = not self._fire(now - self.grace_ms, budget, punctuate=True)
+                return outs
+            source, key, pending = head
+            if key != FIRST:
+                if self._must_wait(now, caught_up):
+                    return outs
+                problem = self._time_problem(pending, now)
+                if problem is not None:
+                    self.queues.pop(source)
+                    self._dead(pending, problem, now)
+                    continue
+                if not self._fire(key[0], budget):
+                    self.more = True
+                    return outs
+            self.queues.pop(source)
+            self.observer.record_ts = pending.record.timestamp or now
             try:
-                return self._command(orjson.loads(record.value), record, now)
-            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                # only siyu-stream writes this topic, but a bad record must not stop the stream
-                return [self.dead_letter(record, f"malformed command: {exc!r}", now)]
-        return self._input(record, now, forwarded=False)
+                self._take(pending, now)
+            except Exception as exc:  # a bug must not stop the stream: dead-letter the record
+                log.exception("internal error on %s[%d]@%d", source, self.partition, pending.offset)
+                self._dead(pending, f"internal error: {exc!r}", now)
+
+    def handle(self, record: Record, now: Millis) -> list[Out]:
+        """Queue one record and run as if every source were caught up (runtime tests)."""
+        self.enqueue(record)
+        return self.run(now, self.sources)
 
     def sweep(self, now: Millis, limit: int | None = None) -> list[Out]:
-        """Fire the timers of this partition due by `now`, in due order, at most `limit`:
-        after an outage a partition can hold a million overdue timers, and one batch that
-        fires them all would stall the worker for minutes (see `behind`)."""
-        self.current_ts = now  # a timer's action waited for nothing but the clock
-        outs: list[Out] = []
-        fired = 0
-        while limit is None or fired < limit:
-            due_timer = self.timers.pop_due(now, self.get)
-            if due_timer is None:
-                break
-            due, customer_id, name, before = due_timer
-            step = fire_timer(before, customer_id, name, due, self.rules)
-            if step is not None:
-                fired += 1
-                self.stats.timers_fired += 1
-                outs.extend(self._apply(customer_id, before, step, fired=name))
-        return outs
+        """Run with every source caught up: the wall clock fires what is due."""
+        return self.run(now, self.sources, limit)
 
-    def behind(self, now: Millis) -> bool:
-        """Timers due by `now` are waiting (a limited sweep left them for the next batch)."""
-        due = self.timers.next_due()
-        return due is not None and due <= now
+    # ------------------------------------------------------------ internals
 
-    def _input(self, record: Record, now: Millis, *, forwarded: bool) -> list[Out]:
-        expected = self.type_of_topic.get(record.topic, "?")
+    def _enqueue_input(
+        self, record: Record, source: str, offset: int, kind: str, *, forwarded: bool
+    ) -> None:
+        reason = None
+        event = None
+        if record.value is None:
+            reason = "null value (a tombstone): an input record must carry an event"
+        else:
+            try:
+                event = decode(record.value, self.rules.input)
+                actual = type(event).__name__.lower()
+                if actual != kind:
+                    msg = f"a {actual} event on topic {record.topic} (expects {kind})"
+                    raise InvalidEvent(msg, "type")
+            except InvalidEvent as exc:
+                event, reason = None, exc.full_reason
+        if event is None:
+            self.queues.push(source, FIRST, Pending(offset, record, kind, reason=reason))
+            return
+        owner = partition_for(event.customer_id.encode(), self.partitions)
+        if not forwarded and owner != self.partition:
+            self.queues.push(source, FIRST, Pending(offset, record, kind, event, forward=True))
+            return
+        self.queues.push(source, sort_key(event), Pending(offset, record, kind, event))
+
+    def _enqueue_command(self, record: Record) -> None:
+        source = self.topology.commands
         try:
-            event = decode(record.value, self.rules.input)
-            actual = type(event).__name__.lower()
-            if actual != expected:
-                msg = f"a {actual} event on topic {record.topic} (expects {expected})"
-                raise InvalidEvent(msg, "type")
-            check_time(event.at, now, self.rules, live=True)
+            command = orjson.loads(record.value or b"null")
+            if command["cmd"] == "credit":
+                credit = ReferralCredit(
+                    str(command["referrer"]),
+                    str(command["referred"]),
+                    int(command["at"]),
+                    str(command["cause"]),
+                )
+                pending = Pending(record.offset, record, "credit", credit=credit)
+                self.queues.push(source, credit_key(credit), pending)
+                return
+            # a re-keyed input event: taken here, where its customer's state lives
+            original = Record(
+                str(command["topic"]),
+                int(command["partition"]),
+                int(command["offset"]),
+                record.key,
+                str(command["value"]).encode(),
+                record.timestamp,
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            # only siyu-stream writes this topic, but a bad record must not stop the stream
+            reason = f"malformed command: {exc!r}"
+            self.queues.push(
+                source, FIRST, Pending(record.offset, record, "command", reason=reason)
+            )
+            return
+        kind = self.type_of_topic.get(original.topic, "?")
+        self._enqueue_input(original, source, record.offset, kind, forwarded=True)
+
+    def _must_wait(self, now: Millis, caught_up: Collection[str]) -> bool:
+        """An empty queue whose topic partition has more to read may hold an earlier
+        record: wait for it, up to idle_ms (then go on; what comes later is late)."""
+        if all(s in caught_up for s in self.queues.empty()):
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.idle_ms
+
+    def _time_problem(self, pending: Pending, now: Millis) -> str | None:
+        """Why the head's event time is out of range, if it is."""
+        if pending.event is None:
+            return None
+        try:
+            self.events.check(pending.event.at, now, "the wall clock")
         except InvalidEvent as exc:
-            self.stats.events[(expected, "rejected")] += 1
-            return [self.dead_letter(record, exc.full_reason, now)]
-        key = event.customer_id.encode()
-        if not forwarded and partition_for(key, self.partitions) != self.partition:
-            # the state lives on the owner's partition: forward, keyed by customer id
-            self.stats.events[(expected, "rekeyed")] += 1
+            return exc.full_reason
+        return None
+
+    def _fire(self, until: Millis, budget: int | None, *, punctuate: bool = False) -> bool:
+        try:
+            return self.events.advance(until, budget, punctuate=punctuate)
+        except Exception:  # a bug in a timer rule: that timer is skipped, the stream goes on
+            log.exception("internal error firing a timer on partition %d", self.partition)
+            return False
+
+    def _take(self, pending: Pending, now: Millis) -> None:
+        if pending.reason is not None:
+            self._dead(pending, pending.reason, now)
+        elif pending.forward:
+            assert pending.event is not None and pending.record.value is not None
+            self.observer.outcome(pending.kind, "rekeyed")
             command = {
                 "cmd": "event",
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "value": record.value.decode(),
+                "topic": pending.record.topic,
+                "partition": pending.record.partition,
+                "offset": pending.record.offset,
+                "value": pending.record.value.decode(),
             }
-            return [Out(self.topology.commands, key, orjson.dumps(command))]
-        before = self.get(event.customer_id)
-        step = apply_event(before, event, now, self.rules)
-        self.stats.events[(expected, step.outcome)] += 1
-        if step.outcome != "ok":
-            return []
-        self._business(before, step.state, event)
-        self._remember(event.customer_id, record.value)
-        return self._apply(event.customer_id, before, step)
+            key = pending.event.customer_id.encode()
+            self._outs.append(Out(self.topology.commands, key, orjson.dumps(command)))
+        elif pending.credit is not None:
+            self.events.credit(pending.credit)
+        else:
+            assert pending.event is not None
+            self._event = pending.event
+            try:
+                step = self.events.apply(pending.event)
+            except _TooLarge as exc:
+                self._dead(pending, str(exc), now)
+                return
+            finally:
+                self._event = None
+            if step.outcome == "rejected":
+                self._dead(pending, step.reason or "rejected by the rules", now)
+            else:
+                self.observer.outcome(pending.kind, step.outcome)
 
-    def _command(self, command: dict[str, Any], record: Record, now: Millis) -> list[Out]:
-        if command["cmd"] == "credit":
-            credit = ReferralCredit(
-                command["referrer"], command["referred"], command["at"], command["cause"]
-            )
-            before = self.get(credit.referrer_id)
-            step = apply_credit(before, credit, self.rules)
-            if step.outcome != "ok":
-                return []
-            return self._apply(credit.referrer_id, before, step)
-        # a re-keyed input event: process it here, where its customer's state lives
-        original = Record(
-            command["topic"],
-            command["partition"],
-            command["offset"],
-            record.key,
-            str(command["value"]).encode(),
-        )
-        return self._input(original, now, forwarded=True)
-
-    # ------------------------------------------------------------ outputs
-
-    def _apply(
-        self,
-        customer_id: str,
-        before: CustomerState | None,
-        step: Step,
-        fired: str | None = None,
-    ) -> list[Out]:
+    def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
+        """A step the partition is about to store: its actions and credits become records."""
         outs = [
             Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
             for a in step.actions
         ]
-        old, new = _profile(before), _profile(step.state)
-        if old != new:
-            self._count(customer_id, old, -1)
-            self._count(customer_id, new, +1)
-        for action, out in zip(step.actions, outs, strict=True):
-            self.stats.actions[(action.kind, action.rule)] += 1
-            self.stats.latencies.append((self.current_ts, action.occurred_at))
-            if action.kind == "gift":
-                self.stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
-            elif action.kind == "suppressed":
-                self.stats.suppressed[str(action.detail["reason"])] += 1
-            self._remember(customer_id, out.value)
         for credit in step.credits:
             command = {
                 "cmd": "credit",
@@ -322,81 +419,35 @@ class PartitionTask:
                 "at": credit.at,
                 "cause": credit.cause_event_id,
             }
-            key = credit.referrer_id.encode()
-            outs.append(Out(self.topology.commands, key, orjson.dumps(command)))
-        self.dirty[customer_id] = step.state
-        self.timers.track(customer_id, before, step.state, fired)
-        return outs
+            outs.append(
+                Out(self.topology.commands, credit.referrer_id.encode(), orjson.dumps(command))
+            )
+        largest = max((len(o.value) for o in outs), default=0)
+        if largest > MAX_RECORD_BYTES:
+            msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
+            raise _TooLarge(msg)
+        self._outs.extend(outs)
+        if self._event is not None and customer_id == self._event.customer_id:
+            self.observer.event(before, step.state, self._event)
+        self.observer.applied(customer_id, before, step)
 
-    def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
-        """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
-        if profile is None:
-            return
-        *tracked, orders = profile
-        for name, value in zip(TRACKED, tracked, strict=True):
-            self.population[(name, str(value))] += sign
-        if orders:
-            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
-            self.population[("buyers", f"{group}|1+")] += sign
-            if orders >= 2:
-                self.population[("buyers", f"{group}|2+")] += sign
-
-    def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
-        """The ROI figures of DESIGN §1, from what one event changed."""
-        week = 7 * DAY
-        outside = before is None or not before.carriers
-        last_order = before.last_order_at if before is not None else None
-        if isinstance(event, Order) and event.status == "paid" and not event.membership:
-            member = after.membership == "active"
-            self.stats.paid_orders[member] += 1
-            self.stats.order_value_fen[member] += event.amount_fen
-            if last_order is not None and event.at > last_order:
-                self.stats.repurchase_gaps_days.append((event.at - last_order) / DAY)
-            if outside and (last_order is None or event.at - last_order > week):
-                self.stats.buyers_outside_pool += 1
-        elif isinstance(event, Join) and outside and after.carriers:
-            joined_after = event.at - last_order if last_order is not None else -1
-            self.stats.buyers_joined += 0 <= joined_after <= week
-
-    def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
-        """The customer's recent events and actions as the API shows them, newest first."""
-        entries = []
-        for raw in reversed(self.timeline.get(customer_id, ())):
-            data = orjson.loads(raw)
-            if "action_id" in data:
-                keep = ("occurred_at", "kind", "rule", "detail", "because")
-                entry = {k: data[k] for k in keep}
-                entry["at"], entry["action"] = entry.pop("occurred_at"), entry.pop("kind")
-            else:  # an input that was accepted, so it decodes
-                event = decode(raw, self.rules.input)
-                entry = {"at": format_rfc3339(event.at), "event": describe(event)}
-            entries.append(entry)
-        return entries
-
-    def _remember(self, customer_id: str, entry: bytes) -> None:
-        entries = self.timeline.pop(customer_id, None) or deque(maxlen=TIMELINE_ENTRIES)
-        entries.append(entry)
-        self.timeline[customer_id] = entries  # most recently active last
-        while len(self.timeline) > TIMELINE_CUSTOMERS:
-            self.timeline.popitem(last=False)
-
-    def dead_letter(self, record: Record, reason: str, now: Millis) -> Out:
-        self.stats.deadletters[record.topic] += 1
-        key = None if record.key is None else record.key.decode("utf-8", errors="replace")
-        dead = {
+    def _dead(self, pending: Pending, reason: str, now: Millis) -> None:
+        record = pending.record
+        self.observer.rejected(record.topic)
+        self.observer.outcome(pending.kind, "rejected")
+        where = {
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
-            "key": key,
-            "reason": reason,
-            **_encoded(record.value),
+            "key": deadletter.encode_bytes(record.key),
+        }
+        dead = {
+            **deadletter.record(where, record.value, reason),
             "rejected_at": format_rfc3339(now),
         }
-        return Out(self.topology.deadletter, record.key, orjson.dumps(dead))
+        key = None if record.key is None else record.key[:1024]
+        self._outs.append(Out(self.topology.deadletter, key, orjson.dumps(dead)))
 
 
-def _encoded(value: bytes) -> dict[str, str]:
-    try:
-        return {"value": value.decode("utf-8"), "encoding": "utf-8"}
-    except UnicodeDecodeError:
-        return {"value": base64.b64encode(value).decode(), "encoding": "base64"}
+class _TooLarge(InvalidEvent):
+    """A step whose outputs would not fit a Kafka record."""

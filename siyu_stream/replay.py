@@ -7,22 +7,25 @@ to the dead-letter output with file, line and reason, and replay goes on.
 
 from __future__ import annotations
 
-import base64
 import heapq
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from siyu_stream.actions import Action
+from siyu_stream import deadletter
+from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
 from siyu_stream.engine import Counts, Engine, MemoryStore
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import Event, decode
+from siyu_stream.keys import partition_for
+from siyu_stream.merge import Queues
+from siyu_stream.partition import credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE
 
@@ -69,23 +72,11 @@ def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
 
 
 def dead_letter(line: Line, reason: str) -> dict[str, Any]:
-    try:
-        value, encoding = line.raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        value, encoding = base64.b64encode(line.raw).decode(), "base64"
     topic = None
     if line.event is not None:
         topic = INPUT_TOPIC_BY_TYPE[type(line.event).__name__.lower()]
-    return {
-        "topic": topic,
-        "partition": None,
-        "offset": None,
-        "reason": reason,
-        "value": value,
-        "encoding": encoding,
-        "file": line.path,
-        "line": line.number,
-    }
+    where = {"topic": topic, "partition": None, "offset": None}
+    return {**deadletter.record(where, line.raw, reason), "file": line.path, "line": line.number}
 
 
 class JsonlSink:
@@ -96,40 +87,126 @@ class JsonlSink:
         self.out.write(action.to_json() + b"\n")
 
 
+LOOKAHEAD = 100_000
+"""Lines replay reads ahead to find the next record of a queue that is empty (the live
+worker waits for a lagging topic partition instead). Beyond it, replay goes on as a
+worker does once its idle time is over."""
+
+
+class _Merge:
+    """The live worker's merge order, per partition, over the lines of the input files:
+    one queue per (partition, event type) in file order, one per partition for credits."""
+
+    def __init__(
+        self, engine: Engine, lines: Iterator[Line], rejected: Callable[[Line, str], None]
+    ):
+        self.engine = engine
+        self.lines = lines
+        self.rejected = rejected
+        count = len(engine.partitions)
+        self.queues: Queues[Line | ReferralCredit] = Queues(
+            f"{p}:{kind}" for p in range(count) for kind in (*INPUT_TOPIC_BY_TYPE, "credit")
+        )
+        self.inputs = {f"{p}:{kind}" for p in range(count) for kind in INPUT_TOPIC_BY_TYPE}
+        self.exhausted = False
+        self.read = 0
+
+    def _source(self, customer_id: str, kind: str) -> str:
+        count = len(self.engine.partitions)
+        return f"{partition_for(customer_id.encode(), count) if count > 1 else 0}:{kind}"
+
+    def _read_one(self) -> bool:
+        line = next(self.lines, None)
+        if line is None:
+            self.exhausted = True
+            return False
+        self.read += 1
+        if line.event is None:  # changes no state: its place in the order does not matter
+            assert line.error is not None
+            self.rejected(line, line.error.full_reason)
+            return True
+        kind = type(line.event).__name__.lower()
+        self.queues.push(self._source(line.event.customer_id, kind), sort_key(line.event), line)
+        return True
+
+    def _fill(self) -> None:
+        """Read until every input queue has a head, the input ends or the look-ahead is full."""
+        while not self.exhausted and len(self.queues) < LOOKAHEAD:
+            if not any(s in self.inputs for s in self.queues.empty()):
+                return
+            self._read_one()
+
+    def run(self) -> Iterator[int]:
+        """Take every record in merge order; yields the lines read so far, now and then."""
+        engine = self.engine
+        reported = 0
+        while True:
+            self._fill()
+            head = self.queues.head()
+            if head is None:
+                if self.exhausted:
+                    return
+                continue
+            source, _, item = head
+            self.queues.pop(source)
+            if isinstance(item, ReferralCredit):
+                engine.credit(item)
+            else:
+                assert item.event is not None
+                try:
+                    step = engine.apply(item.event)
+                except InvalidEvent as exc:
+                    engine.counts.events["rejected"] += 1
+                    self.rejected(item, exc.full_reason)
+                    continue
+                if step.outcome == "rejected":
+                    self.rejected(item, step.reason or "rejected")
+            for credit in engine.credits:
+                self.queues.push(
+                    self._source(credit.referrer_id, "credit"), credit_key(credit), credit
+                )
+            engine.credits.clear()
+            if self.read - reported >= 4096:
+                reported = self.read
+                yield self.read
+
+
 def replay(
     paths: list[Path],
     out: IO[bytes],
     rules: Rules,
     *,
     until: Millis | None = None,
+    now: Millis | None = None,
+    partitions: int = 1,
     deadletters: IO[bytes] | None = None,
     progress: IO[str] | None = None,
 ) -> Counts:
-    """Run the engine over `paths`; returns the counts. Same input, same bytes out."""
-    engine = Engine(rules, MemoryStore(), JsonlSink(out))
-    started = last_report = time.monotonic()
-    for n, line in enumerate(merged(paths, rules), start=1):
-        try:
-            if line.error is not None:
-                raise line.error
-            assert line.event is not None
-            engine.handle(line.event)
-        except InvalidEvent as exc:
+    """Run the engine over `paths`; returns the counts. Same input, `now` and partitions,
+    same bytes out. `now` bounds how far ahead an event may be (default: the wall clock
+    when replay starts)."""
+    if now is None:
+        now = time.time_ns() // 1_000_000
+    engine = Engine(rules, MemoryStore(), JsonlSink(out), partitions=partitions, now=now)
+
+    def rejected(line: Line, reason: str) -> None:
+        if line.event is None:
             engine.counts.events["rejected"] += 1
-            record = dead_letter(line, exc.full_reason)
-            if deadletters is not None:
-                deadletters.write(orjson.dumps(record) + b"\n")
-            else:
-                sys.stderr.write(f"{line.path}:{line.number}: rejected: {exc.full_reason}\n")
-        if progress is not None and n % 4096 == 0:
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_SECONDS:
-                last_report = now
-                progress.write(f"replay: {n:,} events, {n / (now - started):,.0f} events/s\n")
-    if until is not None:
-        engine.advance(until)
-    elif engine.clock is not None:
-        engine.advance(engine.clock)
+        record = dead_letter(line, reason)
+        if deadletters is not None:
+            deadletters.write(orjson.dumps(record) + b"\n")
+        else:
+            sys.stderr.write(f"{line.path}:{line.number}: rejected: {reason}\n")
+
+    started = last_report = time.monotonic()
+    for n in _Merge(engine, merged(paths, rules), rejected).run():
+        if progress is not None:
+            clock = time.monotonic()
+            if clock - last_report >= PROGRESS_SECONDS:
+                last_report = clock
+                progress.write(f"replay: {n:,} events, {n / (clock - started):,.0f} events/s\n")
+    engine.advance(until)
+    engine.counts.timers_fired = engine.timers_fired
     return engine.counts
 
 

@@ -38,11 +38,11 @@ class Input:
     max_order_yuan: int = 10_000_000
     """An order or refund above this is an absurd value and is rejected."""
     max_age_days: int = 366
-    """Events older than this behind the engine clock are rejected."""
+    """Events older than this behind their partition clock are rejected."""
     max_future_minutes: int = 1_440
-    """Live: events further ahead of the wall clock than this are rejected."""
-    max_clock_jump_days: int = 366
-    """Replay: an event this far ahead of the replay clock is rejected (it would fire timers)."""
+    """Events further ahead of now (live: the wall clock; replay: `--now`) are rejected."""
+    earliest_year: int = 2000
+    """Events dated before 1 January of this year (UTC) are rejected: a floor for event time."""
 
 
 @dataclass(frozen=True, slots=True)

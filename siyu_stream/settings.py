@@ -59,7 +59,13 @@ class Settings:
     api_auth: bool = field(default=True, metadata=_env("SIYU_API_AUTH"))
     """`false` disables the API token check: for the local demo only."""
     timer_interval: float = field(default=1.0, metadata=_env("SIYU_TIMER_INTERVAL"))
-    """Seconds between timer sweeps on the wall clock."""
+    """Seconds between polls when idle: a caught-up partition fires due timers this often."""
+    timer_grace_ms: int = field(default=2_000, metadata=_env("SIYU_TIMER_GRACE_MS"))
+    """A caught-up partition fires a timer on the wall clock this long after it is due, so
+    that a record already in flight with an earlier event time is taken first."""
+    max_task_idle_ms: int = field(default=2_000, metadata=_env("SIYU_MAX_TASK_IDLE_MS"))
+    """How long a partition waits for a lagging input topic that has nothing buffered before
+    it goes on without it (the merge by event time then treats what comes later as late)."""
     log_level: str = field(default="info", metadata=_env("SIYU_LOG_LEVEL"))
     """debug, info, warning or error."""
 
@@ -96,6 +102,12 @@ class Settings:
             _fail("SIYU_PARTITIONS", str(self.partitions), "partitions and replication >= 1")
         if self.timer_interval <= 0 or self.timer_interval > 1:
             _fail("SIYU_TIMER_INTERVAL", str(self.timer_interval), "a number of seconds in (0, 1]")
+        if not 0 <= self.timer_grace_ms <= 3_600_000:
+            _fail("SIYU_TIMER_GRACE_MS", str(self.timer_grace_ms), "milliseconds in [0, 3600000]")
+        if not 0 <= self.max_task_idle_ms <= 600_000:
+            _fail(
+                "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"
+            )
         if self.api_auth and not self.api_token:
             _fail("SIYU_API_TOKEN", "", "a token (or SIYU_API_AUTH=false for a local demo)")
 

@@ -18,7 +18,7 @@ from siyu_stream.clock import DAY, Millis, format_rfc3339
 from siyu_stream.ruleset import TIERS, Rules
 from siyu_stream.state import LAYERS, CustomerState, Timer
 
-Outcome = Literal["ok", "duplicate"]
+Outcome = Literal["ok", "duplicate", "rejected"]
 TRACKED = ("layer", "tier", "health", "membership")
 # timer names; one timer of each name per customer at most
 REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
@@ -31,6 +31,8 @@ class Step:
     actions: list[Action] = field(default_factory=list)
     credits: list[ReferralCredit] = field(default_factory=list)
     outcome: Outcome = "ok"
+    reason: str | None = None
+    """Why a `rejected` step was not applied (the adapters dead-letter its input)."""
 
 
 @dataclass(slots=True)

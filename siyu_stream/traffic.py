@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from siyu_stream.admin import ensure_topics
 from siyu_stream.clock import format_rfc3339
-from siyu_stream.processor import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, SimCounts, SimRecord, generate
 from siyu_stream.topology import Topology
+from siyu_stream.wall import wall_clock
 
 _BATCH_SECONDS = 0.05
 

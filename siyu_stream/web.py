@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from siyu_stream.actions import yuan
 from siyu_stream.clock import format_rfc3339
-from siyu_stream.processor import partition_for
+from siyu_stream.keys import partition_for
 from siyu_stream.state import CustomerState
-
-if TYPE_CHECKING:
-    from siyu_stream.worker import Worker
+from siyu_stream.view import WorkerView
 
 log = logging.getLogger("siyu_stream.web")
 ROUTED = "X-Siyu-Routed-By"
-_WORKER: web.AppKey[Worker] = web.AppKey("worker")
+_WORKER: web.AppKey[WorkerView] = web.AppKey("worker")
+_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
 
 
 def public_state(state: CustomerState) -> dict[str, Any]:
@@ -60,7 +59,7 @@ def public_state(state: CustomerState) -> dict[str, Any]:
     }
 
 
-def _authorized(request: web.Request, worker: Worker) -> bool:
+def _authorized(request: web.Request, worker: WorkerView) -> bool:
     settings = worker.settings
     if not settings.api_auth:
         return True
@@ -78,26 +77,25 @@ async def customer(request: web.Request) -> web.StreamResponse:
             headers={"WWW-Authenticate": 'Bearer realm="siyu-stream"'},
         )
     customer_id = request.match_info["customer_id"]
-    partition = partition_for(customer_id.encode(), worker.settings.partitions)
-    owned = worker.owned.get(partition)
-    if owned is None:
+    found = worker.customer(customer_id)
+    if found is None:
+        partition = partition_for(customer_id.encode(), worker.settings.partitions)
         return await _proxy(request, worker, partition)
-    state = owned.task.get(customer_id)
-    if state is None:
+    if found.state is None:
         return web.json_response({"error": f"unknown customer {customer_id}"}, status=404)
     return web.json_response(
         {
             "customer_id": customer_id,
-            "partition": partition,
+            "partition": found.partition,
             "served_by": worker.url,
-            "state": public_state(state),
-            "timeline": owned.task.timeline_of(customer_id),  # newest first
+            "state": public_state(found.state),
+            "timeline": found.timeline,  # newest first
         }
     )
 
 
-async def _proxy(request: web.Request, worker: Worker, partition: int) -> web.StreamResponse:
-    owner = worker.members.directory.get(partition)
+async def _proxy(request: web.Request, worker: WorkerView, partition: int) -> web.StreamResponse:
+    owner = worker.owner(partition)
     if owner is None or owner == worker.url or ROUTED in request.headers:
         return web.json_response(
             {"error": f"partition {partition} has no known owner yet; retry"}, status=503
@@ -118,8 +116,7 @@ async def _proxy(request: web.Request, worker: Worker, partition: int) -> web.St
 
 
 async def metrics(request: web.Request) -> web.Response:
-    worker = request.app[_WORKER]
-    body = generate_latest(worker.exporter.registry)
+    body = generate_latest(request.app[_REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -132,13 +129,14 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     worker = request.app[_WORKER]
     ready = worker.is_ready
-    body = {"ready": ready, "partitions": sorted(worker.owned)}
+    body = {"ready": ready, "partitions": worker.partitions()}
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def start(worker: Worker) -> web.AppRunner:
+async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunner:
     app = web.Application()
     app[_WORKER] = worker
+    app[_REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,15 +49,19 @@ from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from siyu_stream import web
 from siyu_stream.admin import ensure_topics
+from siyu_stream.keys import partition_for
 from siyu_stream.members import Members
 from siyu_stream.metrics import Exporter
+from siyu_stream.observe import Observer, Stats
 from siyu_stream.polling import poll
-from siyu_stream.processor import Out, PartitionTask, Record, Stats, partition_for, wall_clock
+from siyu_stream.processor import Out, PartitionTask, Record
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
 from siyu_stream.standby import Standby
 from siyu_stream.stores import Store, open_store
 from siyu_stream.topology import Topology
+from siyu_stream.view import Customer
+from siyu_stream.wall import wall_clock
 
 log = logging.getLogger("siyu_stream.worker")
 
@@ -88,7 +93,10 @@ class Worker:
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._paused = False
         self._behind = False
-        """A limited timer sweep left due timers for the next batch."""
+        """A partition stopped at the batch limit with work left: poll again at once."""
+        self._held: set[TopicPartition] = set()
+        """Sources not fetched while their queues are full."""
+        self._topics = [*self.topology.inputs, self.topology.commands]
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self._producer: Any = None  # at_least_once: one plain producer for everything
@@ -109,6 +117,35 @@ class Worker:
     def is_ready(self) -> bool:
         """Partitions assigned and their state restored."""
         return self.running and self.ready.is_set() and not self._paused
+
+    # ------------------------------------------------------------ the view (view.WorkerView)
+
+    def partitions(self) -> list[int]:
+        return sorted(self.owned)
+
+    def customer(self, customer_id: str) -> Customer | None:
+        partition = partition_for(customer_id.encode(), self.settings.partitions)
+        owned = self.owned.get(partition)
+        if owned is None:
+            return None
+        task = owned.task
+        timeline = task.observer.timeline_of(customer_id)
+        return Customer(partition, task.committed_state(customer_id), timeline)
+
+    def owner(self, partition: int) -> str | None:
+        return self.members.directory.get(partition)
+
+    def population(self) -> Counter[tuple[str, str]]:
+        total: Counter[tuple[str, str]] = Counter()
+        for owned in self.owned.values():
+            total.update(owned.task.observer.population)
+        return total
+
+    def timers(self) -> dict[int, int]:
+        return {p: len(owned.task.events.timers) for p, owned in self.owned.items()}
+
+    def clocks(self) -> dict[int, int | None]:
+        return {p: owned.task.clock for p, owned in self.owned.items()}
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the broker's high watermark, per owned input partition."""
@@ -148,13 +185,11 @@ class Worker:
             )
             await self._producer.start()
         await self.members.start()
-        runner = await web.start(self) if self.settings.web_port else None
+        runner = await web.start(self, self.exporter.registry) if self.settings.web_port else None
         self._background.append(asyncio.create_task(self.members.follow()))
         await self.standby.start()
         await self._consumer.start()
-        self._consumer.subscribe(
-            [*self.topology.inputs, self.topology.commands], listener=_Listener(self)
-        )
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
         self.running = True
         log.info(
             "worker %s started (%s, %s)", self.settings.app_id, self.settings.guarantee, self.url
@@ -172,7 +207,7 @@ class Worker:
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
-            # overdue timers left by a limited sweep: the next batch comes without waiting
+            # a partition stopped at the batch limit: the next batch comes without waiting
             batch = await poll(self._consumer, 0.0 if self._behind else interval, MAX_RECORDS)
             async with self._lock:
                 if not self._paused:
@@ -198,29 +233,37 @@ class Worker:
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         now = wall_clock()
-        by_partition: dict[int, list[Any]] = {p: [] for p in self.owned}
         for tp, messages in batch.items():
-            if tp.partition in by_partition:  # else revoked while polling: the new owner reads it
-                by_partition[tp.partition].extend(messages)
-        # Commit positions, not last offset + 1: a position also steps over transaction
-        # markers (the command topic is written transactionally), so lag reaches 0.
-        for tp in self._consumer.assignment():
             owned = self.owned.get(tp.partition)
-            if owned is not None:
-                position = await self._consumer.position(tp)
-                if owned.committed.get(tp) != position:
-                    owned.offsets[tp] = position
-        work = []
-        for p, messages in by_partition.items():
-            # one customer's order and join arrive on different topics: take the partition's
-            # records in producer-timestamp order (stable), not topic by topic
-            messages.sort(key=lambda m: m.timestamp)
-            task = self.owned[p].task
-            outs = []
+            if owned is None:
+                continue  # revoked while polling: the new owner reads it
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                outs.extend(self._handle(task, record, now))
-            work.append((self.owned[p], outs + task.sweep(now, MAX_RECORDS)))
+                owned.task.enqueue(record)
+        work = []
+        for p, owned in self.owned.items():
+            tps = self._sources(p)
+            caught_up, positions = set(), {}
+            for topic, tp in tps.items():
+                position = await self._consumer.position(tp)
+                end = self._consumer.last_stable_offset(tp)
+                if end is None or end < 0:  # not known yet (no fetch answered), or no LSO
+                    end = self._consumer.highwater(tp)
+                if end is not None and position >= end:
+                    caught_up.add(topic)
+                positions[tp] = position
+            outs = owned.task.run(now, caught_up, MAX_RECORDS)
+            # Commit where each source resumes: its first record still queued, else its
+            # position (a position also steps over transaction markers, so lag reaches 0).
+            queued = owned.task.positions()
+            for topic, tp in tps.items():
+                resume = queued.get(topic, positions[tp])
+                if owned.committed.get(tp) != resume:
+                    owned.offsets[tp] = resume
+            full = {tps[topic] for topic in owned.task.full()}
+            self._held = (self._held - set(tps.values())) | full
+            work.append((owned, outs))
+        self._hold()
         try:
             if self.exactly_once:
                 # one transaction per partition, all in flight together: the round trips of
@@ -238,16 +281,18 @@ class Worker:
             raise
         self.exporter.observe_committed(self.stats.latencies, wall_clock())
         self.stats.latencies.clear()
-        self._behind = any(owned.task.behind(now) for owned in self.owned.values())
+        self._behind = any(owned.task.more for owned in self.owned.values())
 
-    def _handle(self, task: PartitionTask, record: Record, now: int) -> list[Out]:
-        try:
-            return task.handle(record, now)
-        except Exception as exc:  # a bug must not stop the stream: dead-letter the record
-            log.exception(
-                "internal error on %s[%d]@%d", record.topic, record.partition, record.offset
-            )
-            return [task.dead_letter(record, f"internal error: {exc!r}", now)]
+    def _sources(self, partition: int) -> dict[str, TopicPartition]:
+        """The topic partitions a partition task reads, by topic."""
+        return {t: TopicPartition(t, partition) for t in self._topics}
+
+    def _hold(self) -> None:
+        """Stop fetching sources whose queues are full; fetch the others again."""
+        assigned = self._consumer.assignment()
+        paused = self._consumer.paused()
+        self._consumer.pause(*[tp for tp in self._held if tp in assigned])
+        self._consumer.resume(*[tp for tp in paused if tp not in self._held and tp in assigned])
 
     async def _transact(self, owned: Owned, outs: list[Out]) -> None:
         """exactly_once: one partition's outputs, state and offsets in one transaction."""
@@ -308,6 +353,10 @@ class Worker:
                     await owned.producer.stop()
                 self.standby.give(p, owned.store)
                 log.info("partition %d revoked", p)
+            for owned in self.owned.values():
+                # the consumer resumes a kept partition at its committed offsets, which are
+                # where its queues start: read those records again rather than twice
+                owned.task.discard()
             for p in sorted(partitions - set(self.owned)):
                 self.owned[p] = await self._take_over(p)
             self.standby.follow(set(self.owned))
@@ -331,7 +380,15 @@ class Worker:
         if store is None:
             store = open_store(self.settings, p)
         restored = await self._restore(p, store)
-        task = PartitionTask(self.rules, self.topology, p, store, self.stats)
+        task = PartitionTask(
+            self.rules,
+            self.topology,
+            p,
+            store,
+            Observer(self.stats, self.rules),
+            idle_ms=self.settings.max_task_idle_ms,
+            grace_ms=self.settings.timer_grace_ms,
+        )
         for _ in task.index():
             if self._stop.is_set():
                 break

@@ -7,10 +7,20 @@ from typing import Any
 
 from siyu_stream.actions import Action
 from siyu_stream.clock import format_rfc3339, parse_rfc3339
-from siyu_stream.engine import Engine, ListSink, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.events import from_dict
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
+
+
+class ListSink:
+    """A sink that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+    def send(self, action: Action) -> None:
+        self.actions.append(action)
 
 
 def t(text: str) -> int:

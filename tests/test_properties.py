@@ -8,11 +8,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scenario import ListSink
 
 from siyu_stream import state as state_format
 from siyu_stream.actions import Action
 from siyu_stream.clock import HOUR, MINUTE, format_rfc3339
-from siyu_stream.engine import Engine, ListSink, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.events import from_dict
 from siyu_stream.ruleset import TIERS, Rules
 from siyu_stream.state import CustomerState

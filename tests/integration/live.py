@@ -15,16 +15,17 @@ from typing import Any, ClassVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from scenario import ListSink
 
 from siyu_stream.broker import free_port
 from siyu_stream.clock import MINUTE, format_rfc3339
-from siyu_stream.engine import Engine, ListSink, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import from_dict
-from siyu_stream.processor import wall_clock
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
+from siyu_stream.wall import wall_clock
 
 # Bounds so that a broken run fails instead of hanging; they are not timing claims.
 GIVE_UP_AFTER = 90.0

@@ -12,7 +12,7 @@ from live import Traffic, WorkerProcess, quiesce, share
 from test_runtime import ALL, scenario, send_in_rounds, settings_for
 
 from siyu_stream.broker import LocalBroker
-from siyu_stream.processor import partition_for
+from siyu_stream.keys import partition_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
