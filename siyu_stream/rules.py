@@ -295,7 +295,9 @@ def apply_credit(state: CustomerState | None, credit: ReferralCredit, rules: Rul
     s.remember(key, rules.engine.dedup_window)
     ctx = Ctx(s, credit.referrer_id, credit.at, credit.cause_event_id, credit.event_id, rules)
     s.referrals += 1
-    because = f"referred {credit.referred_id}, who made a first purchase (referral {s.referrals})"
+    # no running count in the text: credits from referred customers on other partitions
+    # arrive in either order, and the gift's bytes must not depend on that order
+    because = f"referred {credit.referred_id}, who made a first purchase"
     ctx.raise_layer("A5", because)
     ctx.gift("referral", "referral_reward", because, once=False)
     return ctx.finish()
