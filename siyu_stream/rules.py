@@ -84,6 +84,17 @@ def _over_bound(s: CustomerState, event: Event, rules: Rules) -> str | None:
                 f"state_too_large: already in {len(s.carriers)} carriers (max_carriers "
                 f"{limit}); join to {event.carrier!r} not applied"
             )
+    if isinstance(event, Order) and event.membership and event.status == "paid":
+        # each payment extends from the later of now and the current expiry: thousands of
+        # them would carry member_until past year 9999, where formatting it raises
+        start = event.at if s.member_until is None else max(event.at, s.member_until)
+        ahead_days = (start - event.at) // DAY + rules.membership.days
+        limit = rules.engine.max_member_ahead_days
+        if ahead_days > limit:
+            return (
+                f"out_of_range: membership would run {ahead_days} days past this payment "
+                f"(max_member_ahead_days {limit}); {event.order_id!r} not applied"
+            )
     return None
 
 

@@ -22,6 +22,8 @@ at the bound):
 - touches: `ContactPolicy.max_per_window` (2); nothing happens at it: a touch is kept
   only while inside the window and added only below the cap (`policy.apply`).
 - timers: one per name in `step.TIMER_NAMES` (6); scheduling a name replaces it.
+- member_until: at most `Engine.max_member_ahead_days` (3650) after the payment that
+  set it; a membership payment that would run it further is rejected.
 - ids (Timer.cause, referrer_id, owner_staff, last_staff): `ID_CHARS` (128); carrier
   keys, join_source, Timer.note: `NAME_CHARS` (64). The input schemas (topics/) reject
   a longer value at the edge, before the core sees it.
@@ -129,6 +131,7 @@ class CustomerState:
     """Latest order or inbound chat (for `dormant`)."""
     referrals: int = field(default=0, metadata=_meta("rc"))
     member_until: Millis | None = field(default=None, metadata=_meta("mu"))
+    """At most Engine.max_member_ahead_days after the payment that set it."""
     gifts: list[str] = field(default_factory=list, metadata=_meta("g"))
     """Once-ever gift codes already granted (each at most once: as many as there are)."""
     touches: list[Millis] = field(default_factory=list, metadata=_meta("x"))

@@ -7,8 +7,8 @@ import dataclasses
 from scenario import Scenario, t
 
 from siyu_stream import state as state_format
-from siyu_stream.clock import MINUTE, format_rfc3339
-from siyu_stream.events import Join
+from siyu_stream.clock import DAY, MINUTE, format_rfc3339
+from siyu_stream.events import Join, Order
 from siyu_stream.rules import apply_event
 from siyu_stream.ruleset import ContactPolicy, Engine, Rules
 from siyu_stream.state import CustomerState
@@ -590,3 +590,29 @@ def test_a_rejected_join_resent_is_rejected_again_not_a_duplicate() -> None:
     rejected = apply_event(first.state, extra, 0, rules)
     assert rejected.outcome == "rejected"
     assert apply_event(rejected.state, extra, 0, rules).outcome == "rejected"
+
+
+def test_membership_paid_far_ahead_is_rejected_and_never_overflows_the_calendar() -> None:
+    # found alongside: 7,979 prepaid renewals carried member_until past year 9999, where
+    # formatting it raised OverflowError inside the core: a crash on every retry
+    rules = Rules()
+    at = t("2026-03-01 10:00")
+    state: CustomerState | None = None
+    outcomes: list[str] = []
+    for n in range(8_000):
+        order = Order(f"m{n}", "c1", at, f"o{n}", "paid", 100_000, "tmall", membership=True)
+        step = apply_event(state, order, at, rules)
+        outcomes.append(step.outcome)
+        state = step.state
+    limit = rules.engine.max_member_ahead_days
+    years = limit // rules.membership.days  # 10 payments fit, the 11th would not
+    assert outcomes == ["ok"] * years + ["rejected"] * (8_000 - years)
+    assert state is not None and state.member_until == at + years * rules.membership.days * DAY
+    assert step.reason == (
+        f"out_of_range: membership would run {(years + 1) * rules.membership.days} days past "
+        f"this payment (max_member_ahead_days {limit}); 'o7999' not applied"
+    )
+    # a year on, one more year fits again
+    later = at + rules.membership.days * DAY
+    renewal = Order("m-later", "c1", later, "o-later", "paid", 100_000, "tmall", membership=True)
+    assert apply_event(state, renewal, later, rules).outcome == "ok"
