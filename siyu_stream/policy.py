@@ -3,6 +3,10 @@
 Applies to customer-facing reminders only; the rules decide *whether* a reminder
 fires, the policy decides whether it reaches the customer. A held-back reminder is
 emitted as a `suppressed` action that embeds it, so the audit shows what was withheld.
+
+The frequency cap keeps its own state bounded: `touches` holds only due times inside
+the window of the latest reminder it let through, and gains one only below the cap,
+so never more than `max_per_window` (docs/design.md §3).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ worker and in replay. Entry points:
 
 Each returns a `Step`: the new state, the actions in a deterministic order, and
 referral credits to deliver to other customers. The caller's state is never mutated.
+An event that would break a bound of the state (see `siyu_stream.state`) is not
+applied: its step has outcome `rejected`, the unchanged state and the reason.
 """
 
 from __future__ import annotations
@@ -16,19 +18,32 @@ from __future__ import annotations
 from siyu_stream.actions import ReferralCredit, yuan
 from siyu_stream.clock import DAY, MINUTE, Millis, format_rfc3339
 from siyu_stream.events import Chat, Event, Join, Order
-from siyu_stream.ruleset import Rules
-from siyu_stream.state import CustomerState, OrderRecord, digest
+from siyu_stream.ruleset import TIERS, Rules
+from siyu_stream.state import (
+    DIGEST_BYTES,
+    ID_CHARS,
+    LAYERS,
+    NAME_CHARS,
+    CustomerState,
+    OrderRecord,
+    Timer,
+    digest,
+)
 from siyu_stream.step import (
     EXPIRY,
     RENEWAL,
     REPLY_SLA,
     REPURCHASE,
     REPURCHASE_RISK,
+    TIMER_NAMES,
     Ctx,
     Step,
     repurchase_cycle,
     tier_of,
 )
+
+THIRD_ORDER_GIFT = "third_order_reward"
+MEMBER_GIFT = "member_welcome_pack"
 
 # ------------------------------------------------------------------ events
 
@@ -43,6 +58,11 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     if paid and s.find_order(digest(event.order_id)) is not None:  # type: ignore[union-attr]  # paid implies Order
         # the same order re-sent under a new event id must not count twice either
         return Step(state if state is not None else s, outcome="duplicate")
+    reason = _over_bound(s, event, rules)
+    if reason is not None:
+        # not remembered in `seen`: a re-send is judged again, and rejected again while
+        # the state is the same (live and replay alike)
+        return Step(state if state is not None else s, outcome="rejected", reason=reason)
     s.remember(key, rules.engine.dedup_window)
     ctx = Ctx(s, event.customer_id, event.at, event.event_id, event.event_id, rules)
     ctx.raise_layer("A1", "first seen")
@@ -53,6 +73,29 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     else:
         _join(ctx, event)
     return ctx.finish()
+
+
+def _over_bound(s: CustomerState, event: Event, rules: Rules) -> str | None:
+    """Why applying `event` would break a bound of the state, or None (docs/design.md §3)."""
+    if isinstance(event, Join) and not event.leave and event.carrier not in s.carriers:
+        limit = rules.engine.max_carriers
+        if len(s.carriers) >= limit:
+            return (
+                f"state_too_large: already in {len(s.carriers)} carriers (max_carriers "
+                f"{limit}); join to {event.carrier!r} not applied"
+            )
+    if isinstance(event, Order) and event.membership and event.status == "paid":
+        # each payment extends from the later of now and the current expiry: thousands of
+        # them would carry member_until past year 9999, where formatting it raises
+        start = event.at if s.member_until is None else max(event.at, s.member_until)
+        ahead_days = (start - event.at) // DAY + rules.membership.days
+        limit = rules.engine.max_member_ahead_days
+        if ahead_days > limit:
+            return (
+                f"out_of_range: membership would run {ahead_days} days past this payment "
+                f"(max_member_ahead_days {limit}); {event.order_id!r} not applied"
+            )
+    return None
 
 
 def _order(ctx: Ctx, order: Order, clock: Millis) -> None:
@@ -92,7 +135,7 @@ def _order(ctx: Ctx, order: Order, clock: Millis) -> None:
     nth = rules.third_order.order_number
     if s.orders >= nth:
         ctx.gift(
-            "third_order", "third_order_reward", f"paid purchase number {s.orders} (≥ {nth})", True
+            "third_order", THIRD_ORDER_GIFT, f"paid purchase number {s.orders} (≥ {nth})", True
         )
 
     if s.orders == 1 and s.referrer_id is not None:
@@ -141,9 +184,7 @@ def _membership(ctx: Ctx, order: Order) -> None:
         f"membership paid ({order.order_id}), valid until {until}",
     )
     if first:
-        ctx.gift(
-            "membership", "member_welcome_pack", f"first paid membership {order.order_id}", True
-        )
+        ctx.gift("membership", MEMBER_GIFT, f"first paid membership {order.order_id}", True)
     ctx.schedule(RENEWAL, s.member_until - cfg.renewal_notice_days * DAY)
     ctx.schedule(EXPIRY, s.member_until)
 
@@ -265,7 +306,71 @@ def apply_credit(state: CustomerState | None, credit: ReferralCredit, rules: Rul
     s.remember(key, rules.engine.dedup_window)
     ctx = Ctx(s, credit.referrer_id, credit.at, credit.cause_event_id, credit.event_id, rules)
     s.referrals += 1
-    because = f"referred {credit.referred_id}, who made a first purchase (referral {s.referrals})"
+    # no running count in the text: credits from referred customers on other partitions
+    # arrive in either order, and the gift's bytes must not depend on that order
+    because = f"referred {credit.referred_id}, who made a first purchase"
     ctx.raise_layer("A5", because)
     ctx.gift("referral", "referral_reward", because, once=False)
     return ctx.finish()
+
+
+# ------------------------------------------------------------------ bounds
+
+
+def once_gift_codes(rules: Rules) -> tuple[str, ...]:
+    """Every gift code granted at most once per customer: the codes `gifts` can hold."""
+    tiers = tuple(rules.tier_code(t) for t in rules.spend_tier.thresholds_yuan)
+    return (*tiers, THIRD_ORDER_GIFT, MEMBER_GIFT)
+
+
+_WIDE = "".join(chr(c) for c in range(0x20) if chr(c) not in "\b\t\n\f\r")
+"""Characters JSON writes as a 6-byte \\u00XX escape, the most any one character takes
+(the 5 with a 2-byte escape left out; non-ASCII takes at most 4 bytes as UTF-8)."""
+_BIG = 2**64 - 1
+"""An integer with the most digits orjson writes (20); it refuses larger ones."""
+
+
+def _widest(chars: int, n: int = 0) -> str:
+    """The `n`-th distinct string of `chars` characters, every one in its widest JSON form."""
+    out = []
+    for _ in range(chars):
+        n, d = divmod(n, len(_WIDE))
+        out.append(_WIDE[d])
+    return "".join(out)
+
+
+def largest_state(rules: Rules) -> CustomerState:
+    """The largest state the bounds of `rules` allow (docs/design.md §3): every collection
+    full, every string at its longest and in its widest JSON encoding, every number at 20
+    digits. Its serialized size is an upper bound of any customer's changelog record."""
+    engine, big = rules.engine, _BIG
+    return CustomerState(
+        layer=LAYERS[-1],
+        tier=max(TIERS, key=len),
+        health="dormant",  # the longest of active, at_risk, dormant, lost
+        membership="expired",  # the longest of none, active, expired
+        spend_fen=big,
+        orders=big,
+        first_order_at=big,
+        last_order_at=big,
+        order_times=[big] * (rules.repurchase_due.gaps + 1),
+        recent_orders=[OrderRecord(digest(str(n)), big, True) for n in range(engine.recent_orders)],
+        carriers={_widest(NAME_CHARS, n): big for n in range(engine.max_carriers)},
+        join_source=_widest(NAME_CHARS),
+        referrer_id=_widest(ID_CHARS),
+        owner_staff=_widest(ID_CHARS),
+        last_staff=_widest(ID_CHARS),
+        last_inbound_at=big,
+        last_outbound_at=big,
+        pending_reply_since=big,
+        outbound_streak=big,
+        last_activity_at=big,
+        referrals=big,
+        member_until=big,
+        gifts=list(once_gift_codes(rules)),
+        touches=[big] * rules.contact_policy.max_per_window,
+        last_invite_at=big,
+        seen=b"\xff" * (DIGEST_BYTES * engine.dedup_window),
+        # only reply_sla carries a note today; every timer gets one, to stay an upper bound
+        timers={name: Timer(big, _widest(ID_CHARS), _widest(NAME_CHARS)) for name in TIMER_NAMES},
+    )

@@ -29,6 +29,17 @@ class Engine:
     """How many recent event ids each customer remembers for de-duplication."""
     recent_orders: int = 20
     """How many recent orders each customer remembers (refund matching, order-id de-duplication)."""
+    max_carriers: int = 16
+    """Most carriers one customer is in at once: a join to a new carrier beyond it is
+    rejected (outcome `rejected`, dead-lettered, state unchanged; docs/design.md §3)."""
+    max_member_ahead_days: int = 3_650
+    """Most days a membership may run past the payment that extends it: a payment that
+    would extend it further is rejected (outcome `rejected`, dead-lettered, state
+    unchanged; docs/design.md §3). Ten years of prepaid renewals is not a customer."""
+    max_state_bytes: int = 32_768
+    """Ceiling on one customer's serialized state, its changelog record (the producer's
+    default limit is about 1 MB). Not checked per event: `rules.largest_state` under the
+    other bounds must serialize below it (tests/test_state.py)."""
 
 
 @dataclass(frozen=True, slots=True)

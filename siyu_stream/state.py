@@ -1,7 +1,37 @@
-"""Per-customer state (DESIGN §3) and its compact, versioned serialization.
+"""Per-customer state (docs/design.md §3) and its compact, versioned serialization.
 
 The state is a plain mutable record; the rule core works on a copy (`clone`) so that
 its callers can treat `(state, event, clock) -> (state, actions)` as pure.
+
+Bounds. The serialized state is the customer's changelog record, and a record over
+the producer's size limit (about 1 MB by default) crash-loops the live worker. So
+every collection and every string in the state has a bound, and what happens at the
+bound is a rule of the core, the same live and in replay (what: bound (default);
+at the bound):
+
+- carriers: `Engine.max_carriers` (16); a join to a carrier not yet held is rejected
+  (outcome `rejected`, state unchanged). Leaves, and joins to a held carrier, apply.
+- order_times: `RepurchaseDue.gaps` + 1 (6); oldest dropped (the cycle reads no more).
+- recent_orders: `Engine.recent_orders` (20); oldest dropped. A later refund of a
+  dropped order matches no record (it takes off at most its own amount), and a re-send
+  of it under a new event id counts again.
+- seen: `Engine.dedup_window` (32) digests; oldest dropped, so a retry arriving after
+  that many newer events of the customer is applied again.
+- gifts: the once-ever codes, one per spend tier + 2 (6); nothing happens at it: each
+  code is added once and no other code is ever added.
+- touches: `ContactPolicy.max_per_window` (2); nothing happens at it: a touch is kept
+  only while inside the window and added only below the cap (`policy.apply`).
+- timers: one per name in `step.TIMER_NAMES` (6); scheduling a name replaces it.
+- member_until: at most `Engine.max_member_ahead_days` (3650) after the payment that
+  set it; a membership payment that would run it further is rejected.
+- ids (Timer.cause, referrer_id, owner_staff, last_staff): `ID_CHARS` (128); carrier
+  keys, join_source, Timer.note: `NAME_CHARS` (64). The input schemas (topics/) reject
+  a longer value at the edge, before the core sees it.
+- integers: 64 bits (orjson's range); sums of orders of at most 10^7 yuan never reach it.
+
+`rules.largest_state` builds the state with every bound reached and every string in
+its most expensive JSON encoding; tests/test_state.py proves it serializes below
+`Engine.max_state_bytes`, so no per-event size check is needed.
 
 Serialization is JSON (orjson) with one- or two-letter keys and defaults omitted,
 tagged with a format version `v`. A reader accepts every version up to its own and
@@ -31,6 +61,13 @@ customer's short window is ~1e-12 likely, and the state stays small."""
 
 LAYERS = ("A1", "A2", "A3", "A4", "A5")
 
+ID_CHARS = 128
+"""Longest id the input schemas allow (event_id, staff_id, referrer_id): the bound of
+Timer.cause, referrer_id, owner_staff and last_staff."""
+NAME_CHARS = 64
+"""Longest carrier, channel or source the input schemas allow: the bound of the carrier
+keys, join_source and Timer.note."""
+
 
 def digest(text: str) -> bytes:
     return blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
@@ -41,9 +78,9 @@ def digest(text: str) -> bytes:
 class Timer(NamedTuple):
     due: Millis
     cause: str
-    """Event id that scheduled it; becomes the action's cause_event_id."""
+    """Event id that scheduled it; becomes the action's cause_event_id. At most ID_CHARS."""
     note: str = ""
-    """Small per-timer detail (e.g. the channel the customer wrote on)."""
+    """Small per-timer detail (e.g. the channel the customer wrote on); at most NAME_CHARS."""
 
 
 class OrderRecord(NamedTuple):
@@ -71,16 +108,21 @@ class CustomerState:
     first_order_at: Millis | None = field(default=None, metadata=_meta("fo"))
     last_order_at: Millis | None = field(default=None, metadata=_meta("lo"))
     order_times: list[Millis] = field(default_factory=list, metadata=_meta("ot"))
-    """Most recent paid purchase times, ascending, for the repurchase cycle."""
+    """Most recent paid purchase times, ascending, for the repurchase cycle; at most
+    RepurchaseDue.gaps + 1, oldest dropped."""
     recent_orders: list[OrderRecord] = field(default_factory=list, metadata=_meta("ro"))
+    """At most Engine.recent_orders, oldest dropped."""
     carriers: dict[str, Millis] = field(default_factory=dict, metadata=_meta("c"))
-    """Carriers the customer is in now, with the time they joined each."""
+    """Carriers the customer is in now, with the time they joined each; at most
+    Engine.max_carriers (a join to one more is rejected), keys at most NAME_CHARS."""
     join_source: str | None = field(default=None, metadata=_meta("js"))
+    """At most NAME_CHARS."""
     referrer_id: str | None = field(default=None, metadata=_meta("r"))
+    """At most ID_CHARS."""
     owner_staff: str | None = field(default=None, metadata=_meta("os"))
-    """Staff of the latest join that named one."""
+    """Staff of the latest join that named one; at most ID_CHARS."""
     last_staff: str | None = field(default=None, metadata=_meta("ls"))
-    """Staff who last wrote to the customer."""
+    """Staff who last wrote to the customer; at most ID_CHARS."""
     last_inbound_at: Millis | None = field(default=None, metadata=_meta("li"))
     last_outbound_at: Millis | None = field(default=None, metadata=_meta("lu"))
     pending_reply_since: Millis | None = field(default=None, metadata=_meta("p"))
@@ -89,14 +131,18 @@ class CustomerState:
     """Latest order or inbound chat (for `dormant`)."""
     referrals: int = field(default=0, metadata=_meta("rc"))
     member_until: Millis | None = field(default=None, metadata=_meta("mu"))
+    """At most Engine.max_member_ahead_days after the payment that set it."""
     gifts: list[str] = field(default_factory=list, metadata=_meta("g"))
-    """Once-ever gift codes already granted."""
+    """Once-ever gift codes already granted (each at most once: as many as there are)."""
     touches: list[Millis] = field(default_factory=list, metadata=_meta("x"))
-    """Due times of recent customer-facing reminders (frequency cap)."""
+    """Due times of recent customer-facing reminders (frequency cap); at most
+    ContactPolicy.max_per_window."""
     last_invite_at: Millis | None = field(default=None, metadata=_meta("iv"))
     seen: bytes = field(default=b"", metadata=_meta("e"))
-    """Digests of recent event ids, oldest first, DIGEST_BYTES each."""
+    """Digests of recent event ids, oldest first, DIGEST_BYTES each; at most
+    Engine.dedup_window of them, oldest dropped."""
     timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
+    """At most one per name in step.TIMER_NAMES."""
 
     def clone(self) -> CustomerState:
         """A copy the core may change: containers copied, their (frozen) items shared."""

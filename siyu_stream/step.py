@@ -3,6 +3,12 @@
 `Ctx` is what every rule function receives: it sets tracked fields (emitted as
 `change` actions when the step finishes), emits gifts and reminders (routing
 customer-facing ones through the contact policy), and schedules timers.
+
+A `Step` has one of three outcomes: `ok` (apply its state and actions), `duplicate`
+(an event already applied; nothing to do) and `rejected` (a valid event the rules
+refuse because applying it would break a state bound, see `siyu_stream.state`; the
+state is unchanged, and `reason` says why, for the dead-letter record). The core
+decides all three, so live and replay agree on them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ TRACKED = ("layer", "tier", "health", "membership")
 # timer names; one timer of each name per customer at most
 REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
 RENEWAL, EXPIRY, DORMANT = "renewal", "expiry", "dormant"
+TIMER_NAMES = (REPLY_SLA, REPURCHASE, REPURCHASE_RISK, RENEWAL, EXPIRY, DORMANT)
+"""Every timer name: a customer holds at most this many timers."""
 
 
 @dataclass(slots=True)
@@ -32,7 +40,7 @@ class Step:
     credits: list[ReferralCredit] = field(default_factory=list)
     outcome: Outcome = "ok"
     reason: str | None = None
-    """Why a `rejected` step was not applied (the adapters dead-letter its input)."""
+    """Why the event was rejected (outcome `rejected` only): one sentence naming the bound."""
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from typing import Any
@@ -14,9 +15,11 @@ from siyu_stream import state as state_format
 from siyu_stream.actions import Action
 from siyu_stream.clock import HOUR, MINUTE, format_rfc3339
 from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.events import from_dict
+from siyu_stream.events import Join, from_dict
+from siyu_stream.rules import apply_event, once_gift_codes
 from siyu_stream.ruleset import TIERS, Rules
-from siyu_stream.state import CustomerState
+from siyu_stream.state import DIGEST_BYTES, CustomerState
+from siyu_stream.step import TIMER_NAMES
 
 RULES = Rules()
 START = 1_772_330_400_000  # 2026-03-01T02:00:00Z
@@ -132,6 +135,16 @@ def test_state_invariants(events: list[dict[str, Any]]) -> None:
         assert s.spend_fen >= thresholds[TIERS.index(s.tier)]
         if s.health == "lost":
             assert not s.carriers  # only leaving the last carrier loses a customer
+        # every collection within its bound (docs/design.md §3)
+        assert len(s.carriers) <= RULES.engine.max_carriers
+        assert len(s.order_times) <= RULES.repurchase_due.gaps + 1
+        assert len(s.recent_orders) <= RULES.engine.recent_orders
+        assert len(s.seen) <= RULES.engine.dedup_window * DIGEST_BYTES
+        assert set(s.gifts) <= set(once_gift_codes(RULES))
+        assert len(s.gifts) == len(set(s.gifts))
+        assert len(s.touches) <= RULES.contact_policy.max_per_window
+        assert set(s.timers) <= set(TIMER_NAMES)
+        assert len(state_format.dumps(s)) < RULES.engine.max_state_bytes
         # every change of a field continues from where the previous one left it
         for field in ("layer", "tier", "health", "membership"):
             chain = [
@@ -153,3 +166,26 @@ def test_layer_is_monotone(events: list[dict[str, Any]]) -> None:
     for a in run(events):
         if a.kind == "change" and a.detail["field"] == "layer" and a.detail["from"] is not None:
             assert str(a.detail["to"]) > str(a.detail["from"])
+
+
+SMALL = Rules(engine=dataclasses.replace(RULES.engine, max_carriers=3))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.booleans()), max_size=80))
+def test_carriers_never_exceed_the_bound_and_only_new_carriers_are_rejected(
+    moves: list[tuple[int, bool]],
+) -> None:
+    state: CustomerState | None = None
+    for n, (carrier_no, leave) in enumerate(moves):
+        carrier = f"carrier-{carrier_no}"
+        event = Join(f"j{n}", "c1", START + n * MINUTE, leave, carrier, None, None, None)
+        held = set(state.carriers) if state is not None else set()
+        step = apply_event(state, event, event.at, SMALL)
+        full = len(held) >= SMALL.engine.max_carriers
+        assert (step.outcome == "rejected") == (not leave and carrier not in held and full)
+        if step.outcome == "rejected":
+            assert step.state is state
+            assert step.reason is not None and carrier in step.reason
+        state = step.state
+        assert len(state.carriers) <= SMALL.engine.max_carriers

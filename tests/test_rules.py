@@ -6,8 +6,12 @@ import dataclasses
 
 from scenario import Scenario, t
 
-from siyu_stream.clock import format_rfc3339
-from siyu_stream.ruleset import ContactPolicy, Rules
+from siyu_stream import state as state_format
+from siyu_stream.clock import DAY, MINUTE, format_rfc3339
+from siyu_stream.events import Join, Order
+from siyu_stream.rules import apply_event
+from siyu_stream.ruleset import ContactPolicy, Engine, Rules
+from siyu_stream.state import CustomerState
 
 
 def test_first_event_makes_customer_known_with_layer_change() -> None:
@@ -519,3 +523,96 @@ def test_action_ids_are_deterministic_and_unique() -> None:
     ids = run()
     assert ids == run()
     assert len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------- bounded state
+
+
+def join_event(n: int, carrier: str, *, leave: bool = False) -> Join:
+    at = t("2026-03-01 10:00") + n * MINUTE
+    return Join(f"j{n}", "c1", at, leave, carrier, "package_card", "s1", None)
+
+
+def test_fourteen_thousand_carriers_keep_the_state_small_and_the_extra_joins_rejected() -> None:
+    # the fuzzing case: distinct 64-character carriers grew one changelog record to 1.13 MB
+    rules = Rules()
+    limit = rules.engine.max_carriers
+    state: CustomerState | None = None
+    outcomes: list[str] = []
+    sizes: list[int] = []
+    for n in range(14_000):
+        event = join_event(n, f"{n:064d}")
+        step = apply_event(state, event, event.at, rules)
+        outcomes.append(step.outcome)
+        if step.outcome == "rejected":
+            assert step.state is state  # nothing of it applied: not even the seen window
+            assert step.actions == []
+            assert step.reason == (
+                f"state_too_large: already in {limit} carriers (max_carriers {limit}); "
+                f"join to {event.carrier!r} not applied"
+            )
+        state = step.state
+        if n % 1000 == 999:
+            sizes.append(len(state_format.dumps(state)))
+    assert outcomes == ["ok"] * limit + ["rejected"] * (14_000 - limit)
+    assert state is not None
+    assert len(state.carriers) == limit
+    assert len(set(sizes)) == 1  # flat once full: nothing more is stored
+    assert sizes[0] < rules.engine.max_state_bytes
+
+
+def test_at_max_carriers_leaves_and_joins_to_a_held_carrier_still_apply() -> None:
+    rules = Rules(engine=Engine(max_carriers=2))
+    state: CustomerState | None = None
+    history = [
+        ("wecom", False, "ok"),
+        ("group", False, "ok"),
+        ("wechat", False, "rejected"),  # a third carrier
+        ("group", False, "ok"),  # already held: no growth
+        ("group", True, "ok"),  # a leave makes room
+        ("wechat", False, "ok"),
+        ("app", False, "rejected"),
+    ]
+    for n, (carrier, leave, expected) in enumerate(history):
+        event = join_event(n, carrier, leave=leave)
+        step = apply_event(state, event, event.at, rules)
+        assert (carrier, step.outcome) == (carrier, expected)
+        assert (step.reason is not None) == (expected == "rejected")
+        state = step.state
+    assert state is not None
+    assert set(state.carriers) == {"wecom", "wechat"}
+
+
+def test_a_rejected_join_resent_is_rejected_again_not_a_duplicate() -> None:
+    rules = Rules(engine=Engine(max_carriers=1))
+    first = apply_event(None, join_event(0, "wecom"), 0, rules)
+    extra = join_event(1, "group")
+    rejected = apply_event(first.state, extra, 0, rules)
+    assert rejected.outcome == "rejected"
+    assert apply_event(rejected.state, extra, 0, rules).outcome == "rejected"
+
+
+def test_membership_paid_far_ahead_is_rejected_and_never_overflows_the_calendar() -> None:
+    # found alongside: 7,979 prepaid renewals carried member_until past year 9999, where
+    # formatting it raised OverflowError inside the core: a crash on every retry
+    rules = Rules()
+    at = t("2026-03-01 10:00")
+    state: CustomerState | None = None
+    outcomes: list[str] = []
+    for n in range(8_000):
+        order = Order(f"m{n}", "c1", at, f"o{n}", "paid", 100_000, "tmall", membership=True)
+        step = apply_event(state, order, at, rules)
+        outcomes.append(step.outcome)
+        state = step.state
+    limit = rules.engine.max_member_ahead_days
+    years = limit // rules.membership.days  # 10 payments fit, the 11th would not
+    assert outcomes == ["ok"] * years + ["rejected"] * (8_000 - years)
+    assert state is not None and state.member_until == at + years * rules.membership.days * DAY
+    assert step.reason == (
+        f"out_of_range: membership would run {(years + 1) * rules.membership.days} days past "
+        f"this payment (max_member_ahead_days {limit}); 'o7999' not applied"
+    )
+    # a year on, one more year fits again
+    later = at + rules.membership.days * DAY
+    renewal = Order("m-later", "c1", later, "o-later", "paid", 100_000, "tmall", membership=True)
+    assert apply_event(state, renewal, later, rules).outcome == "ok"

@@ -10,7 +10,10 @@ from scenario import Scenario
 
 from siyu_stream import state as st
 from siyu_stream.errors import StateError
-from siyu_stream.step import TRACKED, tracked
+from siyu_stream.rules import largest_state, once_gift_codes
+from siyu_stream.ruleset import Rules
+from siyu_stream.schemas import load_schema
+from siyu_stream.step import TIMER_NAMES, TRACKED, tracked
 
 
 def busy_state() -> st.CustomerState:
@@ -88,3 +91,69 @@ def test_clone_copies_every_field_and_shares_no_container() -> None:
 def test_tracked_spells_out_the_tracked_fields_in_order() -> None:
     state = st.CustomerState(layer="A4", tier="gold", health="at_risk", membership="active")
     assert tracked(state) == tuple(getattr(state, name) for name in TRACKED)
+
+
+# ---------------------------------------------------------------- bounds (docs/design.md §3)
+
+
+def test_largest_possible_state_serializes_far_below_max_state_bytes() -> None:
+    rules = Rules()
+    big = largest_state(rules)
+    raw = st.dumps(big)
+    assert len(raw) < rules.engine.max_state_bytes
+    # the producer's default max.request.size is 1 MiB: the record stays far below it
+    assert rules.engine.max_state_bytes <= 1_048_576 // 32
+    assert st.loads(raw) == big
+
+
+def test_largest_state_has_every_collection_at_its_bound() -> None:
+    rules = Rules()
+    big = largest_state(rules)
+    engine = rules.engine
+    assert len(big.carriers) == engine.max_carriers
+    assert len(big.order_times) == rules.repurchase_due.gaps + 1
+    assert len(big.recent_orders) == engine.recent_orders
+    assert len(big.seen) == engine.dedup_window * st.DIGEST_BYTES
+    assert big.gifts == list(once_gift_codes(rules))
+    assert len(big.touches) == rules.contact_policy.max_per_window
+    assert sorted(big.timers) == sorted(TIMER_NAMES)
+    # and every field away from its default: a field added later must be sized here too
+    for f in dataclasses.fields(st.CustomerState):
+        assert getattr(big, f.name) != getattr(st.CustomerState(), f.name), f.name
+
+
+def test_largest_state_strings_take_six_json_bytes_per_character() -> None:
+    # 6 is the most one character can take: the \u00XX escape of a control character
+    big = largest_state(Rules())
+    names = [*big.carriers, big.join_source or "", *(t.note for t in big.timers.values())]
+    ids = [big.referrer_id or "", big.owner_staff or "", big.last_staff or ""]
+    ids += [t.cause for t in big.timers.values()]
+    for text, chars in [*((n, st.NAME_CHARS) for n in names), *((i, st.ID_CHARS) for i in ids)]:
+        assert len(text) == chars
+        assert len(orjson.dumps(text)) == 6 * chars + 2
+
+
+def max_length(schema: str, name: str) -> int:
+    value = load_schema(schema)["properties"][name]["maxLength"]
+    assert isinstance(value, int)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("schema", "name", "bound"),
+    [
+        ("envelope", "event_id", st.ID_CHARS),  # Timer.cause
+        ("siyu.joins", "carrier", st.NAME_CHARS),  # carriers keys
+        ("siyu.joins", "source", st.NAME_CHARS),  # join_source
+        ("siyu.joins", "staff_id", st.ID_CHARS),  # owner_staff
+        ("siyu.joins", "referrer_id", st.ID_CHARS),  # referrer_id
+        ("siyu.chats", "staff_id", st.ID_CHARS),  # last_staff
+        ("siyu.chats", "channel", st.NAME_CHARS),  # Timer.note of reply_sla
+    ],
+)
+def test_every_string_the_state_keeps_is_bounded_by_its_input_schema(
+    schema: str, name: str, bound: int
+) -> None:
+    # largest_state sizes strings by ID_CHARS and NAME_CHARS: a schema allowing more
+    # would make the size proof above wrong
+    assert max_length(schema, name) <= bound
