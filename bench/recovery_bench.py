@@ -203,7 +203,7 @@ async def recovery(args: argparse.Namespace) -> dict[str, Any]:
                 if args.warm:
                     if cold["stop_exit_code"] == -9:
                         # a killed member never leaves the group, and noida-db then holds the
-                        # next rebalance for it (BROKER-NOTES: restart the broker after a kill)
+                        # next rebalance for it (docs/design.md §8: restart the broker after a kill)
                         broker.restart()
                         result["broker_restarted_before_warm"] = True
                     # the same worker again on its data dir: RocksDB remembers what it applied

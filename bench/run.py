@@ -1,5 +1,5 @@
-"""`make bench`: run every benchmark, write bench/results.json and bench/results.md, and
-replace the README's `## Performance` section with the table.
+"""`make bench`: run every benchmark, write bench/results.json and bench/results.md (the full
+table), and replace the README's `## Performance` section with a short summary of it.
 
     .venv/bin/python bench/run.py            # everything (under 20 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # a smoke run with small sizes; writes only
@@ -298,7 +298,7 @@ def main() -> None:
     log(f"wrote {rel(json_path)} and {rel(md_path)} ({results['wall_seconds'] / 60:.1f} min)")
     if not quick and only is None:
         replace_readme_section(ROOT / "README.md", section)
-        log("replaced the README's ## Performance section")
+        log("replaced the README's ## Performance section (summary)")
     if results["errors"]:
         log(f"figures that failed: {results['errors']}")
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""Pure rule tests: one scenario per rule and per edge case of DESIGN §4."""
+"""Pure rule tests: one scenario per rule and per edge case of docs/design.md §4."""
 
 from __future__ import annotations
 

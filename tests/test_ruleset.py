@@ -1,4 +1,4 @@
-"""The rules file: defaults are DESIGN §4; errors name file, line and key."""
+"""The rules file: defaults are docs/design.md §4; errors name file, line and key."""
 
 from __future__ import annotations
 

@@ -298,7 +298,7 @@ async def test_sigkill_mid_stream_loses_no_gift(
             await asyncio.sleep(0.3 + 0.2 * chunk)  # kill at different points of the stream
             worker.kill()
             await sender
-            # noida-db never evicts a SIGKILLed group member (BROKER-NOTES.md): a restarted
+            # noida-db never evicts a SIGKILLed group member (docs/design.md §8): a restarted
             # worker would wait for it forever. Restarting the broker (SIGTERM, it keeps its
             # data) clears the group; on Apache Kafka the session timeout does this.
             await asyncio.to_thread(broker.restart)
