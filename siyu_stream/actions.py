@@ -1,4 +1,4 @@
-"""Output actions (DESIGN §2): what the rules decide, as data.
+"""Output actions (docs/design.md §2): what the rules decide, as data.
 
 `action_id` is a digest of (rule, kind, customer, the fact that fired it): the same
 input history always yields the same ids, live or in replay, so downstream systems

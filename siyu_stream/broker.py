@@ -1,6 +1,6 @@
 """A local Kafka-protocol broker (noida-db) for `demo`, the CLI and the integration tests.
 
-What this encodes comes from measurements of noida-db 0.2.3 (see BROKER-NOTES.md):
+What this encodes comes from measurements of noida-db 0.2.3 (docs/design.md §8):
 
 - The binary is started directly, not through noida-db's Python wrapper: the wrapper runs it
   as a child and does not forward signals, so SIGTERM would never reach the broker and it

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="run the rules offline over JSONL input events")
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
     p.add_argument("--out", help="actions JSONL (default: stdout)")
-    p.add_argument("--rules", help="rules TOML (default: built-in DESIGN §4 numbers)")
+    p.add_argument("--rules", help="rules TOML (default: built-in docs/design.md §4 numbers)")
     p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
     p.add_argument(
         "--now",

@@ -164,6 +164,6 @@ def from_dict(data: Any, limits: Input) -> Event:
         carrier=data["carrier"],
         source=data.get("source") or None,
         staff_id=data.get("staff_id") or None,
-        # self-referral is ignored (DESIGN §4 referral): drop it at the edge
+        # self-referral is ignored (docs/design.md §4 referral): drop it at the edge
         referrer_id=None if referrer == customer_id else referrer,
     )

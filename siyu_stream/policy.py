@@ -1,4 +1,4 @@
-"""Contact policy (DESIGN §4): quiet hours, frequency cap, holdout.
+"""Contact policy (docs/design.md §4): quiet hours, frequency cap, holdout.
 
 Applies to customer-facing reminders only; the rules decide *whether* a reminder
 fires, the policy decides whether it reaches the customer. A held-back reminder is

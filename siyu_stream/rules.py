@@ -1,4 +1,4 @@
-"""The rule core for input events (DESIGN §4): pure functions of (state, input, clock) -> Step.
+"""The rule core for input events (docs/design.md §4): pure functions of (state, input, clock) -> Step.
 
 No Kafka, Faust, wall clock, logging or I/O: the same functions run in the live
 worker and in replay. Entry points:

@@ -1,4 +1,4 @@
-"""The rule numbers: a TOML rules file over built-in defaults (DESIGN §4).
+"""The rule numbers: a TOML rules file over built-in defaults (docs/design.md §4).
 
 Every number the rules use lives here, nowhere else. `load_rules(path)` reads a
 file that may override any subset of keys; an unknown key, a wrong type or an
@@ -157,7 +157,7 @@ def _default_gifts() -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """All rule numbers; `Rules()` is the DESIGN §4 default."""
+    """All rule numbers; `Rules()` is the docs/design.md §4 default."""
 
     engine: Engine = field(default_factory=Engine)
     input: Input = field(default_factory=Input)

@@ -45,9 +45,10 @@ class Settings:
     guarantee: str = field(default="exactly_once", metadata=_env("SIYU_GUARANTEE"))
     """`at_least_once` or `exactly_once` (Kafka transactions; needs a broker that has them)."""
     standby_replicas: int = field(default=0, metadata=_env("SIYU_STANDBY_REPLICAS"))
-    """Warm copies of each state partition on other workers, for fast fail-over."""
+    """0 or 1: with 1, every worker keeps a warm copy of each partition it does not own, for
+    fast fail-over (a higher value acts as 1)."""
     rules: Path | None = field(default=None, metadata=_env("SIYU_RULES"))
-    """Rules TOML file; unset = the built-in DESIGN §4 defaults."""
+    """Rules TOML file; unset = the built-in docs/design.md §4 defaults."""
     web_host: str = field(default="127.0.0.1", metadata=_env("SIYU_WEB_HOST"))
     """Address of the HTTP server (`/metrics`, `/customers/{id}`); 0.0.0.0 in containers."""
     web_port: int = field(default=6066, metadata=_env("SIYU_WEB_PORT"))
@@ -98,8 +99,12 @@ class Settings:
             _fail("SIYU_STORE", self.store, "memory:// or rocksdb://")
         if self.guarantee not in ("at_least_once", "exactly_once"):
             _fail("SIYU_GUARANTEE", self.guarantee, "at_least_once or exactly_once")
-        if self.partitions < 1 or self.replication < 1 or self.standby_replicas < 0:
-            _fail("SIYU_PARTITIONS", str(self.partitions), "partitions and replication >= 1")
+        if self.partitions < 1:
+            _fail("SIYU_PARTITIONS", str(self.partitions), "an integer >= 1")
+        if self.replication < 1:
+            _fail("SIYU_REPLICATION", str(self.replication), "an integer >= 1")
+        if self.standby_replicas < 0:
+            _fail("SIYU_STANDBY_REPLICAS", str(self.standby_replicas), "0 or 1")
         if self.timer_interval <= 0 or self.timer_interval > 1:
             _fail("SIYU_TIMER_INTERVAL", str(self.timer_interval), "a number of seconds in (0, 1]")
         if not 0 <= self.timer_grace_ms <= 3_600_000:
@@ -141,5 +146,5 @@ def describe() -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(Settings):
         marker = f"    {f.name}: "
         after = source[source.index(marker) :].split('"""')
-        rows.append((f.metadata["env"], str(f.default), after[1].strip()))
+        rows.append((f.metadata["env"], str(f.default), " ".join(after[1].split())))
     return rows

@@ -1,6 +1,6 @@
-"""Realistic synthetic traffic: order, chat and join messages exactly as in DESIGN §2.
+"""Realistic synthetic traffic: order, chat and join messages exactly as in docs/design.md §2.
 
-The point is to exercise every rule of DESIGN §4 at a believable mix, so the generator
+The point is to exercise every rule of docs/design.md §4 at a believable mix, so the generator
 plays out one small *story* per customer (buy on a platform, maybe join the pool, chat,
 repurchase on a personal cycle, refund, leave, refer a friend ...) and merges the stories
 in time order through a heap. Everything is drawn from one `random.Random(seed)`, and

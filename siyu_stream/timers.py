@@ -1,4 +1,4 @@
-"""Timer rules (DESIGN §4): what happens when the clock passes a customer's timer.
+"""Timer rules (docs/design.md §4): what happens when the clock passes a customer's timer.
 
 Timers are held in the customer's state (they survive restarts with it); the engine
 indexes them and calls `fire_timer` once the clock passes their due time.

@@ -1,4 +1,4 @@
-"""Topic names and partition counts, derived from the settings (DESIGN §2).
+"""Topic names and partition counts, derived from the settings (docs/design.md §2).
 
 Every topic the worker reads or writes is created up front with the same partition
 count: inputs, the internal command topic and the table changelog are co-partitioned
@@ -42,12 +42,13 @@ class Topology:
 
     @property
     def commands(self) -> str:
-        """Internal: referral credits, re-keyed events and timer ticks, keyed by customer."""
+        """Internal: referral credits and re-keyed events, keyed by customer."""
         return f"{self.settings.app_id}-commands"
 
     @property
     def changelog(self) -> str:
-        """Faust's changelog of the customer table (Faust names it after app id and table)."""
+        """Compacted: each customer's latest state (key: customer id) and the partition clock
+        (key: empty), written with every batch; a new owner restores the partition from it."""
         return f"{self.settings.app_id}-customers-changelog"
 
     @property
