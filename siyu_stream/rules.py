@@ -1,6 +1,6 @@
-"""The rule core for input events (docs/design.md §4): pure functions of (state, input, clock) -> Step.
+"""The rule core for input events (docs/design.md §4): pure (state, input, clock) -> Step.
 
-No Kafka, Faust, wall clock, logging or I/O: the same functions run in the live
+No Kafka, wall clock, logging or I/O: the same functions run in the live
 worker and in replay. Entry points:
 
 - `apply_event`  an order, chat or join for its customer;
