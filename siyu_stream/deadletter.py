@@ -18,20 +18,20 @@ REASON_CHARS = 1_000
 """Reasons quote the offending value; a huge value must not make a huge reason."""
 
 
-def _text(raw: bytes) -> tuple[str, str]:
-    """`raw` as UTF-8 when it is (a prefix cut inside a character still counts), else base64."""
-    for cut in range(4):  # a UTF-8 character is at most 4 bytes: a cut one loses up to 3
-        try:
-            return raw[: len(raw) - cut].decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            if cut >= len(raw):
-                break
+def _text(raw: bytes, *, cut: bool) -> tuple[str, str]:
+    """`raw` as UTF-8 when it is, else base64. A prefix `cut` from a longer value may end
+    inside a character: that incomplete last character alone is dropped."""
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if cut and exc.reason == "unexpected end of data" and exc.start >= len(raw) - 3:
+            return raw[: exc.start].decode("utf-8"), "utf-8"
     return base64.b64encode(raw).decode(), "base64"
 
 
 def encode_bytes(raw: bytes | None) -> str | None:
     """A key or similar small field: UTF-8 text if it is, else base64; None stays None."""
-    return None if raw is None else _text(raw[:PREFIX_BYTES])[0]
+    return None if raw is None else _text(raw[:PREFIX_BYTES], cut=len(raw) > PREFIX_BYTES)[0]
 
 
 def record(where: dict[str, Any], value: bytes | None, reason: str) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def record(where: dict[str, Any], value: bytes | None, reason: str) -> dict[str,
         reason = reason[: REASON_CHARS - 1] + "…"
     if value is None:
         return {**where, "reason": reason, "value": None, "encoding": None, "size": 0}
-    text, encoding = _text(value[:PREFIX_BYTES])
+    text, encoding = _text(value[:PREFIX_BYTES], cut=len(value) > PREFIX_BYTES)
     out = {
         **where,
         "reason": reason,

@@ -52,6 +52,10 @@ CLOCK_KEY = ""
 MAX_RECORD_BYTES = 900_000
 """Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
 input that would produce one is dead-lettered instead, so no record stops a partition."""
+LOCAL = ""
+"""The queue of referral credits for referrers on this same partition: they take their
+turn in merge order without a round trip through the command topic (which would make
+them late), and never outlive the batch of the order that earned them."""
 QUEUE_LIMIT = 10_000
 """Records queued per source before the worker stops fetching it (see `full`)."""
 
@@ -142,7 +146,7 @@ class PartitionTask:
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
         self.sources = [*self.type_of_topic, topology.commands]
-        self.queues: Queues[Pending] = Queues(self.sources)
+        self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
         self._batch = _Batch(store)
         self.events = Partition(rules, self._batch, self._applied)
         raw_clock = store.get(CLOCK_KEY)
@@ -151,6 +155,8 @@ class PartitionTask:
         self._serialized: dict[str, bytes] = {}
         self._outs: list[Out] = []
         self._event: Event | None = None
+        self._record = Record("", partition, -1, None, None)
+        """The record in hand (what a credit it earns names as its source)."""
         self._waiting_since: Millis | None = None
         self.more = False
         """The last `run` stopped at its limit with work left (call it again soon)."""
@@ -245,22 +251,32 @@ class PartitionTask:
         clock (`now` - grace) has passed when every source is caught up (`caught_up`
         names the sources with nothing left to read). Stops after about `limit` output
         records; `more` says so."""
-        self._outs = outs = list[Out]()
+        self._outs = list[Out]()
         self.more = False
+        self._run(now, {*caught_up, LOCAL}, limit)
+        while (pending := self.queues.first(LOCAL)) is not None:  # stopped before its turn
+            self.queues.pop(LOCAL)
+            assert pending.credit is not None
+            self._fire(pending.credit.at, None)
+            self._take(pending, now)
+        return self._outs
+
+    def _run(self, now: Millis, caught_up: Collection[str], limit: int | None) -> None:
+        outs = self._outs
         while True:
             budget = None if limit is None else limit - len(outs)
             if budget is not None and budget <= 0:
                 self.more = True
-                return outs
+                return
             head = self.queues.head()
             if head is None:
                 if all(s in caught_up for s in self.sources):
                     self.more = not self._fire(now - self.grace_ms, budget, punctuate=True)
-                return outs
+                return
             source, key, pending = head
             if key != FIRST:
                 if self._must_wait(now, caught_up):
-                    return outs
+                    return
                 problem = self._time_problem(pending, now)
                 if problem is not None:
                     self.queues.pop(source)
@@ -268,9 +284,10 @@ class PartitionTask:
                     continue
                 if not self._fire(key[0], budget):
                     self.more = True
-                    return outs
+                    return
             self.queues.pop(source)
             self.observer.record_ts = pending.record.timestamp or now
+            self._record = pending.record
             try:
                 self._take(pending, now)
             except Exception as exc:  # a bug must not stop the stream: dead-letter the record
@@ -412,6 +429,11 @@ class PartitionTask:
             for a in step.actions
         ]
         for credit in step.credits:
+            referrer = credit.referrer_id.encode()
+            if partition_for(referrer, self.partitions) == self.partition:
+                pending = Pending(-1, self._record, "credit", credit=credit)
+                self.queues.push(LOCAL, credit_key(credit), pending)
+                continue
             command = {
                 "cmd": "credit",
                 "referrer": credit.referrer_id,
