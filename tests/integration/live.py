@@ -64,6 +64,8 @@ class WorkerProcess:
             "SIYU_API_TOKEN": self.token or "",
             "SIYU_WEB_PORT": str(self.port),
             "SIYU_TIMER_INTERVAL": "0.2",
+            "SIYU_TIMER_GRACE_MS": str(s.timer_grace_ms),
+            "SIYU_MAX_TASK_IDLE_MS": str(s.max_task_idle_ms),
             "SIYU_LOG_LEVEL": "info",
         }
 
