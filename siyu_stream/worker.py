@@ -44,6 +44,7 @@ from aiokafka import (  # type: ignore[import-untyped]
 from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
     RangePartitionAssignor,
 )
+from aiokafka.errors import KafkaError, ProducerFenced  # type: ignore[import-untyped]
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
@@ -67,6 +68,10 @@ log = logging.getLogger("siyu_stream.worker")
 
 MAX_RECORDS = 2_000
 """Records per poll: one batch, one transaction per partition."""
+COMMIT_TIMEOUT = 30.0
+"""Seconds a batch may take to become durable before it counts as failed."""
+BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
+"""Seconds before retrying a batch the broker did not take, doubling up to the last."""
 _RESTORE_IDLE_POLLS = 10
 _DEFAULT_PARTITIONER = DefaultPartitioner()
 
@@ -177,13 +182,7 @@ class Worker:
             heartbeat_interval_ms=1_000,
         )
         if not self.exactly_once:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.broker,
-                acks="all",
-                enable_idempotence=True,
-                partitioner=_partitioner,
-            )
-            await self._producer.start()
+            self._producer = await self._plain_producer()
         await self.members.start()
         runner = await web.start(self, self.exporter.registry) if self.settings.web_port else None
         self._background.append(asyncio.create_task(self.members.follow()))
@@ -206,12 +205,55 @@ class Worker:
 
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
+        backoff = BACKOFF_FIRST
+        failed = False
         while not self._stop.is_set():
             # a partition stopped at the batch limit: the next batch comes without waiting
             batch = await poll(self._consumer, 0.0 if self._behind else interval, MAX_RECORDS)
             async with self._lock:
-                if not self._paused:
+                if self._paused:
+                    continue
+                try:
+                    if failed:
+                        await self._rewind()
+                        failed = False
+                        continue  # the batch in hand was read past the rewind: read again
                     await self._process(batch)
+                    backoff = BACKOFF_FIRST
+                except ProducerFenced:
+                    raise  # a newer owner holds the partition: leave, a restart rejoins the group
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    # not a record's fault (no record can make a batch fail: records are
+                    # checked before they are sent): the broker or the network. Nothing of
+                    # the batch counts; go back to the committed offsets and try again.
+                    log.warning("batch not committed (%r); retrying in %.1f s", exc, backoff)
+                    failed = True
+                    for owned in self.owned.values():
+                        owned.task.discard()
+            if failed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_LAST)
+
+    async def _rewind(self) -> None:
+        """After a failed batch: every owned partition resumes at its committed offsets,
+        with fresh producers (an idempotent producer's sequence may be broken; a new
+        transactional one aborts what the failed one left open)."""
+        if self._producer is not None:
+            await _stop_failed(self._producer)
+            self._producer = await self._plain_producer()
+        for p, owned in self.owned.items():
+            owned.task.discard()
+            owned.offsets = {}
+            if owned.producer is not None:
+                await _stop_failed(owned.producer)
+                owned.producer = await self._transactional_producer(p)
+            for tp in self._sources(p).values():
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+                owned.committed.pop(tp, None)
 
     async def _shutdown(self) -> None:
         async with self._lock:
@@ -265,23 +307,28 @@ class Worker:
             work.append((owned, outs))
         self._hold()
         try:
-            if self.exactly_once:
-                # one transaction per partition, all in flight together: the round trips of
-                # the partitions overlap instead of adding up
-                results = await asyncio.gather(
-                    *(self._transact(owned, outs) for owned, outs in work), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
-            else:
-                await self._flush(work)
+            # a broker that stopped answering must not hold the worker forever: the batch
+            # fails, and the loop retries it from the committed offsets
+            await asyncio.wait_for(self._durable(work), COMMIT_TIMEOUT)
         except BaseException:
             self.stats.latencies.clear()  # the batch will be processed again
             raise
         self.exporter.observe_committed(self.stats.latencies, wall_clock())
         self.stats.latencies.clear()
         self._behind = any(owned.task.more for owned in self.owned.values())
+
+    async def _durable(self, work: list[tuple[Owned, list[Out]]]) -> None:
+        if self.exactly_once:
+            # one transaction per partition, all in flight together: the round trips of
+            # the partitions overlap instead of adding up
+            results = await asyncio.gather(
+                *(self._transact(owned, outs) for owned, outs in work), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        else:
+            await self._flush(work)
 
     def _sources(self, partition: int) -> dict[str, TopicPartition]:
         """The topic partitions a partition task reads, by topic."""
@@ -365,17 +412,32 @@ class Worker:
             self.ready.set()
         await self.members.announce(sorted(self.owned))
 
+    async def _plain_producer(self) -> Any:
+        """at_least_once: one idempotent producer for every partition's records."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.broker,
+            acks="all",
+            enable_idempotence=True,
+            partitioner=_partitioner,
+        )
+        await producer.start()
+        return producer
+
+    async def _transactional_producer(self, p: int) -> Any:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.broker,
+            transactional_id=f"{self.settings.app_id}-p{p}",
+            acks="all",
+            enable_idempotence=True,
+            partitioner=_partitioner,
+        )
+        await producer.start()  # fences the previous owner (and aborts what it left open)
+        return producer
+
     async def _take_over(self, p: int) -> Owned:
         producer = None
         if self.exactly_once:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.broker,
-                transactional_id=f"{self.settings.app_id}-p{p}",
-                acks="all",
-                enable_idempotence=True,
-                partitioner=_partitioner,
-            )
-            await producer.start()  # fences the previous owner before we read state
+            producer = await self._transactional_producer(p)  # before we read state
         store = self.standby.take(p)
         if store is None:
             store = open_store(self.settings, p)
@@ -459,6 +521,13 @@ async def _committed(
     if written:
         owned.store.save_checkpoint((await written[-1]).offset)
     owned.committed.update(offsets)
+
+
+async def _stop_failed(producer: Any) -> None:
+    try:
+        await producer.stop()
+    except KafkaError as exc:  # it failed already; its successor replaces or fences it
+        log.warning("stopping a failed producer: %r", exc)
 
 
 def _partitioner(key: bytes | None, every: list[int], available: list[int]) -> int:

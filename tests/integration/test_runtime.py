@@ -317,6 +317,31 @@ async def test_sigkill_mid_stream_loses_no_gift(
     assert worker.alive() is False
 
 
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_the_worker_rides_out_a_broker_restart(
+    broker: LocalBroker, tmp_path: Path, guarantee: str
+) -> None:
+    """The broker goes away mid-stream: batches fail, the worker retries with backoff from
+    the committed offsets instead of exiting, and nothing is lost or (exactly_once) doubled."""
+    settings = settings_for(broker, guarantee)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    worker.wait_owns(ALL)
+    stream = order_stream(customers=200, events=2_000, seed=3)
+    async with Traffic(settings) as traffic:
+        await traffic.send(stream[:1_000], rate=2_000)
+        await asyncio.to_thread(broker.restart)
+        await traffic.send(stream[1_000:], rate=2_000)
+    expected = replay_ids(traffic.sent)
+    out = await actions_until(settings, set(expected))
+    assert worker.alive(), "the worker exited when the broker went away"
+    worker.terminate()
+    got = Counter(r["action_id"] for r in out)
+    assert set(got) == set(expected), difference({r["action_id"]: r for r in out}, expected)
+    if guarantee == "exactly_once":
+        assert max(got.values()) == 1, "a record was committed twice"
+
+
 @pytest.mark.parametrize("standby", [0, 1])
 async def test_two_workers_share_and_take_over(
     broker: LocalBroker, tmp_path: Path, standby: int
