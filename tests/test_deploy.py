@@ -181,14 +181,24 @@ def test_compose_prometheus_config_passes_promtool() -> None:
 # Synthetic series for `promtool test rules`: each alert fires on its symptom, and a healthy
 # pair of workers raises nothing. Annotations are stripped from the copy under test (their
 # templates are checked by `promtool check rules`), so the cases list labels only.
+_LAG_0 = 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="0"}'
+_STREAM_TIME_LAG_0 = 'siyu_stream_time_lag_seconds{job="siyu-stream", instance="w1", partition="0"}'
 _HEALTHY = [
     {"series": 'up{job="siyu-stream", instance="w1"}', "values": "1x60"},
     {"series": 'up{job="siyu-stream", instance="w2"}', "values": "1x60"},
     {"series": 'siyu_partitions_owned{job="siyu-stream", instance="w1"}', "values": "2x60"},
     {"series": 'siyu_partitions_owned{job="siyu-stream", instance="w2"}', "values": "2x60"},
+    {"series": _LAG_0, "values": "50x60"},
+    # partition 0 is live (records waiting, stream time seconds behind); partition 1 is idle:
+    # caught up, no traffic, so its stream time falls a minute further behind every minute
+    {"series": _STREAM_TIME_LAG_0, "values": "5x60"},
     {
-        "series": 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="0"}',
-        "values": "50x60",
+        "series": 'siyu_stream_time_lag_seconds{job="siyu-stream", instance="w1", partition="1"}',
+        "values": "600+60x60",
+    },
+    {
+        "series": 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="1"}',
+        "values": "0x60",
     },
     {
         "series": 'siyu_events_total{instance="w1", type="order", outcome="ok"}',
@@ -219,6 +229,7 @@ _ALERTS = [
     "SiyuWorkerIdle",
     "SiyuConsumerLagGrowing",
     "SiyuConsumerLagHigh",
+    "SiyuStreamTimeBehind",
     "SiyuDeadLettersHigh",
     "SiyuReplySlaRemindersPilingUp",
     "SiyuProcessingLatencyHigh",
@@ -244,7 +255,8 @@ def _case(
 
 
 def _alert_cases() -> list[dict[str, Any]]:
-    growing = _replace(_HEALTHY, "siyu_consumer_lag_records{", "2000+100x60")
+    # the live partition falls behind in records (its stream time stays current)
+    growing = _replace(_HEALTHY, _LAG_0, "2000+100x60")
     latency = "siyu_processing_latency_seconds_bucket{"
     slow = _replace(_HEALTHY, latency + 'instance="w1", le="0.1"', "0x60")
     slow = _replace(slow, latency + 'instance="w1", le="10"', "0x60")  # all above 10 s
@@ -285,11 +297,30 @@ def _alert_cases() -> list[dict[str, Any]]:
             growing, "30m", {"SiyuConsumerLagGrowing": [{"exp_labels": {"severity": "warning"}}]}
         ),
         _case(
-            _replace(growing, "siyu_consumer_lag_records{", "60000+100x60"),
+            _replace(growing, _LAG_0, "60000+100x60"),
             "30m",
             {
                 "SiyuConsumerLagGrowing": [{"exp_labels": {"severity": "warning"}}],
                 "SiyuConsumerLagHigh": [{"exp_labels": {"severity": "critical"}}],
+            },
+        ),
+        _case(
+            # the live partition stops advancing in event time with records waiting (its
+            # stream-time lag passes 900 s at 16m); the idle partition, further behind but
+            # with nothing waiting, still raises nothing
+            _replace(_HEALTHY, _STREAM_TIME_LAG_0, "0+60x60"),
+            "30m",
+            {
+                "SiyuStreamTimeBehind": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "job": JOB,
+                            "instance": "w1",
+                            "partition": "0",
+                        }
+                    }
+                ]
             },
         ),
         _case(
