@@ -434,6 +434,10 @@ def test_dashboard_has_every_panel_the_design_names() -> None:
         "siyu_gift_value_fen_total",
     ):
         assert metric in exprs, metric
+    # per partition: one stuck partition would hide in a sum over the others
+    for metric in ("siyu_stream_time_lag_seconds", "siyu_timers_pending"):
+        assert f'max by (partition) ({metric}{{instance=~"$instance"}})' in exprs, metric
+    assert "Stream-time lag by partition" in titles
     for latency in ("siyu_processing_latency_seconds", "siyu_event_time_latency_seconds"):
         for q in ("0.5", "0.99"):
             assert f"histogram_quantile({q}, sum by (le) (rate({latency}_bucket" in exprs
