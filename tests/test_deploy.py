@@ -2,9 +2,10 @@
 
 Offline checks with the real tools: `docker-compose config` (Debian `docker-compose`),
 `promtool` (Debian `prometheus`) and the Kubernetes JSON schemas bundled by
-kubernetes-validate. `.ci/run` installs the Debian packages; a missing tool fails the test
-with the package to install. Every metric the dashboard and the alerts query must be one
-the exporter (`siyu_stream.metrics`) actually shows.
+kubernetes-validate. `make tools` (part of `make test`, which `.ci/run` is) installs the
+Debian packages; a missing tool fails the test with the package to install. The module is
+marked `deploy` so that `make unit` runs without them. Every metric the dashboard and the
+alerts query must be one the exporter (`siyu_stream.metrics`) actually shows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pytest
 import yaml
 
 from siyu_stream.metrics import metric_names
+
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
