@@ -36,7 +36,7 @@ test: tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not deploy" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/siyu-stream demo

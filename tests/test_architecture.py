@@ -1,11 +1,17 @@
-"""The core stays pure: no Kafka, Faust, wall clock, logging or I/O in the rule modules."""
+"""The package's shape: the core stays pure (no Kafka, wall clock, logging or I/O in the rule
+modules), nothing imports Faust, the import graph has no cycle, and only the worker drives
+the processor."""
 
 from __future__ import annotations
 
 import ast
+import graphlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "siyu_stream"
 RULE_MODULES = ["rules", "step", "timers", "policy", "state", "actions", "events", "clock"]
@@ -36,13 +42,146 @@ def test_rule_modules_call_no_clock_or_io() -> None:
                 assert called not in FORBIDDEN_CALLS, f"{name}.py calls {called}()"
 
 
-def test_replay_loads_neither_faust_nor_aiokafka() -> None:
+def test_replay_and_cli_load_no_aiokafka() -> None:
+    # replay and the CLI load no broker client: the CLI imports it only for the commands
+    # that talk to Kafka
     code = (
         "import sys, siyu_stream.replay, siyu_stream.cli; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('faust', 'aiokafka')]; "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'aiokafka']; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- the import graph
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", "")
+    return name == "TYPE_CHECKING"
+
+
+def _imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth (a function's lazy import is still a dependency),
+    except those under `if TYPE_CHECKING:`, which never run."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        children: list[ast.AST] = list(ast.iter_child_nodes(node))
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            children = list(node.orelse)
+        for child in children:
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (dotted names; the package's
+    `__init__` is the package name). `from pkg import x` counts as importing `pkg.x` when
+    x is a module, else `pkg` itself."""
+    modules = {
+        ".".join((package.name, *path.relative_to(package).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): path
+        for path in sorted(package.rglob("*.py"))
+    }
+
+    def module_of(name: str) -> str:
+        # `import pkg.a.b` or `from pkg.a import f`: the longest prefix that is a module
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        # relative imports resolve against the module's package (itself, for an __init__)
+        home = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), home)
+                targets = [f"{base}.{alias.name}" for alias in node.names]
+            edges |= {module_of(target) for target in targets}
+        graph[module] = edges - {"", module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        cycle: list[str] = error.args[1]
+        return cycle
+    return None
+
+
+def test_import_graph_reader_sees_every_form(tmp_path: Path) -> None:
+    """The checks below rest on _import_graph: it must find each import form, and a cycle."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "VERSION = 1\n",
+        "a.py": "from pkg import b\nfrom pkg import VERSION\n",
+        "b.py": "import pkg.sub.c\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from pkg import a\n",
+        "sub/__init__.py": "from . import c\n",
+        "sub/c.py": "def f():\n    from ..d import g\n",
+        "d.py": "from .a import x\n",
+    }
+    for name, text in files.items():
+        (package / name).write_text(text)
+    graph = _import_graph(package)
+    assert graph == {
+        "pkg": set(),
+        "pkg.a": {"pkg.b", "pkg"},
+        "pkg.b": {"pkg.sub.c"},
+        "pkg.sub": {"pkg.sub.c"},
+        "pkg.sub.c": {"pkg.d"},
+        "pkg.d": {"pkg.a"},
+    }
+    cycle = _cycle(graph)
+    assert cycle is not None
+    assert set(cycle) == {"pkg.a", "pkg.b", "pkg.sub.c", "pkg.d"}
+    graph["pkg.d"] = set()
+    assert _cycle(graph) is None
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    found = _import_graph(PACKAGE)
+    assert "siyu_stream.processor" in found and "siyu_stream.worker" in found
+    return found
+
+
+def test_nothing_imports_faust() -> None:
+    # the worker runs on aiokafka alone; a Faust import would fail only where Faust is
+    # missing, so check the source, not the interpreter's modules
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            else:
+                roots = {(node.module or "").split(".")[0]} if not node.level else set()
+            assert "faust" not in roots, f"{path.relative_to(PACKAGE.parent)} imports faust"
+
+
+def test_import_graph_has_no_cycle(graph: dict[str, set[str]]) -> None:
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(reversed(cycle or []))
+
+
+def test_only_the_worker_imports_the_processor(graph: dict[str, set[str]]) -> None:
+    # the processor is the worker's runtime; the web, metrics and demo layers read the
+    # worker through view.WorkerView instead
+    importers = {module for module, edges in graph.items() if "siyu_stream.processor" in edges}
+    assert importers == {"siyu_stream.worker"}

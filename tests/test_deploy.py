@@ -2,9 +2,10 @@
 
 Offline checks with the real tools: `docker-compose config` (Debian `docker-compose`),
 `promtool` (Debian `prometheus`) and the Kubernetes JSON schemas bundled by
-kubernetes-validate. `.ci/run` installs the Debian packages; a missing tool fails the test
-with the package to install. Every metric the dashboard and the alerts query must be one
-the exporter (`siyu_stream.metrics`) actually shows.
+kubernetes-validate. `make tools` (part of `make test`, which `.ci/run` is) installs the
+Debian packages; a missing tool fails the test with the package to install. The module is
+marked `deploy` so that `make unit` runs without them. Every metric the dashboard and the
+alerts query must be one the exporter (`siyu_stream.metrics`) actually shows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pytest
 import yaml
 
 from siyu_stream.metrics import metric_names
+
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -181,14 +184,24 @@ def test_compose_prometheus_config_passes_promtool() -> None:
 # Synthetic series for `promtool test rules`: each alert fires on its symptom, and a healthy
 # pair of workers raises nothing. Annotations are stripped from the copy under test (their
 # templates are checked by `promtool check rules`), so the cases list labels only.
+_LAG_0 = 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="0"}'
+_STREAM_TIME_LAG_0 = 'siyu_stream_time_lag_seconds{job="siyu-stream", instance="w1", partition="0"}'
 _HEALTHY = [
     {"series": 'up{job="siyu-stream", instance="w1"}', "values": "1x60"},
     {"series": 'up{job="siyu-stream", instance="w2"}', "values": "1x60"},
     {"series": 'siyu_partitions_owned{job="siyu-stream", instance="w1"}', "values": "2x60"},
     {"series": 'siyu_partitions_owned{job="siyu-stream", instance="w2"}', "values": "2x60"},
+    {"series": _LAG_0, "values": "50x60"},
+    # partition 0 is live (records waiting, stream time seconds behind); partition 1 is idle:
+    # caught up, no traffic, so its stream time falls a minute further behind every minute
+    {"series": _STREAM_TIME_LAG_0, "values": "5x60"},
     {
-        "series": 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="0"}',
-        "values": "50x60",
+        "series": 'siyu_stream_time_lag_seconds{job="siyu-stream", instance="w1", partition="1"}',
+        "values": "600+60x60",
+    },
+    {
+        "series": 'siyu_consumer_lag_records{instance="w1", topic="siyu.orders", partition="1"}',
+        "values": "0x60",
     },
     {
         "series": 'siyu_events_total{instance="w1", type="order", outcome="ok"}',
@@ -219,6 +232,7 @@ _ALERTS = [
     "SiyuWorkerIdle",
     "SiyuConsumerLagGrowing",
     "SiyuConsumerLagHigh",
+    "SiyuStreamTimeBehind",
     "SiyuDeadLettersHigh",
     "SiyuReplySlaRemindersPilingUp",
     "SiyuProcessingLatencyHigh",
@@ -244,7 +258,8 @@ def _case(
 
 
 def _alert_cases() -> list[dict[str, Any]]:
-    growing = _replace(_HEALTHY, "siyu_consumer_lag_records{", "2000+100x60")
+    # the live partition falls behind in records (its stream time stays current)
+    growing = _replace(_HEALTHY, _LAG_0, "2000+100x60")
     latency = "siyu_processing_latency_seconds_bucket{"
     slow = _replace(_HEALTHY, latency + 'instance="w1", le="0.1"', "0x60")
     slow = _replace(slow, latency + 'instance="w1", le="10"', "0x60")  # all above 10 s
@@ -285,11 +300,30 @@ def _alert_cases() -> list[dict[str, Any]]:
             growing, "30m", {"SiyuConsumerLagGrowing": [{"exp_labels": {"severity": "warning"}}]}
         ),
         _case(
-            _replace(growing, "siyu_consumer_lag_records{", "60000+100x60"),
+            _replace(growing, _LAG_0, "60000+100x60"),
             "30m",
             {
                 "SiyuConsumerLagGrowing": [{"exp_labels": {"severity": "warning"}}],
                 "SiyuConsumerLagHigh": [{"exp_labels": {"severity": "critical"}}],
+            },
+        ),
+        _case(
+            # the live partition stops advancing in event time with records waiting (its
+            # stream-time lag passes 900 s at 16m); the idle partition, further behind but
+            # with nothing waiting, still raises nothing
+            _replace(_HEALTHY, _STREAM_TIME_LAG_0, "0+60x60"),
+            "30m",
+            {
+                "SiyuStreamTimeBehind": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "job": JOB,
+                            "instance": "w1",
+                            "partition": "0",
+                        }
+                    }
+                ]
             },
         ),
         _case(
@@ -403,6 +437,10 @@ def test_dashboard_has_every_panel_the_design_names() -> None:
         "siyu_gift_value_fen_total",
     ):
         assert metric in exprs, metric
+    # per partition: one stuck partition would hide in a sum over the others
+    for metric in ("siyu_stream_time_lag_seconds", "siyu_timers_pending"):
+        assert f'max by (partition) ({metric}{{instance=~"$instance"}})' in exprs, metric
+    assert "Stream-time lag by partition" in titles
     for latency in ("siyu_processing_latency_seconds", "siyu_event_time_latency_seconds"):
         for q in ("0.5", "0.99"):
             assert f"histogram_quantile({q}, sum by (le) (rate({latency}_bucket" in exprs

@@ -16,7 +16,6 @@ from siyu_stream.processor import Out, PartitionTask, Record
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
-from siyu_stream.worker import _partitioner
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z
 TOPOLOGY = Topology(Settings(api_auth=False, partitions=4))
@@ -297,10 +296,12 @@ def test_business_figures_follow_the_events() -> None:
     assert any(entry.get("because") for entry in timeline)
 
 
-def test_the_workers_cached_partitioner_agrees_with_aiokafkas_default() -> None:
+def test_partition_for_agrees_with_aiokafkas_default_partitioner() -> None:
+    # the worker's producers route keyed records by partition_for (murmur2 cached), replay
+    # and the API by partition_for too: all must put a key where Kafka's default would
     default = DefaultPartitioner()
+    odd = [b"", "客户-7".encode(), b"x" * 300, bytes(range(256))]
     for n in (1, 4, 12):
         every = list(range(n))
-        for i in range(500):
-            key = f"customer-{i}".encode()
-            assert _partitioner(key, every, every) == default(key, every, every)
+        for key in [*(f"customer-{i}".encode() for i in range(500)), *odd]:
+            assert partition_for(key, n) == default(key, every, every), (key, n)
