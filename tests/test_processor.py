@@ -237,8 +237,30 @@ def test_a_limited_sweep_leaves_the_rest_due_for_the_next_batch() -> None:
     assert not task.more
 
 
-def test_referral_credit_travels_as_a_command_to_the_referrer() -> None:
+def test_referral_credit_travels_as_a_command_to_a_referrer_elsewhere() -> None:
     c = Cluster()
+    assert owner("new") != owner("r")  # "ref" would share the partition: see below
+    c.send(
+        "joins",
+        event_id="j",
+        type="join",
+        action="join",
+        carrier="wecom",
+        customer_id="new",
+        referrer_id="r",
+    )
+    outs = c.send("orders", **order("o", amount="10", customer_id="new"))
+    credit = [o for o in outs if o.topic == TOPOLOGY.commands]
+    assert [o.key for o in credit] == [b"r"]
+    rest = c.deliver(credit)
+    gifts = [orjson.loads(o.value) for o in rest if o.topic == "siyu.actions.gifts"]
+    assert [(g["customer_id"], g["detail"]["code"]) for g in gifts] == [("r", "referral_reward")]
+    assert c.deliver(credit) == []  # a re-sent credit counts once
+
+
+def test_a_referrer_on_the_same_partition_is_credited_without_a_command() -> None:
+    c = Cluster()
+    assert owner("new") == owner("ref")
     c.send(
         "joins",
         event_id="j",
@@ -249,12 +271,9 @@ def test_referral_credit_travels_as_a_command_to_the_referrer() -> None:
         referrer_id="ref",
     )
     outs = c.send("orders", **order("o", amount="10", customer_id="new"))
-    credit = [o for o in outs if o.topic == TOPOLOGY.commands]
-    assert [o.key for o in credit] == [b"ref"]
-    rest = c.deliver(credit)
-    gifts = [orjson.loads(o.value) for o in rest if o.topic == "siyu.actions.gifts"]
-    assert [(g["customer_id"], g["detail"]["code"]) for g in gifts] == [("ref", "referral_reward")]
-    assert c.deliver(credit) == []  # a re-sent credit counts once
+    assert not [o for o in outs if o.topic == TOPOLOGY.commands]
+    gifts = [orjson.loads(o.value) for o in outs if o.topic == "siyu.actions.gifts"]
+    assert ("ref", "referral_reward") in [(g["customer_id"], g["detail"]["code"]) for g in gifts]
 
 
 def test_restored_store_rebuilds_timers_and_population() -> None:
