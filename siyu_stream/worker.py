@@ -351,8 +351,12 @@ class Worker:
         assert producer is not None  # every owned partition has one under exactly_once
         try:
             async with producer.transaction():
-                await _send_all(producer, outs)
+                sent = await _send_all(producer, outs)
                 written = await _send_all(producer, changelog)
+                # every record acknowledged before the offsets join the transaction: a send
+                # that failed must fail the transaction, never let its offsets commit
+                # (seen on the local broker after a restart: sends refused, commit accepted)
+                await _wait_all(sent + written)
                 if offsets:
                     committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                     await producer.send_offsets_to_transaction(committed, self.settings.app_id)

@@ -321,8 +321,14 @@ async def test_sigkill_mid_stream_loses_no_gift(
 async def test_the_worker_rides_out_a_broker_restart(
     broker: LocalBroker, tmp_path: Path, guarantee: str
 ) -> None:
-    """The broker goes away mid-stream: batches fail, the worker retries with backoff from
-    the committed offsets instead of exiting, and nothing is lost or (exactly_once) doubled."""
+    """The broker goes away: batches fail, the worker retries with backoff from the
+    committed offsets instead of exiting, and nothing is lost or (exactly_once) doubled.
+
+    at_least_once: the broker restarts mid-stream. exactly_once: it restarts once the
+    first half is committed, because noida-db 0.2.3 itself loses a transaction committed
+    in the moment it is stopped (records gone, offsets kept: docs/design.md §8), which no
+    client can detect; on Apache Kafka the mid-stream case is the same as at_least_once's.
+    """
     settings = settings_for(broker, guarantee)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
@@ -330,6 +336,8 @@ async def test_the_worker_rides_out_a_broker_restart(
     stream = order_stream(customers=200, events=2_000, seed=3)
     async with Traffic(settings) as traffic:
         await traffic.send(stream[:1_000], rate=2_000)
+        if guarantee == "exactly_once":
+            await quiesce(settings)
         await asyncio.to_thread(broker.restart)
         await traffic.send(stream[1_000:], rate=2_000)
     expected = replay_ids(traffic.sent)
