@@ -187,6 +187,7 @@ class Rules:
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]")
 
 
 def _line_of(text: str, section: str, key: str) -> int | None:
@@ -194,8 +195,9 @@ def _line_of(text: str, section: str, key: str) -> int | None:
     current = ""
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if line.startswith("[") and not line.startswith("[["):
-            current = line.strip("[] ")
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1)  # a comment may follow the header
             if not key and current == section:
                 return number
         elif current == section and re.match(rf"^{re.escape(key)}\s*=", line):
