@@ -63,9 +63,16 @@ def _authorized(request: web.Request, worker: WorkerView) -> bool:
     settings = worker.settings
     if not settings.api_auth:
         return True
-    expected = f"Bearer {settings.api_token}"
-    given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":  # the scheme is case-insensitive
+        return False
+    # Header bytes that are not UTF-8 reach us as surrogate escapes, which str.encode and
+    # hmac.compare_digest(str, str) refuse with an exception; a token is visible ASCII
+    # (Settings checks that), so anything else is simply not it.
+    token = parts[1]
+    if not token.isascii() or settings.api_token is None:
+        return False
+    return hmac.compare_digest(token.encode("ascii"), settings.api_token.encode("ascii"))
 
 
 async def customer(request: web.Request) -> web.StreamResponse:
@@ -133,7 +140,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunner:
+def make_app(worker: WorkerView, registry: CollectorRegistry) -> web.Application:
     app = web.Application()
     app[_WORKER] = worker
     app[_REGISTRY] = registry
@@ -141,6 +148,11 @@ async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunne
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/customers/{customer_id}", customer)
+    return app
+
+
+async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunner:
+    app = make_app(worker, registry)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, worker.settings.web_host, worker.settings.web_port)
