@@ -1,4 +1,4 @@
-"""The customer API without a broker: bearer-token checks.
+"""The customer API without a broker: bearer-token checks and percent-encoded ids.
 
 The worker is a stand-in WorkerView with a few customers; requests are written as raw
 bytes, because an HTTP client would not send the malformed headers these tests need.
@@ -65,8 +65,8 @@ def app_of(worker: StandIn) -> web.Application:
 
 @pytest.fixture
 async def server() -> AsyncIterator[TestServer]:
-    """A worker owning every partition."""
-    customers = ["c1"]
+    """A worker owning every partition, with customers whose ids need percent-encoding."""
+    customers = ["c1", "a/b", "客户", "a%2Fb", "x y?z#"]
     running = TestServer(app_of(StandIn(set(range(PARTITIONS)), customers, {})))
     async with running:
         yield running
@@ -119,3 +119,50 @@ async def test_right_token_answers_whatever_the_scheme_case(
     status, _, body = await raw_get(server, b"/customers/c1", scheme + b" " + TOKEN.encode())
     assert status == 200
     assert body["customer_id"] == "c1"
+
+
+@pytest.mark.parametrize(
+    ("path", "customer_id"),
+    [
+        (b"/customers/a%2Fb", "a/b"),
+        (b"/customers/a%2fb", "a/b"),
+        (b"/customers/%E5%AE%A2%E6%88%B7", "客户"),
+        (b"/customers/a%252Fb", "a%2Fb"),  # decoded once: %25 is the percent sign itself
+        (b"/customers/x%20y%3Fz%23", "x y?z#"),
+    ],
+)
+async def test_percent_encoded_ids_are_decoded_exactly_once(
+    server: TestServer, path: bytes, customer_id: str
+) -> None:
+    status, _, body = await raw_get(server, path)
+    assert status == 200, body
+    assert body["customer_id"] == customer_id
+    assert body["partition"] == partition_for(customer_id.encode(), PARTITIONS)
+    assert body["state"]["tier"] == "gold"
+
+
+async def test_an_id_that_is_not_utf8_is_a_400(server: TestServer) -> None:
+    status, _, body = await raw_get(server, b"/customers/%ff")
+    assert status == 400
+    assert "UTF-8" in body["error"]
+
+
+async def test_unknown_decoded_id_is_a_404(server: TestServer) -> None:
+    status, _, body = await raw_get(server, b"/customers/a%2Fc")
+    assert status == 404
+    assert body == {"error": "unknown customer a/c"}
+
+
+async def test_proxy_re_encodes_the_id_for_the_owner() -> None:
+    customer_id = "a/b"
+    partition = partition_for(customer_id.encode(), PARTITIONS)
+    others = set(range(PARTITIONS)) - {partition}
+    owner = TestServer(app_of(StandIn({partition}, [customer_id], {})))
+    async with owner:
+        owner_url = str(owner.make_url("")).rstrip("/")
+        router = TestServer(app_of(StandIn(others, [], {partition: owner_url}, "http://router")))
+        async with router:
+            status, _, body = await raw_get(router, b"/customers/a%2Fb")
+    assert status == 200, body
+    assert body["customer_id"] == customer_id
+    assert body["served_by"] == "http://owner"  # answered by the owner, through the router
