@@ -87,9 +87,20 @@ class Settings:
         return f"{self.topic_prefix}.{name}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        /,  # positional, so that no keyword in **overrides can be mistaken for them
+        **overrides: Any,
+    ) -> Settings:
+        """Settings from `environ` (default: os.environ), then validated.
+
+        `defaults` (field name -> value) stand in for variables the environment leaves
+        unset, like the demo's generated API token; `overrides` win over the environment.
+        """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
             if name in env and env[name] != "":

@@ -3,9 +3,8 @@
 `GET /customers/{id}` answers from the worker that owns the customer's partition; any
 other worker proxies the request there (the owners are announced on the members
 topic). The API shows customer data, so it needs `Authorization: Bearer
-<SIYU_API_TOKEN>`; only `SIYU_API_AUTH=false` (the local demo) turns that off. An id
-with `/` or other reserved characters is percent-encoded in the URL (`/customers/a%2Fb`
-is customer `a/b`).
+<SIYU_API_TOKEN>`; only `SIYU_API_AUTH=false` turns that off. An id with `/` or other
+reserved characters is percent-encoded in the URL (`/customers/a%2Fb` is customer `a/b`).
 """
 
 from __future__ import annotations

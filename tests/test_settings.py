@@ -32,3 +32,13 @@ def test_auth_off_needs_no_token(token: str | None) -> None:
 def test_a_usable_token_is_kept_as_given() -> None:
     token = "Abc-123_~.+/="
     assert Settings.from_env({"SIYU_API_TOKEN": token}).api_token == token
+
+
+def test_defaults_fill_only_what_the_environment_leaves_unset() -> None:
+    generated = {"api_token": "generated"}
+    assert Settings.from_env({}, generated).api_token == "generated"
+    assert Settings.from_env({"SIYU_API_TOKEN": ""}, generated).api_token == "generated"
+    assert Settings.from_env({"SIYU_API_TOKEN": "given"}, generated).api_token == "given"
+    with pytest.raises(SettingsError, match="SIYU_API_TOKEN"):  # set but blank: refused
+        Settings.from_env({"SIYU_API_TOKEN": "  "}, generated)
+    assert Settings.from_env({}, generated, api_token="override").api_token == "override"

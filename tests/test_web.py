@@ -16,8 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from siyu_stream.demo import _first_customer, api_lines
 from siyu_stream.keys import partition_for
 from siyu_stream.settings import Settings
+from siyu_stream.simulate import SimRecord
 from siyu_stream.state import CustomerState
 from siyu_stream.view import Customer, WorkerView
 from siyu_stream.web import make_app
@@ -166,3 +168,24 @@ async def test_proxy_re_encodes_the_id_for_the_owner() -> None:
     assert status == 200, body
     assert body["customer_id"] == customer_id
     assert body["served_by"] == "http://owner"  # answered by the owner, through the router
+
+
+def test_demo_prints_a_ready_curl_line_with_the_token() -> None:
+    lines = api_lines(Settings(api_token=TOKEN), "http://127.0.0.1:6066", "c000645")
+    assert f'curl -H "Authorization: Bearer {TOKEN}" http://127.0.0.1:6066/customers/c000645' in (
+        "\n".join(lines)
+    )
+    open_lines = api_lines(Settings(api_auth=False), "http://127.0.0.1:6066", "c000645")
+    assert "SIYU_API_AUTH=false" in open_lines[0]
+    assert "Bearer" not in "\n".join(open_lines)
+
+
+def test_demo_example_customer_is_the_first_good_record_and_nothing_is_lost() -> None:
+    records = [
+        SimRecord("orders", "broken", b"{", bad=True),
+        SimRecord("joins", "c000645", b"{}"),
+        SimRecord("chats", "c000001", b"{}"),
+    ]
+    customer_id, rest = _first_customer(iter(records))
+    assert customer_id == "c000645"
+    assert list(rest) == records
