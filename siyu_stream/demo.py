@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import itertools
+import secrets
 import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from siyu_stream.admin import ensure_topics
 from siyu_stream.broker import LocalBroker
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
-from siyu_stream.simulate import SimConfig, generate
+from siyu_stream.simulate import SimConfig, SimRecord, generate
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import produce
 from siyu_stream.view import WorkerView
@@ -50,6 +55,29 @@ def summary_line(worker: WorkerView, elapsed: float, last: tuple[float, int]) ->
     return line, seen
 
 
+def api_lines(settings: Settings, url: str, customer_id: str) -> list[str]:
+    """How to read a customer from the demo's API, with the token when auth is on."""
+    lookup = f"{url}/customers/{quote(customer_id, safe='')}"
+    if not settings.api_auth:
+        return [f"http: {url}/metrics and {url}/customers/<id> (no token: SIYU_API_AUTH=false)"]
+    return [
+        f"http: {url}/metrics; the customer API needs the token {settings.api_token}",
+        f'  curl -H "Authorization: Bearer {settings.api_token}" {lookup}',
+    ]
+
+
+def _first_customer(records: Iterator[SimRecord]) -> tuple[str, Iterator[SimRecord]]:
+    """The customer of the first good record (an id the API will know), and the records,
+    all still to send."""
+    peeked: list[SimRecord] = []
+    for record in records:
+        peeked.append(record)
+        if not record.bad:
+            break
+    customer_id = peeked[-1].key if peeked else "<id>"
+    return customer_id, itertools.chain(peeked, records)
+
+
 async def run_demo(
     workdir: Path,
     *,
@@ -59,13 +87,16 @@ async def run_demo(
     every: float,
     out: TextIO,
 ) -> Worker:
+    # Customer data stays behind a token even locally: SIYU_API_TOKEN when set, else a
+    # fresh one; only an explicit SIYU_API_AUTH=false turns the check off. Read before the
+    # broker starts, so that a bad SIYU_* variable leaves nothing running.
+    generated = {"api_token": secrets.token_urlsafe(24)}
+    settings = Settings.from_env(None, generated, data_dir=workdir / "worker")
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh broker every run: no stale topics
     broker = LocalBroker(workdir / "broker")
     broker.start()
     print(f"broker: noida-db at {broker.bootstrap} (log {broker.log_path})", file=out)
-    settings = Settings.from_env(
-        None, broker=broker.bootstrap, api_auth=False, data_dir=workdir / "worker"
-    )
+    settings = dataclasses.replace(settings, broker=broker.bootstrap)
     worker = Worker(settings, Rules())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,12 +105,11 @@ async def run_demo(
     try:
         await ensure_topics(settings.broker, Topology(settings).specs())
         worker_task = asyncio.create_task(worker.run())
-        records = generate(SimConfig(customers=customers, rate=rate))
+        example, records = _first_customer(generate(SimConfig(customers=customers, rate=rate)))
         traffic = asyncio.create_task(produce(records, settings, rate, stop))
         print(f"simulator: {customers:,} customers, {rate:g} events/s; Ctrl-C stops", file=out)
-        print(
-            f"http: {worker.url}/metrics and {worker.url}/customers/<id> (no token: demo)", file=out
-        )
+        for line in api_lines(settings, worker.url, example):
+            print(line, file=out, flush=True)
         started = time.monotonic()
         last = (0.0, 0)
         while not stop.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from siyu_stream.errors import SiyuError
 
 class SettingsError(SiyuError):
     """An environment variable with a value the worker cannot use."""
+
+
+_TOKEN_CHARS = re.compile(r"[!-~]+")
+"""Visible ASCII (0x21-0x7e): what an `Authorization: Bearer` header can carry as is."""
 
 
 def _env(name: str) -> dict[str, str]:
@@ -82,9 +87,20 @@ class Settings:
         return f"{self.topic_prefix}.{name}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        /,  # positional, so that no keyword in **overrides can be mistaken for them
+        **overrides: Any,
+    ) -> Settings:
+        """Settings from `environ` (default: os.environ), then validated.
+
+        `defaults` (field name -> value) stand in for variables the environment leaves
+        unset, like the demo's generated API token; `overrides` win over the environment.
+        """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
             if name in env and env[name] != "":
@@ -113,8 +129,18 @@ class Settings:
             _fail(
                 "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"
             )
-        if self.api_auth and not self.api_token:
-            _fail("SIYU_API_TOKEN", "", "a token (or SIYU_API_AUTH=false for a local demo)")
+        if self.api_auth:
+            token = self.api_token or ""
+            if not token.strip():  # a blank token would be a password everyone knows
+                _fail("SIYU_API_TOKEN", token, "a token (or SIYU_API_AUTH=false for a local demo)")
+            if not _TOKEN_CHARS.fullmatch(token):
+                # clients send it in an HTTP header, where such a token never matches; the
+                # value is a secret, so the message does not echo it
+                msg = (
+                    "SIYU_API_TOKEN: expected visible ASCII characters only, no spaces "
+                    "(e.g. `openssl rand -hex 32`)"
+                )
+                raise SettingsError(msg)
 
 
 def _fail(name: str, value: str, expected: str) -> None:

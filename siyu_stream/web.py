@@ -3,7 +3,8 @@
 `GET /customers/{id}` answers from the worker that owns the customer's partition; any
 other worker proxies the request there (the owners are announced on the members
 topic). The API shows customer data, so it needs `Authorization: Bearer
-<SIYU_API_TOKEN>`; only `SIYU_API_AUTH=false` (the local demo) turns that off.
+<SIYU_API_TOKEN>`; only `SIYU_API_AUTH=false` turns that off. An id with `/` or other
+reserved characters is percent-encoded in the URL (`/customers/a%2Fb` is customer `a/b`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any
+from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from yarl import URL
 
 from siyu_stream.actions import yuan
 from siyu_stream.clock import format_rfc3339
@@ -63,9 +66,30 @@ def _authorized(request: web.Request, worker: WorkerView) -> bool:
     settings = worker.settings
     if not settings.api_auth:
         return True
-    expected = f"Bearer {settings.api_token}"
-    given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":  # the scheme is case-insensitive
+        return False
+    # Header bytes that are not UTF-8 reach us as surrogate escapes, which str.encode and
+    # hmac.compare_digest(str, str) refuse with an exception; a token is visible ASCII
+    # (Settings checks that), so anything else is simply not it.
+    token = parts[1]
+    if not token.isascii() or settings.api_token is None:
+        return False
+    return hmac.compare_digest(token.encode("ascii"), settings.api_token.encode("ascii"))
+
+
+def _customer_id(request: web.Request) -> str | None:
+    """The id in the URL, percent-decoded exactly once; None when it is not UTF-8.
+
+    Read from the raw path rather than match_info, whose unquoting rules (which escapes
+    it keeps, what it does with bytes that are not UTF-8) have changed between aiohttp
+    versions. The route matched one segment, so the raw id is the last one.
+    """
+    segment = request.rel_url.raw_path.rsplit("/", 1)[-1]
+    try:
+        return unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return None
 
 
 async def customer(request: web.Request) -> web.StreamResponse:
@@ -76,11 +100,13 @@ async def customer(request: web.Request) -> web.StreamResponse:
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="siyu-stream"'},
         )
-    customer_id = request.match_info["customer_id"]
+    customer_id = _customer_id(request)
+    if customer_id is None:
+        return web.json_response({"error": "customer id is not percent-encoded UTF-8"}, status=400)
     found = worker.customer(customer_id)
     if found is None:
         partition = partition_for(customer_id.encode(), worker.settings.partitions)
-        return await _proxy(request, worker, partition)
+        return await _proxy(request, worker, partition, customer_id)
     if found.state is None:
         return web.json_response({"error": f"unknown customer {customer_id}"}, status=404)
     return web.json_response(
@@ -94,14 +120,18 @@ async def customer(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _proxy(request: web.Request, worker: WorkerView, partition: int) -> web.StreamResponse:
+async def _proxy(
+    request: web.Request, worker: WorkerView, partition: int, customer_id: str
+) -> web.StreamResponse:
     owner = worker.owner(partition)
     if owner is None or owner == worker.url or ROUTED in request.headers:
         return web.json_response(
             {"error": f"partition {partition} has no known owner yet; retry"}, status=503
         )
     headers = {"Authorization": request.headers.get("Authorization", ""), ROUTED: worker.url}
-    url = f"{owner}{request.path}"
+    # encoded once here (every reserved character, `/` included) and sent as is: yarl
+    # would otherwise normalize the path, and request.path has `%2F` already decoded
+    url = URL(f"{owner}/customers/{quote(customer_id, safe='')}", encoded=True)
     timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with (
@@ -133,7 +163,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunner:
+def make_app(worker: WorkerView, registry: CollectorRegistry) -> web.Application:
     app = web.Application()
     app[_WORKER] = worker
     app[_REGISTRY] = registry
@@ -141,6 +171,11 @@ async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunne
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/customers/{customer_id}", customer)
+    return app
+
+
+async def start(worker: WorkerView, registry: CollectorRegistry) -> web.AppRunner:
+    app = make_app(worker, registry)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, worker.settings.web_host, worker.settings.web_port)

@@ -5,25 +5,52 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from live import Traffic, WorkerProcess, quiesce, share
 from test_runtime import ALL, scenario, send_in_rounds, settings_for
+from yarl import URL
 
 from siyu_stream.broker import LocalBroker
 from siyu_stream.keys import partition_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
+# ids a URL must percent-encode: `/`, `%`, `?`, `#`, a space, non-ASCII
+ODD_IDS = [f"shop/{n}" for n in range(6)] + ["客户 a%2Fb?#"]
 
 
 async def get(url: str, token: str | None = TOKEN) -> tuple[int, dict[str, object] | str]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
+    target = URL(url, encoded=True)  # sent exactly as written: `%2F` stays encoded
+    async with aiohttp.ClientSession() as session, session.get(target, headers=headers) as r:
         if r.content_type == "application/json":
             return r.status, await r.json()
         return r.status, await r.text()
+
+
+async def get_when_routed(url: str) -> tuple[int, dict[str, object] | str]:
+    """GET, asked again while the answer is 503: the members topic may lag a rebalance."""
+    for _ in range(50):
+        status, body = await get(url)
+        if status != 503:
+            break
+        await asyncio.sleep(0.2)
+    return status, body
+
+
+def join(customer_id: str) -> dict[str, Any]:
+    return {
+        "event_id": f"{customer_id}-j",
+        "customer_id": customer_id,
+        "type": "join",
+        "action": "join",
+        "carrier": "wecom",
+        "source": "package_card",
+    }
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -83,12 +110,15 @@ async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: 
     await share(first, second)
     async with Traffic(settings) as traffic:
         await traffic.send([e for n in range(8) for h in scenario(n)[:1] for e in h if e])
+        await traffic.send([join(c) for c in ODD_IDS])
         await quiesce(settings)
     customers = [f"cust{n}" for n in range(8)]
     owner_of = {
-        c: first if partition_for(c.encode(), 4) in first.owned() else second for c in customers
+        c: first if partition_for(c.encode(), 4) in first.owned() else second
+        for c in customers + ODD_IDS
     }
     assert {id(w) for w in owner_of.values()} == {id(first), id(second)}
+    assert {id(owner_of[c]) for c in ODD_IDS} == {id(first), id(second)}  # served and routed
     try:
         status, body = await get(f"{first.url}/customers/cust0", token=None)
         assert status == 401
@@ -96,11 +126,7 @@ async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: 
         assert status == 401
         for c in customers:
             for asked in (first, second):  # ask both: one answers, the other routes
-                for _ in range(50):  # the members topic may lag a fresh rebalance
-                    status, body = await get(f"{asked.url}/customers/{c}")
-                    if status != 503:
-                        break
-                    await asyncio.sleep(0.2)
+                status, body = await get_when_routed(f"{asked.url}/customers/{c}")
                 assert status == 200, body
                 assert isinstance(body, dict)
                 assert body["served_by"].endswith(f":{owner_of[c].port}")
@@ -115,8 +141,17 @@ async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: 
                 assert state["tier"] == "silver" and state["membership"] == "active"
                 timeline = body["timeline"]
                 assert isinstance(timeline, list) and any("because" in e for e in timeline)
+        for c in ODD_IDS:
+            for asked in (first, second):
+                status, body = await get_when_routed(f"{asked.url}/customers/{quote(c, safe='')}")
+                assert status == 200, body
+                assert isinstance(body, dict)
+                assert body["customer_id"] == c  # decoded exactly once, on both hops
+                assert body["served_by"].endswith(f":{owner_of[c].port}")
         status, body = await get(f"{second.url}/customers/nobody-here")
         assert status == 404
+        status, body = await get(f"{first.url}/customers/shop%2F999")
+        assert (status, body) == (404, {"error": "unknown customer shop/999"})
         status, body = await get(f"{first.url}/readyz", token=None)
         assert status == 200
         status, body = await get(f"{first.url}/healthz", token=None)
