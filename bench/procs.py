@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -103,23 +104,13 @@ class WorkerProc(Child):
         self, s: Settings, name: str, data_dir: Path | None = None, profile: Path | None = None
     ) -> None:
         self.port = free_port()
-        env = {
-            **os.environ,
-            "SIYU_BROKER": s.broker,
-            "SIYU_APP_ID": s.app_id,
-            "SIYU_TOPIC_PREFIX": s.topic_prefix,
-            "SIYU_PARTITIONS": str(s.partitions),
-            "SIYU_GUARANTEE": s.guarantee,
-            "SIYU_API_AUTH": "false",
-            "SIYU_WEB_PORT": str(self.port),
-            "SIYU_DATA_DIR": str(data_dir or CACHE / f"worker-data-{name}"),
-            "SIYU_STORE": s.store,
-            "SIYU_LOG_LEVEL": "info",
-        }
+        data_dir = data_dir or CACHE / f"worker-data-{name}"
+        s = dataclasses.replace(s, web_port=self.port, data_dir=data_dir, log_level="info")
+        values = {f.metadata["env"]: getattr(s, f.name) for f in dataclasses.fields(s)}
+        env = {**os.environ, **{k: str(v) for k, v in values.items() if v is not None}}
         profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        super().__init__(
-            f"worker-{name}", [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"], env
-        )
+        argv = [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"]
+        super().__init__(f"worker-{name}", argv, env)
 
     def _ready(self) -> bool:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import io
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,17 +28,9 @@ from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_byt
 
 from siyu_stream import state as state_format
 from siyu_stream.cli import tune_gc
-from siyu_stream.engine import Counts, Engine, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
-
-
-def counts_dict(counts: Counts) -> dict[str, Any]:
-    return {
-        "events": dict(counts.events),
-        "actions": dict(counts.actions),
-        "timers_fired": counts.timers_fired,
-    }
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,7 +76,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_bytes": rss_after,
         "rss_per_customer_bytes": (rss_after - rss_before) / customers,
         "output_bytes": out_path.stat().st_size,
-        "counts": counts_dict(counts),
+        "counts": {
+            "events": dict(counts.events),
+            "actions": dict(counts.actions),
+            "timers_fired": counts.timers_fired,
+        },
     }
     log(
         f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s; "
@@ -113,10 +110,7 @@ def first_lines(path: Path, n: int) -> Path:
     target = CACHE / f"{path.stem}.first-{n}.jsonl"
     if not target.exists():
         with path.open("rb") as src, target.open("wb") as dst:
-            for i, line in enumerate(src):
-                if i >= n:
-                    break
-                dst.write(line)
+            dst.writelines(itertools.islice(src, n))
     return target
 
 
