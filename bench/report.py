@@ -1,7 +1,9 @@
 """bench/results.json -> bench/results.md (a table per figure group, each figure with its
 command and machine) and the README's `## Performance` section (a few of those rows).
 
-    .venv/bin/python bench/report.py [RESULTS.json]   # re-render results.md, no measuring
+    .venv/bin/python bench/report.py               # re-render results.md and the README's
+                                                   # section from bench/results.json
+    .venv/bin/python bench/report.py RESULTS.json  # RESULTS.md only
 
 Ratios are of figures measured in the same run (worker to raw aiokafka on the same broker,
 two workers to one, RocksDB to memory, warm to cold); nothing is compared to fixed numbers.
@@ -83,6 +85,9 @@ def memory_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+MODES = ("worker-1", "raw-1", "worker-2")
+
+
 def live_rows(r: dict[str, Any], workload: str) -> list[Row]:
     live = get(r, "live", workload)
     if not live:
@@ -100,15 +105,12 @@ def live_rows(r: dict[str, Any], workload: str) -> list[Row]:
         value += f"{x['startup_seconds_median']:.1f} s"
         rows.append((f"{who}, {guarantee}", value, cmd))
     for g in ("at_least_once", "exactly_once"):
-        rate = {
-            k: get(s, f"{k}-{g}", "events_per_s_median") for k in ("raw-1", "worker-1", "worker-2")
-        }
-        if rate["raw-1"]:
-            rows.append(
-                (f"1 worker ÷ raw aiokafka, {g}", ratio(rate["worker-1"], rate["raw-1"]), cmd)
-            )
-        if rate["worker-2"]:
-            value = ratio(rate["worker-2"], rate["worker-1"])
+        one, raw, two = (get(s, f"{k}-{g}", "events_per_s_median") for k in MODES)
+        if one and raw:
+            value = f"{ratio(one, raw)} ({n(one)} ÷ {n(raw)} events/s)"
+            rows.append((f"1 worker ÷ raw aiokafka, {g}", value, cmd))
+        if one and two:
+            value = f"{ratio(two, one)} ({n(two)} ÷ {n(one)} events/s)"
             rows.append((f"scaling: 2 workers ÷ 1 worker, {g}", value, cmd))
     proc = r.get("processor")
     if workload == "sim" and proc:
@@ -235,14 +237,11 @@ def table(rows: list[Row], machine: str) -> str:
 
 
 SUMMARY = (
-    ("Replay, one process", "throughput, median"),
-    ("Live throughput, simulator mix, against raw aiokafka", "1 worker ÷ raw aiokafka"),
-    ("Live throughput, simulator mix, against raw aiokafka", "scaling"),
-    ("Latency event→action, one worker, first purchases", "50%"),
-    ("State size and memory", "serialized state per customer (`state.dumps`), main"),
-    ("Recovery from the changelog", "RocksDB ÷ memory restore"),
+    ("replay", "Replay, one process", "throughput, median"),
+    ("live", "Live throughput, simulator mix, against raw aiokafka", "1 worker ÷ raw aiokafka"),
+    ("latency", "Latency event→action, one worker, first purchases", "50%"),
 )
-"""The README's rows: (group, part of the figure's name)."""
+"""The README's rows: (label, group, part of the figure's name)."""
 
 
 def render(r: dict[str, Any]) -> tuple[str, str]:
@@ -267,7 +266,12 @@ def render(r: dict[str, Any]) -> tuple[str, str]:
         lines += [f"## {title}", "", table(rows, machine) if rows else "not measured", ""]
     if r["errors"]:
         lines += ["## Errors", "", *[f"- {k}: {v}" for k, v in r["errors"].items()], ""]
-    picked = [row for title, part in SUMMARY for row in every[title] if part in row[0]]
+    picked = [
+        (f"{label}: {figure}", value, cmd)
+        for label, title, part in SUMMARY
+        for figure, value, cmd in every[title]
+        if part in figure
+    ]
     section = [
         "## Performance",
         "",
@@ -295,7 +299,9 @@ def replace_readme_section(readme: Path, section: str) -> None:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results.json"
+    bench = Path(__file__).resolve().parent
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else bench / "results.json"
     section, full = render(json.loads(path.read_text()))
     path.with_suffix(".md").write_text(full)
-    print(section)
+    if len(sys.argv) == 1:
+        replace_readme_section(bench.parent / "README.md", section)
