@@ -6,17 +6,20 @@ object on stdout (its figures) and logs progress on stderr; `bench/run.py` runs 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import platform
 import re
-import resource
 import shlex
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +30,27 @@ PYTHON = sys.executable
 
 SIM_CUSTOMERS = 100_000
 SIM_RATE = 1_000
-SIM_EVENTS = 1_000_000
-PROFILE_EVENTS = 200_000
 
 
 def sim_path(customers: int, events: int) -> Path:
-    return CACHE / f"sim-{_short(events)}-events-{_short(customers)}-customers.jsonl"
+    def short(n: int) -> str:
+        if n % 1_000_000 == 0:
+            return f"{n // 1_000_000}m"
+        return f"{n // 1_000}k" if n % 1_000 == 0 else str(n)
 
-
-def _short(n: int) -> str:
-    if n % 1_000_000 == 0:
-        return f"{n // 1_000_000}m"
-    if n % 1_000 == 0:
-        return f"{n // 1_000}k"
-    return str(n)
+    return CACHE / f"sim-{short(events)}-events-{short(customers)}-customers.jsonl"
 
 
 def rel(path: Path | str) -> str:
     """A path as the README should show it: relative to the project root when possible."""
     p = Path(path).resolve()
-    try:
-        return str(p.relative_to(ROOT))
-    except ValueError:
-        return str(p)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def command(*argv: object) -> str:
     """The shell command for `argv`, with the venv's python shown as `.venv/bin/python`."""
     parts = [".venv/bin/python" if str(a) == PYTHON else str(a) for a in argv]
-    parts = [rel(a) if a.startswith(str(ROOT) + "/") else a for a in parts]
-    return shlex.join(parts)
+    return shlex.join(rel(a) if a.startswith(str(ROOT) + "/") else a for a in parts)
 
 
 def log(message: str) -> None:
@@ -72,15 +66,39 @@ def emit(result: dict[str, Any]) -> None:
 def run_json(argv: list[str], *, timeout: float) -> dict[str, Any]:
     """Run a benchmark script in a fresh interpreter; return the JSON it printed."""
     log("$ " + command(*argv))
-    proc = subprocess.run(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=None, timeout=timeout, check=False
-    )
+    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, timeout=timeout, check=False)
     if proc.returncode != 0:
         msg = f"{command(*argv)} exited with {proc.returncode}"
         raise RuntimeError(msg)
     result: dict[str, Any] = json.loads(proc.stdout)
     result.setdefault("command", command(*argv))
     return result
+
+
+def script_main(
+    doc: str | None, commands: dict[str, tuple[Callable[..., Any], dict[str, Any]]]
+) -> None:
+    """`SCRIPT COMMAND [OPTIONS]`: one function (or coroutine function) per command, given
+    the parsed arguments; emits what it returns. Options are `{name: default}`: a name
+    without `--` is positional, False a flag, None a text; else the default's type."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, (func, options) in commands.items():
+        p = sub.add_parser(name)
+        for flag, default in options.items():
+            if not flag.startswith("--"):
+                p.add_argument(flag)
+            elif default is False:
+                p.add_argument(flag, action="store_true")
+            else:
+                p.add_argument(flag, default=default, type=type(default) if default else None)
+        p.set_defaults(func=func)
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    result = args.func(args)
+    emit(asyncio.run(result) if asyncio.iscoroutine(result) else result)
 
 
 # ------------------------------------------------------------------ statistics
@@ -102,11 +120,17 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    meminfo = Path("/proc/meminfo").read_text()
-    total = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    total = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    packages = {}
+    for name in ("aiokafka", "orjson", "noida-db", "fastjsonschema", "pyinstrument"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = "not installed"
     return {
         "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
         "cpu_model": model.group(1).strip() if model else platform.processor() or "unknown",
@@ -114,40 +138,22 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "packages": _versions("aiokafka", "orjson", "noida-db", "fastjsonschema", "pyinstrument"),
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "packages": packages,
+        "git_commit": commit.strip() or "unknown",
     }
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _git(*args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-    return proc.stdout.strip() or "unknown"
 
 
 # ------------------------------------------------------------------ processes
 
 
 def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size now (VmRSS), bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
+    """Resident set size now (VmRSS), bytes; 0 if the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
     match = re.search(r"^VmRSS:\s*(\d+) kB", status, re.M)
     return int(match.group(1)) * 1024 if match else 0
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -157,8 +163,7 @@ def cpu_seconds(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     fields = stat.rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:

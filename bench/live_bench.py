@@ -36,21 +36,23 @@ from common import (
     SIM_CUSTOMERS,
     SIM_RATE,
     cpu_seconds,
-    emit,
     log,
     median,
     percentile,
     rel,
+    script_main,
 )
 from procs import (
     PARTITIONS,
+    Child,
     RawProc,
     WorkerProc,
+    app,
     local_broker,
     produce_all,
+    running,
     settings,
     wait_consumed,
-    wait_ready,
 )
 
 from siyu_stream.admin import TopicSpec, ensure_topics
@@ -90,8 +92,7 @@ def workload(name: str, n: int) -> Iterator[tuple[str, bytes, bytes]]:
 
 async def preproduce(broker: LocalBroker, name: str, prefix: str, n: int) -> dict[str, int]:
     """N records of workload `name`, stamped with the time they are sent, onto the inputs."""
-    s = settings(broker, "bench-setup", prefix=prefix)
-    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    s, _ = await app(broker, "bench-setup", prefix=prefix)
     per_topic: dict[str, int] = {}
 
     def records() -> Iterator[tuple[str, bytes, bytes, int | None]]:
@@ -106,64 +107,49 @@ async def preproduce(broker: LocalBroker, name: str, prefix: str, n: int) -> dic
     return per_topic
 
 
+MODES = [
+    (kind, guarantee, workers)
+    for kind, workers in (("raw", 1), ("worker", 1), ("worker", 2))
+    for guarantee in ("at_least_once", "exactly_once")
+]
+"""(consumer, guarantee, processes) timed by `throughput`, in this order."""
+
+
 async def time_consumer(
-    broker: LocalBroker,
-    kind: str,
-    guarantee: str,
-    workers: int,
-    group: str,
-    events: int,
-    prefix: str,
+    broker: LocalBroker, mode: tuple[str, str, int], group: str, events: int, prefix: str
 ) -> dict[str, Any]:
-    s = settings(broker, group, guarantee, prefix)
-    topology = Topology(s)
-    topics = list(topology.inputs)
+    kind, guarantee, workers = mode
     broker_cpu = cpu_seconds(broker.pid or 0)
     if kind == "raw":
+        topics = list(Topology(settings(broker, group, guarantee, prefix)).inputs)
         out = f"{prefix}.raw-out"
         await ensure_topics(broker.bootstrap, [TopicSpec(out, PARTITIONS)])
-        procs: list[Any] = [RawProc(broker, group, out, guarantee, topics)]
+        procs: list[Child] = [RawProc(broker, group, out, guarantee, topics)]
     else:
-        await ensure_topics(broker.bootstrap, topology.specs())
-        topics.append(topology.commands)
+        s, topology = await app(broker, group, guarantee, prefix)
+        topics = [*topology.inputs, topology.commands]
         procs = [WorkerProc(s, f"{group}-{i}") for i in range(workers)]
-    started = procs[0].started
-    try:
-        ready = await wait_ready(procs)
-        done, _ = await wait_consumed(broker.bootstrap, group, topics)
+    async with running(procs) as ready:
+        seconds = await wait_consumed(broker.bootstrap, group, topics) - ready
         cpu = sum(p.cpu() for p in procs)
-    finally:
-        for p in procs:
-            p.stop()
     broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu
-    seconds = done - ready
-    result = {
+    startup = ready - procs[0].started
+    log(
+        f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s "
+        f"(ready after {startup:.1f} s; cpu {cpu:.1f} s, broker cpu {broker_cpu:.1f} s)"
+    )
+    return {
         "kind": kind,
         "guarantee": guarantee,
         "workers": workers,
         "group": group,
         "events": events,
-        "startup_seconds": ready - started,
+        "startup_seconds": startup,
         "seconds": seconds,
         "events_per_s": events / seconds,
         "process_cpu_seconds": cpu,
         "broker_cpu_seconds": broker_cpu,
     }
-    log(
-        f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s "
-        f"(ready after {ready - started:.1f} s; cpu {cpu:.1f} s, broker cpu {broker_cpu:.1f} s)"
-    )
-    return result
-
-
-MODES = [
-    ("raw", "at_least_once", 1),
-    ("raw", "exactly_once", 1),
-    ("worker", "at_least_once", 1),
-    ("worker", "exactly_once", 1),
-    ("worker", "at_least_once", 2),
-    ("worker", "exactly_once", 2),
-]
 
 
 async def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,28 +164,23 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 if workers > 1 and rep >= args.repeat_scaling:
                     continue
                 group = f"{prefix}-{kind}{workers}-{guarantee.split('_')[0]}-{rep}"
-                runs.append(
-                    await time_consumer(broker, kind, guarantee, workers, group, events, prefix)
-                )
+                mode = (kind, guarantee, workers)
+                runs.append(await time_consumer(broker, mode, group, events, prefix))
     summary = {}
-    for kind, guarantee, workers in modes:
-        mine = [
-            r
-            for r in runs
-            if (r["kind"], r["guarantee"], r["workers"]) == (kind, guarantee, workers)
-        ]
-        if mine:
-            summary[f"{kind}-{workers}-{guarantee}"] = {
-                "events_per_s_median": median([r["events_per_s"] for r in mine]),
-                "events_per_s_runs": [r["events_per_s"] for r in mine],
-                "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
-                "process_cpu_us_per_event_median": median(
-                    [1e6 * r["process_cpu_seconds"] / r["events"] for r in mine]
-                ),
-                "broker_cpu_us_per_event_median": median(
-                    [1e6 * r["broker_cpu_seconds"] / r["events"] for r in mine]
-                ),
-            }
+    for mode in modes:
+        mine = [r for r in runs if (r["kind"], r["guarantee"], r["workers"]) == mode]
+        rates = [r["events_per_s"] for r in mine]
+        summary[f"{mode[0]}-{mode[2]}-{mode[1]}"] = {
+            "events_per_s_median": median(rates),
+            "events_per_s_runs": rates,
+            "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
+            **{
+                f"{who}_cpu_us_per_event_median": median(
+                    [1e6 * r[f"{who}_cpu_seconds"] / r["events"] for r in mine]
+                )
+                for who in ("process", "broker")
+            },
+        }
     return {
         "workload": args.workload,
         "events": events,
@@ -211,20 +192,13 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
     """One worker under cProfile over pre-produced simulator events: where live CPU goes."""
-    prefix = "siyu"
     out = CACHE / "profile-worker.prof"
     out.unlink(missing_ok=True)
     with local_broker("profile-worker") as broker:
-        events = sum((await preproduce(broker, "sim", prefix, args.events)).values())
-        s = settings(broker, "profiled", args.guarantee, prefix)
-        topology = Topology(s)
-        await ensure_topics(broker.bootstrap, topology.specs())
-        worker = WorkerProc(s, "profiled", profile=out)
-        try:
-            await wait_ready([worker])
+        events = sum((await preproduce(broker, "sim", "siyu", args.events)).values())
+        s, topology = await app(broker, "profiled", args.guarantee)
+        async with running([WorkerProc(s, "profiled", profile=out)]):
             await wait_consumed(broker.bootstrap, s.app_id, [*topology.inputs, topology.commands])
-        finally:
-            worker.stop()
     stats = pstats.Stats(str(out))
     total = stats.total_tt  # type: ignore[attr-defined]  # set by Stats, not in the stubs
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
@@ -254,9 +228,6 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-AREAS = ("siyu_stream", "aiokafka", "asyncio", "prometheus_client")
-
-
 def _area(file: str, name: str) -> str:
     """Where a profiled function belongs; C functions have no file, only a name."""
     if "epoll" in name:
@@ -265,28 +236,23 @@ def _area(file: str, name: str) -> str:
         return "fastjsonschema (generated validators)"
     if "orjson" in name:
         return "orjson"
-    return next((a for a in AREAS if a in file), "other (stdlib, builtins, C)")
+    areas = ("siyu_stream", "aiokafka", "asyncio", "prometheus_client")
+    return next((a for a in areas if a in file), "other (stdlib, builtins, C)")
 
 
 # ------------------------------------------------------------------ latency
 
 
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
-    rates = [float(r) for r in args.rates.split(",")]
     results = []
     with local_broker(f"latency-{args.guarantee}") as broker:
-        s = settings(broker, f"lat-{args.guarantee.split('_')[0]}", args.guarantee)
-        topology = Topology(s)
-        await ensure_topics(broker.bootstrap, topology.specs())
+        s, topology = await app(broker, f"lat-{args.guarantee.split('_')[0]}", args.guarantee)
         worker = WorkerProc(s, f"latency-{args.guarantee}")
-        try:
-            await wait_ready([worker])
-            for i, rate in enumerate(rates):
+        async with running([worker]):
+            for i, rate in enumerate(float(r) for r in args.rates.split(",")):
                 result = await latency_at(s, topology, rate, args.seconds, args.warmup, f"r{i}")
                 result["worker_cpu_seconds_total"] = worker.cpu()
                 results.append(result)
-        finally:
-            worker.stop()
     return {"guarantee": args.guarantee, "levels": results}
 
 
@@ -315,7 +281,6 @@ async def latency_at(
     latencies: list[float] = []
     measured_from = time.monotonic() + warmup
     stop_sending = asyncio.Event()
-    send_window: dict[str, float] = {}
 
     async def consume() -> None:
         # noida-db answers fetches at once, so an always-fetching consumer spins on a core
@@ -337,27 +302,24 @@ async def latency_at(
             await asyncio.sleep(FETCH_PAUSE)
             consumer.resume(*outputs)
 
-    async def send() -> int:
+    async def send() -> tuple[int, float]:
+        """(events sent, seconds they took)"""
         n = 0
         started = time.monotonic()
         end = started + warmup + seconds
-        send_window["start"] = started
         while (now := time.monotonic()) < end:
-            due = int((now - started) * rate) - n
-            for _ in range(max(due, 0)):
+            for _ in range(max(int((now - started) * rate) - n, 0)):
                 n += 1
                 event = first_purchase(n, f"lat-{tag}")
                 sent[event["event_id"]] = time.monotonic()
-                await producer.send(
-                    s.topic("orders"), orjson.dumps(event), key=event["customer_id"].encode()
-                )
+                key = event["customer_id"].encode()
+                await producer.send(s.topic("orders"), orjson.dumps(event), key=key)
             await asyncio.sleep(0.002)
-        send_window["end"] = time.monotonic()
-        return n
+        return n, time.monotonic() - started
 
     reader = asyncio.create_task(consume())
     try:
-        total = await send()
+        total, sending = await send()
         await producer.flush()
         stop_sending.set()
         with contextlib.suppress(TimeoutError):
@@ -369,10 +331,9 @@ async def latency_at(
         await producer.stop()
         await consumer.stop()
     lat = sorted(latencies)
-    achieved = total / (send_window["end"] - send_window["start"])
     result = {
         "target_rate": rate,
-        "achieved_send_rate": achieved,
+        "achieved_send_rate": total / sending,
         "sent": total,
         "measured": len(lat),
         "unmatched_after_30s": len(sent),
@@ -384,9 +345,9 @@ async def latency_at(
         "generator_cores": (time.process_time() - cpu_started) / (time.monotonic() - wall_started),
     }
     log(
-        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {achieved:,.0f}/s): "
-        f"p50 {result['p50_ms']:.0f} "
-        f"p95 {result['p95_ms']:.0f} p99 {result['p99_ms']:.0f} ms; {len(sent)} unmatched"
+        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {total / sending:,.0f}/s): p50 "
+        f"{result['p50_ms']:.0f} p95 {result['p95_ms']:.0f} p99 {result['p99_ms']:.0f} ms; "
+        f"{len(sent)} unmatched"
     )
     return result
 
@@ -398,12 +359,10 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
     """CPU used by consumers with nothing to read: a plain aiokafka consumer, and a worker."""
     out: dict[str, Any] = {"seconds": args.seconds}
     with local_broker("idle") as broker:
-        s = settings(broker, "idle")
-        await ensure_topics(broker.bootstrap, Topology(s).specs())
-        tps = [TopicPartition(t, p) for t in Topology(s).inputs for p in range(PARTITIONS)]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap, isolation_level="read_committed"
-        )  # default fetch_max_wait_ms=500: the broker should hold an empty fetch that long
+        s, topology = await app(broker, "idle")
+        tps = [TopicPartition(t, p) for t in topology.inputs for p in range(PARTITIONS)]
+        # default fetch_max_wait_ms=500: the broker should hold an empty fetch that long
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, isolation_level="read_committed")
         await consumer.start()
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -416,16 +375,13 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
         out["broker_cores_for_plain_consumer"] = (cpu_seconds(broker.pid or 0) - b0) / elapsed
         await consumer.stop()
         worker = WorkerProc(s, "idle")
-        try:
-            await wait_ready([worker])
+        async with running([worker]):
             await asyncio.sleep(1.0)
             t0, w0, b0 = time.monotonic(), worker.cpu(), cpu_seconds(broker.pid or 0)
             await asyncio.sleep(args.seconds)
             elapsed = time.monotonic() - t0
             out["idle_worker_cores"] = (worker.cpu() - w0) / elapsed
             out["broker_cores_for_idle_worker"] = (cpu_seconds(broker.pid or 0) - b0) / elapsed
-        finally:
-            worker.stop()
     log(
         f"idle: plain consumer {out['plain_consumer_cores']:.2f} cores, idle worker "
         f"{out['idle_worker_cores']:.2f} cores"
@@ -434,32 +390,24 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("throughput")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--repeat-scaling", type=int, default=1, help="repetitions of the 2-worker runs")
-    p.add_argument("--workload", choices=["sim", "first-purchase"], default="sim")
-    p.add_argument("--modes", default="raw1,worker1,worker2", help="of raw1, worker1, worker2")
-    p.set_defaults(func=throughput)
-    p = sub.add_parser("profile")
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--guarantee", default="at_least_once")
-    p.add_argument("--top", type=int, default=15)
-    p.set_defaults(func=profile)
-    p = sub.add_parser("latency")
-    p.add_argument("--guarantee", default="at_least_once")
-    p.add_argument("--rates", required=True)
-    p.add_argument("--seconds", type=float, default=15.0)
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.set_defaults(func=latency)
-    p = sub.add_parser("idle")
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.set_defaults(func=idle)
-    args = parser.parse_args()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    emit(asyncio.run(args.func(args)))
+    guarantee = {"--guarantee": "at_least_once"}
+    script_main(
+        __doc__,
+        {
+            "throughput": (
+                throughput,
+                # --modes: of raw1, worker1, worker2; --repeat-scaling: of the 2-worker runs
+                {"--events": 200_000, "--repeat": 3, "--repeat-scaling": 1, "--workload": "sim"}
+                | {"--modes": "raw1,worker1,worker2"},
+            ),
+            "profile": (profile, {"--events": 100_000, **guarantee, "--top": 15}),
+            "latency": (
+                latency,
+                {**guarantee, "--rates": "1000", "--seconds": 15.0, "--warmup": 2.0},
+            ),
+            "idle": (idle, {"--seconds": 5.0}),
+        },
+    )
 
 
 if __name__ == "__main__":

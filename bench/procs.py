@@ -4,38 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from common import (
-    CACHE,
-    PYTHON,
-    cpu_seconds,
-    log,
-    rel,
-    stop_process,
-)
+from common import BENCH, CACHE, PYTHON, cpu_seconds, log, rel, stop_process
 
+from siyu_stream.admin import ensure_topics
 from siyu_stream.broker import LocalBroker, free_port
 from siyu_stream.settings import Settings
+from siyu_stream.topology import Topology
 
 PARTITIONS = 4
 GIVE_UP = 600.0  # a broken run fails instead of hanging; not a timing claim
-BENCH_DIR = Path(__file__).resolve().parent
 STOP_GRACE = 20.0
 """Seconds a recovery worker gets to stop after SIGTERM before it is killed."""
-
-
-# ------------------------------------------------------------------ broker and workers
+IN_FLIGHT = 10_000
 
 
 @contextlib.contextmanager
@@ -66,48 +58,35 @@ def settings(
     )
 
 
-class WorkerProc:
-    """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
+async def app(
+    broker: LocalBroker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
+) -> tuple[Settings, Topology]:
+    """An app's settings and topology, its topics created."""
+    s = settings(broker, app_id, guarantee, prefix)
+    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    return s, Topology(s)
 
-    def __init__(
-        self, s: Settings, name: str, data_dir: Path | None = None, profile: Path | None = None
-    ) -> None:
-        self.settings = s
-        self.port = free_port()
-        self.log_path = CACHE / f"worker-{name}.log"
+
+class Child:
+    """A timed child process, its output in `log_path`."""
+
+    what = "child"
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.log_path = CACHE / f"{name}.log"
         self.log_path.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            "SIYU_BROKER": s.broker,
-            "SIYU_APP_ID": s.app_id,
-            "SIYU_TOPIC_PREFIX": s.topic_prefix,
-            "SIYU_PARTITIONS": str(s.partitions),
-            "SIYU_GUARANTEE": s.guarantee,
-            "SIYU_API_AUTH": "false",
-            "SIYU_WEB_PORT": str(self.port),
-            "SIYU_DATA_DIR": str(data_dir or CACHE / f"worker-data-{name}"),
-            "SIYU_STORE": s.store,
-            "SIYU_LOG_LEVEL": "info",
-        }
         with self.log_path.open("wb") as handle:
             self.started = time.monotonic()
-            profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-            self.proc = subprocess.Popen(
-                [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"],
-                env=env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
+            self.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            msg = f"worker exited with {self.proc.returncode}; see {self.log_path}"
+            msg = f"{self.what} exited with {self.proc.returncode}; see {self.log_path}"
             raise RuntimeError(msg)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return self._ready()
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -116,45 +95,63 @@ class WorkerProc:
         stop_process(self.proc, grace)
 
 
-class RawProc:
+class WorkerProc(Child):
+    """`python -m siyu_stream.cli worker` as a child process with its own HTTP port."""
+
+    what = "worker"
+
+    def __init__(
+        self, s: Settings, name: str, data_dir: Path | None = None, profile: Path | None = None
+    ) -> None:
+        self.port = free_port()
+        data_dir = data_dir or CACHE / f"worker-data-{name}"
+        s = dataclasses.replace(s, web_port=self.port, data_dir=data_dir, log_level="info")
+        values = {f.metadata["env"]: getattr(s, f.name) for f in dataclasses.fields(s)}
+        env = {**os.environ, **{k: str(v) for k, v in values.items() if v is not None}}
+        profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        argv = [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"]
+        super().__init__(f"worker-{name}", argv, env)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+
+class RawProc(Child):
+    """bench/raw_pipe.py: raw aiokafka consume -> produce, ready once it has partitions."""
+
+    what = "raw pipe"
+
     def __init__(
         self, broker: LocalBroker, group: str, out: str, guarantee: str, topics: list[str]
     ) -> None:
         self.ready_file = CACHE / f"raw-{group}.ready"
         self.ready_file.unlink(missing_ok=True)
-        self.log_path = CACHE / f"raw-{group}.log"
-        with self.log_path.open("wb") as handle:
-            self.started = time.monotonic()
-            self.proc = subprocess.Popen(
-                [
-                    PYTHON,
-                    str(BENCH_DIR / "raw_pipe.py"),
-                    broker.bootstrap,
-                    group,
-                    out,
-                    str(self.ready_file),
-                    guarantee,
-                    *topics,
-                ],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
+        pipe = [str(BENCH / "raw_pipe.py"), broker.bootstrap, group, out, str(self.ready_file)]
+        super().__init__(f"raw-{group}", [PYTHON, *pipe, guarantee, *topics])
 
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            msg = f"raw pipe exited with {self.proc.returncode}; see {self.log_path}"
-            raise RuntimeError(msg)
+    def _ready(self) -> bool:
         return self.ready_file.exists()
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+    def stop(self, grace: float = 15.0) -> None:
+        super().stop(grace)
         self.ready_file.unlink(missing_ok=True)
 
 
-async def wait_ready(procs: list[Any]) -> float:
+@contextlib.asynccontextmanager
+async def running(procs: list[Child]) -> AsyncIterator[float]:
+    """The time the first of `procs` became ready; all stopped on the way out."""
+    try:
+        yield await wait_ready(procs)
+    finally:
+        for p in procs:
+            p.stop()
+
+
+async def wait_ready(procs: list[Child]) -> float:
     """Monotonic time at which the first of `procs` became ready."""
     deadline = time.monotonic() + GIVE_UP
     while time.monotonic() < deadline:
@@ -165,8 +162,9 @@ async def wait_ready(procs: list[Any]) -> float:
     raise RuntimeError(msg)
 
 
-async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[float, int]:
-    """Poll the group's committed offsets until they reach the current ends of `topics`.
+async def wait_consumed(broker: str, group: str, topics: list[str]) -> float:
+    """Poll the group's committed offsets until they reach the current ends of `topics`;
+    the monotonic time they did.
 
     Two requests per poll (the group's offsets, the end offsets), every 50 ms: light enough
     not to load the broker the consumers under test share the CPU with.
@@ -181,27 +179,14 @@ async def wait_consumed(broker: str, group: str, topics: list[str]) -> tuple[flo
         while time.monotonic() < deadline:
             ends = await consumer.end_offsets(tps)
             offsets = await admin.list_consumer_group_offsets(group)
-            committed = {tp: offsets[tp].offset if tp in offsets else 0 for tp in tps}
-            if all(committed[tp] >= ends[tp] for tp in tps):
-                return time.monotonic(), sum(ends.values())
+            if all(offsets[tp].offset >= ends[tp] if tp in offsets else not ends[tp] for tp in tps):
+                return time.monotonic()
             await asyncio.sleep(0.05)
         msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
         raise RuntimeError(msg)
     finally:
         await consumer.stop()
         await admin.close()
-
-
-# ------------------------------------------------------------------ throughput
-
-
-def rss(pid: int) -> int:
-    from common import rss_bytes  # noqa: PLC0415
-
-    try:
-        return rss_bytes(pid)
-    except FileNotFoundError:
-        return 0
 
 
 async def produce_all(
@@ -223,6 +208,3 @@ async def produce_all(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-
-
-IN_FLIGHT = 10_000

@@ -23,19 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import (
-    CACHE,
-    emit,
-    log,
-    rel,
-)
+from common import CACHE, emit, log, rel, rss_bytes
 from procs import (
     PARTITIONS,
     STOP_GRACE,
     WorkerProc,
     local_broker,
     produce_all,
-    rss,
     settings,
     wait_ready,
 )
@@ -154,7 +148,7 @@ async def start_worker(
         try:
             ready = await asyncio.wait_for(wait_ready([worker]), ready_timeout)
             result["start_to_ready_seconds"] = ready - worker.started
-            result["worker_rss_bytes"] = rss(worker.proc.pid)
+            result["worker_rss_bytes"] = rss_bytes(worker.proc.pid)
             result["worker_cpu_seconds"] = worker.cpu()
         except (TimeoutError, RuntimeError) as exc:
             result["error"] = f"not ready {ready_timeout:.0f} s after start ({exc or 'timeout'})"

@@ -17,29 +17,23 @@ from __future__ import annotations
 import argparse
 import gc
 import io
+import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import CACHE, PROFILE_EVENTS, emit, log, percentile, rel, rss_bytes
+from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
 
 from siyu_stream import state as state_format
 from siyu_stream.cli import tune_gc
-from siyu_stream.engine import Counts, Engine, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
 
 
-def counts_dict(counts: Counts) -> dict[str, Any]:
-    return {
-        "events": dict(counts.events),
-        "actions": dict(counts.actions),
-        "timers_fired": counts.timers_fired,
-    }
-
-
-def cmd_run(args: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.input)
     out_path = CACHE / "replay-actions.jsonl"
     dead_path = CACHE / "replay-deadletters.jsonl"
@@ -82,7 +76,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         "rss_after_bytes": rss_after,
         "rss_per_customer_bytes": (rss_after - rss_before) / customers,
         "output_bytes": out_path.stat().st_size,
-        "counts": counts_dict(counts),
+        "counts": {
+            "events": dict(counts.events),
+            "actions": dict(counts.actions),
+            "timers_fired": counts.timers_fired,
+        },
     }
     log(
         f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s; "
@@ -102,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             for customer_id, state in store.data.items():
                 handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
         result["dumped_states"] = rel(args.dump_states)
-    emit(result)
+    return result
 
 
 # ------------------------------------------------------------------ profile
@@ -112,58 +110,66 @@ def first_lines(path: Path, n: int) -> Path:
     target = CACHE / f"{path.stem}.first-{n}.jsonl"
     if not target.exists():
         with path.open("rb") as src, target.open("wb") as dst:
-            for i, line in enumerate(src):
-                if i >= n:
-                    break
-                dst.write(line)
+            dst.writelines(itertools.islice(src, n))
     return target
 
 
-def cmd_profile(args: argparse.Namespace) -> None:
+def profiled(
+    fn: Callable[[], Any], interval: float, name: str, top: int, *, html: bool = False
+) -> dict[str, Any]:
+    """`fn` under pyinstrument: its top functions; the call tree in bench/.cache/NAME.txt
+    (and NAME.html)."""
     from pyinstrument import Profiler  # noqa: PLC0415 - installed by bench/run.py
 
+    profiler = Profiler(interval=interval)
+    profiler.start()
+    fn()
+    profiler.stop()
+    assert profiler.last_session is not None
+    root = profiler.last_session.root_frame()
+    assert root is not None
+    text_report = CACHE / f"{name}.txt"
+    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    top_self, project = _aggregate(root, top)
+    result = {
+        "profiled_seconds": root.time,
+        "top_self": top_self,
+        "top_inclusive_project": project,
+        "text_report": rel(text_report),
+    }
+    if html:
+        (CACHE / f"{name}.html").write_text(profiler.output_html())
+        result["html_report"] = rel(CACHE / f"{name}.html")
+    return result
+
+
+def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     path = first_lines(Path(args.input), args.events)
     rules = Rules()
-    profiler = Profiler(interval=0.0005)
-    with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
-        profiler.start()
-        started = time.perf_counter()
-        counts = replay([path], out, rules, deadletters=dead)
-        seconds = time.perf_counter() - started
-        profiler.stop()
-    session = profiler.last_session
-    assert session is not None
-    root = session.root_frame()
-    assert root is not None
-    top, project = _aggregate(root, args.top)
-    text_report = CACHE / "profile-replay.txt"
-    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
-    html_report = CACHE / "profile-replay.html"
-    html_report.write_text(profiler.output_html())
+    run: dict[str, Any] = {}
 
-    emit(
-        {
-            "input": rel(path),
-            "events": sum(counts.events.values()),
-            "seconds": seconds,
-            "profiled_seconds": root.time,
-            "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
-            "top_self": top,
-            "top_inclusive_project": project,
-            "text_report": rel(text_report),
-            "html_report": rel(html_report),
-        }
-    )
+    def go() -> None:
+        with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
+            started = time.perf_counter()
+            run["counts"] = replay([path], out, rules, deadletters=dead)
+            run["seconds"] = time.perf_counter() - started
+
+    result = profiled(go, 0.0005, "profile-replay", args.top, html=True)
+    return {
+        "input": rel(path),
+        "events": sum(run["counts"].events.values()),
+        "seconds": run["seconds"],
+        "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
+        **result,
+    }
 
 
 # ------------------------------------------------------------------ live adapter, no Kafka
 
 
-def cmd_processor(args: argparse.Namespace) -> None:
+def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     """The worker's per-partition code (PartitionTask) without any Kafka client: where the
     live worker's CPU goes before a single byte reaches the broker."""
-    from common import SIM_CUSTOMERS, SIM_RATE  # noqa: PLC0415
-
     from siyu_stream.observe import Observer, Stats  # noqa: PLC0415
     from siyu_stream.processor import PartitionTask, Record  # noqa: PLC0415
     from siyu_stream.settings import Settings  # noqa: PLC0415
@@ -209,23 +215,8 @@ def cmd_processor(args: argparse.Namespace) -> None:
         f"{len(records) / seconds:,.0f}/s"
     )
     if args.profile:
-        from pyinstrument import Profiler  # noqa: PLC0415
-
-        profiler = Profiler(interval=0.001)
-        profiler.start()
-        run()
-        profiler.stop()
-        session = profiler.last_session
-        assert session is not None
-        root = session.root_frame()
-        assert root is not None
-        result["top_self"], result["top_inclusive_project"] = _aggregate(root, args.top)
-        result["profiled_seconds"] = root.time
-        (CACHE / "profile-processor.txt").write_text(
-            profiler.output_text(unicode=True, color=False, show_all=False)
-        )
-        result["text_report"] = rel(CACHE / "profile-processor.txt")
-    emit(result)
+        result.update(profiled(run, 0.001, "profile-processor", args.top))
+    return result
 
 
 def _aggregate(root: Any, top: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -269,27 +260,15 @@ def _aggregate(root: Any, top: int) -> tuple[list[dict[str, Any]], list[dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("run")
-    p.add_argument("input")
-    p.add_argument("--sizes", action="store_true")
-    p.add_argument("--dump-states")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("profile")
-    p.add_argument("input")
-    p.add_argument("--events", type=int, default=PROFILE_EVENTS)
-    p.add_argument("--top", type=int, default=10)
-    p.set_defaults(func=cmd_profile)
-    p = sub.add_parser("processor")
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--profile", action="store_true")
-    p.add_argument("--top", type=int, default=10)
-    p.set_defaults(func=cmd_processor)
-    args = parser.parse_args()
-    CACHE.mkdir(parents=True, exist_ok=True)
     tune_gc()  # as `siyu-stream` does for every command
-    args.func(args)
+    script_main(
+        __doc__,
+        {
+            "run": (cmd_run, {"input": None, "--sizes": False, "--dump-states": None}),
+            "profile": (cmd_profile, {"input": None, "--events": 200_000, "--top": 10}),
+            "processor": (cmd_processor, {"--events": 100_000, "--profile": False, "--top": 10}),
+        },
+    )
 
 
 if __name__ == "__main__":

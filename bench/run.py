@@ -1,5 +1,5 @@
-"""`make bench`: run every benchmark, write bench/results.json and bench/results.md (the full
-table), and replace the README's `## Performance` section with a short summary of it.
+"""`make bench`: run every benchmark, write bench/results.json and bench/results.md, and
+replace the README's `## Performance` section with a short summary of them.
 
     .venv/bin/python bench/run.py            # everything (under 20 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # a smoke run with small sizes; writes only
@@ -38,39 +38,29 @@ from common import (
     run_json,
     sim_path,
 )
-from report import render_markdown, replace_readme_section
+from report import render, replace_readme_section
+
+REPLAY = [PYTHON, str(BENCH / "replay_bench.py")]
+LIVE = [PYTHON, str(BENCH / "live_bench.py")]
 
 
-def ensure_profiler() -> None:
-    if importlib.util.find_spec("pyinstrument") is None:
-        log("installing pyinstrument into the venv (profiling only; not a project dependency)")
-        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
+def bench(*argv: object, timeout: float = 900) -> dict[str, Any]:
+    return run_json([str(a) for a in argv], timeout=timeout)
 
 
 def simulate(customers: int, events: int) -> dict[str, Any]:
     path = sim_path(customers, events)
-    argv = [
-        str(Path(PYTHON).parent / "siyu-stream"),
-        "simulate",
-        "--customers",
-        str(customers),
-        "--rate",
-        str(SIM_RATE),
-        "--events",
-        str(events),
-        "--out",
-        str(path),
-    ]
+    argv = [str(Path(PYTHON).parent / "siyu-stream"), "simulate", "--customers", str(customers)]
+    argv += ["--rate", str(SIM_RATE), "--events", str(events), "--out", str(path)]
     info: dict[str, Any] = {"path": rel(path), "command": command(*argv)}
     if path.exists():
         info["cached"] = True
         return info
     log("$ " + info["command"])
     started = time.monotonic()
-    tmp = path.with_suffix(".partial")
-    argv[-1] = str(tmp)
+    argv[-1] = str(path.with_suffix(".partial"))
     subprocess.run(argv, cwd=ROOT, check=True)
-    tmp.rename(path)
+    Path(argv[-1]).rename(path)
     info["seconds"] = time.monotonic() - started
     return info
 
@@ -114,172 +104,96 @@ def main() -> None:
         if only is not None and name not in only:
             return None
         try:
-            value = fn()
+            results[name] = fn()
         except Exception as exc:  # one failed figure must not lose the others
             traceback.print_exc()
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
-            return None
-        results[name] = value
-        return value
+        return results.get(name)
 
-    ensure_profiler()
-    inputs = {}
-    inputs["main"] = simulate(SIM_CUSTOMERS, size["events"])
+    if importlib.util.find_spec("pyinstrument") is None:
+        log("installing pyinstrument into the venv (profiling only; not a project dependency)")
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
+    inputs = {"main": simulate(SIM_CUSTOMERS, size["events"])}
     main_input = str(ROOT / inputs["main"]["path"])
     if only is None or "memory" in only:
         inputs["big"] = simulate(size["big_customers"], size["events"])
     results["inputs"] = inputs
     states = CACHE / f"states-{Path(main_input).stem}.tsv"
-    replay_script = str(BENCH / "replay_bench.py")
-    live_script = str(BENCH / "live_bench.py")
+    first_run = [*REPLAY, "run", main_input, "--sizes", "--dump-states", states]
 
     def replay_runs() -> dict[str, Any]:
-        runs = []
-        for i in range(size["replay_runs"]):
-            extra = ["--sizes", "--dump-states", str(states)] if i == 0 else []
-            runs.append(run_json([PYTHON, replay_script, "run", main_input, *extra], timeout=900))
+        runs = [
+            bench(*first_run) if i == 0 else bench(*REPLAY, "run", main_input)
+            for i in range(size["replay_runs"])
+        ]
         rates = [r["events_per_s"] for r in runs]
         return {
             "events_per_s_median": median(rates),
             "events_per_s_runs": rates,
             "events_per_cpu_s_median": median([r["events_per_cpu_s"] for r in runs]),
-            "command": command(PYTHON, replay_script, "run", main_input),
+            "command": command(*REPLAY, "run", main_input),
             "runs": runs,
         }
 
     replayed = step("replay", replay_runs)
     step(
-        "profile",
-        lambda: run_json(
-            [PYTHON, replay_script, "profile", main_input, "--events", str(size["profile_events"])],
-            timeout=900,
-        ),
+        "profile", lambda: bench(*REPLAY, "profile", main_input, "--events", size["profile_events"])
     )
-
     step(
         "processor",
-        lambda: run_json(
-            [
-                PYTHON,
-                replay_script,
-                "processor",
-                "--events",
-                str(size["processor_events"]),
-                "--profile",
-            ],
-            timeout=900,
-        ),
+        lambda: bench(*REPLAY, "processor", "--events", size["processor_events"], "--profile"),
     )
+    step(
+        "memory",
+        lambda: {
+            "main": replayed["runs"][0] if replayed else bench(*first_run),
+            "big": bench(*REPLAY, "run", ROOT / inputs["big"]["path"], "--sizes"),
+        },
+    )
+    step("idle", lambda: bench(*LIVE, "idle", timeout=300))
 
-    def memory() -> dict[str, Any]:
-        big = run_json(
-            [PYTHON, replay_script, "run", str(ROOT / inputs["big"]["path"]), "--sizes"],
-            timeout=900,
-        )
-        main_run = (
-            replayed["runs"][0]
-            if replayed
-            else run_json(
-                [PYTHON, replay_script, "run", main_input, "--sizes", "--dump-states", str(states)],
-                timeout=900,
-            )
-        )
-        return {"main": main_run, "big": big}
+    def live(workload: str, events: int, *modes: str) -> dict[str, Any]:
+        argv = [*LIVE, "throughput", "--workload", workload, *modes, "--events", events]
+        return bench(*argv, "--repeat", size["live_repeat"], timeout=1800)
 
-    step("memory", memory)
-
-    step("idle", lambda: run_json([PYTHON, live_script, "idle"], timeout=300))
-
-    def live() -> dict[str, Any]:
-        sim = run_json(
-            [
-                PYTHON,
-                live_script,
-                "throughput",
-                "--workload",
-                "sim",
-                "--events",
-                str(size["live_events"]),
-                "--repeat",
-                str(size["live_repeat"]),
-            ],
-            timeout=1800,
-        )
-        fp = run_json(
-            [
-                PYTHON,
-                live_script,
-                "throughput",
-                "--workload",
-                "first-purchase",
-                "--modes",
-                "worker1",
-                "--events",
-                str(size["fp_events"]),
-                "--repeat",
-                str(size["live_repeat"]),
-            ],
-            timeout=900,
-        )
-        return {"sim": sim, "first_purchase": fp}
-
-    lived = step("live", live)
+    lived = step(
+        "live",
+        lambda: {
+            "sim": live("sim", size["live_events"]),
+            "first_purchase": live("first-purchase", size["fp_events"], "--modes", "worker1"),
+        },
+    )
     step(
         "worker_profile",
-        lambda: run_json(
-            [PYTHON, live_script, "profile", "--events", str(size["worker_profile_events"])],
-            timeout=900,
-        ),
+        lambda: bench(*LIVE, "profile", "--events", size["worker_profile_events"]),
     )
 
-    def latency() -> dict[str, Any]:
-        out = {}
-        for guarantee in ("at_least_once", "exactly_once"):
-            if lived is not None:
-                key = f"worker-1-{guarantee}"
-                top = lived["first_purchase"]["summary"][key]["events_per_s_median"]
-            else:
-                top = 4000.0  # no throughput figure this run: a rough level, said in the notes
-            rates = ",".join(f"{top * f:.0f}" for f in (0.25, 0.5, 0.75))
-            result = run_json(
-                [
-                    PYTHON,
-                    live_script,
-                    "latency",
-                    "--guarantee",
-                    guarantee,
-                    "--rates",
-                    rates,
-                    "--seconds",
-                    str(size["latency_seconds"]),
-                ],
-                timeout=900,
-            )
-            result["max_events_per_s"] = top
-            out[guarantee] = result
-        return out
+    def latency(guarantee: str) -> dict[str, Any]:
+        # 25, 50 and 75 % of the worker's throughput on the same workload, measured above
+        summary = lived["first_purchase"]["summary"] if lived else {}
+        top = summary.get(f"worker-1-{guarantee}", {}).get("events_per_s_median", 4000.0)
+        rates = ",".join(f"{top * f:.0f}" for f in (0.25, 0.5, 0.75))
+        argv = [*LIVE, "latency", "--guarantee", guarantee, "--rates", rates]
+        return {**bench(*argv, "--seconds", size["latency_seconds"]), "max_events_per_s": top}
 
-    step("latency", latency)
+    step("latency", lambda: {g: latency(g) for g in ("at_least_once", "exactly_once")})
 
     def recovery() -> dict[str, Any]:
         if not states.exists():
-            run_json(
-                [PYTHON, replay_script, "run", main_input, "--dump-states", str(states)],
-                timeout=900,
-            )
-        base = [PYTHON, str(BENCH / "recovery_bench.py"), "--states", str(states)]
+            bench(*REPLAY, "run", main_input, "--dump-states", states)
+        base = [PYTHON, BENCH / "recovery_bench.py", "--states", states, "--sizes"]
         sizes = size["recovery_sizes"]
         runs = {
             # states moved to an hour ago: restore and ready without months-overdue timers
-            "memory": [*base, "--sizes", sizes, "--shift"],
-            "rocksdb": [*base, "--sizes", sizes, "--store", "rocksdb", "--shift", "--warm"],
+            "memory": [*base, sizes, "--shift"],
+            "rocksdb": [*base, sizes, "--store", "rocksdb", "--shift", "--warm"],
             # as replayed (January 2026): every timer overdue, fired in the first sweep
-            "overdue": [*base, "--sizes", size["overdue_sizes"]],
+            "overdue": [*base, size["overdue_sizes"]],
         }
         out = {}
         for name, argv in runs.items():
             try:
-                out[name] = run_json(argv, timeout=1200)
+                out[name] = bench(*argv, timeout=1200)
             except Exception as exc:  # keep the other recovery figures
                 results["errors"][f"recovery-{name}"] = f"{type(exc).__name__}: {exc}"
         return out
@@ -290,12 +204,10 @@ def main() -> None:
     results["wall_seconds"] = time.monotonic() - began
     results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     stem = CACHE / "quick-results" if quick else BENCH / "results"
-    json_path = stem.with_suffix(".json")
-    md_path = stem.with_suffix(".md")
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    section, full = render_markdown(results)
-    md_path.write_text(full)
-    log(f"wrote {rel(json_path)} and {rel(md_path)} ({results['wall_seconds'] / 60:.1f} min)")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    section, full = render(results)
+    stem.with_suffix(".md").write_text(full)
+    log(f"wrote {rel(stem)}.json and .md ({results['wall_seconds'] / 60:.1f} min)")
     if not quick and only is None:
         replace_readme_section(ROOT / "README.md", section)
         log("replaced the README's ## Performance section (summary)")
