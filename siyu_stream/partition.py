@@ -11,7 +11,8 @@ This is the one event-time semantic that replay (`engine`) and the live worker
   the partition clock as "now" and its own `occurred_at` as the time of its facts; a
   record behind the clock ("late") is applied at the clock;
 - records are taken in **merge order**: of the heads of the partition's queues (one per
-  input topic, one for the command topic), the one with the smallest `sort_key`.
+  input topic, one for the command topic), the one with the smallest `sort_key`; a
+  referral credit sorts right after the order that earned it.
 
 Timers live in each customer's state (they survive restarts with it); `TimerIndex` is a
 min-heap over them, so that firing costs O(due timers log n), never a scan of every
@@ -37,22 +38,29 @@ from siyu_stream.timers import fire_timer
 SortKey = tuple[Millis, int, str]
 """(event time, type rank, event id): one total order for a partition's records."""
 
-JOIN_RANK, CHAT_RANK, ORDER_RANK, CREDIT_RANK = 0, 1, 2, 3
+JOIN_RANK, CHAT_RANK, ORDER_RANK = 0, 1, 2
 """Same-millisecond records: a join before a chat before an order, so that a customer
-who joins through a referral and buys in the same instant is a referred buyer; a credit
-after the order that earned it."""
+who joins through a referral and buys in the same instant is a referred buyer."""
 
 LAST_YEAR = 9000
 """Event times from this year on are not representable: their due times could overflow."""
 
 
 def sort_key(event: Event) -> SortKey:
-    rank = JOIN_RANK if isinstance(event, Join) else CHAT_RANK if isinstance(event, Chat) else 2
+    rank = (
+        JOIN_RANK
+        if isinstance(event, Join)
+        else CHAT_RANK
+        if isinstance(event, Chat)
+        else ORDER_RANK
+    )
     return (event.at, rank, event.event_id)
 
 
 def credit_key(credit: ReferralCredit) -> SortKey:
-    return (credit.at, CREDIT_RANK, credit.event_id)
+    """Right after the order that earned it: no record's key lies between the two, so
+    the credit's place in the merge never depends on what has arrived yet."""
+    return (credit.at, ORDER_RANK, credit.cause_event_id + "\x00")
 
 
 def _year_start(year: int) -> Millis:

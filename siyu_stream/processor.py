@@ -53,9 +53,9 @@ MAX_RECORD_BYTES = 900_000
 """Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
 input that would produce one is dead-lettered instead, so no record stops a partition."""
 LOCAL = ""
-"""The queue of referral credits for referrers on this same partition: they take their
-turn in merge order without a round trip through the command topic (which would make
-them late), and never outlive the batch of the order that earned them."""
+"""The queue of referral credits for referrers on this same partition: each is taken
+right after the order that earned it (its sort key), without a round trip through the
+command topic, which would make it late."""
 QUEUE_LIMIT = 10_000
 """Records queued per source before the worker stops fetching it (see `full`)."""
 
@@ -254,7 +254,8 @@ class PartitionTask:
         self._outs = list[Out]()
         self.more = False
         self._run(now, {*caught_up, LOCAL}, limit)
-        while (pending := self.queues.first(LOCAL)) is not None:  # stopped before its turn
+        # a stop at the limit may fall between an order and its credit: the credit is next
+        while (pending := self.queues.first(LOCAL)) is not None:
             self.queues.pop(LOCAL)
             assert pending.credit is not None
             self._fire(pending.credit.at, None)
@@ -275,7 +276,8 @@ class PartitionTask:
                 return
             source, key, pending = head
             if key != FIRST:
-                if self._must_wait(now, caught_up):
+                # a local credit comes right after its order: nothing unread can precede it
+                if source != LOCAL and self._must_wait(now, caught_up):
                     return
                 problem = self._time_problem(pending, now)
                 if problem is not None:
