@@ -197,7 +197,7 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(0, len(records), 2_000):  # the worker's batch: handle, sweep, changelog
             clock = wall_clock()
             for record in records[i : i + 2_000]:
-                task.enqueue(record)
+                task.enqueue(record, clock)
             outs += len(task.sweep(clock)) + len(task.changelog())
             task.committed()
         return time.perf_counter() - started, time.process_time() - cpu, outs

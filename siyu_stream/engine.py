@@ -17,7 +17,7 @@ from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
 from siyu_stream.events import Event
 from siyu_stream.keys import partition_for
-from siyu_stream.partition import Partition
+from siyu_stream.partition import Partition, check_time
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import Outcome, Step
@@ -96,8 +96,9 @@ class Engine:
     def apply(self, event: Event) -> Step:
         """`handle` without delivering the credits (left in `credits`)."""
         partition = self.partition(event.customer_id)
-        now = self.now if self.now is not None else event.at
-        partition.check(event.at, now, "--now")
+        if self.now is not None:
+            check_time(event.at, self.now, "--now", self.rules)
+        partition.check_age(event.at)
         partition.advance(event.at)
         step = partition.apply(event)
         self.counts.events[step.outcome] += 1

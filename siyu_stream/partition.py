@@ -68,6 +68,24 @@ def _year_start(year: int) -> Millis:
     return days * DAY
 
 
+def check_time(at: Millis, now: Millis, now_is: str, rules: Rules) -> None:
+    """Reject, on arrival, event times the engine cannot or should not take: before the
+    floor, not representable, or too far ahead of `now` (live: the wall clock; replay:
+    `--now`). On arrival, not at its turn: a record dated far ahead would otherwise sit at
+    the head of its queue and hold back the records behind it."""
+    limits = rules.input
+    if at < _year_start(limits.earliest_year) or at >= _year_start(LAST_YEAR):
+        # not formatted: such an instant may not even have a calendar date
+        msg = f"must lie in the years {limits.earliest_year}..{LAST_YEAR - 1} (UTC)"
+        raise InvalidEvent(msg, "occurred_at")
+    if at > now + limits.max_future_minutes * MINUTE:
+        msg = (
+            f"{format_rfc3339(at)} is more than {limits.max_future_minutes} min ahead of "
+            f"{now_is} ({format_rfc3339(now)})"
+        )
+        raise InvalidEvent(msg, "occurred_at")
+
+
 class StateStore(Protocol):
     """Where a partition's customer states live while it runs (replay: a dict; live: the
     batch's changes over the store)."""
@@ -161,24 +179,11 @@ class Partition:
         self.clock: Millis | None = None
         self.timers = TimerIndex()
         self.timers_fired = 0
-        limits = rules.input
-        self._floor = _year_start(limits.earliest_year)
-        self._ceiling = _year_start(LAST_YEAR)
 
-    def check(self, at: Millis, now: Millis, now_is: str) -> None:
-        """Reject event times the engine cannot or should not take: before the floor, not
-        representable, too far ahead of `now` (live: the wall clock; replay: `--now`), or
-        too far behind the partition clock."""
+    def check_age(self, at: Millis) -> None:
+        """Reject an event time too far behind the partition clock (when its turn comes;
+        `check_time` has ruled out the rest on arrival)."""
         limits = self.rules.input
-        if at < self._floor or at >= self._ceiling:
-            msg = f"{format_rfc3339(at)} is outside {limits.earliest_year}..{LAST_YEAR - 1}"
-            raise InvalidEvent(msg, "occurred_at")
-        if at > now + limits.max_future_minutes * MINUTE:
-            msg = (
-                f"{format_rfc3339(at)} is more than {limits.max_future_minutes} min ahead of "
-                f"{now_is} ({format_rfc3339(now)})"
-            )
-            raise InvalidEvent(msg, "occurred_at")
         if self.clock is not None and at < self.clock - limits.max_age_days * DAY:
             msg = (
                 f"{format_rfc3339(at)} is more than {limits.max_age_days} days behind the "

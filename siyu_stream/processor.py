@@ -39,7 +39,7 @@ from siyu_stream.events import Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import FIRST, Queues
 from siyu_stream.observe import Observer
-from siyu_stream.partition import Partition, credit_key, sort_key
+from siyu_stream.partition import Partition, check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import Step
@@ -228,13 +228,13 @@ class PartitionTask:
 
     # ------------------------------------------------------------ records
 
-    def enqueue(self, record: Record) -> None:
-        """Decode a consumed record and queue it for its turn."""
+    def enqueue(self, record: Record, now: Millis) -> None:
+        """Decode a consumed record arriving at wall-clock `now` and queue it for its turn."""
         if record.topic == self.topology.commands:
-            self._enqueue_command(record)
+            self._enqueue_command(record, now)
             return
         kind = self.type_of_topic.get(record.topic, "?")
-        self._enqueue_input(record, record.topic, record.offset, kind, forwarded=False)
+        self._enqueue_input(record, record.topic, record.offset, kind, now, forwarded=False)
 
     def full(self) -> list[str]:
         """Sources with QUEUE_LIMIT records queued: the worker pauses fetching them."""
@@ -298,7 +298,7 @@ class PartitionTask:
 
     def handle(self, record: Record, now: Millis) -> list[Out]:
         """Queue one record and run as if every source were caught up (runtime tests)."""
-        self.enqueue(record)
+        self.enqueue(record, now)
         return self.run(now, self.sources)
 
     def sweep(self, now: Millis, limit: int | None = None) -> list[Out]:
@@ -308,7 +308,7 @@ class PartitionTask:
     # ------------------------------------------------------------ internals
 
     def _enqueue_input(
-        self, record: Record, source: str, offset: int, kind: str, *, forwarded: bool
+        self, record: Record, source: str, offset: int, kind: str, now: Millis, *, forwarded: bool
     ) -> None:
         reason = None
         event = None
@@ -321,6 +321,7 @@ class PartitionTask:
                 if actual != kind:
                     msg = f"a {actual} event on topic {record.topic} (expects {kind})"
                     raise InvalidEvent(msg, "type")
+                check_time(event.at, now, "the wall clock", self.rules)
             except InvalidEvent as exc:
                 event, reason = None, exc.full_reason
         if event is None:
@@ -332,7 +333,7 @@ class PartitionTask:
             return
         self.queues.push(source, sort_key(event), Pending(offset, record, kind, event))
 
-    def _enqueue_command(self, record: Record) -> None:
+    def _enqueue_command(self, record: Record, now: Millis) -> None:
         source = self.topology.commands
         try:
             command = orjson.loads(record.value or b"null")
@@ -363,7 +364,7 @@ class PartitionTask:
             )
             return
         kind = self.type_of_topic.get(original.topic, "?")
-        self._enqueue_input(original, source, record.offset, kind, forwarded=True)
+        self._enqueue_input(original, source, record.offset, kind, now, forwarded=True)
 
     def _must_wait(self, now: Millis, caught_up: Collection[str]) -> bool:
         """An empty queue whose topic partition has more to read may hold an earlier
@@ -380,7 +381,7 @@ class PartitionTask:
         if pending.event is None:
             return None
         try:
-            self.events.check(pending.event.at, now, "the wall clock")
+            self.events.check_age(pending.event.at)
         except InvalidEvent as exc:
             return exc.full_reason
         return None

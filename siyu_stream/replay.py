@@ -25,7 +25,7 @@ from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import Queues
-from siyu_stream.partition import credit_key, sort_key
+from siyu_stream.partition import check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE
 
@@ -121,10 +121,17 @@ class _Merge:
             self.exhausted = True
             return False
         self.read += 1
-        if line.event is None:  # changes no state: its place in the order does not matter
-            assert line.error is not None
-            self.rejected(line, line.error.full_reason)
+        error = line.error
+        if line.event is not None and self.engine.now is not None:
+            try:
+                check_time(line.event.at, self.engine.now, "--now", self.engine.rules)
+            except InvalidEvent as exc:
+                error = exc
+        if error is not None:  # changes no state: its place in the order does not matter
+            self.engine.counts.events["rejected"] += 1
+            self.rejected(line, error.full_reason)
             return True
+        assert line.event is not None
         kind = type(line.event).__name__.lower()
         self.queues.push(self._source(line.event.customer_id, kind), sort_key(line.event), line)
         return True
@@ -190,8 +197,6 @@ def replay(
     engine = Engine(rules, MemoryStore(), JsonlSink(out), partitions=partitions, now=now)
 
     def rejected(line: Line, reason: str) -> None:
-        if line.event is None:
-            engine.counts.events["rejected"] += 1
         record = dead_letter(line, reason)
         if deadletters is not None:
             deadletters.write(orjson.dumps(record) + b"\n")

@@ -281,7 +281,7 @@ class Worker:
                 continue  # revoked while polling: the new owner reads it
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                owned.task.enqueue(record)
+                owned.task.enqueue(record, now)
         work = []
         for p, owned in self.owned.items():
             tps = self._sources(p)

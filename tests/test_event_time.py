@@ -69,13 +69,13 @@ class Broker:
         self.produced.append(value)
         self.produce(TOPIC[event["type"]], event["customer_id"].encode(), value)
 
-    def poll(self, rng: random.Random) -> None:
+    def poll(self, rng: random.Random, now: Millis = T0 + 1000 * DAY) -> None:
         """Hand every task an arbitrary part of what it has not seen, in log order."""
         for (topic, p), log in sorted(self.logs.items()):
             start = self.delivered[(topic, p)]
             end = rng.randint(start, len(log))
             for record in log[start:end]:
-                self.tasks[p].enqueue(record)
+                self.tasks[p].enqueue(record, now)
             self.delivered[(topic, p)] = end
 
     def caught_up(self, p: int) -> set[str]:
@@ -99,7 +99,7 @@ class Broker:
         """Deliver everything and run until nothing is left to do."""
         rng = random.Random(0)
         while True:
-            self.poll(rng)
+            self.poll(rng, now)
             self.run(now)
             pending = any(self.delivered[k] < len(log) for k, log in self.logs.items()) or any(
                 len(t.queues) for t in self.tasks.values()
@@ -171,7 +171,7 @@ def test_a_lagging_worker_invents_no_reply_overdue(tmp_path: Path) -> None:
         broker.event(event)
     p = partition_for(b"c1", PARTITIONS)
     for topic in ("siyu.joins", "siyu.chats"):
-        broker.tasks[p].enqueue(broker.logs[(topic, p)][0])
+        broker.tasks[p].enqueue(broker.logs[(topic, p)][0], now)
         broker.delivered[(topic, p)] = 1
     broker.run(now)
     assert "reply_overdue" not in templates(broker.actions)
@@ -295,7 +295,7 @@ def test_any_batching_gives_replays_actions(
         # the wall clock is at or a little past the latest event produced (less than the grace)
         now = max(now, parse_rfc3339(event["occurred_at"]) + rng.randint(0, GRACE - 1))
         for _ in range(rng.randint(0, 2)):
-            broker.poll(rng)
+            broker.poll(rng, now)
             broker.run(now, limit)
     end = now + 500 * DAY
     broker.drain(end)

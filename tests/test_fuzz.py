@@ -1,0 +1,132 @@
+"""Hostile input to replay: it never raises, every line is applied or dead-lettered with
+file, line and reason, and the lines it applied give the same bytes on their own."""
+
+from __future__ import annotations
+
+import io
+import string
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from siyu_stream.clock import DAY, parse_rfc3339
+from siyu_stream.replay import replay
+from siyu_stream.ruleset import Rules
+
+RULES = Rules()
+NOW = parse_rfc3339("2026-04-01T00:00:00Z")
+VALID = (Path(__file__).resolve().parent / "data" / "lifecycle.jsonl").read_bytes().splitlines()
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+@st.composite
+def mangled(draw: st.DrawFn) -> bytes:
+    """A valid event with one field replaced by anything, or dropped."""
+    event = orjson.loads(draw(st.sampled_from(VALID)))
+    field = draw(st.sampled_from(sorted(event)))
+    if draw(st.booleans()):
+        del event[field]
+    else:
+        event[field] = draw(json_values)
+    event["event_id"] = f"fuzz-{draw(st.integers(0, 10**6))}"
+    return orjson.dumps(event)
+
+
+line_bytes = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ").replace(b"\r", b" "))
+bad_lines = st.one_of(
+    line_bytes,
+    json_values.map(orjson.dumps),
+    mangled(),
+    st.sampled_from(
+        [
+            b'{"occurred_at": "9999-12-31T23:59:59-14:00"}',
+            orjson.dumps({**orjson.loads(VALID[0]), "occurred_at": "9999-12-31T23:59:59-14:00"}),
+            orjson.dumps({**orjson.loads(VALID[0]), "occurred_at": "0001-01-01T00:00:00+01:00"}),
+            orjson.dumps({**orjson.loads(VALID[0]), "occurred_at": "9999-12-31T23:58:00Z"}),
+            orjson.dumps({**orjson.loads(VALID[1]), "occurred_at": "2026-05-20T00:00:00Z"}),
+            b"[" * 5000,
+        ]
+    ),
+)
+
+
+def run(lines: list[bytes], tmp: Path) -> tuple[bytes, list[dict[str, Any]], dict[str, int]]:
+    path = tmp / "input.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    out, dead = io.BytesIO(), io.BytesIO()
+    counts = replay([path], out, RULES, now=NOW, until=NOW + 400 * DAY, deadletters=dead)
+    letters = [orjson.loads(line) for line in dead.getvalue().splitlines()]
+    return out.getvalue(), letters, dict(counts.events)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bad=st.lists(bad_lines, max_size=12), positions=st.lists(st.integers(0, 100)))
+def test_hostile_lines_never_stop_replay_nor_change_the_valid_ones(
+    tmp_path_factory: pytest.TempPathFactory, bad: list[bytes], positions: list[int]
+) -> None:
+    lines = list(VALID)
+    for n, line in enumerate(bad):
+        lines.insert(positions[n] % (len(lines) + 1) if n < len(positions) else 0, line)
+    tmp = tmp_path_factory.mktemp("fuzz")
+    actions, letters, events = run(lines, tmp)
+    counted = [line for line in lines if line.strip()]
+    assert sum(events.values()) == len(counted)  # every line applied or rejected, once
+    assert events.get("rejected", 0) == len(letters)
+    for letter in letters:
+        assert letter["file"].endswith("input.jsonl") and letter["line"] >= 1 and letter["reason"]
+    rejected = {letter["line"] for letter in letters}
+    kept = [line for n, line in enumerate(lines, start=1) if n not in rejected]
+    again, letters_again, _ = run(kept, tmp)
+    assert again == actions  # the valid lines' actions, byte for byte
+    assert letters_again == []
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "reason"),
+    [
+        ("9999-12-31T23:59:59-14:00", "must lie in the years 2000..8999"),
+        ("0001-01-01T00:00:00+01:00", "must lie in the years 2000..8999"),
+        ("9999-12-31T23:58:00Z", "must lie in the years 2000..8999"),
+        ("1999-12-31T23:59:59Z", "must lie in the years 2000..8999"),
+        ("2026-04-01T00:00:01+00:00", None),  # within max_future_minutes of --now
+        ("2026-04-02T00:00:01Z", "ahead of --now"),
+    ],
+)
+def test_out_of_range_times_are_dead_lettered_with_a_reason(
+    tmp_path: Path, occurred_at: str, reason: str | None
+) -> None:
+    line = orjson.dumps({**orjson.loads(VALID[0]), "occurred_at": occurred_at})
+    _, letters, _ = run([line, *VALID], tmp_path)
+    if reason is None:
+        assert letters == []
+    else:
+        assert [(letter["line"], reason in letter["reason"]) for letter in letters] == [(1, True)]
+
+
+@pytest.mark.parametrize("first", ["0001-01-01T00:00:00Z", "2026-05-20T00:00:00Z"])
+def test_one_line_cannot_poison_the_clock(tmp_path: Path, first: str) -> None:
+    """A first line dated year 0001 must not reject what follows; one dated weeks ahead
+    (of --now) must not fire everyone's timers early: both are rejected, nothing else."""
+    poison = orjson.dumps({**orjson.loads(VALID[0]), "event_id": "poison", "occurred_at": first})
+    clean, _, _ = run(list(VALID), tmp_path)
+    actions, letters, _ = run([poison, *VALID], tmp_path)
+    assert [letter["line"] for letter in letters] == [1]
+    assert actions == clean
+
+
+def test_the_fuzz_alphabet_reaches_the_schema() -> None:
+    """The strategies reach past JSON parsing (else the property proves little)."""
+    assert any(c in string.printable for c in "{}")
