@@ -10,11 +10,13 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from siyu_stream import state as state_format
 from siyu_stream.clock import DAY, MINUTE, format_rfc3339
+from siyu_stream.events import decode as decode_event
 from siyu_stream.keys import partition_for
 from siyu_stream.observe import Observer, Stats
 from siyu_stream.processor import Out, PartitionTask, Record
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
+from siyu_stream.timeline import Timeline
 from siyu_stream.topology import Topology
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z
@@ -324,3 +326,44 @@ def test_partition_for_agrees_with_aiokafkas_default_partitioner() -> None:
         every = list(range(n))
         for key in [*(f"customer-{i}".encode() for i in range(500)), *odd]:
             assert partition_for(key, n) == default(key, every, every), (key, n)
+
+
+def test_the_api_sees_committed_state_only() -> None:
+    c = Cluster()
+    p = owner("c1")
+    task = c.tasks[p]
+    event = {**order(), "customer_id": "c1", "occurred_at": format_rfc3339(NOW)}
+    task.handle(c.record("siyu.orders", orjson.dumps(event), b"c1", p), NOW)
+    assert task.get("c1") is not None and task.committed_state("c1") is None  # batch in flight
+    task.committed()
+    state = task.committed_state("c1")
+    assert state is not None and state.spend_fen == 600_000
+    assert task.committed_state("") is None  # the clock's key is no customer
+
+
+def test_the_timeline_keeps_summaries_within_its_byte_bound() -> None:
+    timeline = Timeline(max_bytes=50_000)
+    c = Cluster()
+    task = c.tasks[owner("c1")]
+    big = {
+        **order(),
+        "customer_id": "c1",
+        "occurred_at": format_rfc3339(NOW),
+        "items": [{"sku": "x" * 1000}] * 60,  # ~64 KB: fits the input limit, not the timeline
+    }
+    value = orjson.dumps(big)
+    assert len(value) > 60_000
+    task.handle(c.record("siyu.orders", value, b"c1", owner("c1")), NOW)
+    entries = task.observer.timeline_of("c1")
+    assert entries and max(len(orjson.dumps(e)) for e in entries) < 1_000  # a summary
+    for n in range(2_000):
+        event = {**order(f"e{n}"), "customer_id": f"c{n}", "occurred_at": "2026-11-25T00:00:00Z"}
+        timeline.event(decode_event(orjson.dumps(event), Rules().input))
+    assert timeline.size <= 50_000 and 0 < len(timeline) < 2_000
+
+
+def test_repurchase_gaps_are_bucketed_not_kept() -> None:
+    stats = Stats()
+    for n in range(100_000):
+        stats.gap(n % 400)
+    assert len(stats.gap_buckets) == 12 and sum(stats.gap_buckets) == 100_000
