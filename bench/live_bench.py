@@ -55,12 +55,12 @@ from procs import (
     wait_consumed,
 )
 
-from siyu_stream.admin import TopicSpec, ensure_topics
+from siyu_stream.admin import ensure_topics
 from siyu_stream.broker import LocalBroker
 from siyu_stream.clock import format_rfc3339
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
-from siyu_stream.topology import Topology
+from siyu_stream.topology import TopicSpec, Topology
 from siyu_stream.traffic import restamp
 from siyu_stream.wall import wall_clock
 

@@ -14,7 +14,6 @@ from typing import Any, Literal
 import orjson
 
 from siyu_stream.clock import Millis, format_rfc3339
-from siyu_stream.schemas import OUTPUT_TOPIC_BY_KIND
 
 Kind = Literal["gift", "reminder", "change", "suppressed"]
 
@@ -42,10 +41,6 @@ class Action:
     cause_event_id: str
     detail: dict[str, Any]
     because: str
-
-    @property
-    def topic(self) -> str:
-        return OUTPUT_TOPIC_BY_KIND[self.kind]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
@@ -20,21 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from siyu_stream.errors import SiyuError
+from siyu_stream.topology import TopicSpec
 
 _TOPIC_ALREADY_EXISTS = 36
 
 
 class TopicError(SiyuError):
     """Topics could not be created or described, or exist with the wrong partition count."""
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    replication: int = 1
-    # hash=False keeps the spec hashable although the dict is not.
-    config: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class TopicInfo(NamedTuple):

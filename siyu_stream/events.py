@@ -17,7 +17,7 @@ import orjson
 from siyu_stream.clock import Millis, parse_rfc3339
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.ruleset import Input
-from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE, validator
+from siyu_stream.schemas import SCHEMA_OF_TYPE, validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +118,12 @@ def from_dict(data: Any, limits: Input) -> Event:
         msg = f"expected a JSON object, got {type(data).__name__}"
         raise InvalidEvent(msg)
     kind = data.get("type")
-    topic = INPUT_TOPIC_BY_TYPE.get(kind) if isinstance(kind, str) else None
-    if topic is None:
+    schema = SCHEMA_OF_TYPE.get(kind) if isinstance(kind, str) else None
+    if schema is None:
         msg = f"must be one of order, chat, join; got {kind!r}"
         raise InvalidEvent(msg, "type")
     try:
-        validator(topic)(data)
+        validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise _reason(exc) from exc
     try:

@@ -20,6 +20,10 @@ where runtime tests drive it with a dict store and no broker:
   `changelog()` yields one changelog record per changed customer and one for the
   partition clock, `committed()` folds them into the store, `discard()` forgets them
   (and the records queued: the worker rewinds to the committed offsets).
+
+Why ~450 lines in one module: decoding on arrival, the merge loop and the step's records
+share the queues and the batch's states; the rules, clocks and observation they call
+live in their own modules.
 """
 
 from __future__ import annotations

@@ -27,9 +27,12 @@ from siyu_stream.keys import partition_for
 from siyu_stream.merge import Queues
 from siyu_stream.partition import check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
-from siyu_stream.schemas import INPUT_TOPIC_BY_TYPE
+from siyu_stream.settings import Settings
+from siyu_stream.topology import INPUT_TYPES
 
 PROGRESS_SECONDS = 2.0
+_TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
+"""Dead letters name the topic a line's event would have come from (default prefix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
 def dead_letter(line: Line, reason: str) -> dict[str, Any]:
     topic = None
     if line.event is not None:
-        topic = INPUT_TOPIC_BY_TYPE[type(line.event).__name__.lower()]
+        topic = _TOPIC_OF_TYPE[type(line.event).__name__.lower()]
     where = {"topic": topic, "partition": None, "offset": None}
     return {**deadletter.record(where, line.raw, reason), "file": line.path, "line": line.number}
 
@@ -105,9 +108,9 @@ class _Merge:
         self.rejected = rejected
         count = len(engine.partitions)
         self.queues: Queues[Line | ReferralCredit] = Queues(
-            f"{p}:{kind}" for p in range(count) for kind in (*INPUT_TOPIC_BY_TYPE, "credit")
+            f"{p}:{kind}" for p in range(count) for kind in (*INPUT_TYPES.values(), "credit")
         )
-        self.inputs = {f"{p}:{kind}" for p in range(count) for kind in INPUT_TOPIC_BY_TYPE}
+        self.inputs = {f"{p}:{kind}" for p in range(count) for kind in INPUT_TYPES.values()}
         self.exhausted = False
         self.read = 0
 

@@ -17,14 +17,10 @@ import orjson
 
 _ID_PREFIX = "https://siyu-stream.dev/topics/"
 
-INPUT_TOPIC_BY_TYPE = {"order": "siyu.orders", "chat": "siyu.chats", "join": "siyu.joins"}
-OUTPUT_TOPIC_BY_KIND = {
-    "gift": "siyu.actions.gifts",
-    "reminder": "siyu.actions.reminders",
-    "change": "siyu.customers.changes",
-    "suppressed": "siyu.actions.suppressed",
-}
-DEADLETTER = "siyu.deadletter"
+SCHEMA_OF_TYPE = {"order": "siyu.orders", "chat": "siyu.chats", "join": "siyu.joins"}
+"""The schema of each input type. Schemas are named after the default topic names; the
+topic names themselves come from the topology (their prefix is a setting)."""
+DEADLETTER_SCHEMA = "siyu.deadletter"
 
 Validator = Callable[[Any], Any]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
+from siyu_stream import changelog
 from siyu_stream.polling import poll
 from siyu_stream.settings import Settings
 from siyu_stream.stores import Store, open_store
@@ -107,6 +108,6 @@ class Standby:
                 store = self.stores.get(tp.partition)
                 if store is None or not messages:
                     continue  # taken over while this batch was in flight
-                for m in messages:
-                    store[m.key.decode()] = m.value
-                store.save_checkpoint(messages[-1].offset)
+                last = changelog.apply(store, messages)
+                assert last is not None  # messages is not empty
+                store.save_checkpoint(last)

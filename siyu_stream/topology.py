@@ -7,9 +7,9 @@ by customer id, so one worker owns a customer's input, commands and state togeth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from siyu_stream.admin import TopicSpec
 from siyu_stream.settings import Settings
 
 INPUT_TYPES = {"orders": "order", "chats": "chat", "joins": "join"}
@@ -19,6 +19,17 @@ OUTPUT_BY_KIND = {
     "change": "customers.changes",
     "suppressed": "actions.suppressed",
 }
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: `admin.ensure_topics` makes the broker hold it."""
+
+    name: str
+    partitions: int
+    replication: int = 1
+    # hash=False keeps the spec hashable although the dict is not.
+    config: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from siyu_stream.cli import main
-from siyu_stream.schemas import DEADLETTER, validator
+from siyu_stream.schemas import DEADLETTER_SCHEMA, validator
 
 DATA = Path(__file__).resolve().parent / "data"
 UPDATE = os.environ.get("SIYU_UPDATE_GOLDEN") == "1"
@@ -58,7 +58,7 @@ def test_every_output_matches_its_topic_schema(name: str, tmp_path: Path) -> Non
         }[action["kind"]]
         validator(topic)(action)
     for line in dead.splitlines():
-        validator(DEADLETTER)(orjson.loads(line))
+        validator(DEADLETTER_SCHEMA)(orjson.loads(line))
 
 
 def test_lifecycle_covers_every_rule(tmp_path: Path) -> None:

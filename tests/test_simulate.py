@@ -102,7 +102,7 @@ def test_good_records_pass_the_topic_schemas(good: list[Msg]) -> None:
     if not (schemas.topics_dir() / "siyu.orders.schema.json").is_file():
         pytest.skip("topic schemas not written yet")
     for msg in good:
-        schemas.validator(schemas.INPUT_TOPIC_BY_TYPE[msg["type"]])(msg)
+        schemas.validator(schemas.SCHEMA_OF_TYPE[msg["type"]])(msg)
 
 
 def test_ids_are_unique_and_refunds_name_a_paid_order(good: list[Msg]) -> None:
