@@ -14,18 +14,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
-from siyu_stream.errors import SiyuError
+from siyu_stream.errors import TopicError
 from siyu_stream.topology import TopicSpec
 
 _TOPIC_ALREADY_EXISTS = 36
-
-
-class TopicError(SiyuError):
-    """Topics could not be created or described, or exist with the wrong partition count."""
 
 
 class TopicInfo(NamedTuple):

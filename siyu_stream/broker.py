@@ -27,16 +27,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from siyu_stream.errors import SiyuError
+from siyu_stream.errors import BrokerError
 
 LOG_NAME = "noida-db.log"
 _RETRY_INTERVAL = 0.5
 # noida-db refuses to start while the PID in the data dir's control file answers `kill -0`.
 _ALREADY_RUNNING = re.compile(r"is already running for .* \(pid (\d+)\)")
-
-
-class BrokerError(SiyuError):
-    """The local broker could not be started, reached or stopped; the message says why."""
 
 
 def binary_path() -> Path:

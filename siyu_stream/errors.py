@@ -31,3 +31,15 @@ class RulesError(SiyuError):
 
 class StateError(SiyuError):
     """A serialized customer state that this version cannot read."""
+
+
+class SettingsError(SiyuError):
+    """An environment variable with a value the worker cannot use."""
+
+
+class BrokerError(SiyuError):
+    """The local broker could not be started, reached or stopped; the message says why."""
+
+
+class TopicError(SiyuError):
+    """Topics could not be created or described, or exist with the wrong partition count."""

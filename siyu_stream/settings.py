@@ -14,13 +14,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from siyu_stream.errors import SiyuError
+from siyu_stream.errors import SettingsError
 
-
-class SettingsError(SiyuError):
-    """An environment variable with a value the worker cannot use."""
+StoreKind = Literal["memory://", "rocksdb://"]
+Guarantee = Literal["exactly_once", "at_least_once"]
 
 
 _TOKEN_CHARS = re.compile(r"[!-~]+")
@@ -43,11 +42,11 @@ class Settings:
     """Partitions of every topic (inputs must be co-partitioned by customer id)."""
     replication: int = field(default=1, metadata=_env("SIYU_REPLICATION"))
     """Replication factor of the topics the worker creates (3 on a production cluster)."""
-    store: str = field(default="memory://", metadata=_env("SIYU_STORE"))
+    store: StoreKind = field(default="memory://", metadata=_env("SIYU_STORE"))
     """State store: `memory://` (tests, demo) or `rocksdb://` (production)."""
     data_dir: Path = field(default=Path(".siyu/worker"), metadata=_env("SIYU_DATA_DIR"))
     """Where the worker keeps RocksDB files and its local data."""
-    guarantee: str = field(default="exactly_once", metadata=_env("SIYU_GUARANTEE"))
+    guarantee: Guarantee = field(default="exactly_once", metadata=_env("SIYU_GUARANTEE"))
     """`at_least_once` or `exactly_once` (Kafka transactions; needs a broker that has them)."""
     standby_replicas: int = field(default=0, metadata=_env("SIYU_STANDBY_REPLICAS"))
     """0 or 1: with 1, every worker keeps a warm copy of each partition it does not own, for
@@ -111,10 +110,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.store.split("://")[0] not in ("memory", "rocksdb"):
-            _fail("SIYU_STORE", self.store, "memory:// or rocksdb://")
-        if self.guarantee not in ("at_least_once", "exactly_once"):
-            _fail("SIYU_GUARANTEE", self.guarantee, "at_least_once or exactly_once")
+        if self.store not in get_args(StoreKind):
+            _fail("SIYU_STORE", self.store, " or ".join(get_args(StoreKind)))
+        if self.guarantee not in get_args(Guarantee):
+            _fail("SIYU_GUARANTEE", self.guarantee, " or ".join(get_args(Guarantee)))
         if self.partitions < 1:
             _fail("SIYU_PARTITIONS", str(self.partitions), "an integer >= 1")
         if self.replication < 1:

@@ -79,6 +79,6 @@ Store = DictStore | RocksStore
 
 
 def open_store(settings: Settings, partition: int) -> Store:
-    if settings.store.startswith("rocksdb"):
+    if settings.store == "rocksdb://":
         return RocksStore(settings.data_dir / settings.app_id / f"partition-{partition}")
     return DictStore()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import orjson
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer
 
 from siyu_stream.admin import ensure_topics
 from siyu_stream.clock import format_rfc3339

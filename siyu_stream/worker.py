@@ -41,18 +41,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import (  # type: ignore[import-untyped]
+from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
     ConsumerRebalanceListener,
     TopicPartition,
 )
-from aiokafka.coordinator.assignors.range import (  # type: ignore[import-untyped]
+from aiokafka.coordinator.assignors.range import (
     RangePartitionAssignor,
 )
-from aiokafka.errors import KafkaError, ProducerFenced  # type: ignore[import-untyped]
-from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
-from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import OffsetAndMetadata
 
 from siyu_stream import changelog, web
 from siyu_stream.admin import ensure_topics

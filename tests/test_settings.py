@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from siyu_stream.settings import Settings, SettingsError
+from siyu_stream.errors import SettingsError
+from siyu_stream.settings import Settings
 
 
 @pytest.mark.parametrize("token", [None, "", " ", "   ", "\t\n"])
