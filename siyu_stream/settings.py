@@ -62,7 +62,7 @@ class Settings:
     api_token: str | None = field(default=None, metadata=_env("SIYU_API_TOKEN"))
     """Bearer token for `/customers/{id}` (customer data). Required unless auth is disabled."""
     api_auth: bool = field(default=True, metadata=_env("SIYU_API_AUTH"))
-    """`false` disables the API token check: for the local demo only."""
+    """`false` disables the API token check: a local run on loopback only."""
     timer_interval: float = field(default=1.0, metadata=_env("SIYU_TIMER_INTERVAL"))
     """Seconds between polls when idle: a caught-up partition fires due timers this often."""
     timer_grace_ms: int = field(default=2_000, metadata=_env("SIYU_TIMER_GRACE_MS"))
