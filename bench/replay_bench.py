@@ -77,8 +77,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_per_customer_bytes": (rss_after - rss_before) / customers,
         "output_bytes": out_path.stat().st_size,
         "counts": {
-            "events": dict(counts.events),
-            "actions": dict(counts.actions),
+            "events": dict(counts.by_outcome()),
+            "actions": dict(counts.by_kind()),
             "timers_fired": counts.timers_fired,
         },
     }

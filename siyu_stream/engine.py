@@ -8,15 +8,14 @@ events in the caller's order; `replay` feeds it in merge order.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
 from siyu_stream.events import Event
 from siyu_stream.keys import partition_for
+from siyu_stream.observe import Stats
 from siyu_stream.partition import Partition, check_time
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
@@ -45,15 +44,6 @@ class MemoryStore:
         return iter(self.data.items())
 
 
-@dataclass
-class Counts:
-    events: Counter[str] = field(default_factory=Counter)
-    """Per outcome: ok, duplicate, rejected."""
-    actions: Counter[str] = field(default_factory=Counter)
-    """Per kind."""
-    timers_fired: int = 0
-
-
 class Engine:
     def __init__(
         self,
@@ -70,7 +60,7 @@ class Engine:
         self.now = now
         """Events further ahead of this than the rules allow are rejected (None: no bound)."""
         self.partitions = [Partition(rules, store, self._applied) for _ in range(partitions)]
-        self.counts = Counts()
+        self.stats = Stats()
         self.credits: list[ReferralCredit] = []
         """Credits emitted and not yet applied: `handle` applies them at once; the replay
         merge queues them on the referrer's partition instead."""
@@ -101,7 +91,7 @@ class Engine:
         partition.check_age(event.at)
         partition.advance(event.at)
         step = partition.apply(event)
-        self.counts.events[step.outcome] += 1
+        self.stats.events[(type(event).__name__.lower(), step.outcome)] += 1
         return step
 
     def credit(self, credit: ReferralCredit) -> Step:
@@ -122,7 +112,7 @@ class Engine:
 
     def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         for action in step.actions:
-            self.counts.actions[action.kind] += 1
+            self.stats.actions[(action.kind, action.rule)] += 1
             self.sink.send(action)
         self.credits.extend(step.credits)
 

@@ -29,7 +29,8 @@ GAP_BUCKETS = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
 
 @dataclass
 class Stats:
-    """Counters the metrics exporter reads; plain numbers, no Prometheus here."""
+    """Counters of a worker (read by the metrics exporter) or of a replay run; plain
+    numbers, no Prometheus here."""
 
     events: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
@@ -53,9 +54,24 @@ class Stats:
     latencies: list[tuple[Millis, Millis]] = field(default_factory=list)
     """(record timestamp, action event time) per action of the batch in flight."""
 
+    def by_outcome(self) -> Counter[str]:
+        """Events per outcome, whatever their type."""
+        return _summed(self.events, 1)
+
+    def by_kind(self) -> Counter[str]:
+        """Actions per kind, whatever their rule."""
+        return _summed(self.actions, 0)
+
     def gap(self, days: float) -> None:
         self.gap_buckets[bisect.bisect_left(GAP_BUCKETS, days)] += 1
         self.gap_sum_days += days
+
+
+def _summed(counter: Counter[tuple[str, str]], position: int) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for key, n in counter.items():
+        total[key[position]] += n
+    return total
 
 
 Profile = tuple[str | None, str, str, str, int]

@@ -20,11 +20,12 @@ import orjson
 from siyu_stream import deadletter
 from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
-from siyu_stream.engine import Counts, Engine, MemoryStore
+from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import Queues
+from siyu_stream.observe import Stats
 from siyu_stream.partition import check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -131,7 +132,8 @@ class _Merge:
             except InvalidEvent as exc:
                 error = exc
         if error is not None:  # changes no state: its place in the order does not matter
-            self.engine.counts.events["rejected"] += 1
+            kind = type(line.event).__name__.lower() if line.event is not None else "?"
+            self.engine.stats.events[(kind, "rejected")] += 1
             self.rejected(line, error.full_reason)
             return True
         assert line.event is not None
@@ -166,7 +168,7 @@ class _Merge:
                 try:
                     step = engine.apply(item.event)
                 except InvalidEvent as exc:
-                    engine.counts.events["rejected"] += 1
+                    engine.stats.events[(type(item.event).__name__.lower(), "rejected")] += 1
                     self.rejected(item, exc.full_reason)
                     continue
                 if step.outcome == "rejected":
@@ -191,8 +193,8 @@ def replay(
     partitions: int = 1,
     deadletters: IO[bytes] | None = None,
     progress: IO[str] | None = None,
-) -> Counts:
-    """Run the engine over `paths`; returns the counts. Same input, `now` and partitions,
+) -> Stats:
+    """Run the engine over `paths`; returns its counters. Same input, `now` and partitions,
     same bytes out. `now` bounds how far ahead an event may be (default: the wall clock
     when replay starts)."""
     if now is None:
@@ -214,19 +216,17 @@ def replay(
                 last_report = clock
                 progress.write(f"replay: {n:,} events, {n / (clock - started):,.0f} events/s\n")
     engine.advance(until)
-    engine.counts.timers_fired = engine.timers_fired
-    return engine.counts
+    engine.stats.timers_fired = engine.timers_fired
+    return engine.stats
 
 
-def summary(counts: Counts, seconds: float) -> str:
-    events = counts.events
+def summary(stats: Stats, seconds: float) -> str:
+    events, actions = stats.by_outcome(), stats.by_kind()
     total = sum(events.values())
-    kinds = ", ".join(
-        f"{k} {counts.actions[k]:,}" for k in ("gift", "reminder", "change", "suppressed")
-    )
+    kinds = ", ".join(f"{k} {actions[k]:,}" for k in ("gift", "reminder", "change", "suppressed"))
     rate = total / seconds if seconds > 0 else 0.0
     return (
         f"replay: {total:,} events ({events['ok']:,} ok, {events['duplicate']:,} duplicates, "
-        f"{events['rejected']:,} rejected), {sum(counts.actions.values()):,} actions ({kinds}), "
-        f"{counts.timers_fired:,} timers fired, {seconds:.1f} s, {rate:,.0f} events/s"
+        f"{events['rejected']:,} rejected), {sum(actions.values()):,} actions ({kinds}), "
+        f"{stats.timers_fired:,} timers fired, {seconds:.1f} s, {rate:,.0f} events/s"
     )

@@ -69,7 +69,7 @@ def run(lines: list[bytes], tmp: Path) -> tuple[bytes, list[dict[str, Any]], dic
     out, dead = io.BytesIO(), io.BytesIO()
     counts = replay([path], out, RULES, now=NOW, until=NOW + 400 * DAY, deadletters=dead)
     letters = [orjson.loads(line) for line in dead.getvalue().splitlines()]
-    return out.getvalue(), letters, dict(counts.events)
+    return out.getvalue(), letters, dict(counts.by_outcome())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

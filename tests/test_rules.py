@@ -490,7 +490,7 @@ def test_retried_event_is_ignored_and_counted() -> None:
     assert s.last_outcome == "duplicate"
     assert s.actions == before
     assert s.state().spend_fen == 600_000
-    assert s.engine.counts.events["duplicate"] == 1
+    assert s.engine.stats.by_outcome()["duplicate"] == 1
 
 
 def test_same_paid_order_under_a_new_event_id_counts_once() -> None:
