@@ -26,6 +26,8 @@ from siyu_stream.state import LAYERS, CustomerState, Timer
 
 Outcome = Literal["ok", "duplicate", "rejected"]
 TRACKED = ("layer", "tier", "health", "membership")
+LATEST_DUE: Millis = 253_370_764_800_000
+"""9999-01-01T00:00:00Z: the latest due time a timer can have (it has a calendar date)."""
 # timer names; one timer of each name per customer at most
 REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
 RENEWAL, EXPIRY, DORMANT = "renewal", "expiry", "dormant"
@@ -156,7 +158,9 @@ class Ctx:
 
     # ---- helpers shared by several rules
     def schedule(self, name: str, due: Millis, note: str = "") -> None:
-        self.s.timers[name] = Timer(due, self.cause, note)
+        # clamped, never overflowing: events lie before year 9000, but a repurchase cycle
+        # is as long as the gap between two orders, and its multiples could pass year 9999
+        self.s.timers[name] = Timer(min(due, LATEST_DUE), self.cause, note)
 
     def cancel(self, name: str) -> None:
         self.s.timers.pop(name, None)

@@ -12,6 +12,7 @@ from siyu_stream.events import Join, Order
 from siyu_stream.rules import apply_event
 from siyu_stream.ruleset import ContactPolicy, Engine, Rules
 from siyu_stream.state import CustomerState
+from siyu_stream.step import LATEST_DUE
 
 
 def test_first_event_makes_customer_known_with_layer_change() -> None:
@@ -616,3 +617,29 @@ def test_membership_paid_far_ahead_is_rejected_and_never_overflows_the_calendar(
     later = at + rules.membership.days * DAY
     renewal = Order("m-later", "c1", later, "o-later", "paid", 100_000, "tmall", membership=True)
     assert apply_event(state, renewal, later, rules).outcome == "ok"
+
+
+def test_due_times_are_clamped_never_overflow() -> None:
+    """Two orders seven thousand years apart (replay with a far --now accepts both): the
+    repurchase timers would fall after year 9999; they are clamped and still format."""
+    s = Scenario()
+    s.send(
+        type="order",
+        order_id="a",
+        status="paid",
+        amount="10",
+        channel="tmall",
+        occurred_at="2001-01-01T00:00:00Z",
+    )
+    s.send(
+        type="order",
+        order_id="b",
+        status="paid",
+        amount="10",
+        channel="tmall",
+        occurred_at="8999-01-01T00:00:00Z",
+    )
+    state = s.state()
+    assert max(t.due for t in state.timers.values()) == LATEST_DUE
+    s.engine.advance(LATEST_DUE)  # firing them formats their times: no OverflowError
+    assert any(a.rule == "repurchase_due" for a in s.sink.actions)
