@@ -240,25 +240,27 @@ class Worker:
                 backoff = min(backoff * 2, BACKOFF_LAST)
 
     async def _rewind(self) -> None:
-        """After a failed batch: every owned partition resumes at its committed offsets,
-        with fresh producers (an idempotent producer's sequence may be broken; a new
-        transactional one aborts what the failed one left open)."""
+        """After a failed batch, every owned partition resumes as a new owner would: state
+        restored from its changelog (what of the batch reached it counts, as after a
+        crash: the offsets may have been committed although the answer never came),
+        records from the committed offsets, fresh producers (an idempotent producer's
+        sequence may be broken; a new transactional one aborts what the old left open)."""
         if self._producer is not None:
             await _stop_failed(self._producer)
             self._producer = await self._plain_producer()
-        for p, owned in self.owned.items():
+        for p, owned in list(self.owned.items()):
+            producer = owned.producer
+            if producer is not None:
+                await _stop_failed(producer)
+                producer = await self._transactional_producer(p)
             owned.task.discard()
-            owned.offsets = {}
-            if owned.producer is not None:
-                await _stop_failed(owned.producer)
-                owned.producer = await self._transactional_producer(p)
+            self.owned[p] = await self._resume(p, owned.store, producer)
             for tp in self._sources(p).values():
                 committed = await self._consumer.committed(tp)
                 if committed is None:
                     await self._consumer.seek_to_beginning(tp)
                 else:
                     self._consumer.seek(tp, committed)
-                owned.committed.pop(tp, None)
 
     async def _shutdown(self) -> None:
         async with self._lock:
@@ -450,6 +452,10 @@ class Worker:
         store = self.standby.take(p)
         if store is None:
             store = open_store(self.settings, p)
+        return await self._resume(p, store, producer)
+
+    async def _resume(self, p: int, store: Store, producer: Any) -> Owned:
+        """Partition `p` from its changelog: the store brought up to date, a new task."""
         restored = await changelog.restore(
             self.settings.broker, self.topology.changelog, p, store, self._stop
         )
