@@ -263,7 +263,7 @@ class PartitionTask:
             self.queues.pop(LOCAL)
             assert pending.credit is not None
             self._fire(pending.credit.at, None)
-            self._take(pending, now)
+            self._take_guarded(LOCAL, pending, now)
         return self._outs
 
     def _run(self, now: Millis, caught_up: Collection[str], limit: int | None) -> None:
@@ -292,13 +292,16 @@ class PartitionTask:
                     self.more = True
                     return
             self.queues.pop(source)
-            self.observer.record_ts = pending.record.timestamp or now
-            self._record = pending.record
-            try:
-                self._take(pending, now)
-            except Exception as exc:  # a bug must not stop the stream: dead-letter the record
-                log.exception("internal error on %s[%d]@%d", source, self.partition, pending.offset)
-                self._dead(pending, f"internal error: {exc!r}", now)
+            self._take_guarded(source, pending, now)
+
+    def _take_guarded(self, source: str, pending: Pending, now: Millis) -> None:
+        self.observer.record_ts = pending.record.timestamp or now
+        self._record = pending.record
+        try:
+            self._take(pending, now)
+        except Exception as exc:  # a bug must not stop the stream: dead-letter the record
+            log.exception("internal error on %s[%d]@%d", source, self.partition, pending.offset)
+            self._dead(pending, f"internal error: {exc!r}", now)
 
     def handle(self, record: Record, now: Millis) -> list[Out]:
         """Queue one record and run as if every source were caught up (runtime tests)."""
