@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import signal
@@ -23,13 +24,27 @@ from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.errors import InvalidEvent
 from siyu_stream.events import from_dict
 from siyu_stream.ruleset import Rules
-from siyu_stream.settings import Settings
+from siyu_stream.settings import Guarantee, Settings
 from siyu_stream.topology import Topology
 from siyu_stream.wall import wall_clock
+
+_app_ids = itertools.count()
 
 # Bounds so that a broken run fails instead of hanging; they are not timing claims.
 GIVE_UP_AFTER = 90.0
 TYPE_TOPIC = {"order": "orders", "chat": "chats", "join": "joins"}
+
+
+def settings_for(broker: str, guarantee: Guarantee = "exactly_once", **overrides: Any) -> Settings:
+    """Settings of a test's worker group: its own app id (topics, group) on `broker`."""
+    return Settings(
+        broker=broker,
+        app_id=f"siyu-test-{next(_app_ids)}",
+        partitions=4,
+        guarantee=guarantee,
+        api_auth=False,
+        **overrides,
+    )
 
 
 class WorkerProcess:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import itertools
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import live
 import orjson
 import pytest
 from live import Traffic, WorkerProcess, actions_until, difference, quiesce, read_topics
@@ -29,27 +29,19 @@ from siyu_stream.broker import LocalBroker
 from siyu_stream.clock import HOUR, to_datetime
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
-from siyu_stream.settings import Settings
+from siyu_stream.settings import Guarantee, Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
 from siyu_stream.wall import wall_clock
 
 pytestmark = pytest.mark.integration
 ALL = {0, 1, 2, 3}
-_ids = itertools.count()
 
 
-def settings_for(broker: LocalBroker, guarantee: str = "exactly_once") -> Settings:
-    return Settings(
-        broker=broker.bootstrap,
-        app_id=f"siyu-time-{next(_ids)}",
-        partitions=4,
-        guarantee=guarantee,
-        api_auth=False,
-        # the exact merge needs every lagging input read before going on; production keeps
-        # a short bound so that one stuck topic cannot hold a partition back for long
-        max_task_idle_ms=60_000,
-    )
+def settings_for(broker: LocalBroker, guarantee: Guarantee = "exactly_once") -> Settings:
+    # the exact merge needs every lagging input read before going on; production keeps
+    # a short bound so that one stuck topic cannot hold a partition back for long
+    return live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)
 
 
 async def backlog(settings: Settings, events: int, hours: float) -> Traffic:
@@ -139,6 +131,19 @@ def assert_live_equals_replay(
     assert final_layers(records) == final_layers(list(expected.values()))
 
 
+async def run_to_the_end(
+    settings: Settings, expected: dict[str, dict[str, Any]], log: Path
+) -> list[dict[str, Any]]:
+    """Start a worker over what is already produced and stop it once it has caught up."""
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    worker.wait_owns(ALL)
+    await quiesce(settings)
+    records = await live_actions(settings, expected)
+    worker.terminate()
+    return records
+
+
 async def committed_actions(settings: Settings) -> list[dict[str, Any]]:
     return await read_topics(settings, Topology(settings).outputs)
 
@@ -151,12 +156,7 @@ async def test_a_backlog_is_processed_as_replay_processes_it(
     expected = replayed(traffic.sent, tmp_path)
     rules = Counter(a["rule"] for a in expected.values())
     assert rules["reply_sla"] and rules["referral"] and rules["welcome"]  # timers and credits
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    worker.wait_owns(ALL)
-    await quiesce(settings)
-    records = await live_actions(settings, expected)
-    worker.terminate()
+    records = await run_to_the_end(settings, expected, tmp_path / "worker.log")
     assert_live_equals_replay(records, expected, once=True)
 
 
@@ -226,12 +226,7 @@ async def test_same_second_events_across_topics_are_taken_in_one_order(
                 await traffic.send([event])
     expected = replayed(traffic.sent, tmp_path)
     assert sum(a["rule"] == "referral" for a in expected.values() if a["kind"] == "gift") == 40
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    worker.wait_owns(ALL)
-    await quiesce(settings)
-    records = await live_actions(settings, expected)
-    worker.terminate()
+    records = await run_to_the_end(settings, expected, tmp_path / "worker.log")
     assert_live_equals_replay(records, expected, once=True)
 
 

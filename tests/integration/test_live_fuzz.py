@@ -9,12 +9,12 @@ once with a reason, and the valid events' actions are replay's, by id and bytes.
 from __future__ import annotations
 
 import io
-import itertools
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import live
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -25,14 +25,12 @@ from siyu_stream.broker import LocalBroker
 from siyu_stream.clock import DAY, format_rfc3339
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
-from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 from siyu_stream.wall import wall_clock
 
 pytestmark = pytest.mark.integration
 ALL = {0, 1, 2, 3}
 CARRIERS = 20_000
-_ids = itertools.count()
 
 
 def valid_events(now: int) -> list[dict[str, Any]]:
@@ -174,14 +172,8 @@ def replayed(values: list[bytes], tmp: Path, now: int) -> dict[str, bytes]:
 async def test_hostile_records_never_stop_the_worker(
     broker: LocalBroker, tmp_path: Path, guarantee: str
 ) -> None:
-    settings = Settings(
-        broker=broker.bootstrap,
-        app_id=f"siyu-fuzz-{next(_ids)}",
-        partitions=4,
-        guarantee=guarantee,
-        api_auth=False,
-        max_task_idle_ms=60_000,  # the exact merge: see test_live_event_time
-    )
+    # the exact merge: see test_live_event_time
+    settings = live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)
     await ensure_topics(settings.broker, Topology(settings).specs())
     now = wall_clock()
     valid = [orjson.dumps(e) for e in valid_events(now)]
@@ -226,13 +218,13 @@ async def test_hostile_records_never_stop_the_worker(
     assert worker.alive()
     assert worker.terminate() == 0
 
-    live = {r["action_id"]: orjson.dumps(r) for r in records}
+    got = {r["action_id"]: orjson.dumps(r) for r in records}
     assert Counter(r["action_id"] for r in records).most_common(1)[0][1] == 1
-    assert live.keys() == expected.keys(), difference(
-        {i: orjson.loads(v) for i, v in live.items()},
+    assert got.keys() == expected.keys(), difference(
+        {i: orjson.loads(v) for i, v in got.items()},
         {i: orjson.loads(v) for i, v in expected.items()},
     )
-    assert all(orjson.loads(live[i]) == orjson.loads(expected[i]) for i in expected)
+    assert all(orjson.loads(got[i]) == orjson.loads(expected[i]) for i in expected)
 
     where = Counter((d["topic"], d["partition"], d["offset"]) for d in dead)
     assert max(where.values()) == 1, "a record was dead-lettered twice"

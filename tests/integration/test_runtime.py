@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import live
 import orjson
 import pytest
 from live import (
@@ -29,21 +29,14 @@ from live import (
 )
 
 from siyu_stream.broker import LocalBroker
-from siyu_stream.settings import Settings
+from siyu_stream.settings import Guarantee, Settings
 
 pytestmark = pytest.mark.integration
 ALL = {0, 1, 2, 3}
-_ids = itertools.count()
 
 
-def settings_for(broker: LocalBroker, guarantee: str = "exactly_once") -> Settings:
-    return Settings(
-        broker=broker.bootstrap,
-        app_id=f"siyu-test-{next(_ids)}",
-        partitions=4,
-        guarantee=guarantee,
-        api_auth=False,
-    )
+def settings_for(broker: LocalBroker, guarantee: Guarantee = "exactly_once") -> Settings:
+    return live.settings_for(broker.bootstrap, guarantee)
 
 
 def scenario(n: int) -> list[list[dict[str, Any] | None]]:
