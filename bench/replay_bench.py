@@ -1,9 +1,13 @@
 """Replay benchmarks: core throughput, state size and memory, and a profile.
 
-replay_bench.py run INPUT [--sizes] [--dump-states FILE]
-    one replay of INPUT through siyu_stream.replay.replay, actions to a file;
-    events/s, RSS before/after, customers; --sizes adds the serialized state size
-    per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
+replay_bench.py run INPUT [--until-days D] [--sizes] [--dump-states FILE]
+    a raw JSON pipe over INPUT (each line read, orjson.loads, orjson.dumps, written: the
+    floor of any JSONL-in, JSONL-out tool), then one replay of INPUT through
+    siyu_stream.replay.replay, actions to a file; events/s and CPU per event of both,
+    actions and timers fired, RSS before/after, customers. --until-days: replay as
+    `siyu-stream replay --now END --until END+D days` (END: the last event time), so
+    every timer due within D days of the end fires. --sizes adds the serialized state
+    size per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
     (the changelog records a worker would write) for the recovery benchmark.
 replay_bench.py profile INPUT [--events N]
     pyinstrument over a replay of the first N events; the top functions by self time.
@@ -15,6 +19,7 @@ replay_bench.py processor [--events N] [--profile]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import itertools
@@ -24,17 +29,65 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
 
 from siyu_stream import state as state_format
 from siyu_stream.cli import tune_gc
+from siyu_stream.clock import DAY, parse_rfc3339
 from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
 
 
+def json_pipe(path: Path) -> dict[str, float]:
+    """Each line read, parsed and written back with orjson, nothing else."""
+    lines = 0
+    with path.open("rb") as src, (CACHE / "pipe-out.jsonl").open("wb") as out:
+        started, cpu = time.perf_counter(), time.process_time()
+        for line in src:
+            try:
+                out.write(orjson.dumps(orjson.loads(line)) + b"\n")
+            except orjson.JSONDecodeError:
+                out.write(line)  # replay dead-letters these; the pipe passes them on
+            lines += 1
+        out.flush()
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "seconds": seconds,
+        "events_per_s": lines / seconds,
+        "cpu_us_per_event": 1e6 * cpu / lines,
+    }
+
+
+def first_and_last_time(path: Path) -> tuple[int, int]:
+    """Event times (ms) at the file's two ends: the simulator writes in time order, up to
+    seconds of jitter, so 64 KiB at each end hold the first and the last."""
+    with path.open("rb") as handle:
+        head = handle.read(65536).splitlines()[:-1]
+        handle.seek(max(0, handle.seek(0, 2) - 65536))
+        tail = handle.read().splitlines()[1:]
+
+    def times(lines: list[bytes]) -> list[int]:
+        found = []
+        for line in lines:  # bad lines (no time, an impossible one) are skipped
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                at = parse_rfc3339(orjson.loads(line)["occurred_at"])
+                if at > 946_684_800_000:  # the simulator's bad 1999 stamps
+                    found.append(at)
+        return found
+
+    return min(times(head)), max(times(tail))
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.input)
+    first, last = first_and_last_time(path)
+    until_days = float(args.until_days) if args.until_days else None
+    now = until = None
+    if until_days:
+        now, until = last, last + round(until_days * DAY)
+    pipe = json_pipe(path)  # first: it also brings the file into the page cache for replay
     out_path = CACHE / "replay-actions.jsonl"
     dead_path = CACHE / "replay-deadletters.jsonl"
     rules = Rules()
@@ -52,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     with out_path.open("wb") as out, dead_path.open("wb") as dead:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        counts = replay([path], out, rules, deadletters=dead)
+        counts = replay([path], out, rules, until=until, now=now, deadletters=dead)
         out.flush()
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
@@ -66,10 +119,16 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "input": rel(path),
         "events": events,
+        "event_time_span_s": (last - first) / 1000,
+        "until_days_after_end": until_days,
         "seconds": seconds,
         "cpu_seconds": cpu,
         "events_per_s": events / seconds,
-        "events_per_cpu_s": events / cpu,
+        "cpu_us_per_event": 1e6 * cpu / events,
+        "pipe": pipe,
+        "pipe_ratio": events / seconds / pipe["events_per_s"],
+        "actions_per_event": sum(counts.by_kind().values()) / events,
+        "timers_per_event": counts.timers_fired / events,
         "customers": customers,
         "timer_heap_entries": sum(len(p.timers) for p in engine.partitions),
         "rss_before_bytes": rss_before,
@@ -83,8 +142,10 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     log(
-        f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s; "
-        f"{customers:,} customers, RSS +{(rss_after - rss_before) / 2**20:,.0f} MiB"
+        f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s "
+        f"(raw JSON pipe {pipe['events_per_s']:,.0f}/s); {result['actions_per_event']:.2f} "
+        f"actions, {result['timers_per_event']:.2f} timers per event; {customers:,} customers, "
+        f"RSS +{(rss_after - rss_before) / 2**20:,.0f} MiB"
     )
     if args.sizes:
         sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
@@ -264,7 +325,10 @@ def main() -> None:
     script_main(
         __doc__,
         {
-            "run": (cmd_run, {"input": None, "--sizes": False, "--dump-states": None}),
+            "run": (
+                cmd_run,
+                {"input": None, "--until-days": None, "--sizes": False, "--dump-states": None},
+            ),
             "profile": (cmd_profile, {"input": None, "--events": 200_000, "--top": 10}),
             "processor": (cmd_processor, {"--events": 100_000, "--profile": False, "--top": 10}),
         },

@@ -5,8 +5,9 @@ command and machine) and the README's `## Performance` section (a few of those r
                                                    # section from bench/results.json
     .venv/bin/python bench/report.py RESULTS.json  # RESULTS.md only
 
-Ratios are of figures measured in the same run (worker to raw aiokafka on the same broker,
-two workers to one, RocksDB to memory, warm to cold); nothing is compared to fixed numbers.
+Ratios are of figures measured in the same run (replay to a raw JSON pipe over the same file,
+worker to raw aiokafka on the same broker, two workers to one, RocksDB to memory, warm to
+cold); nothing is compared to fixed numbers.
 """
 
 from __future__ import annotations
@@ -39,24 +40,41 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"×{a / b:.2f}" if a and b else "–"
 
 
+def span(seconds: float) -> str:
+    return f"{seconds / 86400:,.0f} days" if seconds >= 2 * 86400 else f"{seconds / 60:,.0f} min"
+
+
+STREAMS = {"main": "simulator stream", "history": "purchase history (`simulate --days`)"}
+
+
 def replay_rows(r: dict[str, Any]) -> list[Row]:
-    rep = r.get("replay")
-    if not rep:
-        return []
-    value = f"**{n(rep['events_per_s_median'])} events/s** ("
-    value += ", ".join(n(x) for x in rep["events_per_s_runs"]) + ")"
-    rows: list[Row] = [("throughput, median", value, rep["command"])]
-    value = f"{n(rep['events_per_cpu_s_median'])} events"
-    rows.append(("per CPU-second, median", value, rep["command"]))
-    for i, run in enumerate(rep["runs"], start=1):
-        counts = run["counts"]
-        actions = ", ".join(f"{k} {v:,}" for k, v in counts["actions"].items())
-        value = (
-            f"{run['events']:,} events in {run['seconds']:.1f} s, CPU {run['cpu_seconds']:.1f} "
-            f"s; {run['customers']:,} customers; timer heap {run['timer_heap_entries']:,} "
-            f"entries, {counts['timers_fired']:,} fired; actions {actions}"
-        )
-        rows.append((f"run {i}", value, run["command"]))
+    rows: list[Row] = []
+    for name, rep in (get(r, "replay") or {}).items():
+        if not isinstance(rep, dict):  # results written before there were two streams
+            continue
+        first = rep["runs"][0]
+        stream = f"{STREAMS.get(name, name)}, {first['events']:,} events over "
+        stream += span(first["event_time_span_s"])
+        if first["until_days_after_end"]:
+            stream += f", timers fired to {first['until_days_after_end']:.0f} days past its end"
+        value = f"**{n(rep['events_per_s_median'])} events/s** ("
+        value += ", ".join(n(x) for x in rep["events_per_s_runs"]) + "), "
+        value += f"**×{rep['pipe_ratio_median']:.3f} of a raw JSON pipe** over the same file; "
+        value += f"{rep['cpu_us_per_event_median']:.0f} µs CPU/event; "
+        value += f"{first['actions_per_event']:.2f} actions, {first['timers_per_event']:.2f} "
+        value += "timers fired per event"
+        rows.append((f"{stream}: throughput, median", value, rep["command"]))
+        for i, run in enumerate(rep["runs"], start=1):
+            counts, pipe = run["counts"], run["pipe"]
+            actions = ", ".join(f"{k} {v:,}" for k, v in counts["actions"].items())
+            value = (
+                f"{run['events']:,} events in {run['seconds']:.1f} s, CPU {run['cpu_seconds']:.1f} "
+                f"s; raw JSON pipe {n(pipe['events_per_s'])} events/s, "
+                f"{pipe['cpu_us_per_event']:.1f} µs CPU/event; {run['customers']:,} customers; "
+                f"timer heap {run['timer_heap_entries']:,} entries, {counts['timers_fired']:,} "
+                f"fired; actions {actions}"
+            )
+            rows.append((f"{STREAMS.get(name, name)}, run {i}", value, run["command"]))
     return rows
 
 

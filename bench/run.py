@@ -42,16 +42,17 @@ from report import render, replace_readme_section
 
 REPLAY = [PYTHON, str(BENCH / "replay_bench.py")]
 LIVE = [PYTHON, str(BENCH / "live_bench.py")]
+HISTORY_DAYS = 365
+UNTIL_DAYS = 400  # replay the history as `--now END --until END+400 days`: its timers fire
 
 
 def bench(*argv: object, timeout: float = 900) -> dict[str, Any]:
     return run_json([str(a) for a in argv], timeout=timeout)
 
 
-def simulate(customers: int, events: int) -> dict[str, Any]:
-    path = sim_path(customers, events)
-    argv = [str(Path(PYTHON).parent / "siyu-stream"), "simulate", "--customers", str(customers)]
-    argv += ["--rate", str(SIM_RATE), "--events", str(events), "--out", str(path)]
+def simulate(path: Path, *options: object) -> dict[str, Any]:
+    argv = [str(Path(PYTHON).parent / "siyu-stream"), "simulate", *map(str, options)]
+    argv += ["--out", str(path)]
     info: dict[str, Any] = {"path": rel(path), "command": command(*argv)}
     if path.exists():
         info["cached"] = True
@@ -78,8 +79,12 @@ def main() -> None:
     only = set(args.only.split(",")) if args.only else None
     CACHE.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
+    if importlib.util.find_spec("pyinstrument") is None:
+        log("installing pyinstrument into the venv (profiling only; not a project dependency)")
+        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
     size = {
         "events": 100_000 if quick else 1_000_000,
+        "history_events": 20_000 if quick else 200_000,
         "big_customers": 200_000 if quick else 1_000_000,
         "profile_events": 20_000 if quick else 200_000,
         "processor_events": 10_000 if quick else 100_000,
@@ -110,32 +115,46 @@ def main() -> None:
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
         return results.get(name)
 
-    if importlib.util.find_spec("pyinstrument") is None:
-        log("installing pyinstrument into the venv (profiling only; not a project dependency)")
-        subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
-    inputs = {"main": simulate(SIM_CUSTOMERS, size["events"])}
+    def steady(customers: int) -> dict[str, Any]:
+        n = size["events"]
+        flags = ("--customers", customers, "--rate", SIM_RATE, "--events", n)
+        return simulate(sim_path(customers, n), *flags)
+
+    n = size["history_events"]
+    history_path = CACHE / f"history-{n // 1000}k-events-{HISTORY_DAYS}-days.jsonl"
+    inputs = {
+        "main": steady(SIM_CUSTOMERS),
+        "history": simulate(history_path, "--days", HISTORY_DAYS, "--events", n),
+    }
     main_input = str(ROOT / inputs["main"]["path"])
     if only is None or "memory" in only:
-        inputs["big"] = simulate(size["big_customers"], size["events"])
+        inputs["big"] = steady(size["big_customers"])
     results["inputs"] = inputs
     states = CACHE / f"states-{Path(main_input).stem}.tsv"
-    first_run = [*REPLAY, "run", main_input, "--sizes", "--dump-states", states]
+    first_run = ("--sizes", "--dump-states", states)
 
-    def replay_runs() -> dict[str, Any]:
+    def replay_runs(name: str, *flags: object) -> dict[str, Any]:
+        argv = [*REPLAY, "run", ROOT / inputs[name]["path"], *flags]
         runs = [
-            bench(*first_run) if i == 0 else bench(*REPLAY, "run", main_input)
+            bench(*argv, *(first_run if i == 0 and name == "main" else ()))
             for i in range(size["replay_runs"])
         ]
-        rates = [r["events_per_s"] for r in runs]
         return {
-            "events_per_s_median": median(rates),
-            "events_per_s_runs": rates,
-            "events_per_cpu_s_median": median([r["events_per_cpu_s"] for r in runs]),
-            "command": command(*REPLAY, "run", main_input),
+            "events_per_s_median": median([r["events_per_s"] for r in runs]),
+            "events_per_s_runs": [r["events_per_s"] for r in runs],
+            "pipe_ratio_median": median([r["pipe_ratio"] for r in runs]),
+            "cpu_us_per_event_median": median([r["cpu_us_per_event"] for r in runs]),
+            "command": command(*argv),
             "runs": runs,
         }
 
-    replayed = step("replay", replay_runs)
+    replayed = step(
+        "replay",
+        lambda: {
+            "main": replay_runs("main"),
+            "history": replay_runs("history", "--until-days", UNTIL_DAYS),
+        },
+    )
     step(
         "profile", lambda: bench(*REPLAY, "profile", main_input, "--events", size["profile_events"])
     )
@@ -146,7 +165,9 @@ def main() -> None:
     step(
         "memory",
         lambda: {
-            "main": replayed["runs"][0] if replayed else bench(*first_run),
+            "main": replayed["main"]["runs"][0]
+            if replayed
+            else bench(*REPLAY, "run", main_input, *first_run),
             "big": bench(*REPLAY, "run", ROOT / inputs["big"]["path"], "--sizes"),
         },
     )

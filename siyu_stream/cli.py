@@ -93,15 +93,20 @@ def cmd_check_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from siyu_stream.simulate import SimConfig, generate, write_jsonl  # noqa: PLC0415 - keep CLI start fast
+    from siyu_stream.simulate import SimConfig, generate, history, write_jsonl  # noqa: PLC0415 - keep CLI start fast
 
-    if args.customers < 1 or args.rate <= 0:
+    if (args.customers is not None and args.customers < 1) or args.rate <= 0:
         msg = "--customers must be >= 1 and --rate > 0"
         raise SiyuError(msg)
     limit = args.events
     if limit is None and args.duration is not None:
         limit = int(args.rate * args.duration)
-    cfg = SimConfig(customers=args.customers, rate=args.rate, seed=args.seed)
+    cfg = SimConfig(customers=args.customers or 1000, rate=args.rate, seed=args.seed)
+    if args.days is not None:
+        if limit is None or args.out is None or args.days <= 0:
+            msg = "--days needs N > 0, --events and --out (a history is written to a file)"
+            raise SiyuError(msg)
+        cfg = history(limit, args.days, customers=args.customers, seed=args.seed)
     if args.out is not None:
         if limit is None:
             msg = "--out needs --events or --duration (a file cannot be endless)"
@@ -222,10 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("simulate", help="realistic synthetic orders, chats and joins")
-    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--customers", type=int, help="default 1000; with --days, enough to fill N days")
     p.add_argument("--rate", type=float, default=50.0, help="events per second")
     p.add_argument("--duration", type=float, help="seconds of traffic (default: endless)")
     p.add_argument("--events", type=int, help="number of events (instead of --duration)")
+    p.add_argument("--days", type=float, help="a purchase history: --events over N days")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", help="write JSONL here (replay input) instead of producing to Kafka")
     p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")

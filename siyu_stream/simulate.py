@@ -11,11 +11,18 @@ Event time (`occurred_at`) advances by story steps scaled by a slowly adapting f
 that on average `rate` events are produced per second of event time while local shapes
 (a reply after 5 minutes, a 30-day cycle) keep their proportions. At
 `rate = natural_rate(customers)` the factor is about 1 and customers live in real time.
+
+History mode (`SimConfig.days`, built by `history`): a purchase history rather than a steady
+load. Customers keep arriving over the whole span and most lapse after a purchase or two,
+so many histories are short and their timers (repurchase, at risk, dormant) fire, and
+event times follow the brand's day in Asia/Shanghai: busy evenings, quiet nights.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -24,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeAlias
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -32,6 +40,12 @@ DEFAULT_START: Final = datetime(2026, 1, 1, tzinfo=UTC)
 # Measured steady-state output of the story model below (all kinds, per customer per day);
 # used to start the time scale near 1 and by `natural_rate`. Re-measure if stories change.
 EVENTS_PER_CUSTOMER_DAY: Final = 0.13
+# (days, records per customer) of a history that long, customers arriving all through it;
+# measured in story time (re-measure if stories change). It grows slowly: a lapsed buyer's
+# story ends within months, and a late arrival's has barely begun when the history ends.
+HISTORY_YIELD: Final = (
+    (0, 1.0), (7, 1.3), (30, 1.64), (90, 2.05), (180, 2.38), (365, 2.71), (730, 2.94), (1095, 3.14),
+)  # fmt: skip
 
 MINUTE: Final = 60.0
 HOUR: Final = 3600.0
@@ -45,6 +59,23 @@ _SELF_SERVICE: Final = frozenset({"official_account", "app", "miniprogram"})
 _CHAT_CHANNEL: Final = {"group": "group", "wechat": "wechat", "official_account": "wechat"}
 _ALPHA: Final = 1 / 2000  # the time scale follows ~2,000 events: smooth, yet adapts to ramp-up
 _MAX_SCALE_DRIFT: Final = 4.0  # ramp-up may squeeze or stretch stories by at most this factor
+
+# History mode. The brand's zone (docs/design.md §4 quiet hours); Shanghai keeps one UTC
+# offset all year, so the offset at the start serves the whole history.
+_ZONE: Final = ZoneInfo("Asia/Shanghai")
+# Relative activity per local hour 0..23: shoppers and chats peak in the evening, stay
+# busy through office hours and nearly stop from 01:00 to 06:00.
+_HOURLY: Final = (
+    3.0, 1.5, 0.8, 0.5, 0.4, 0.5, 1.0, 2.2, 3.5, 4.5, 5.2, 5.0,
+    4.6, 4.6, 4.8, 4.8, 4.7, 4.5, 4.6, 5.2, 6.2, 6.6, 5.8, 4.2,
+)  # fmt: skip
+# Chance of buying again after the 1st, 2nd, 3rd-and-later purchase: about a quarter of
+# first-time buyers come back, loyalty grows with each order; big spenders are loyal.
+_REPEAT: Final = (0.25, 0.45, 0.65)
+_REPEAT_BIG: Final = 0.8
+# A shop's purchase history is mostly orders: a quarter as many buyers join the pool (and
+# then chat) as in the steady load, whose mix is meant to exercise the pool rules.
+_HISTORY_POOL: Final = 0.25
 
 # Scheduled story steps (the heap holds at most a handful per customer).
 _ARRIVE, _ORDER, _MEMBER, _REFUND, _JOIN, _JOIN_GROUP = range(6)
@@ -60,12 +91,33 @@ def natural_rate(customers: int) -> float:
     return customers * EVENTS_PER_CUSTOMER_DAY / DAY
 
 
+def history_events_per_customer(days: float) -> float:
+    """Records per customer of a `days`-long history: `HISTORY_YIELD` interpolated, and
+    extended along its last segment."""
+    i = min(max(bisect.bisect_left(HISTORY_YIELD, (days,)), 1), len(HISTORY_YIELD) - 1)
+    (d0, k0), (d1, k1) = HISTORY_YIELD[i - 1], HISTORY_YIELD[i]
+    return k0 + (k1 - k0) * (days - d0) / (d1 - d0)
+
+
+def history(events: int, days: float, *, customers: int | None = None, seed: int = 7) -> SimConfig:
+    """`events` records of a purchase history spread over `days` of event time. Without
+    `customers`, as many as live that history at their own pace (time scale ≈ 1)."""
+    if events < 1 or days <= 0:
+        msg = "events must be >= 1 and days > 0"
+        raise ValueError(msg)
+    if customers is None:
+        customers = max(1, round(events / history_events_per_customer(days)))
+    rate = events / (days * DAY)
+    return SimConfig(customers, rate, seed=seed, arrival_days=days, days=days)
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """What to simulate; the same config always yields the same records."""
 
     customers: int
-    """Population size; customers arrive over `arrival_days` and then stay (memory ∝ this)."""
+    """Population size; customers arrive over `arrival_days` and then stay (memory ∝ this).
+    In history mode, customers arriving per `arrival_days`, and they go on arriving."""
     rate: float
     """Average events per second of *event* time; `natural_rate(customers)` keeps real pace."""
     seed: int = 7
@@ -80,14 +132,18 @@ class SimConfig:
     """Share of records stamped a few seconds before the latest event already sent."""
     arrival_days: float = 60.0
     """Story days over which the customers arrive (first order or first join)."""
+    days: float | None = None
+    """History mode (see `history`): buyers lapse, event times follow the day in the
+    brand's zone. The stream spans `days` when `rate × days × DAY` records are taken."""
 
     def __post_init__(self) -> None:
         offset = self.start.utcoffset()
         if offset is None or offset != timedelta(0):
             msg = f"start must be an aware UTC datetime, got {self.start!r}"
             raise ValueError(msg)
-        if self.customers < 1 or self.rate <= 0 or self.arrival_days <= 0:
-            msg = "customers must be >= 1, rate and arrival_days > 0"
+        days = 1.0 if self.days is None else self.days
+        if self.customers < 1 or min(self.rate, self.arrival_days, days) <= 0:
+            msg = "customers must be >= 1, rate, arrival_days and days > 0"
             raise ValueError(msg)
         ratios = (self.bad_ratio, self.duplicate_ratio, self.jitter_ratio)
         if min(ratios) < 0 or self.bad_ratio + self.duplicate_ratio >= 1 or self.jitter_ratio > 1:
@@ -141,6 +197,9 @@ class _Customer:
     responsive: float  # chance of answering staff outreach (0: ignores staff entirely)
     leaver: bool  # will delete the brand at some point
     carriers: list[str]
+    big: bool = False
+    orders: int = 0  # purchases so far
+    lapsed: bool = False  # history mode: made the last purchase of the story
     member_until: float = 0.0  # story time
     outreach_live: bool = False
     join_pending: bool = False
@@ -153,7 +212,8 @@ class _World:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.customers: list[_Customer | None] = [None] * cfg.customers
+        self.history = cfg.days is not None
+        self.customers: list[_Customer | None] = [] if self.history else [None] * cfg.customers
         self.arrived: list[int] = []
         self.staff = [f"s{i:03d}" for i in range(1, max(3, cfg.customers // 150) + 1)]
         self.heap: list[tuple[float, int, int, int, _Arg]] = []
@@ -166,6 +226,15 @@ class _World:
         good_share = 1 - cfg.bad_ratio - cfg.duplicate_ratio
         self.target_dt = 1 / (cfg.rate * good_share)
         self.story_dt = DAY / (cfg.customers * EVENTS_PER_CUSTOMER_DAY)  # prior: steady state
+        self.rhythm: _Rhythm | None = None
+        self.pool = 1.0  # scales the chances of joining the pool
+        if cfg.days is not None:
+            self.story_dt = cfg.days * DAY / (cfg.customers * history_events_per_customer(cfg.days))
+            self.rhythm = _Rhythm(cfg.start)
+            self.pool = _HISTORY_POOL
+        # History mode: customers keep arriving, `customers` per `arrival_days` on average,
+        # so newcomers come all through a history of any length and it never runs dry.
+        self.arrival_gap = cfg.arrival_days * DAY / cfg.customers
         self.scale_ref = self.target_dt / self.story_dt
         self.recent: deque[SimRecord] = deque(maxlen=32)  # producers retry recent sends
         self.last_good: tuple[str, str, _Fields] | None = None
@@ -175,6 +244,9 @@ class _World:
             self._on_join, self._on_join_group, self._on_leave, self._on_inbound,
             self._on_reply, self._on_outreach, self._on_sms_invite,
         )  # fmt: skip
+        if self.history:
+            self._at(self.rng.expovariate(1 / self.arrival_gap), 0, _ARRIVE)
+            return
         span = cfg.arrival_days * DAY
         for idx in range(cfg.customers):
             self.heap.append((self.rng.uniform(0, span), idx, idx, _ARRIVE, None))
@@ -199,7 +271,7 @@ class _World:
                 break
         self._advance_clock(t)
         c = self._cust(idx)
-        when = self.clock
+        when = self.clock if self.rhythm is None else self.rhythm(self.clock)
         if self.rng.random() < self.cfg.jitter_ratio:
             # Late delivery: a bit older than what was already sent, never before the
             # customer's own previous event (a reply must not precede its question).
@@ -303,6 +375,7 @@ class _World:
             responsive=0.0 if ignorer else rng.uniform(0.4, 0.95),
             leaver=rng.random() < 0.1,
             carriers=[],
+            big=big,
         )
 
     def _price(self, c: _Customer) -> int:
@@ -324,13 +397,16 @@ class _World:
     # -- story steps: each returns the message to send, or None when it became moot --------
 
     def _on_arrive(self, idx: int, t: float, _: _Arg) -> _Msg | None:
+        if self.history:
+            self.customers.append(None)
+            self._at(t + self.rng.expovariate(1 / self.arrival_gap), idx + 1, _ARRIVE)
         c = self.customers[idx] = self._new_customer(idx)
         if self.rng.random() < 0.03:  # members buy the paid membership soon after arriving
             self._at(t + self._days(3, 40), idx, _MEMBER)
         r = self.rng.random()
-        referrer = self._pick_referrer() if r < 0.12 and self.arrived else None
+        referrer = self._pick_referrer() if r < 0.12 * self.pool and self.arrived else None
         self.arrived.append(idx)
-        if referrer is not None or r < 0.22:
+        if referrer is not None or r < 0.22 * self.pool:
             # Joined first (friend's referral, store, live room); most then buy within days.
             soon = self.rng.random() < 0.8
             self._at(t + (self._days(0.1, 10) if soon else c.cycle * DAY), idx, _ORDER)
@@ -338,7 +414,7 @@ class _World:
                 "referral" if referrer else self.rng.choice(("store", "live", "customer_service"))
             )
             return self._join(c, idx, t, source, referrer)
-        self._at(t + self._next_gap(c), idx, _ORDER)
+        self._next_order(c, idx, t)
         return self._purchase(c, idx, t, first=True)
 
     def _pick_referrer(self) -> str:
@@ -349,15 +425,21 @@ class _World:
                 break
         return other.cid
 
-    def _next_gap(self, c: _Customer) -> float:
+    def _next_order(self, c: _Customer, idx: int, t: float) -> None:
+        c.orders += 1
+        if self.history:  # this purchase may be the customer's last one
+            repeat = _REPEAT_BIG if c.big else _REPEAT[min(c.orders, len(_REPEAT)) - 1]
+            if self.rng.random() >= repeat:
+                c.lapsed = True
+                return
         gap = c.cycle * self.rng.lognormvariate(0, 0.3)
         if self.rng.random() < 0.07:  # a long pause: exercises repurchase_due and dormant
             gap *= self.rng.uniform(5, 9)
-        return gap * DAY
+        self._at(t + gap * DAY, idx, _ORDER)
 
     def _on_order(self, idx: int, t: float, _: _Arg) -> _Msg | None:
         c = self._cust(idx)
-        self._at(t + self._next_gap(c), idx, _ORDER)
+        self._next_order(c, idx, t)
         return self._purchase(c, idx, t, first=False)
 
     def _purchase(self, c: _Customer, idx: int, t: float, *, first: bool) -> _Msg:
@@ -373,7 +455,8 @@ class _World:
             self._at(t + self._days(1, 12), idx, _REFUND, (order_id, channel, part))
         if c.carriers and rng.random() < c.chatty:  # "where is my parcel?"
             self._at(t + rng.uniform(10 * MINUTE, 2 * DAY), idx, _INBOUND)
-        if not c.carriers and not c.join_pending and rng.random() < (0.35 if first else 0.02):
+        convert = (0.35 if first else 0.02) * self.pool
+        if not c.carriers and not c.join_pending and rng.random() < convert:
             self._plan_conversion(c, idx, t)
         items = [
             {"sku": f"sku-{rng.randint(1, 120):03d}", "qty": rng.choice((1, 1, 1, 2, 3))}
@@ -500,7 +583,7 @@ class _World:
 
     def _on_outreach(self, idx: int, t: float, _: _Arg) -> _Msg | None:
         c = self._cust(idx)
-        if not c.carriers:
+        if not c.carriers or c.lapsed:  # staff give up on a buyer who stopped buying
             c.outreach_live = False  # a later re-join restarts it
             return None
         self._at(t + self._days(7, 21), idx, _OUTREACH)
@@ -516,6 +599,31 @@ class _World:
             fields["staff_id"] = staff
         fields["message_id"] = self._upcoming("m")
         return fields
+
+
+class _Rhythm:
+    """Evenly spread event seconds -> the brand's day: each day of input becomes one day,
+    its events moved toward the busy local hours of `_HOURLY`. Monotone, so the stream
+    order, causality and the long-run rate are kept; a story step taken in a busy hour
+    shrinks and one at night stretches (staff answer slower at 3 am)."""
+
+    def __init__(self, start: datetime) -> None:
+        total = sum(_HOURLY)
+        self.cdf = list(itertools.accumulate((w / total for w in _HOURLY), initial=0.0))
+        local = start.astimezone(_ZONE)
+        self.start_local = local.hour * HOUR + local.minute * MINUTE + local.second
+        # Even seconds at which `start`'s local time of day falls: second 0 maps to start.
+        hour, rest = divmod(self.start_local, HOUR)
+        low, high = self.cdf[int(hour)], self.cdf[int(hour) + 1]
+        self.shift = (low + (high - low) * rest / HOUR) * DAY
+
+    def __call__(self, even: float) -> float:
+        day, rest = divmod(even + self.shift, DAY)
+        share = rest / DAY
+        hour = min(bisect.bisect_right(self.cdf, share) - 1, len(_HOURLY) - 1)
+        low, high = self.cdf[hour], self.cdf[hour + 1]
+        local = hour * HOUR + (share - low) / (high - low) * HOUR
+        return day * DAY + local - self.start_local
 
 
 def generate(cfg: SimConfig, limit: int | None = None) -> Iterator[SimRecord]:

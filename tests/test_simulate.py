@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
+from siyu_stream.cli import main
+from siyu_stream.replay import replay
+from siyu_stream.ruleset import Rules
 from siyu_stream.simulate import (
+    DAY,
+    DEFAULT_START,
     TOPIC_OF_TYPE,
     SimConfig,
     SimRecord,
     _World,
     generate,
+    history,
     natural_rate,
     write_jsonl,
 )
@@ -257,3 +265,89 @@ def test_config_rejects_naive_or_non_utc_start() -> None:
         SimConfig(customers=1, rate=1.0, start=datetime.now(timezone(timedelta(hours=8))))
     with pytest.raises(ValueError, match="rate"):
         SimConfig(customers=1, rate=0.0)
+    with pytest.raises(ValueError, match="days"):
+        SimConfig(customers=1, rate=1.0, days=0)
+    with pytest.raises(ValueError, match="days"):
+        history(100, -1)
+
+
+# -- history mode (--days) ---------------------------------------------------------------
+
+HISTORY_DAYS = 60
+HISTORY_EVENTS = 4_000
+
+
+@pytest.fixture(scope="module")
+def history_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("history") / "history.jsonl"
+    argv = ["simulate", "--days", str(HISTORY_DAYS), "--events", str(HISTORY_EVENTS)]
+    assert main([*argv, "--out", str(path)]) == 0
+    return path
+
+
+def _event_times(path: Path) -> list[datetime]:
+    """occurred_at of the valid lines (bad ones may carry no time or an absurd one)."""
+    times = []
+    for line in path.read_bytes().splitlines():
+        try:
+            at = datetime.fromisoformat(orjson.loads(line)["occurred_at"])
+        except (orjson.JSONDecodeError, KeyError, ValueError):
+            continue
+        if at.tzinfo is not None and at.year >= 2000:
+            times.append(at)
+    return times
+
+
+def test_days_spread_the_events_over_n_days(history_file: Path) -> None:
+    times = _event_times(history_file)
+    assert len(history_file.read_bytes().splitlines()) == HISTORY_EVENTS
+    first, last = min(times), max(times)
+    assert DEFAULT_START <= first < DEFAULT_START + timedelta(hours=6)
+    # as exact as the steady stream's rate (the time scale adapts over ~2,000 events)
+    assert (last - first) / timedelta(days=1) == pytest.approx(HISTORY_DAYS, rel=0.05)
+    # Not a burst at one end: each third of the history holds a fair share of the events.
+    thirds = [min(int(3 * (t - first) / (last - first)), 2) for t in times]
+    assert min(thirds.count(i) for i in range(3)) > 0.2 * len(times)
+
+
+def test_history_customers_live_at_their_own_pace() -> None:
+    # history() picks the customer count from HISTORY_YIELD so that story time runs at
+    # about event time; a stale calibration would squeeze or stretch every story.
+    world = _World(history(HISTORY_EVENTS, HISTORY_DAYS))
+    for _ in range(HISTORY_EVENTS):
+        world.next_record()
+    assert world.story / DAY == pytest.approx(HISTORY_DAYS, rel=0.15)
+
+
+def test_history_follows_the_day_in_shanghai(history_file: Path) -> None:
+    hours = [t.astimezone(ZoneInfo("Asia/Shanghai")).hour for t in _event_times(history_file)]
+    night = sum(1 <= h < 6 for h in hours) / len(hours)
+    evening = sum(19 <= h < 23 for h in hours) / len(hours)
+    assert night < 0.4 * 5 / 24  # 01:00-06:00 is 21 % of the day
+    assert evening > 1.2 * 4 / 24
+
+
+def test_history_same_seed_same_bytes() -> None:
+    first = [r.value for r in generate(history(3000, 30, seed=5), limit=3000)]
+    assert first == [r.value for r in generate(history(3000, 30, seed=5), limit=3000)]
+    assert first != [r.value for r in generate(history(3000, 30, seed=6), limit=3000)]
+
+
+def test_history_fires_timers_like_a_purchase_history(history_file: Path) -> None:
+    end = max(_event_times(history_file))
+    now = int(end.timestamp() * 1000)
+    stats = replay(
+        [history_file],
+        io.BytesIO(),
+        Rules(),
+        now=now,
+        until=now + 400 * 86_400_000,
+        partitions=4,
+        deadletters=io.BytesIO(),
+    )
+    events = sum(stats.by_outcome().values())
+    assert events == HISTORY_EVENTS
+    # Many short stories: each one-time buyer leaves repurchase, at-risk and dormant
+    # timers behind, so a history fires more timers than it has records.
+    assert stats.timers_fired / events >= 1
+    assert 1.5 < sum(stats.by_kind().values()) / events < 3
