@@ -121,7 +121,7 @@ def _what(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
     keys = sorted({*old["detail"], *new["detail"]})
     fields = [f"detail.{k}" for k in keys if old["detail"].get(k) != new["detail"].get(k)]
     fields += [k for k in ("occurred_at", "cause_event_id", "because") if old[k] != new[k]]
-    return f"{_label(new)}: {', '.join(fields)}"
+    return f"{_label(new)}: {', '.join(fields)} differ{'s' if len(fields) == 1 else ''}"
 
 
 def backtest(

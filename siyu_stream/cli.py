@@ -17,7 +17,7 @@ from typing import IO
 
 import orjson
 
-from siyu_stream import report_text
+from siyu_stream import report_html, report_text
 from siyu_stream.backtest import backtest
 from siyu_stream.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.errors import SiyuError
@@ -129,7 +129,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         (out / "summary.json").write_bytes(
             orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
         )
-        print(f"wrote {out}/summary.json, {out}/diff.jsonl", file=sys.stderr)
+        (out / "report.html").write_text(report_html.render(summary), encoding="utf-8")
+        print(f"wrote {out}/summary.json, {out}/diff.jsonl, {out}/report.html", file=sys.stderr)
     print(f"backtest: {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
     )
-    p.add_argument("--out", help="write summary.json and diff.jsonl to this directory")
+    p.add_argument("--out", help="write summary.json, diff.jsonl and report.html to this directory")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("simulate", help="realistic synthetic orders, chats and joins")
