@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -95,16 +96,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
+    """The input topics' committed history (SIYU_BROKER, SIYU_TOPIC_PREFIX) copied to files
+    that live as long as `stack`; returns them and their names for the summary."""
+    from siyu_stream.kafkahistory import snapshot  # noqa: PLC0415 - pulls in aiokafka
+    from siyu_stream.topology import Topology  # noqa: PLC0415
+
+    settings = Settings.from_env(api_auth=False)
+    topics = Topology(settings).inputs
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="siyu-kafka-")))
+    paths = asyncio.run(snapshot(settings.broker, topics, directory, sys.stderr))
+    return paths, [f"kafka {settings.broker}: {topic}" for topic in topics]
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     # both rules files first: a bad key is named before any input is read
     baseline = load_rules(args.baseline)
     new = load_rules(args.rules)
+    if bool(args.inputs) == args.from_kafka:
+        msg = "give either input files or --from-kafka"
+        raise SiyuError(msg)
     until, now, partitions, paths = _history(args)
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with _open_out(str(out / "diff.jsonl") if out else None, None) as diff_out:
+    inputs = args.inputs
+    with contextlib.ExitStack() as stack:
+        if args.from_kafka:
+            paths, inputs = _kafka_history(stack)
+        diff_out = stack.enter_context(_open_out(str(out / "diff.jsonl") if out else None, None))
         result = backtest(
             paths,
             baseline,
@@ -116,7 +137,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             progress=sys.stderr,
         )
     run = {
-        "inputs": args.inputs,
+        "inputs": inputs,
         "baseline_rules": args.baseline or "built-in rules",
         "new_rules": args.rules,
         "now": format_rfc3339(now),
@@ -274,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "backtest", help="run two rule sets over the same history and report what differs"
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
+    p.add_argument("inputs", nargs="*", metavar="INPUT.jsonl")
+    p.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the input topics' committed history from SIYU_BROKER instead of files",
+    )
     p.add_argument("--rules", required=True, help="the new rules TOML")
     p.add_argument("--baseline", help="the rules to compare with (default: the built-in rules)")
     p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")

@@ -214,6 +214,14 @@ def test_a_bad_rules_file_is_refused_before_any_input_is_read(
     assert not (tmp_path / "out").exists()
 
 
+def test_files_and_from_kafka_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["backtest", str(DATA / "lifecycle.jsonl"), "--from-kafka", "--rules", os.devnull]
+    assert main(args) == 2
+    assert "either input files or --from-kafka" in capsys.readouterr().err
+    assert main(["backtest", "--rules", os.devnull]) == 2
+    assert "either input files or --from-kafka" in capsys.readouterr().err
+
+
 def test_spill_sorts_across_chunks_and_the_diff_does_not_depend_on_the_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
