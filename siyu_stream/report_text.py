@@ -20,6 +20,10 @@ def _money(fen: int, sign: bool = False) -> str:
     return ("+" if fen > 0 else "-" if fen < 0 else "") + text if sign else yuan(fen)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _stats(numbers: dict[str, int]) -> str:
     return f"p50 {numbers['p50']:,} / p95 {numbers['p95']:,} / max {numbers['max']:,}"
 
@@ -38,17 +42,16 @@ def render(summary: dict[str, Any]) -> str:
         )
         lines.append(f"  {change['key']}: {old} → {new}")
     events = summary["events"]
-    lines.append(
-        "events: "
-        + "; ".join(
-            f"{name} {e['ok']:,} ok, {e['duplicate']:,} duplicate, {e['rejected']:,} rejected"
-            for name, e in events.items()
-        )
-    )
+    runs = ["both"] if events["baseline"] == events["new"] else ["baseline", "new"]
+    counts = [
+        f"{name}: {e['ok']:,} ok, {e['duplicate']:,} duplicate, {e['rejected']:,} rejected"
+        for name, e in zip(runs, (events["baseline"], events["new"]), strict=False)
+    ]
+    lines.append("events " + "; ".join(counts))
     total = summary["differences_total"]
     lines.append(
         f"differences: {total['added']:,} added, {total['removed']:,} removed, "
-        f"{total['changed']:,} changed actions, {total['customers']:,} customers"
+        f"{total['changed']:,} changed actions, {_count(total['customers'], 'customer')}"
     )
     rows = [r for r in summary["actions"] if r["added"] or r["removed"] or r["changed"]]
     rows += [r for r in summary["actions"] if r not in rows and r["baseline"] != r["new"]]
@@ -75,7 +78,7 @@ def render(summary: dict[str, Any]) -> str:
     lines.append("customer-facing reminders per customer per rolling 7 days:")
     for name in ("baseline", "new"):
         lines.append(
-            f"  {name:<9}{_stats(contact[name])} ({contact[name]['customers']:,} customers)"
+            f"  {name:<9}{_stats(contact[name])} ({_count(contact[name]['customers'], 'customer')})"
         )
     held = summary["suppressed"]
     lines.append(

@@ -4,6 +4,7 @@ tests/data/lifecycle.jsonl, the refusal of a bad rules file, and bounded-memory 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def backtest(
 
 
 def test_a_raised_tier_threshold_takes_the_gift_from_customers_between_the_two(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events = [
         order("low", "2026-03-02 10:00", "3000.00"),
@@ -103,6 +104,13 @@ def test_a_raised_tier_threshold_takes_the_gift_from_customers_between_the_two(
     assert cost["tier_5000"]["baseline_fen"] == 3 * 20_000 and cost["tier_5000"]["new_fen"] == 0
     assert cost["tier_7000"]["new_fen"] == 2 * 20_000 and cost["tier_7000"]["delta_percent"] is None
     assert cost["total"]["delta_fen"] == -20_000
+    text = capsys.readouterr().out  # the terminal summary says the same
+    assert "spend_tier.thresholds_yuan: [5000, 10000, 50000, 100000] → [7000, " in text
+    # 3 gifts and mid's tier change (the others reach silver by the same order as before)
+    assert "differences: 2 added, 4 removed, 0 changed actions, 3 customers" in text
+    assert re.search(r"tier_5000 +600\.00 +0\.00 +-600\.00 +-100\.0%", text)
+    assert re.search(r"total +600\.00 +400\.00 +-200\.00 +-33\.3%", text)
+    assert "tier       none 1 → 2, silver 3 → 2" in text
     assert summary["population"]["baseline"]["tier"]["silver"] == 3
     assert summary["population"]["new"]["tier"]["silver"] == 2
     assert summary["rule_changes"] == [
