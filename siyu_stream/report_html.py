@@ -57,6 +57,12 @@ def _when(rfc3339: str) -> str:
     return f"{rfc3339[:10]} {rfc3339[11:16]} UTC"
 
 
+def _percent(gift: dict[str, Any]) -> str:
+    if gift["delta_percent"] is not None:
+        return f"{gift['delta_percent']:+.1f} %"
+    return "new" if gift["new_fen"] else "—"  # nothing before: no ratio
+
+
 def _setting(value: Any) -> str:
     """A rules value; None is a key the file does not set (a gift code: worth nothing)."""
     return "(not set)" if value is None else str(value)
@@ -244,7 +250,7 @@ def _numbers(summary: dict[str, Any]) -> str:
             _money(g["baseline_fen"]),
             _money(g["new_fen"]),
             _delta(g["baseline_fen"], g["new_fen"], money=True),
-            "new" if g["delta_percent"] is None else f"{g['delta_percent']:+.1f} %",
+            _percent(g),
         ]
         for g in summary["gift_cost"]
     ]

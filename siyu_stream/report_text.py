@@ -68,7 +68,8 @@ def render(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"  {'gift cost (yuan)':<22}{'baseline':>14}{'new':>14}{'Δ':>14}{'%':>9}")
     for g in gifts:
-        pct = "new" if g["delta_percent"] is None else f"{g['delta_percent']:+.1f}%"
+        pct = f"{g['delta_percent']:+.1f}%" if g["delta_percent"] is not None else "new"
+        pct = pct if g["baseline_fen"] or g["new_fen"] else "-"
         lines.append(
             f"  {g['code']:<22}{_money(g['baseline_fen']):>14}{_money(g['new_fen']):>14}"
             f"{_money(g['delta_fen'], sign=True):>14}{pct:>9}"
@@ -102,5 +103,5 @@ def render(summary: dict[str, Any]) -> str:
             new = population["new"][dimension][value]
             if old or new:
                 cells.append(f"{value} {old:,}" + (f" → {new:,}" if new != old else ""))
-        lines.append(f"  {dimension:<11}{', '.join(cells)}")
+        lines.append(f"  {dimension:<11}{', '.join(cells) or 'no customers'}")
     return "\n".join(lines)

@@ -204,6 +204,26 @@ def test_golden_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (DATA / "lifecycle.backtest.diff.jsonl").read_bytes().count(b"\n") >= 3
 
 
+def test_an_empty_history_gives_empty_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary, diff = backtest(tmp_path, [history(tmp_path / "h.jsonl", [])], "")
+    assert diff == [] and summary["actions"] == [] and summary["series"]["days"] == []
+    assert summary["gift_cost"] == [
+        {
+            "code": "total",
+            "baseline_count": 0,
+            "new_count": 0,
+            "baseline_fen": 0,
+            "new_fen": 0,
+            "delta_fen": 0,
+            "delta_percent": None,
+        }
+    ]
+    assert "tier       no customers" in capsys.readouterr().out
+    assert "No action differs" in (tmp_path / "out" / "report.html").read_text()
+
+
 @pytest.mark.parametrize("which", ["--rules", "--baseline"])
 def test_a_bad_rules_file_is_refused_before_any_input_is_read(
     which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
