@@ -11,10 +11,6 @@ from typing import Any
 from siyu_stream.actions import yuan
 
 
-def _signed(n: int) -> str:
-    return f"{n:+,}" if n else "0"
-
-
 def _money(fen: int, sign: bool = False) -> str:
     text = yuan(abs(fen))
     return ("+" if fen > 0 else "-" if fen < 0 else "") + text if sign else yuan(fen)

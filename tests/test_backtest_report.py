@@ -17,6 +17,7 @@ import pytest
 
 from siyu_stream.cli import main
 from siyu_stream.report_html import NEW_COLOR
+from siyu_stream.svgchart import scale
 
 DATA = Path(__file__).resolve().parent / "data"
 KINDS = ("gift", "reminder", "change", "suppressed")
@@ -77,6 +78,16 @@ def test_the_report_is_self_contained(report: tuple[dict[str, Any], str, Path]) 
         for example in group["examples"]:
             for because in (example["baseline_because"], example["new_because"]):
                 assert because is None or because.replace("<", "&lt;") in html
+
+
+def test_value_axes_have_whole_round_steps() -> None:
+    # (step, intervals): at most five gridlines above zero, steps 1, 2 or 5 x 10^k
+    assert scale(0) == (1, 1)
+    assert scale(2) == (1, 2)
+    assert scale(11) == (5, 3)
+    assert scale(50) == (10, 5)
+    assert scale(51) == (20, 3)
+    assert scale(760_000) == (200_000, 4)  # fen: ¥2,000 gridlines up to ¥8,000
 
 
 # ---------------------------------------------------------------- a real browser
