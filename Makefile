@@ -14,14 +14,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Two Debian tools the deployment checks need: docker-compose (validates docker-compose.yml)
-# and promtool (package prometheus; checks the alert rules). Installed only when missing.
+# Debian tools the deploy-tier checks need: docker-compose (validates docker-compose.yml),
+# promtool (package prometheus; checks the alert rules) and chromium (draws the backtest
+# report headless). Installed only when missing.
 tools:
-	@if ! command -v docker-compose >/dev/null || ! command -v promtool >/dev/null; then \
+	@if ! command -v docker-compose >/dev/null || ! command -v promtool >/dev/null \
+		|| ! command -v chromium >/dev/null; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			docker-compose prometheus >/dev/null; \
+			docker-compose prometheus chromium >/dev/null; \
 	fi
 
 lint: $(STAMP)

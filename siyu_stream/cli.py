@@ -9,12 +9,17 @@ import gc
 import logging
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+import orjson
+
+from siyu_stream import report_html, report_text
+from siyu_stream.backtest import backtest
 from siyu_stream.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.errors import SiyuError
 from siyu_stream.replay import replay, summary
@@ -42,8 +47,8 @@ def _time(option: str, text: str | None) -> int | None:
         raise SiyuError(msg) from exc
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules)
+def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]]:
+    """--until, --now, --partitions and the input files of replay and backtest, checked."""
     until = _time("--until", args.until)
     now = _time("--now", args.now)
     if now is None:
@@ -59,6 +64,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not path.is_file():
             msg = f"{path}: no such input file"
             raise SiyuError(msg)
+    return until, now, partitions, paths
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    rules = load_rules(args.rules)
+    until, now, partitions, paths = _history(args)
     started = time.monotonic()
     with (
         _open_out(args.out, sys.stdout.buffer) as out,
@@ -82,6 +93,66 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "(the same values reproduce these bytes)",
         file=sys.stderr,
     )
+    return 0
+
+
+def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
+    """The input topics' committed history (SIYU_BROKER, SIYU_TOPIC_PREFIX) copied to files
+    that live as long as `stack`; returns them and their names for the summary."""
+    from siyu_stream.kafkahistory import snapshot  # noqa: PLC0415 - pulls in aiokafka
+    from siyu_stream.topology import Topology  # noqa: PLC0415
+
+    settings = Settings.from_env(api_auth=False)
+    topics = Topology(settings).inputs
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="siyu-kafka-")))
+    paths = asyncio.run(snapshot(settings.broker, topics, directory, sys.stderr))
+    return paths, [f"kafka {settings.broker}: {topic}" for topic in topics]
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    # both rules files first: a bad key is named before any input is read
+    baseline = load_rules(args.baseline)
+    new = load_rules(args.rules)
+    if bool(args.inputs) == args.from_kafka:
+        msg = "give either input files or --from-kafka"
+        raise SiyuError(msg)
+    until, now, partitions, paths = _history(args)
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    inputs = args.inputs
+    with contextlib.ExitStack() as stack:
+        if args.from_kafka:
+            paths, inputs = _kafka_history(stack)
+        diff_out = stack.enter_context(_open_out(str(out / "diff.jsonl") if out else None, None))
+        result = backtest(
+            paths,
+            baseline,
+            new,
+            now=now,
+            until=until,
+            partitions=partitions,
+            diff_out=diff_out,
+            progress=sys.stderr,
+        )
+    run = {
+        "inputs": inputs,
+        "baseline_rules": args.baseline or "built-in rules",
+        "new_rules": args.rules,
+        "now": format_rfc3339(now),
+        "until": format_rfc3339(until) if until is not None else None,
+        "partitions": partitions,
+    }
+    summary = {"run": run, **result}
+    print(report_text.render(summary))
+    if out is not None:
+        (out / "summary.json").write_bytes(
+            orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        (out / "report.html").write_text(report_html.render(summary), encoding="utf-8")
+        print(f"wrote {out}/summary.json, {out}/diff.jsonl, {out}/report.html", file=sys.stderr)
+    print(f"backtest: {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -225,6 +296,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--deadletter", help="rejected lines as JSONL (default: stderr)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "backtest", help="run two rule sets over the same history and report what differs"
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT.jsonl")
+    p.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the input topics' committed history from SIYU_BROKER instead of files",
+    )
+    p.add_argument("--rules", required=True, help="the new rules TOML")
+    p.add_argument("--baseline", help="the rules to compare with (default: the built-in rules)")
+    p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
+    p.add_argument(
+        "--now",
+        help="RFC 3339 time events may not be far ahead of (default: when backtest starts)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
+    )
+    p.add_argument("--out", help="write summary.json, diff.jsonl and report.html to this directory")
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("simulate", help="realistic synthetic orders, chats and joins")
     p.add_argument("--customers", type=int, help="default 1000; with --days, enough to fill N days")

@@ -97,7 +97,7 @@ worker waits for a lagging topic partition instead). Beyond it, replay goes on a
 worker does once its idle time is over."""
 
 
-class _Merge:
+class Merge:
     """The live worker's merge order, per partition, over the lines of the input files:
     one queue per (partition, event type) in file order, one per partition for credits."""
 
@@ -209,7 +209,7 @@ def replay(
             sys.stderr.write(f"{line.path}:{line.number}: rejected: {reason}\n")
 
     started = last_report = time.monotonic()
-    for n in _Merge(engine, merged(paths, rules), rejected).run():
+    for n in Merge(engine, merged(paths, rules), rejected).run():
         if progress is not None:
             clock = time.monotonic()
             if clock - last_report >= PROGRESS_SECONDS:
