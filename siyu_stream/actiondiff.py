@@ -46,7 +46,8 @@ class Spill:
         self.files: list[Path] = []
 
     def add(self, action: Action) -> None:
-        self.pending.append(diff_key(action).encode() + b"\t" + action.to_json() + b"\n")
+        body = _without_version(action.to_dict())
+        self.pending.append(diff_key(action).encode() + b"\t" + orjson.dumps(body) + b"\n")
         if len(self.pending) >= self.chunk:
             self._flush()
 
@@ -67,6 +68,16 @@ class Spill:
         for line in heapq.merge(*handles):
             key, _, body = line.rstrip(b"\n").partition(b"\t")
             yield key.decode(), body
+
+
+def _without_version(action: dict[str, Any]) -> dict[str, Any]:
+    """The action as compared: the rules version differs between the runs by design
+    (summary.json names both), also on the reminder a suppressed action holds."""
+    body = {k: v for k, v in action.items() if k != "rules_version"}
+    held = body["detail"].get("action") if body["kind"] == "suppressed" else None
+    if isinstance(held, dict):
+        body["detail"] = {**body["detail"], "action": _without_version(held)}
+    return body
 
 
 def _grouped(lines: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, list[bytes]]]:

@@ -41,6 +41,8 @@ class Action:
     cause_event_id: str
     detail: dict[str, Any]
     because: str
+    rules_version: str
+    """Digest of the rules that produced it (`Rules.version`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,7 @@ class Action:
             "cause_event_id": self.cause_event_id,
             "detail": self.detail,
             "because": self.because,
+            "rules_version": self.rules_version,
         }
 
     def to_json(self) -> bytes:

@@ -288,6 +288,7 @@ def summary(
         totals[change] += n
     return {
         "zone": calendar.zone.key,
+        "rules_version": {n: r.rules.version for n, r in runs.items()},
         "rule_changes": rule_changes(baseline.rules, new.rules),
         "events": {n: _outcomes(r) for n, r in runs.items()},
         "differences_total": {

@@ -88,4 +88,5 @@ def apply(state: CustomerState, reminder: Action, due: Millis, rules: Rules) -> 
         cause_event_id=reminder.cause_event_id,
         detail={"reason": reason, "action": reminder.to_dict()},
         because=f"held back {reminder.detail['template']}: {explanation}",
+        rules_version=reminder.rules_version,
     )

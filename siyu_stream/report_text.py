@@ -30,7 +30,9 @@ def render(summary: dict[str, Any]) -> str:
         f"backtest: {run['new_rules']} vs {run['baseline_rules']} over "
         f"{', '.join(run['inputs'])} (--now {run['now']} --partitions {run['partitions']}"
         + (f" --until {run['until']}" if run["until"] else "")
-        + ")"
+        + ")",
+        f"  rules_version: baseline {summary['rules_version']['baseline']}, "
+        f"new {summary['rules_version']['new']} (on every action each run emits)",
     ]
     for change in summary["rule_changes"]:
         old, new = (

@@ -19,10 +19,14 @@ import dataclasses
 import itertools
 import re
 import tomllib
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from siyu_stream.errors import RulesError
 
@@ -223,6 +227,12 @@ class Rules:
         return self.gifts_yuan.get(code, 0) * 100
 
     @property
+    def version(self) -> str:
+        """A short digest of the effective rules: every action carries it, so that anyone
+        can tell which rules produced an action (ids stay as they are)."""
+        return rules_version(self)
+
+    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.engine.timezone)
 
@@ -380,3 +390,19 @@ def load_rules(path: Path | str | None) -> Rules:
         msg = f"{path}: cannot read rules file: {exc}"
         raise RulesError(msg) from exc
     return parse_rules(text, str(path))
+
+
+_VERSIONS: OrderedDict[int, tuple[Rules, str]] = OrderedDict()
+"""The digests of the last few Rules objects (computing one serializes every number)."""
+
+
+def rules_version(rules: Rules) -> str:
+    hit = _VERSIONS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    canonical = orjson.dumps(rules, option=orjson.OPT_SORT_KEYS)
+    digest = blake2b(canonical, digest_size=4).hexdigest()
+    _VERSIONS[id(rules)] = (rules, digest)
+    while len(_VERSIONS) > 32:
+        _VERSIONS.popitem(last=False)
+    return digest

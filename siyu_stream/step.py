@@ -117,6 +117,7 @@ class Ctx:
             cause_event_id=self.cause,
             detail=detail,
             because=because,
+            rules_version=self.rules.version,
         )
         self.step.actions.append(action)
         return action

@@ -55,6 +55,7 @@ class Timeline:
             "rule": action.rule,
             "detail": action.detail,
             "because": action.because,
+            "rules_version": action.rules_version,
         }
         self._add(action.customer_id, orjson.dumps(entry))
 

@@ -283,7 +283,9 @@ def test_contact_peak_is_the_fullest_rolling_window_whatever_the_order() -> None
         due = start + int(day * DAY)
         detail = {"template": "reengage", "assignee": "s1", "due_at": format_rfc3339(due)}
         tally.send(
-            Action(f"{customer}{day}", "reminder", "silence", customer, due, "e", detail, "")
+            Action(
+                f"{customer}{day}", "reminder", "silence", customer, due, "e", detail, "", "0" * 8
+            )
         )
 
     # a: days 0, 3 and 6.9 in one window, then 20 and 21; sent up to a week out of order
