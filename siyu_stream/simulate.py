@@ -16,6 +16,10 @@ History mode (`SimConfig.days`, built by `history`): a purchase history rather t
 load. Customers keep arriving over the whole span and most lapse after a purchase or two,
 so many histories are short and their timers (repurchase, at risk, dormant) fire, and
 event times follow the brand's day in Asia/Shanghai: busy evenings, quiet nights.
+
+Why one module of ~650 lines: the story handlers, the steady stream and the `--days`
+history share one random stream, one clock and the world's customers; split, a seed's
+bytes would hang on call order across modules.
 """
 
 from __future__ import annotations
