@@ -274,6 +274,20 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """What else decides the bytes of a run over a history (see `_history`)."""
+    p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
+    p.add_argument(
+        "--now",
+        help=f"RFC 3339 time events may not be far ahead of (default: when {command} starts)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siyu-stream", description="Customer-lifecycle rules for private-domain commerce."
@@ -284,16 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT.jsonl")
     p.add_argument("--out", help="actions JSONL (default: stdout)")
     p.add_argument("--rules", help="rules TOML (default: built-in docs/design.md §4 numbers)")
-    p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
-    p.add_argument(
-        "--now",
-        help="RFC 3339 time events may not be far ahead of (default: when replay starts)",
-    )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
-    )
+    _history_arguments(p, "replay")
     p.add_argument("--deadletter", help="rejected lines as JSONL (default: stderr)")
     p.set_defaults(func=cmd_replay)
 
@@ -308,16 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rules", required=True, help="the new rules TOML")
     p.add_argument("--baseline", help="the rules to compare with (default: the built-in rules)")
-    p.add_argument("--until", help="after the input, fire timers due up to this RFC 3339 time")
-    p.add_argument(
-        "--now",
-        help="RFC 3339 time events may not be far ahead of (default: when backtest starts)",
-    )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
-    )
+    _history_arguments(p, "backtest")
     p.add_argument("--out", help="write summary.json, diff.jsonl and report.html to this directory")
     p.set_defaults(func=cmd_backtest)
 
