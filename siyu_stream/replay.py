@@ -1,8 +1,9 @@
-"""Offline replay: JSONL input events -> the core on the replay clock -> JSONL actions.
+"""Offline replay: JSONL input events -> the engine, per partition -> JSONL actions.
 
-Several input files are merged by occurred_at, as a consumer interleaves topics; the
-order inside one file is kept (late events stay late, as on Kafka). Rejected lines go
-to the dead-letter output with file, line and reason, and replay goes on.
+The lines (several files merged by occurred_at, each file's order kept) are queued per
+partition and event type and taken in the live worker's merge order (`Merge`), each
+partition on its own clock, so that replay emits what the worker emits. Rejected lines
+go to the dead-letter output with file, line and reason, and replay goes on.
 """
 
 from __future__ import annotations
