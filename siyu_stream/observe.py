@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,20 +112,27 @@ class Observer:
         self._business(before, after, event)
         self.timeline.event(event)
 
-    def applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
+    def applied(
+        self,
+        customer_id: str,
+        before: CustomerState | None,
+        step: Step,
+        payloads: Sequence[bytes],
+    ) -> None:
+        """A step was applied; `payloads` are its actions as produced (JSON bytes)."""
         old, new = _profile(before), _profile(step.state)
         if old != new:
             self._count(customer_id, old, -1)
             self._count(customer_id, new, +1)
         stats = self.stats
-        for action in step.actions:
+        for action, payload in zip(step.actions, payloads, strict=True):
             stats.actions[(action.kind, action.rule)] += 1
             stats.latencies.append((self.record_ts, action.occurred_at))
             if action.kind == "gift":
                 stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
             elif action.kind == "suppressed":
                 stats.suppressed[str(action.detail["reason"])] += 1
-            self.timeline.action(action)
+            self.timeline.action(customer_id, payload)
 
     def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
         return self.timeline.of(customer_id)

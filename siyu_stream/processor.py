@@ -461,7 +461,9 @@ class PartitionTask:
         self._outs.extend(outs)
         if self._event is not None and customer_id == self._event.customer_id:
             self.observer.event(before, step.state, self._event)
-        self.observer.applied(customer_id, before, step)
+        self.observer.applied(
+            customer_id, before, step, [o.value for o in outs[: len(step.actions)]]
+        )
 
     def _dead(self, pending: Pending, reason: str, now: Millis) -> None:
         record = pending.record

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from siyu_stream.actions import Action, yuan
+from siyu_stream.actions import yuan
 from siyu_stream.clock import format_rfc3339
 from siyu_stream.events import Chat, Event, Order
 
@@ -35,6 +35,19 @@ def describe(event: Event) -> str:
     return f"{'left' if event.leave else 'joined'} {event.carrier}"
 
 
+def _entry(data: dict[str, Any]) -> dict[str, Any]:
+    if "action_id" not in data:
+        return data  # an event, kept in its final shape
+    return {
+        "at": data["occurred_at"],
+        "action": data["kind"],
+        "rule": data["rule"],
+        "detail": data["detail"],
+        "because": data["because"],
+        "rules_version": data["rules_version"],
+    }
+
+
 class Timeline:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -48,20 +61,13 @@ class Timeline:
         entry = {"at": format_rfc3339(event.at), "event": describe(event)}
         self._add(event.customer_id, orjson.dumps(entry))
 
-    def action(self, action: Action) -> None:
-        entry = {
-            "at": format_rfc3339(action.occurred_at),
-            "action": action.kind,
-            "rule": action.rule,
-            "detail": action.detail,
-            "because": action.because,
-            "rules_version": action.rules_version,
-        }
-        self._add(action.customer_id, orjson.dumps(entry))
+    def action(self, customer_id: str, raw: bytes) -> None:
+        """An action, as the JSON bytes already produced for its topic (shaped on read)."""
+        self._add(customer_id, raw)
 
     def of(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's recent events and actions, newest first."""
-        return [orjson.loads(raw) for raw in reversed(self._entries.get(customer_id, ()))]
+        return [_entry(orjson.loads(raw)) for raw in reversed(self._entries.get(customer_id, ()))]
 
     def _add(self, customer_id: str, entry: bytes) -> None:
         entries = self._entries.pop(customer_id, None) or deque()
