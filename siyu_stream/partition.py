@@ -4,8 +4,8 @@ This is the one event-time semantic that replay (`engine`) and the live worker
 (`processor`) share, so that a backlog processed live emits what replay emits:
 
 - the **clock** of a partition is its stream time: the largest `occurred_at` it has
-  applied (or the wall-clock time a caught-up live partition punctuated at); it never
-  moves backwards;
+  applied, or the due time of the latest timer it fired (a caught-up live partition
+  fires timers on the wall clock); it never moves backwards;
 - before a record at event time t is applied, every timer of the partition due <= t
   fires, in due order (ties: customer id, timer name); the record is then applied with
   the partition clock as "now" and its own `occurred_at` as the time of its facts; a
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Protocol
 
 from siyu_stream import rules as core
@@ -63,6 +64,7 @@ def credit_key(credit: ReferralCredit) -> SortKey:
     return (credit.at, ORDER_RANK, credit.cause_event_id + "\x00")
 
 
+@lru_cache(maxsize=8)  # two calls per event, a handful of distinct years
 def _year_start(year: int) -> Millis:
     days = (year - 1970) * 365 + (year - 1969) // 4 - (year - 1901) // 100 + (year - 1601) // 400
     return days * DAY

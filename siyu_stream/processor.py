@@ -204,7 +204,7 @@ class PartitionTask:
         """The batch's state changes as changelog records (explicitly on this partition),
         the partition clock with them when it moved."""
         self._serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
-        if self.events.clock != self._committed_clock and self.events.clock is not None:
+        if self._clock_moved():
             self._serialized[CLOCK_KEY] = orjson.dumps({"clock": self.events.clock})
         topic = self.topology.changelog
         return [
@@ -213,12 +213,17 @@ class PartitionTask:
 
     def committed(self) -> None:
         """The batch is durable: its state changes become the store's."""
-        self.changelog()  # what the batch holds now (it may have grown since it was asked)
+        changed = self.dirty.keys() | ({CLOCK_KEY} if self._clock_moved() else set())
+        if self._serialized.keys() != changed:  # changelog() was not asked (runtime tests)
+            self.changelog()
         self.store.update(self._serialized)
         self._serialized = {}
         self.dirty.clear()
         self.events.timers.settle()
         self._committed_clock = self.events.clock
+
+    def _clock_moved(self) -> bool:
+        return self.events.clock is not None and self.events.clock != self._committed_clock
 
     def discard(self) -> None:
         """The batch failed: forget its state changes and queued records (the worker
