@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import string
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siyu_stream.clock import DAY, parse_rfc3339
+from siyu_stream.errors import InvalidEvent
+from siyu_stream.events import decode, from_dict, parse_amount_fen
 from siyu_stream.replay import replay
 from siyu_stream.ruleset import Rules
 
@@ -130,3 +133,94 @@ def test_one_line_cannot_poison_the_clock(tmp_path: Path, first: str) -> None:
 def test_the_fuzz_alphabet_reaches_the_schema() -> None:
     """The strategies reach past JSON parsing (else the property proves little)."""
     assert any(c in string.printable for c in "{}")
+
+
+def slow_decode(raw: bytes) -> object:
+    """The schema path alone (orjson, then the validators built from topics/): the
+    reference the msgspec fast path of `decode` must agree with."""
+    try:
+        if len(raw) > RULES.input.max_message_bytes:
+            return decode(raw, RULES.input)  # refused before either path runs
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return f"invalid JSON: {exc}"
+        return from_dict(data, RULES.input)
+    except InvalidEvent as exc:
+        return exc.full_reason
+
+
+def fast_decode(raw: bytes) -> object:
+    try:
+        return decode(raw, RULES.input)
+    except InvalidEvent as exc:
+        return exc.full_reason
+
+
+EDGES = [
+    order | over
+    for order in [orjson.loads(VALID[i]) for i in range(len(VALID)) if b'"order"' in VALID[i]][:1]
+    for over in [
+        {"amount": 2**63 - 1},
+        {"amount": 2**63},
+        {"amount": "12.5\n"},
+        {"amount": "١٢"},
+        {"amount": "12."},
+        {"amount": 1e300},
+        {"kind": None},
+        {"kind": "membership"},
+        {"items": [{}] * 501},
+        {"items": [[]]},
+        {"items": [{"a": [[[[1]]]]}]},
+        {"type": "chat"},
+        {"extra": {"x": 1}},
+        {"occurred_at": "2026-01-01T00:00:00Z\n"},
+        {"occurred_at": "2026-02-30T00:00:00Z"},
+        {"customer_id": "x" * 129},
+    ]
+]
+RAW_EDGES = [
+    b'{"type":"order","type":"chat"}',
+    VALID[0].replace(b"}", b',"event_id":"again"}'),
+    VALID[0].replace(b"}", b',"items":[{"a":"\\ud800"}]}'),
+    VALID[0].replace(b"}", b',"items":[{"a":"\xff"}]}'),
+    VALID[0].replace(b"}", b',"items":[{"a":1e400}]}'),
+    VALID[0].replace(b"}", b',"items":[' + b"[" * 3000 + b"]" * 3000 + b"]}"),
+    VALID[0].replace(b"}", b',"items":[{"a":123456789012345678901234567890}]}'),
+    b"\xef\xbb\xbf" + VALID[0],
+    *(  # amounts orjson cannot write: past 64 bits, and a number past a float
+        VALID[0].replace(b"}", b',"amount":' + number + b"}")
+        for number in (b"18446744073709551617", b"1" + b"0" * 400, b"1e400", b"-0")
+    ),
+]
+
+
+@pytest.mark.parametrize("raw", [orjson.dumps(e) for e in EDGES] + RAW_EDGES)
+def test_fast_decoding_agrees_with_the_schemas_on_edge_cases(raw: bytes) -> None:
+    assert fast_decode(raw) == slow_decode(raw)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.one_of(bad_lines, st.sampled_from(VALID)))
+def test_fast_decoding_agrees_with_the_schemas(raw: bytes) -> None:
+    """msgspec structs are built from the schema files: whatever they accept, the schemas
+    accept with the same event; whatever they refuse gets the schema path's reason."""
+    assert fast_decode(raw) == slow_decode(raw)
+
+
+@given(st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,2})?\Z") | st.text(max_size=8))
+def test_amount_fast_path_equals_decimal(text: str) -> None:
+    def exact(value: str) -> object:
+        try:
+            fen = Decimal(value) * 100
+        except InvalidOperation:
+            return "invalid"
+        if not fen.is_finite() or fen < 0 or fen != fen.to_integral_value():
+            return "invalid"
+        return int(fen)
+
+    try:
+        got: object = parse_amount_fen(text)
+    except InvalidEvent:
+        got = "invalid"
+    assert got == exact(text)
