@@ -28,6 +28,7 @@ _RFC3339 = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # events arrive in bursts that share a timestamp
 def parse_rfc3339(text: str) -> Millis:
     """Parse an RFC 3339 timestamp with offset to epoch milliseconds (UTC).
 
@@ -56,6 +57,7 @@ def _date(days: int) -> str:
     return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
 
 
+@lru_cache(maxsize=4096)  # an event's actions share its time, and a burst shares it too
 def format_rfc3339(ms: Millis) -> str:
     """Epoch milliseconds as RFC 3339 UTC: `2026-11-25T08:00:00Z` (milliseconds only if any)."""
     # integer arithmetic and a cached date: strftime per call was a top cost of every action

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
-from siyu_stream.events import Event
+from siyu_stream.events import KIND, Event
 from siyu_stream.keys import partition_for
 from siyu_stream.observe import Stats
 from siyu_stream.partition import Partition, check_time
@@ -91,7 +91,7 @@ class Engine:
         partition.check_age(event.at)
         partition.advance(event.at)
         step = partition.apply(event)
-        self.stats.events[(type(event).__name__.lower(), step.outcome)] += 1
+        self.stats.events[(KIND[type(event)], step.outcome)] += 1
         return step
 
     def credit(self, credit: ReferralCredit) -> Step:

@@ -59,6 +59,8 @@ class Join:
 
 
 Event = Order | Chat | Join
+KIND: dict[type[Event], str] = {Order: "order", Chat: "chat", Join: "join"}
+"""The input type of an event, as the `type` field names it."""
 
 
 def parse_amount_fen(value: Any) -> int:

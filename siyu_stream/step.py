@@ -14,7 +14,9 @@ decides all three, so live and replay agree on them.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import median
 from typing import Literal
 
@@ -90,6 +92,8 @@ class Ctx:
             self.set("layer", layer, "layer", because)
 
     def finish(self) -> Step:
+        if tracked(self.s) == self.before:
+            return self.step  # most steps change none of them
         for name, old in zip(TRACKED, self.before, strict=True):
             new = getattr(self.s, name)
             if old == new:
@@ -186,11 +190,14 @@ class Ctx:
 
 
 def tier_of(spend_fen: int, rules: Rules) -> str:
-    tier = TIERS[0]
-    for name, threshold in zip(TIERS[1:], rules.spend_tier.thresholds_yuan, strict=True):
-        if spend_fen >= threshold * 100:
-            tier = name
-    return tier
+    """The highest tier whose threshold the spend reaches (thresholds increase: the rules
+    file is checked for it)."""
+    return TIERS[bisect_right(_floors_fen(rules.spend_tier.thresholds_yuan), spend_fen)]
+
+
+@lru_cache(maxsize=16)
+def _floors_fen(thresholds_yuan: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(threshold * 100 for threshold in thresholds_yuan)
 
 
 def repurchase_cycle(order_times: list[Millis], rules: Rules) -> Millis:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario import ListSink
 
+from siyu_stream import policy
 from siyu_stream import state as state_format
 from siyu_stream.actions import Action
-from siyu_stream.clock import HOUR, MINUTE, format_rfc3339
+from siyu_stream.clock import DAY, HOUR, MINUTE, format_rfc3339, to_datetime
 from siyu_stream.engine import Engine, MemoryStore
 from siyu_stream.events import Join, from_dict
 from siyu_stream.rules import apply_event, once_gift_codes
@@ -189,3 +191,45 @@ def test_carriers_never_exceed_the_bound_and_only_new_carriers_are_rejected(
             assert step.reason is not None and carrier in step.reason
         state = step.state
         assert len(state.carriers) <= SMALL.engine.max_carriers
+
+
+def _quiet_reference(due: int, rules: Rules) -> int:
+    """The policy's quiet-hours shift in datetime terms, with zoneinfo at every step."""
+    cfg = rules.contact_policy
+    start, end = (time(*map(int, t.split(":"))) for t in (cfg.quiet_start, cfg.quiet_end))
+    if start == end:
+        return due
+    local = to_datetime(due).astimezone(rules.zone)
+    now = local.time()
+    inside = (now >= start or now < end) if start > end else (start <= now < end)
+    if not inside:
+        return due
+    day = local.date() if now < end else local.date() + timedelta(days=1)
+    return int(datetime.combine(day, end, tzinfo=rules.zone).timestamp()) * 1000
+
+
+TRANSITION = 1_711_846_800_000  # 2024-03-31T01:00:00Z: Europe/London springs forward
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    zone=st.sampled_from(
+        ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe", "UTC"]
+    ),
+    window=st.sampled_from([("22:00", "08:00"), ("01:00", "05:30"), ("12:00", "12:00")]),
+    due=st.integers(946_684_800_000, 4_102_444_800_000)
+    | st.integers(TRANSITION - 2 * DAY, TRANSITION + 2 * DAY),
+)
+def test_quiet_hours_shift_equals_the_zoneinfo_reading(
+    zone: str, window: tuple[str, str], due: int
+) -> None:
+    """The integer fast path (a steady offset over two days) moves exactly what zoneinfo
+    moves, DST switches and half-hour zones included."""
+    rules = dataclasses.replace(
+        RULES,
+        engine=dataclasses.replace(RULES.engine, timezone=zone),
+        contact_policy=dataclasses.replace(
+            RULES.contact_policy, quiet_start=window[0], quiet_end=window[1]
+        ),
+    )
+    assert policy.shift_out_of_quiet_hours(due, rules) == _quiet_reference(due, rules)
