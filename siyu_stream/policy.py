@@ -65,12 +65,12 @@ def shift_out_of_quiet_hours(due: Millis, rules: Rules) -> Millis:
     offset = _steady_offset(zone, due // DAY)
     if offset is not None:
         # the zone's offset holds over the two days: integer arithmetic, ~10x cheaper
-        local = due + offset
-        now, begin, finish = local % DAY, _ms(start), _ms(end)
-        inside = (now >= begin or now < finish) if begin > finish else (begin <= now < finish)
-        if not inside:
+        wall = due + offset
+        clock, begin, finish = wall % DAY, _ms(start), _ms(end)
+        quiet = (clock >= begin or clock < finish) if begin > finish else begin <= clock < finish
+        if not quiet:
             return due
-        day = local // DAY if now < finish else local // DAY + 1
+        day = wall // DAY if clock < finish else wall // DAY + 1
         return day * DAY + finish - offset
     local = to_datetime(due).astimezone(zone)
     now = local.time()
