@@ -70,8 +70,8 @@ def shift_out_of_quiet_hours(due: Millis, rules: Rules) -> Millis:
         quiet = (clock >= begin or clock < finish) if begin > finish else begin <= clock < finish
         if not quiet:
             return due
-        day = wall // DAY if clock < finish else wall // DAY + 1
-        return day * DAY + finish - offset
+        days = wall // DAY if clock < finish else wall // DAY + 1
+        return days * DAY + finish - offset
     local = to_datetime(due).astimezone(zone)
     now = local.time()
     wraps = start > end  # e.g. 22:00-08:00 spans midnight
