@@ -7,9 +7,8 @@ can drop repeats.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -31,8 +30,10 @@ def yuan(fen: int) -> str:
     return f"{sign}{whole:,}.{cents:02d}"
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
+    """One decision of the rules (a NamedTuple: immutable, and ~3x cheaper to build than a
+    frozen dataclass; the core builds about two per input event)."""
+
     action_id: str
     kind: Kind
     rule: str
@@ -61,8 +62,7 @@ class Action:
         return orjson.dumps(self.to_dict())
 
 
-@dataclass(frozen=True, slots=True)
-class ReferralCredit:
+class ReferralCredit(NamedTuple):
     """From the referred customer's step to the referrer's state (maybe on another partition)."""
 
     referrer_id: str
