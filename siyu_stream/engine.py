@@ -59,7 +59,9 @@ class Engine:
         self.sink = sink
         self.now = now
         """Events further ahead of this than the rules allow are rejected (None: no bound)."""
-        self.partitions = [Partition(rules, store, self._applied) for _ in range(partitions)]
+        self.partitions = [
+            Partition(rules, store, self._applied, undo=False) for _ in range(partitions)
+        ]
         self.stats = Stats()
         self.credits: list[ReferralCredit] = []
         """Credits emitted and not yet applied: `handle` applies them at once; the replay

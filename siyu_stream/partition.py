@@ -112,9 +112,11 @@ class TimerIndex:
     batch that failed fires its timers again).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, undo: bool = True) -> None:
         self._heap: list[tuple[Millis, str, str]] = []
         self._popped: list[tuple[Millis, str, str]] = []
+        self._undo = undo
+        """Keep popped entries for `rollback()`; replay never rolls back (nor settles)."""
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -141,7 +143,8 @@ class TimerIndex:
         heap = self._heap
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
-            self._popped.append(entry)
+            if self._undo:
+                self._popped.append(entry)
             while heap and heap[0] == entry:
                 heapq.heappop(heap)  # the same timer indexed twice
             due, customer_id, name = entry
@@ -174,12 +177,14 @@ class Partition:
     """A partition's clock and timers over a state store; the adapters feed it records in
     merge order and emit what `applied` is told."""
 
-    def __init__(self, rules: Rules, store: StateStore, applied: Applied) -> None:
+    def __init__(
+        self, rules: Rules, store: StateStore, applied: Applied, *, undo: bool = True
+    ) -> None:
         self.rules = rules
         self.store = store
         self.applied = applied
         self.clock: Millis | None = None
-        self.timers = TimerIndex()
+        self.timers = TimerIndex(undo=undo)
         self.timers_fired = 0
 
     def check_age(self, at: Millis) -> None:
