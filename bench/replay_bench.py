@@ -9,8 +9,9 @@ replay_bench.py run INPUT [--until-days D] [--sizes] [--dump-states FILE]
     every timer due within D days of the end fires. --sizes adds the serialized state
     size per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
     (the changelog records a worker would write) for the recovery benchmark.
-replay_bench.py profile INPUT [--events N]
-    pyinstrument over a replay of the first N events; the top functions by self time.
+replay_bench.py profile INPUT [--events N] [--until-days D]
+    pyinstrument over a replay of the first N events (--until-days as for `run`): the
+    share of time per area of the replay path, and the top functions by self time.
 replay_bench.py processor [--events N] [--profile]
     the live worker's per-partition code (PartitionTask: decode, rules, output records,
     changelog records, store) over N simulator events in batches of 2,000, no Kafka client.
@@ -194,6 +195,7 @@ def profiled(
     top_self, project = _aggregate(root, top)
     result = {
         "profiled_seconds": root.time,
+        "percent_by_area": _areas(root),
         "top_self": top_self,
         "top_inclusive_project": project,
         "text_report": rel(text_report),
@@ -208,17 +210,23 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     path = first_lines(Path(args.input), args.events)
     rules = Rules()
     run: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
+    if args.until_days is not None:  # as `run --until-days`: the history's timers fire
+        end = first_and_last_time(path)[1]
+        bounds = {"now": end, "until": end + int(float(args.until_days) * DAY)}
 
     def go() -> None:
         with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
             started = time.perf_counter()
-            run["counts"] = replay([path], out, rules, deadletters=dead)
+            run["counts"] = replay([path], out, rules, deadletters=dead, **bounds)
             run["seconds"] = time.perf_counter() - started
 
-    result = profiled(go, 0.0005, "profile-replay", args.top, html=True)
+    result = profiled(go, 0.0005, f"profile-replay-{path.stem}", args.top, html=True)
+    events = sum(run["counts"].events.values())
     return {
         "input": rel(path),
-        "events": sum(run["counts"].events.values()),
+        "events": events,
+        "timers_per_event": run["counts"].timers_fired / events,
         "seconds": run["seconds"],
         "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
         **result,
@@ -280,6 +288,41 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+AREAS = {
+    "decode": ("events.py", "schemas.py", "clock.py", "<string>"),
+    "merge and input": ("replay.py", "merge.py", "keys.py", "jobs.py"),
+    "rules and state copies": ("rules.py", "step.py", "policy.py", "timers.py", "state.py"),
+    "clock, timer index, stats": ("partition.py", "engine.py", "observe.py"),
+    "actions out": ("actions.py",),
+}
+"""Where CPU goes, by the file whose code runs (a C builtin counts for its caller's file:
+heappop for the timer index, orjson.dumps for the actions, msgspec for decoding)."""
+
+
+def _areas(root: Any) -> dict[str, float]:
+    """Share of the profiled time per area of the replay path (see AREAS)."""
+    seconds: dict[str, float] = defaultdict(float)
+
+    def area_of(path: str, inherited: str) -> str:
+        name = Path(path).name
+        for area, files in AREAS.items():
+            if name in files and (name != "<string>" or inherited == "decode"):
+                return area
+        return inherited if "siyu_stream" not in path else "other"
+
+    def walk(frame: Any, inherited: str) -> None:
+        if frame.is_synthetic:
+            return
+        area = area_of(frame.file_path or "", inherited)
+        children = [c for c in frame.children if not c.is_synthetic]
+        seconds[area] += frame.time - sum(c.time for c in children)
+        for child in children:
+            walk(child, area)
+
+    walk(root, "other")
+    return {area: 100 * t / root.time for area, t in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
 def _aggregate(root: Any, top: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(top functions by self time, project functions by inclusive time) of a pyinstrument tree."""
     total = root.time
@@ -329,7 +372,10 @@ def main() -> None:
                 cmd_run,
                 {"input": None, "--until-days": None, "--sizes": False, "--dump-states": None},
             ),
-            "profile": (cmd_profile, {"input": None, "--events": 200_000, "--top": 10}),
+            "profile": (
+                cmd_profile,
+                {"input": None, "--events": 200_000, "--top": 10, "--until-days": None},
+            ),
             "processor": (cmd_processor, {"--events": 100_000, "--profile": False, "--top": 10}),
         },
     )
