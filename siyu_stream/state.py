@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -146,37 +147,16 @@ class CustomerState:
 
     def clone(self) -> CustomerState:
         """A copy the core may change: containers copied, their (frozen) items shared."""
-        # spelled out: one constructor call is ~4x cheaper than copy.copy on a slots class,
-        # and this runs once per event (tests/test_state.py checks no field is missed)
-        return CustomerState(
-            layer=self.layer,
-            tier=self.tier,
-            health=self.health,
-            membership=self.membership,
-            spend_fen=self.spend_fen,
-            orders=self.orders,
-            first_order_at=self.first_order_at,
-            last_order_at=self.last_order_at,
-            order_times=list(self.order_times),
-            recent_orders=list(self.recent_orders),
-            carriers=dict(self.carriers),
-            join_source=self.join_source,
-            referrer_id=self.referrer_id,
-            owner_staff=self.owner_staff,
-            last_staff=self.last_staff,
-            last_inbound_at=self.last_inbound_at,
-            last_outbound_at=self.last_outbound_at,
-            pending_reply_since=self.pending_reply_since,
-            outbound_streak=self.outbound_streak,
-            last_activity_at=self.last_activity_at,
-            referrals=self.referrals,
-            member_until=self.member_until,
-            gifts=list(self.gifts),
-            touches=list(self.touches),
-            last_invite_at=self.last_invite_at,
-            seen=self.seen,
-            timers=dict(self.timers),
-        )
+        # every field read in field order by one C call and passed by position: building
+        # it by keyword cost 3x as much, and this runs for every event and timer
+        copy = CustomerState(*_ALL_FIELDS(self))
+        copy.order_times = list(self.order_times)
+        copy.recent_orders = list(self.recent_orders)
+        copy.carriers = dict(self.carriers)
+        copy.gifts = list(self.gifts)
+        copy.touches = list(self.touches)
+        copy.timers = dict(self.timers)
+        return copy
 
     def has_seen(self, key: bytes) -> bool:
         start = self.seen.find(key)
@@ -197,6 +177,9 @@ class CustomerState:
 
 
 _FIELDS = dataclasses.fields(CustomerState)
+_ALL_FIELDS = operator.attrgetter(*(f.name for f in _FIELDS))
+"""Every field of a state, in the constructor's order (tests/test_state.py checks that
+clone() copies each container)."""
 _DEFAULTS = CustomerState()
 
 
