@@ -7,18 +7,20 @@ core, beside one siyu-stream worker and the raw aiokafka pipe, on the same local
         at_least_once, each in a new consumer group over the same input: from ready until
         the group's committed offsets reach the ends of its input topics.
     faust_bench.py restart [--events N] [--repeat R] [--apps faust,worker] [--stop-at F]
-        pre-produce N simulator events; per app, one clean run (the expectation: the
-        action ids it emits), then R runs that are stopped with SIGTERM once F of the
-        clean run's output has appeared, restarted in the same group, and left to finish.
-        Per run: events lost (input events with an expected action that never appeared),
-        action ids missing, action ids written more than once, and ids the clean run has
-        not. at_least_once only: Faust's exactly_once processes nothing on noida-db.
+        pre-produce N simulator events; per app, one clean run (the expectation), then R
+        runs stopped with SIGTERM once F of the clean run's output has appeared (F = 0: not
+        stopped, the noise floor), restarted in the same group and left to finish. Per run
+        (see `judge`): events lost (applied by the clean run, seen by no final state of
+        this one) and how many of them never had their actions sent; action ids written
+        more than once; action ids missing from or new to the clean run. at_least_once
+        only: Faust's exactly_once processes nothing on noida-db.
 
 A run is over when the group's committed offsets reach the ends of its inputs, or when
 neither those offsets nor the output has moved for --stall seconds (Faust stops advancing
 its commits after a gap in the offsets it processed): such a run is reported as stalled,
-with its lag, and counted as it stands. Every broker and app started here is stopped
-before the script exits.
+with its lag, and counted as it stands. A restart run whose app exits, is not ready within
+--ready-timeout seconds or never finishes is reported the same way (`ended`: failed).
+Every broker and app started here is stopped before the script exits.
 """
 
 from __future__ import annotations
@@ -298,17 +300,19 @@ async def watch_outputs(broker: str, start: dict[TopicPartition, int], target: i
 
 
 async def one_run(
-    target: Target, stop_after: int | None, stall: float
+    target: Target, stop_after: int | None, stall: float, ready_timeout: float
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Run the app (stopping it with SIGTERM after `stop_after` output records, then starting
-    it again) until done; (figures, the actions it wrote)."""
+    it again) until done; (figures, the actions it wrote). A restarted run that fails (an
+    app that exits, is not ready within `ready_timeout` s, or never finishes) is a figure:
+    `ended` says how, and what it wrote is counted as it stands."""
     bootstrap = target.broker.bootstrap
     start = await output_ends(bootstrap, target.outputs)
     began = time.monotonic()
     figures: dict[str, Any] = {}
     proc = target.start()
     try:
-        await wait_ready([proc])
+        await asyncio.wait_for(wait_ready([proc]), ready_timeout)
         if stop_after is not None:
             await asyncio.wait_for(watch_outputs(bootstrap, start, stop_after), GIVE_UP)
             stopping = time.monotonic()
@@ -322,11 +326,17 @@ async def one_run(
                 "log_before": rel(proc.log_path),
             }
             proc = target.start()
-            await wait_ready([proc])
+            await asyncio.wait_for(wait_ready([proc]), ready_timeout)
         end, how = await wait_done(bootstrap, target.group, target.topics, target.outputs, stall)
-        figures |= {"seconds": end - began, **how, "log": rel(proc.log_path)}
+        figures |= {"seconds": end - began, **how}
+    except (RuntimeError, TimeoutError) as exc:
+        if stop_after is None:
+            raise  # a clean run that fails leaves nothing to compare with
+        log(f"{target.group}: {type(exc).__name__}: {exc}")
+        figures |= {"seconds": time.monotonic() - began, "ended": f"failed: {exc!r}", "lag": None}
     finally:
         proc.stop(STOP_GRACE)
+    figures["log"] = rel(proc.log_path)
     return figures, await read_actions(bootstrap, start)
 
 
@@ -430,7 +440,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
         for kind in args.apps.split(","):
             target = Target(kind, broker, f"{PREFIX}-rs-{kind}-clean")
             await target.prepare()
-            clean, got = await one_run(target, None, args.stall)
+            clean, got = await one_run(target, None, args.stall, args.ready_timeout)
             clean_actions = dict(got)
             clean_applied = await applied(broker.bootstrap, target.changelog, events)
             clean |= judge(clean_actions, clean_applied, got, clean_applied)
@@ -445,7 +455,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
                 await target.prepare()
                 # --stop-at 0: no SIGTERM, a second clean run (the noise floor of the count)
                 stop_after = max(1, int(len(got) * args.stop_at)) if args.stop_at > 0 else None
-                figures, actions = await one_run(target, stop_after, args.stall)
+                figures, actions = await one_run(target, stop_after, args.stall, args.ready_timeout)
                 run_applied = await applied(broker.bootstrap, target.changelog, events)
                 figures |= judge(clean_actions, clean_applied, actions, run_applied)
                 log(
@@ -481,7 +491,7 @@ def main() -> None:
             "restart": (
                 restart,
                 {"--events": 20_000, "--repeat": 3, "--apps": "faust,worker"}
-                | {"--stop-at": 0.4, "--stall": 30.0},
+                | {"--stop-at": 0.4, "--stall": 30.0, "--ready-timeout": 180.0},
             ),
         },
     )
