@@ -7,13 +7,15 @@ core, beside one siyu-stream worker and the raw aiokafka pipe, on the same local
         at_least_once, each in a new consumer group over the same input: from ready until
         the group's committed offsets reach the ends of its input topics.
     faust_bench.py restart [--events N] [--repeat R] [--apps faust,worker] [--stop-at F]
-        pre-produce N simulator events; per app, one clean run (the expectation), then R
-        runs stopped with SIGTERM once F of the clean run's output has appeared (F = 0: not
-        stopped, the noise floor), restarted in the same group and left to finish. Per run
-        (see `judge`): events lost (applied by the clean run, seen by no final state of
-        this one) and how many of them never had their actions sent; action ids written
-        more than once; action ids missing from or new to the clean run. at_least_once
-        only: Faust's exactly_once processes nothing on noida-db.
+                           [--controls C]
+        pre-produce N simulator events; per app, one clean run (the expectation), C more
+        (judged like the rest: the noise floor of the counts that depend on order), then R
+        runs stopped with SIGTERM once F of the clean run's output has appeared (F = 0:
+        none stopped), restarted in the same group and left to finish. Per run (see
+        `judge`): events lost (applied by the clean run, seen by no final state of this
+        one) and how many of them never had their actions sent; action ids written more
+        than once; action ids missing from or new to the clean run. at_least_once only:
+        Faust's exactly_once processes nothing on noida-db.
 
 A run is over when the group's committed offsets reach the ends of its inputs, or when
 neither those offsets nor the output has moved for --stall seconds (Faust stops advancing
@@ -400,17 +402,20 @@ def judge(
     - events lost: applied by the clean run, in no final state of this run; of them, those
       whose actions (the clean run had some) never appeared at all;
     - actions doubled: action ids written more than once (their extra copies);
-    - actions missing / unexpected: ids of the clean run absent here, and the reverse. The
-      worker is deterministic (merge order), so these follow from the counts above; the
-      Faust peer applies records in the order they are fetched, and rules that depend on
-      order (a join before or after an order) make two clean runs differ a little
-      (measure it with `--stop-at 0`).
+    - events silenced: applied here, with actions in the clean run, and not one action
+      caused by them here (an event whose state survived but whose output did not);
+    - actions missing / unexpected: ids of the clean run absent here, and the reverse.
+      Not a loss count: rules depend on the order of a customer's events (a join before
+      or after an order), the Faust peer applies records in the order they are fetched,
+      and the worker's merge waits at most SIYU_MAX_TASK_IDLE_MS for a lagging topic, so
+      on a loaded machine two clean runs differ too (measure it with `--stop-at 0`).
     """
     counts = Counter(a for a, _ in got)
     causes = {cause for _, cause in got}
     lost = clean_applied - run_applied
     doubled = {a: c for a, c in counts.items() if c > 1}
-    with_actions = {e for e in lost if e in set(clean_actions.values())}
+    clean_causes = set(clean_actions.values())
+    with_actions = lost & clean_causes
     return {
         "output_records": len(got),
         "distinct_actions": len(counts),
@@ -419,6 +424,7 @@ def judge(
         "events_lost_with_actions": len(with_actions),
         "events_lost_actions_never_sent": len(with_actions - causes),
         "events_lost_sample": sorted(lost)[:10],
+        "events_silenced": len((run_applied & clean_causes) - causes),
         "actions_doubled": len(doubled),
         "extra_copies": sum(c - 1 for c in doubled.values()),
         "events_doubled": len({cause for a, cause in got if a in doubled}),
@@ -449,25 +455,30 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
                 f"{kind} clean: {len(events):,} input events, {len(clean_applied):,} applied, "
                 f"{len(clean_actions):,} actions for {clean['events_with_actions']:,} events"
             )
-            runs = []
-            for rep in range(args.repeat):
-                target = Target(kind, broker, f"{PREFIX}-rs-{kind}-{rep}")
+            runs, controls = [], []
+            # a control: a second clean run judged like the others, the noise floor of the
+            # counts that depend on order (silenced events, action ids missing or new)
+            for rep in range(-args.controls, args.repeat):
+                tag = f"control {-rep}" if rep < 0 else f"restart {rep}"
+                target = Target(kind, broker, f"{PREFIX}-rs-{kind}-{tag.replace(' ', '')}")
                 await target.prepare()
-                # --stop-at 0: no SIGTERM, a second clean run (the noise floor of the count)
-                stop_after = max(1, int(len(got) * args.stop_at)) if args.stop_at > 0 else None
+                stopped = rep >= 0 and args.stop_at > 0  # --stop-at 0: all controls
+                stop_after = max(1, int(len(got) * args.stop_at)) if stopped else None
                 figures, actions = await one_run(target, stop_after, args.stall, args.ready_timeout)
                 run_applied = await applied(broker.bootstrap, target.changelog, events)
                 figures |= judge(clean_actions, clean_applied, actions, run_applied)
                 log(
-                    f"{kind} restart {rep}: lost {figures['events_lost']} events "
+                    f"{kind} {tag}: lost {figures['events_lost']} events "
                     f"({figures['events_lost_actions_never_sent']} with actions never sent), "
+                    f"{figures['events_silenced']} silenced, "
                     f"doubled {figures['actions_doubled']} actions; missing "
                     f"{figures['actions_missing']}, unexpected {figures['actions_unexpected']} "
                     f"action ids; {figures['ended']}"
                 )
-                runs.append(figures)
+                (runs if rep >= 0 else controls).append(figures)
             apps[kind] = {
                 "clean": clean,
+                "controls": controls,
                 "runs": runs,
                 "events_lost_runs": [r["events_lost"] for r in runs],
                 "actions_doubled_runs": [r["actions_doubled"] for r in runs],
@@ -491,7 +502,7 @@ def main() -> None:
             "restart": (
                 restart,
                 {"--events": 20_000, "--repeat": 3, "--apps": "faust,worker"}
-                | {"--stop-at": 0.4, "--stall": 30.0, "--ready-timeout": 180.0},
+                | {"--stop-at": 0.4, "--stall": 30.0, "--ready-timeout": 180.0, "--controls": 1},
             ),
         },
     )

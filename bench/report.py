@@ -251,11 +251,20 @@ def faust_rows(r: dict[str, Any]) -> list[Row]:
         value += f"{rs['stop_at']:.0%} of the clean run's output; "
         value += "; ".join(
             f"run {i}: {x['events_lost_actions_never_sent']} lost events' actions never sent, "
-            f"ids {x['actions_missing']} missing / {x['actions_unexpected']} new vs the clean "
-            f"run, {x['ended']}" + (f" ({x['lag']:,} behind)" if x["lag"] else "")
+            f"{x.get('events_silenced', 0)} applied events' actions never sent, "
+            f"{x['ended']}"
+            + (f" ({x['lag']:,} behind)" if x["lag"] else "")
+            + f" (action ids {x['actions_missing']} missing / {x['actions_unexpected']} new vs "
+            "the clean run: order-dependent rules, not loss)"
             for i, x in enumerate(runs, start=1)
         )
         rows.append((figure, value, cmd))
+        for x in res.get("controls", []):
+            value = f"lost {x['events_lost']}, {x['events_silenced']} applied events' actions "
+            value += f"never sent, action ids {x['actions_missing']} missing / "
+            value += f"{x['actions_unexpected']} new, doubled {x['actions_doubled']}"
+            figure = f"control: {PEERS[kind].split(' (')[0]} run again without SIGTERM"
+            rows.append((figure, value, cmd))
     return rows
 
 
