@@ -205,6 +205,69 @@ def recovery_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+PEERS = {
+    "raw": "raw aiokafka consume→produce",
+    "worker": "1 siyu-stream worker",
+    "faust": "Faust peer (faust-streaming agent + table, same rule core)",
+}
+
+
+def faust_rows(r: dict[str, Any]) -> list[Row]:
+    """bench/faust_bench.py: throughput of the three side by side, then restarts."""
+    rows: list[Row] = []
+    tp = get(r, "faust", "throughput")
+    if tp:
+        s, cmd = tp["summary"], tp["command"]
+        for kind, who in PEERS.items():
+            x = s.get(f"{kind}-1-at_least_once")
+            if not x:
+                continue
+            rates = ", ".join(n(v) if v else "stalled" for v in x["events_per_s_runs"])
+            best = x["events_per_s_median"]
+            value = f"**{n(best) if best else '–'} events/s** ({rates}); "
+            value += f"{n(x['process_cpu_us_per_event_median'])} µs CPU/event, broker "
+            value += f"{n(x['broker_cpu_us_per_event_median'])}; ready after "
+            value += f"{x['startup_seconds_median']:.1f} s"
+            rows.append((f"{who}, at_least_once, {tp['events']:,} simulator events", value, cmd))
+        rate = {k: get(s, f"{k}-1-at_least_once", "events_per_s_median") for k in PEERS}
+        cpu = {k: get(s, f"{k}-1-at_least_once", "process_cpu_us_per_event_median") for k in PEERS}
+        value = f"**{ratio(rate['worker'], rate['faust'])}** ({n(rate['worker'] or 0)} ÷ "
+        value += f"{n(rate['faust'] or 0)} events/s); CPU per event ×"
+        value += f"{(cpu['faust'] or 0) / (cpu['worker'] or 1):.1f} in Faust"
+        rows.append(("1 worker ÷ Faust peer, at_least_once", value, cmd))
+        for kind in ("worker", "faust"):
+            value = f"{ratio(rate[kind], rate['raw'])} ({n(rate[kind] or 0)} ÷ "
+            value += f"{n(rate['raw'] or 0)} events/s)"
+            rows.append((f"{PEERS[kind].split(' (')[0]} ÷ raw aiokafka", value, cmd))
+    rs = get(r, "faust", "restart")
+    for kind, res in (get(rs, "apps") or {}).items():
+        runs, cmd = res["runs"], rs["command"]
+        clean = res["clean"]
+        figure = f"SIGTERM restart, {PEERS[kind].split(' (')[0]}: events lost, per restart"
+        value = f"**lost {', '.join(str(x['events_lost']) for x in runs)}** of "
+        value += f"{clean['events_applied']:,} events; action ids doubled "
+        value += ", ".join(str(x["actions_doubled"]) for x in runs)
+        value += f" (of {clean['distinct_actions']:,}); stopped after "
+        value += f"{rs['stop_at']:.0%} of the clean run's output; "
+        value += "; ".join(
+            f"run {i}: {x['events_lost_actions_never_sent']} lost events' actions never sent, "
+            f"{x.get('events_silenced', 0)} applied events' actions never sent, "
+            f"{x['ended']}"
+            + (f" ({x['lag']:,} behind)" if x["lag"] else "")
+            + f" (action ids {x['actions_missing']} missing / {x['actions_unexpected']} new vs "
+            "the clean run: order-dependent rules, not loss)"
+            for i, x in enumerate(runs, start=1)
+        )
+        rows.append((figure, value, cmd))
+        for x in res.get("controls", []):
+            value = f"lost {x['events_lost']}, {x['events_silenced']} applied events' actions "
+            value += f"never sent, action ids {x['actions_missing']} missing / "
+            value += f"{x['actions_unexpected']} new, doubled {x['actions_doubled']}"
+            figure = f"control: {PEERS[kind].split(' (')[0]} run again without SIGTERM"
+            rows.append((figure, value, cmd))
+    return rows
+
+
 def profile_rows(prof: dict[str, Any] | None, key: str) -> list[Row]:
     """A profile's head line (with its command), then one row per function or area."""
     if not prof:
@@ -232,6 +295,7 @@ def groups(r: dict[str, Any]) -> dict[str, list[Row]]:
         "Latency event→action, one worker, first purchases": latency_rows(r),
         "Idle CPU on the local broker": idle_rows(r),
         "Recovery from the changelog": recovery_rows(r),
+        "The peer: faust-streaming on the same broker, rule core and workload": faust_rows(r),
         "Replay profile (pyinstrument), by self time": profile_rows(r.get("profile"), "top_self"),
         "Replay profile, project functions by inclusive time": profile_rows(
             r.get("profile"), "top_inclusive_project"
@@ -263,6 +327,8 @@ SUMMARY = (
     ("replay", "Replay, one process", "throughput, median"),
     ("live", "Live throughput, simulator mix, against raw aiokafka", "1 worker ÷ raw aiokafka"),
     ("latency", "Latency event→action, one worker, first purchases", "50%"),
+    ("peer", "The peer: faust-streaming on the same broker, rule core and workload", "÷ Faust"),
+    ("peer", "The peer: faust-streaming on the same broker, rule core and workload", "SIGTERM"),
 )
 """The README's rows: (label, group, part of the figure's name)."""
 

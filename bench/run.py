@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         help="comma separated: replay,profile,processor,memory,idle,live,worker_profile,"
-        "latency,recovery",
+        "latency,recovery,faust",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -82,6 +82,10 @@ def main() -> None:
     if importlib.util.find_spec("pyinstrument") is None:
         log("installing pyinstrument into the venv (profiling only; not a project dependency)")
         subprocess.run([PYTHON, "-m", "pip", "install", "-q", "pyinstrument"], check=True)
+    if (only is None or "faust" in only) and importlib.util.find_spec("faust") is None:
+        log("installing the extra `bench` (faust-streaming, the peer of the `faust` step)")
+        pip = [PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[bench]"]
+        subprocess.run(pip, check=True)
     size = {
         "events": 100_000 if quick else 1_000_000,
         "history_events": 20_000 if quick else 200_000,
@@ -96,6 +100,9 @@ def main() -> None:
         "latency_seconds": 4 if quick else 12,
         "recovery_sizes": "0,20000" if quick else "0,100000,1000000",
         "overdue_sizes": "0,20000" if quick else "0,100000",
+        "faust_events": 5_000 if quick else 30_000,
+        "faust_restart_events": 5_000 if quick else 20_000,
+        "faust_repeat": 1 if quick else 3,
     }
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -220,6 +227,22 @@ def main() -> None:
         return out
 
     step("recovery", recovery)
+
+    def faust() -> dict[str, Any]:
+        """The peer: faust-streaming with the same rule core, beside the worker and the raw
+        pipe on one broker (throughput), and both apps across SIGTERM restarts."""
+        argv = [PYTHON, BENCH / "faust_bench.py"]
+        repeat = ("--repeat", size["faust_repeat"])
+        return {
+            "throughput": bench(
+                *argv, "throughput", "--events", size["faust_events"], *repeat, timeout=1800
+            ),
+            "restart": bench(
+                *argv, "restart", "--events", size["faust_restart_events"], *repeat, timeout=1800
+            ),
+        }
+
+    step("faust", faust)
 
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["wall_seconds"] = time.monotonic() - began

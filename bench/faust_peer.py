@@ -1,0 +1,128 @@
+"""The peer: siyu-stream's rule core in a faust-streaming agent over a Faust table.
+
+    FAUST_PEER_BROKER=127.0.0.1:P FAUST_PEER_APP_ID=ID FAUST_PEER_PREFIX=siyu \\
+    FAUST_PEER_OUT=TOPIC FAUST_PEER_READY=FILE \\
+        python bench/faust_peer.py worker --without-web -l info
+
+One agent reads the worker's input topics (`<prefix>.orders`, `.chats`, `.joins`; keyed
+and co-partitioned by customer id), holds each customer's `siyu_stream.state.dumps` bytes in
+a Faust table (memory store, changelog `<app id>-customers-changelog`), applies the same
+pure rule core as the worker (`rules.apply_event` under the built-in rules) and sends every
+action's `to_json()` to FAUST_PEER_OUT, keyed by customer. Invalid events go to
+`<prefix>.faust-deadletter`. At-least-once, with the settings that worked on noida-db
+(session timeout 10 s, heartbeat 1 s, `--without-web`), commits every 0.5 s and a 20 ms
+producer linger.
+Faust's `exactly_once` is not offered: on noida-db it processes nothing.
+FAUST_PEER_READY is touched when a rebalance ends with partitions assigned (tables
+recovered, streams resumed).
+
+What it does not do, so that it stays a fair peer for throughput and restart loss rather
+than a second runtime:
+
+- no stream-time merge of the input topics: records are applied in the order Faust hands
+  them over, each at its own `occurred_at` (the worker applies at the partition clock);
+- no timers (the worker fires them on stream time and, caught up, on the wall clock): on
+  the benchmark's workloads, stamped with the time they are sent, none is due in a run;
+- no referral credits (the worker sends them through its command topic to the referrer's
+  partition): they are dropped, so the referrer's `referral_reward` never appears;
+- no metrics, HTTP API, standby replicas or dead-letter envelope (the reason and the
+  record, as bytes).
+
+What it shares with the worker: decoding and schema checks, the wall-clock bound on event
+times, de-duplication by event id in the state, the contact policy (it lives in the state)
+and action ids (digests of rule, kind, customer and causing event), so that
+bench/faust_bench.py can count doubles by action id and losses by the event ids the final
+table states have seen.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.sensors import Sensor
+
+from siyu_stream import rules as core
+from siyu_stream import state as state_format
+from siyu_stream.errors import InvalidEvent
+from siyu_stream.events import decode
+from siyu_stream.partition import check_time
+from siyu_stream.ruleset import Rules
+from siyu_stream.topology import INPUT_TYPES
+from siyu_stream.wall import wall_clock
+
+PARTITIONS = 4
+BROKER = os.environ.get("FAUST_PEER_BROKER", "127.0.0.1:9092")
+APP_ID = os.environ.get("FAUST_PEER_APP_ID", "faust-peer")
+PREFIX = os.environ.get("FAUST_PEER_PREFIX", "siyu")
+OUT = os.environ.get("FAUST_PEER_OUT", f"{PREFIX}.faust-out")
+READY = os.environ.get("FAUST_PEER_READY")
+RULES = Rules()
+
+app = faust.App(
+    APP_ID,
+    broker=f"kafka://{BROKER}",
+    store="memory://",
+    topic_partitions=PARTITIONS,
+    processing_guarantee="at_least_once",
+    broker_session_timeout=10,
+    broker_heartbeat_interval=1,
+    # the worker commits after every batch; Faust's default is every 2.8 s, which would
+    # add up to that much to a timed run (committed offsets mark the end of a run)
+    broker_commit_interval=0.5,
+    # Faust's default linger of 0 sends a produce request for every few records (a table
+    # write and the actions per event); 20 ms took ~25 % less CPU per event (10k events)
+    producer_linger=0.02,
+    web_enabled=False,
+)
+inputs = app.topic(
+    *(f"{PREFIX}.{name}" for name in INPUT_TYPES),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+out = app.topic(OUT, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
+deadletter = app.topic(f"{PREFIX}.faust-deadletter", key_serializer="raw", value_serializer="raw")
+customers = app.Table(  # bytes keys and values: the raw codec, as `dumps` wrote them
+    "customers", key_type=bytes, value_type=bytes, partitions=PARTITIONS
+)
+
+
+class Ready(Sensor):
+    """Touches FAUST_PEER_READY when a rebalance ends with partitions to work on."""
+
+    def on_rebalance_end(self, app: Any, state: dict[str, Any]) -> None:
+        if READY and app.assignor.assigned_actives():
+            Path(READY).touch()
+
+
+app.sensors.add(Ready())
+
+
+@app.agent(inputs)
+async def apply(stream: faust.StreamT[bytes]) -> None:
+    async for event in stream.events():
+        key: bytes = event.key if isinstance(event.key, bytes) else b""
+        value: bytes = event.value
+        try:
+            parsed = decode(value, RULES.input)
+            check_time(parsed.at, wall_clock(), "the wall clock", RULES)
+        except InvalidEvent as exc:
+            await deadletter.send(key=key, value=str(exc).encode() + b"\n" + value)
+            continue
+        raw = customers.get(key)
+        before = state_format.loads(raw) if raw is not None else None
+        step = core.apply_event(before, parsed, parsed.at, RULES)
+        if step.outcome == "rejected":
+            await deadletter.send(key=key, value=(step.reason or "rejected").encode())
+        elif step.outcome == "ok":
+            customers[key] = state_format.dumps(step.state)
+            for action in step.actions:
+                await out.send(key=key, value=action.to_json())
+
+
+if __name__ == "__main__":
+    app.main()
