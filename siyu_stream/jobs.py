@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import pickle
+import select
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ from siyu_stream.replayio import Line, dead_letter, owned_lines
 from siyu_stream.ruleset import Rules
 
 PROGRESS_SECONDS = 2.0
+BUFFER = 1 << 20
+"""Bytes a job buffers before writing its outputs (the parent reads them back once)."""
 Entry = tuple[Tag, int, int]
 """A step in a job's index: its tag, the bytes of its actions and of its dead letters."""
 
@@ -177,16 +180,23 @@ class Pipes:
         self.bounds: dict[int, Key] = dict.fromkeys(inbox, LOWEST)
         self.needs: dict[int, Key] = {}
         self.sent = LOWEST
+        self.poller = select.poll()  # one system call per look, every step
+        self.by_fd = {conn.fileno(): job for job, conn in inbox.items()}
+        for fd in self.by_fd:
+            self.poller.register(fd, select.POLLIN)
 
     def receive(self, *, block: bool) -> list[Credit]:
         got: list[Credit] = []
-        ready = wait(list(self.inbox.values()), timeout=None if block else 0)
-        for job, conn in list(self.inbox.items()):
-            if conn not in ready:
-                continue
-            while job in self.inbox and conn.poll():
+        timeout = None if block else 0
+        while self.inbox:
+            ready = self.poller.poll(timeout)
+            if not ready:
+                break
+            timeout = 0
+            for fd, _ in ready:
+                job = self.by_fd[fd]
                 try:
-                    credits, bound, need = conn.recv()
+                    credits, bound, need = self.inbox[job].recv()
                 except EOFError:
                     msg = f"replay job {job} stopped before its end"
                     raise SiyuError(msg) from None
@@ -197,8 +207,9 @@ class Pipes:
                 self.bounds[job] = bound
                 if need is not None:
                     self.needs[job] = need
-                if bound == HIGHEST:
-                    del self.inbox[job]  # its last message
+                if bound == HIGHEST:  # its last message
+                    del self.inbox[job]
+                    self.poller.unregister(fd)
         return got
 
     def allows(self, group: Key, sender: int | None = None) -> bool:
@@ -246,8 +257,8 @@ def _start(  # noqa: PLR0917
         outbox = {j: writer for (i, j), (_, writer) in pipes.items() if i == me}
         index: list[Entry] = []
         with (
-            (directory / f"actions-{me}").open("wb") as actions,
-            (directory / f"dead-{me}").open("wb") as dead,
+            (directory / f"actions-{me}").open("wb", buffering=BUFFER) as actions,
+            (directory / f"dead-{me}").open("wb", buffering=BUFFER) as dead,
         ):
             output = Output(actions, dead.write, json_dead=deadletters is not None, index=index)
             report = _progress(progress) if me == 0 else None
@@ -286,9 +297,12 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
             index, stats = pickle.load(handle)
         indexes.append(index)
         _add(total, stats)
-    actions = [(directory / f"actions-{me}").open("rb") for me in range(jobs)]
-    deads = [(directory / f"dead-{me}").open("rb") for me in range(jobs)]
+    actions: list[IO[bytes]] = []
+    deads: list[IO[bytes]] = []
     try:
+        for me in range(jobs):
+            actions.append((directory / f"actions-{me}").open("rb", buffering=BUFFER))
+            deads.append((directory / f"dead-{me}").open("rb", buffering=BUFFER))
         streams = [[(tag, me, a, d) for tag, a, d in index] for me, index in enumerate(indexes)]
         for _, me, a, d in heapq.merge(*streams, key=lambda entry: entry[:2]):
             if a:
@@ -296,8 +310,8 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
             if d:
                 dead(deads[me].read(d))
     finally:
-        for handle in (*actions, *deads):
-            handle.close()
+        for stream in (*actions, *deads):
+            stream.close()
     return total
 
 
