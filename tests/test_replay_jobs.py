@@ -202,8 +202,10 @@ def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
     second.write_bytes(b"\n\n".join(lines[half:]) + b"\n")
     same_for_jobs(first)
     same_for_jobs([first, second])
-    _, dead, _ = run(first, 3)
-    assert len(dead.splitlines()) == 1 + len(bad) * 5 // 2 or dead  # some in each file
+    _, dead, _ = run([first, second], 3)
+    files = {Path(orjson.loads(line)["file"]).name for line in dead.splitlines()}
+    assert len(dead.splitlines()) == 1 + len(bad) * 5  # each bad line once, in one job
+    assert files == {"a.jsonl", "b.jsonl"}
 
 
 def test_one_partition_per_job_and_two_partitions(tmp_path: Path) -> None:
