@@ -1,12 +1,15 @@
 """Replay benchmarks: core throughput, state size and memory, and a profile.
 
-replay_bench.py run INPUT [--until-days D] [--sizes] [--dump-states FILE]
+replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--sizes]
+        [--dump-states FILE]
     a raw JSON pipe over INPUT (each line read, orjson.loads, orjson.dumps, written: the
     floor of any JSONL-in, JSONL-out tool), then one replay of INPUT through
     siyu_stream.replay.replay, actions to a file; events/s and CPU per event of both,
     actions and timers fired, RSS before/after, customers. --until-days: replay as
     `siyu-stream replay --now END --until END+D days` (END: the last event time), so
-    every timer due within D days of the end fires. --sizes adds the serialized state
+    every timer due within D days of the end fires. --partitions: as `replay
+    --partitions` (default 1); --jobs: `replay --jobs N` (N processes; the CPU counts
+    theirs; no customer, heap or memory figures). --sizes adds the serialized state
     size per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
     (the changelog records a worker would write) for the recovery benchmark.
 replay_bench.py profile INPUT [--events N] [--until-days D]
@@ -24,6 +27,7 @@ import contextlib
 import gc
 import io
 import itertools
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -103,20 +107,28 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     Engine.__init__ = spy  # type: ignore[method-assign]
     gc.collect()
     rss_before = rss_bytes()
+    jobs, partitions = int(args.jobs), int(args.partitions)
     with out_path.open("wb") as out, dead_path.open("wb") as dead:
         started = time.perf_counter()
-        cpu_started = time.process_time()
-        counts = replay([path], out, rules, until=until, now=now, deadletters=dead)
+        cpu_started = time.process_time() + _children_cpu()
+        counts = replay(
+            [path], out, rules, until=until, now=now, deadletters=dead, jobs=jobs,
+            partitions=partitions,
+        )  # fmt: skip
         out.flush()
         seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
+        cpu = time.process_time() + _children_cpu() - cpu_started
     gc.collect()
     rss_after = rss_bytes()
+    events = sum(counts.events.values())
+    if jobs > 1:  # the engines lived in the job processes
+        return _jobs_result(
+            path, args, (jobs, partitions), counts, seconds, cpu, pipe, last - first
+        )
     engine = engines[0]
     store = engine.store
     assert isinstance(store, MemoryStore)
     customers = len(store.data)
-    events = sum(counts.events.values())
     result: dict[str, Any] = {
         "input": rel(path),
         "events": events,
@@ -163,6 +175,51 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
                 handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
         result["dumped_states"] = rel(args.dump_states)
     return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _jobs_result(
+    path: Path,
+    args: argparse.Namespace,
+    split: tuple[int, int],
+    counts: Any,
+    seconds: float,
+    cpu: float,
+    pipe: dict[str, float],
+    span_ms: int,
+) -> dict[str, Any]:
+    jobs, partitions = split
+    events = sum(counts.events.values())
+    log(
+        f"replay --jobs {jobs} {rel(path)}: {events:,} events in {seconds:.1f} s = "
+        f"{events / seconds:,.0f}/s, CPU {cpu:.1f} s"
+    )
+    return {
+        "input": rel(path),
+        "jobs": jobs,
+        "partitions": partitions,
+        "events": events,
+        "event_time_span_s": span_ms / 1000,
+        "until_days_after_end": float(args.until_days) if args.until_days else None,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "events_per_s": events / seconds,
+        "cpu_us_per_event": 1e6 * cpu / events,
+        "pipe": pipe,
+        "pipe_ratio": events / seconds / pipe["events_per_s"],
+        "actions_per_event": sum(counts.by_kind().values()) / events,
+        "timers_per_event": counts.timers_fired / events,
+        "output_bytes": (CACHE / "replay-actions.jsonl").stat().st_size,
+        "counts": {
+            "events": dict(counts.by_outcome()),
+            "actions": dict(counts.by_kind()),
+            "timers_fired": counts.timers_fired,
+        },
+    }
 
 
 # ------------------------------------------------------------------ profile
@@ -370,7 +427,14 @@ def main() -> None:
         {
             "run": (
                 cmd_run,
-                {"input": None, "--until-days": None, "--sizes": False, "--dump-states": None},
+                {
+                    "input": None,
+                    "--until-days": None,
+                    "--jobs": 1,
+                    "--partitions": 1,
+                    "--sizes": False,
+                    "--dump-states": None,
+                },
             ),
             "profile": (
                 cmd_profile,

@@ -78,6 +78,23 @@ def replay_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def jobs_rows(r: dict[str, Any]) -> list[Row]:
+    """`replay --jobs 2` against `--jobs 1` on the history (same partitions, same bytes)."""
+    jobs = get(r, "replay_jobs")
+    if not jobs:
+        return []
+    rows: list[Row] = []
+    for name in ("jobs_1", "jobs_2"):
+        rep = jobs[name]
+        value = f"**{n(rep['events_per_s_median'])} events/s** ("
+        value += ", ".join(f"{x['seconds']:.1f} s" for x in rep["runs"]) + "); CPU "
+        value += ", ".join(f"{x['cpu_seconds']:.1f} s" for x in rep["runs"])
+        rows.append((f"history, 4 partitions, `--{name.replace('_', ' ')}`", value, rep["command"]))
+    value = f"**×{jobs['speedup']:.2f}** (medians of events/s)"
+    rows.append(("`--jobs 2` speedup over `--jobs 1`", value, None))
+    return rows
+
+
 def memory_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for label in ("main", "big"):
@@ -289,6 +306,7 @@ def profile_rows(prof: dict[str, Any] | None, key: str) -> list[Row]:
 def groups(r: dict[str, Any]) -> dict[str, list[Row]]:
     return {
         "Replay, one process": replay_rows(r),
+        "Replay, parallel jobs": jobs_rows(r),
         "State size and memory": memory_rows(r),
         "Live throughput, simulator mix, against raw aiokafka": live_rows(r, "sim"),
         "Live throughput, first purchases (the latency workload)": live_rows(r, "first_purchase"),
@@ -325,6 +343,7 @@ def table(rows: list[Row], machine: str | None) -> str:
 
 SUMMARY = (
     ("replay", "Replay, one process", "throughput, median"),
+    ("replay --jobs", "Replay, parallel jobs", "speedup"),
     ("live", "Live throughput, simulator mix, against raw aiokafka", "1 worker ÷ raw aiokafka"),
     ("latency", "Latency event→action, one worker, first purchases", "50%"),
     ("peer", "The peer: faust-streaming on the same broker, rule core and workload", "÷ Faust"),

@@ -70,6 +70,9 @@ def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]
 def cmd_replay(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
     until, now, partitions, paths = _history(args)
+    if not 1 <= args.jobs <= partitions:
+        msg = f"--jobs: expected 1..{partitions} (at most one job per partition), got {args.jobs}"
+        raise SiyuError(msg)
     started = time.monotonic()
     with (
         _open_out(args.out, sys.stdout.buffer) as out,
@@ -85,6 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             partitions=partitions,
             deadletters=deadletters,
             progress=sys.stderr,
+            jobs=args.jobs,
         )
         out.flush()
     print(summary(counts, time.monotonic() - started), file=sys.stderr)
@@ -300,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", help="rules TOML (default: built-in docs/design.md §4 numbers)")
     _history_arguments(p, "replay")
     p.add_argument("--deadletter", help="rejected lines as JSONL (default: stderr)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes, each running whole partitions (1..--partitions); the same bytes out",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(

@@ -1,87 +1,36 @@
 """Offline replay: JSONL input events -> the engine, per partition -> JSONL actions.
 
 The lines (several files merged by occurred_at, each file's order kept) are queued per
-partition and event type and taken in the live worker's merge order (`Merge`), each
-partition on its own clock, so that replay emits what the worker emits. Rejected lines
-go to the dead-letter output with file, line and reason, and replay goes on.
+partition and event type and taken in the live worker's merge order, each partition on
+its own clock, so that replay emits what the worker emits (`jobloop`). `--jobs N` runs
+the partitions in N processes with the same bytes out (`jobs`). Rejected lines go to the
+dead-letter output with file, line and reason, and replay goes on. `Merge` is the same
+order for backtest, which drives two engines in lockstep in one process.
 """
 
 from __future__ import annotations
 
-import heapq
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import orjson
-
-from siyu_stream import deadletter
+from siyu_stream import jobs as parallel
 from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
-from siyu_stream.engine import Engine, MemoryStore
+from siyu_stream.engine import Engine
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Event, decode
+from siyu_stream.jobloop import LOOKAHEAD
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import Queues
 from siyu_stream.observe import Stats
 from siyu_stream.partition import check_time, credit_key, sort_key
+from siyu_stream.replayio import Line, dead_letter, merged, read_lines
 from siyu_stream.ruleset import Rules
-from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
 
-PROGRESS_SECONDS = 2.0
-_TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
-"""Dead letters name the topic a line's event would have come from (default prefix)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    path: str
-    number: int
-    raw: bytes
-    event: Event | None
-    error: InvalidEvent | None
-
-
-def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
-    with path.open("rb") as handle:
-        for number, raw_line in enumerate(handle, start=1):
-            raw = raw_line.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                yield Line(str(path), number, raw, decode(raw, rules.input), None)
-            except InvalidEvent as exc:
-                yield Line(str(path), number, raw, None, exc)
-
-
-def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
-    """One stream of lines; several files are merged by event time, stable per file."""
-    if len(paths) == 1:
-        yield from read_lines(paths[0], rules)
-        return
-
-    def keyed(index: int, path: Path) -> Iterator[tuple[Millis, int, int, Line]]:
-        last = -(2**62)  # a bad line sorts with the valid line before it
-        for line in read_lines(path, rules):
-            if line.event is not None:
-                last = line.event.at
-            yield (last, index, line.number, line)
-
-    streams = [keyed(i, p) for i, p in enumerate(paths)]
-    for *_, line in heapq.merge(*streams):
-        yield line
-
-
-def dead_letter(line: Line, reason: str) -> dict[str, Any]:
-    topic = None
-    if line.event is not None:
-        topic = _TOPIC_OF_TYPE[type(line.event).__name__.lower()]
-    where = {"topic": topic, "partition": None, "offset": None}
-    return {**deadletter.record(where, line.raw, reason), "file": line.path, "line": line.number}
+__all__ = ["LOOKAHEAD", "JsonlSink", "Line", "Merge", "dead_letter", "merged", "read_lines"]
+__all__ += ["replay", "summary"]
 
 
 class JsonlSink:
@@ -92,15 +41,12 @@ class JsonlSink:
         self.out.write(action.to_json() + b"\n")
 
 
-LOOKAHEAD = 100_000
-"""Lines replay reads ahead to find the next record of a queue that is empty (the live
-worker waits for a lagging topic partition instead). Beyond it, replay goes on as a
-worker does once its idle time is over."""
-
-
 class Merge:
     """The live worker's merge order, per partition, over the lines of the input files:
-    one queue per (partition, event type) in file order, one per partition for credits."""
+    one queue per (partition, event type) in file order, one per partition for credits.
+    Backtest's merge: it reads ahead over all partitions at once (LOOKAHEAD in total),
+    where `replay` reads ahead per partition; the orders agree unless a queue waits for
+    more than LOOKAHEAD records."""
 
     def __init__(
         self, engine: Engine, lines: Iterator[Line], rejected: Callable[[Line, str], None]
@@ -194,31 +140,24 @@ def replay(
     partitions: int = 1,
     deadletters: IO[bytes] | None = None,
     progress: IO[str] | None = None,
+    jobs: int = 1,
 ) -> Stats:
     """Run the engine over `paths`; returns its counters. Same input, `now` and partitions,
-    same bytes out. `now` bounds how far ahead an event may be (default: the wall clock
-    when replay starts)."""
+    same bytes out, whatever the `jobs` (processes, 1..partitions). `now` bounds how far
+    ahead an event may be (default: the wall clock when replay starts)."""
     if now is None:
         now = time.time_ns() // 1_000_000
-    engine = Engine(rules, MemoryStore(), JsonlSink(out), partitions=partitions, now=now)
-
-    def rejected(line: Line, reason: str) -> None:
-        record = dead_letter(line, reason)
-        if deadletters is not None:
-            deadletters.write(orjson.dumps(record) + b"\n")
-        else:
-            sys.stderr.write(f"{line.path}:{line.number}: rejected: {reason}\n")
-
-    started = last_report = time.monotonic()
-    for n in Merge(engine, merged(paths, rules), rejected).run():
-        if progress is not None:
-            clock = time.monotonic()
-            if clock - last_report >= PROGRESS_SECONDS:
-                last_report = clock
-                progress.write(f"replay: {n:,} events, {n / (clock - started):,.0f} events/s\n")
-    engine.advance(until)
-    engine.stats.timers_fired = engine.timers_fired
-    return engine.stats
+    return parallel.run(
+        paths,
+        out,
+        rules,
+        until=until,
+        now=now,
+        partitions=partitions,
+        deadletters=deadletters,
+        progress=progress,
+        jobs=jobs,
+    )
 
 
 def summary(stats: Stats, seconds: float) -> str:

@@ -1,0 +1,263 @@
+"""`replay --jobs N`: the same bytes, in the same order, and the same summary as one job,
+on the golden inputs, on streams with late records and many referral credits that cross
+jobs, and on hostile lines; plus the CLI's limits."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from siyu_stream import jobloop
+from siyu_stream.cli import main
+from siyu_stream.clock import DAY, HOUR, MINUTE, format_rfc3339, parse_rfc3339
+from siyu_stream.engine import Engine, MemoryStore
+from siyu_stream.keys import partition_for
+from siyu_stream.observe import Stats
+from siyu_stream.replay import JsonlSink, Merge, merged, replay, summary
+from siyu_stream.ruleset import Rules
+
+DATA = Path(__file__).resolve().parent / "data"
+RULES = Rules()
+T0 = parse_rfc3339("2026-03-01T02:00:00Z")
+NOW = T0 + 400 * DAY
+GOLDEN = {
+    "lifecycle": (["lifecycle.jsonl"], ["--until", "2026-12-31T00:00:00Z"]),
+    "multi": (["multi/orders.jsonl", "multi/chats.jsonl", "multi/joins.jsonl"], []),
+    "bad_input": (["bad_input.jsonl"], []),
+}
+
+
+def cli(tmp_path: Path, inputs: list[str], extra: list[str], jobs: int) -> tuple[bytes, bytes]:
+    out, dead = tmp_path / f"out-{jobs}.jsonl", tmp_path / f"dead-{jobs}.jsonl"
+    args = ["replay", *[str(DATA / i) for i in inputs], "--out", str(out), "--deadletter"]
+    pinned = ["--now", "2026-06-01T00:00:00Z", "--partitions", "4", "--jobs", str(jobs)]
+    assert main([*args, str(dead), *pinned, *extra]) == 0
+    return out.read_bytes(), dead.read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+@pytest.mark.parametrize("jobs", [2, 3, 4])
+def test_golden_files_for_any_jobs(name: str, jobs: int, tmp_path: Path) -> None:
+    actions, dead = cli(tmp_path, *GOLDEN[name], jobs)
+    assert actions == (DATA / f"{name}.actions.jsonl").read_bytes()
+    assert (
+        dead.replace(str(DATA).encode() + b"/", b"")
+        == (DATA / f"{name}.deadletter.jsonl").read_bytes()
+    )
+
+
+def run(
+    path: Path | list[Path], jobs: int, partitions: int = 4, until: int | None = NOW
+) -> tuple[bytes, bytes, Stats]:
+    out, dead = io.BytesIO(), io.BytesIO()
+    paths = path if isinstance(path, list) else [path]
+    stats = replay(
+        paths, out, RULES, until=until, now=NOW, partitions=partitions, deadletters=dead, jobs=jobs
+    )
+    return out.getvalue(), dead.getvalue(), stats
+
+
+def same_for_jobs(
+    path: Path | list[Path], partitions: int = 4, jobs: tuple[int, ...] = (2, 3)
+) -> bytes:
+    one = run(path, 1, partitions)
+    for n in jobs:
+        other = run(path, n, partitions)
+        assert other[0] == one[0], f"actions differ with --jobs {n}"
+        assert other[1] == one[1], f"dead letters differ with --jobs {n}"
+        assert summary(other[2], 1.0) == summary(one[2], 1.0)
+        assert other[2].timers_fired == one[2].timers_fired
+    return one[0]
+
+
+# ------------------------------------------------------------------ streams
+
+
+def customers(partitions: int = 4) -> list[str]:
+    """12 customers, 3 on each of 4 partitions."""
+    found: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    n = 0
+    while any(len(v) < 3 for v in found.values()):
+        name = f"k{n}"
+        found[partition_for(name.encode(), partitions)].append(name)
+        n += 1
+    return [c for group in found.values() for c in group[:3]]
+
+
+def event(kind: str, eid: str, customer: str, at: int, **kw: Any) -> dict[str, Any]:
+    base = {"event_id": eid, "customer_id": customer, "occurred_at": format_rfc3339(at)}
+    if kind == "order":
+        return {
+            **base,
+            "type": "order",
+            "order_id": kw.pop("order_id", f"o-{eid}"),
+            "status": "paid",
+            "amount": "6000",
+            "channel": "tmall",
+            **kw,
+        }
+    if kind == "chat":
+        return {**base, "type": "chat", "direction": "inbound", "channel": "wecom", **kw}
+    return {**base, "type": "join", "action": "join", "carrier": "wecom", **kw}
+
+
+def stream(seed: int, size: int, late: float = 0.2) -> list[dict[str, Any]]:
+    """Referred customers joining and buying, their referrers (on other partitions) busy at
+    the same instants, timers due in between, a share of records written out of order."""
+    rng = random.Random(seed)
+    people = customers()
+    clock = T0
+    events: list[dict[str, Any]] = []
+    fresh = 0
+    for n in range(size):
+        clock += rng.choice([0, 0, 1, MINUTE, 31 * MINUTE, 5 * HOUR, 3 * DAY, 20 * DAY])
+        at = clock - rng.choice([HOUR, DAY, 2 * DAY]) if rng.random() < late else clock
+        roll = rng.random()
+        if roll < 0.3:  # a new customer referred by anyone, then a first purchase
+            fresh += 1
+            new = f"new{seed}-{fresh}"
+            referrer = rng.choice([*people, f"new{seed}-{max(1, fresh - 1)}"])
+            events.append(event("join", f"j{n}", new, at, referrer_id=referrer))
+            events.append(event("order", f"f{n}", new, at + rng.choice([0, 0, MINUTE, DAY])))
+            if rng.random() < 0.5:  # the referrer is busy in the same millisecond
+                kind = rng.choice(["order", "chat", "join"])
+                events.append(event(kind, f"r{n}", referrer, at + rng.choice([0, 0, MINUTE])))
+        elif roll < 0.55:
+            events.append(event("order", f"e{n}", rng.choice(people), at))
+        elif roll < 0.9:
+            direction = rng.choice(["inbound", "outbound"])
+            events.append(event("chat", f"e{n}", rng.choice(people), at, direction=direction))
+        else:
+            events.append(event("join", f"e{n}", rng.choice(people), at))
+    return events
+
+
+def write(tmp_path: Path, events: list[dict[str, Any]], name: str = "in.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streams_with_crossing_credits_and_late_records(seed: int, tmp_path: Path) -> None:
+    path = write(tmp_path, stream(seed, 150))
+    actions = same_for_jobs(path, jobs=(2, 3, 4))
+    gifts = [orjson.loads(a) for a in actions.splitlines() if b'"referral_reward"' in a]
+    assert len(gifts) > 20
+
+
+def test_a_credit_crosses_jobs_in_the_referrers_millisecond(tmp_path: Path) -> None:
+    """The referred customer (job 0) buys in the same millisecond as the referrer (job 1)
+    joins, writes and buys: the credit sorts right after the order that earned it, among
+    the referrer's own records of that millisecond, as with one job."""
+    people = customers()
+    referrer = people[3]  # partition 1: job 1 of 2
+    new = next(f"n{i}" for i in range(100) if partition_for(f"n{i}".encode(), 4) == 0)
+    at = T0 + DAY
+    events = [
+        event("join", "a", new, at - HOUR, referrer_id=referrer),
+        event("join", "b", referrer, at),
+        event("chat", "c", referrer, at),
+        event("order", "m", new, at),  # earns the credit: key (at, order, "m")
+        event("order", "l", referrer, at),  # before the credit: "l" < "m"
+        event("order", "z", referrer, at),  # after it
+        event("chat", "d", new, at + MINUTE),
+    ]
+    path = write(tmp_path, events)
+    actions = same_for_jobs(path, jobs=(2, 4))
+    rows = [orjson.loads(a) for a in actions.splitlines()]
+    causes = [r["cause_event_id"] for r in rows if r["customer_id"] == referrer]
+    assert causes.index("l") < causes.index("m") < causes.index("z")
+    assert any(r["rule"] == "referral" and r["kind"] == "gift" for r in rows)
+
+
+def test_many_lines_and_far_look_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small look-ahead (a partition goes on without an empty queue) and a short read
+    ahead for the bound change nothing between one job and several."""
+    monkeypatch.setattr(jobloop, "LOOKAHEAD", 5)
+    monkeypatch.setattr(jobloop, "READ_AHEAD", 7)
+    events = stream(11, 300, late=0.4)
+    events += [event("chat", f"x{i}", "solo", T0 + i * HOUR) for i in range(40)]
+    same_for_jobs(write(tmp_path, events))
+
+
+def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
+    events = stream(3, 80)
+    lines = [orjson.dumps(e) for e in events]
+    bad = [b"{", b"[1, 2]", b'{"customer_id": 5}', b'{"type": "coupon", "customer_id": "k1"}']
+    rng = random.Random(5)
+    for line in bad * 5:
+        lines.insert(rng.randrange(len(lines)), line)
+    lines.insert(10, orjson.dumps({**events[0], "occurred_at": "2031-01-01T00:00:00Z"}))
+    half = len(lines) // 2
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b"\n".join(lines[:half]) + b"\n")
+    second.write_bytes(b"\n\n".join(lines[half:]) + b"\n")
+    same_for_jobs(first)
+    same_for_jobs([first, second])
+    _, dead, _ = run([first, second], 3)
+    files = {Path(orjson.loads(line)["file"]).name for line in dead.splitlines()}
+    assert len(dead.splitlines()) == 1 + len(bad) * 5  # each bad line once, in one job
+    assert files == {"a.jsonl", "b.jsonl"}
+
+
+def test_one_partition_per_job_and_two_partitions(tmp_path: Path) -> None:
+    path = write(tmp_path, stream(7, 100))
+    same_for_jobs(path, partitions=2, jobs=(2,))
+    same_for_jobs(path, partitions=8, jobs=(2, 5, 8))
+
+
+def test_one_job_takes_records_in_backtests_merge_order(tmp_path: Path) -> None:
+    """The job loop (replay) and `Merge` (backtest) are one merge order, written twice."""
+    for seed in range(4):
+        path = write(tmp_path, stream(seed, 120, late=0.3))
+        actions, _, _ = run(path, 1, until=None)
+        out = io.BytesIO()
+        engine = Engine(RULES, MemoryStore(), JsonlSink(out), partitions=4, now=NOW)
+        for _ in Merge(engine, merged([path], RULES), lambda line, reason: None).run():
+            pass
+        engine.advance(None)
+        assert actions == out.getvalue()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 60), late=st.sampled_from([0.0, 0.5]))
+def test_any_stream_gives_the_same_bytes(tmp_path: Path, seed: int, size: int, late: float) -> None:
+    same_for_jobs(write(tmp_path, stream(seed, size, late)), jobs=(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [("0", "--jobs: expected 1..4"), ("5", "--jobs: expected 1..4"), ("-1", "got -1")],
+)
+def test_cli_rejects_jobs_out_of_range(
+    jobs: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["replay", str(DATA / "lifecycle.jsonl"), "--partitions", "4", "--jobs", jobs]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_summary_is_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = {}
+    for jobs in ("1", "3"):
+        out = tmp_path / f"out{jobs}.jsonl"
+        args = ["replay", str(DATA / "bad_input.jsonl"), "--out", str(out), "--jobs", jobs]
+        assert main([*args, "--partitions", "4", "--now", "2026-06-01T00:00:00Z"]) == 0
+        err = capsys.readouterr().err
+        lines[jobs] = (
+            [line.split(", 0.")[0] for line in err.splitlines() if "actions" in line],
+            err,
+        )
+    assert lines["1"][0] == lines["3"][0]
+    rejected = [line for line in lines["3"][1].splitlines() if ": rejected:" in line]
+    assert [line for line in lines["1"][1].splitlines() if ": rejected:" in line] == rejected
