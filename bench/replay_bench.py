@@ -347,7 +347,7 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
 
 AREAS = {
     "decode": ("events.py", "schemas.py", "clock.py", "<string>"),
-    "merge and input": ("replay.py", "merge.py", "keys.py", "jobs.py"),
+    "merge and input": ("replay.py", "replayio.py", "jobloop.py", "jobs.py", "merge.py", "keys.py"),
     "rules and state copies": ("rules.py", "step.py", "policy.py", "timers.py", "state.py"),
     "clock, timer index, stats": ("partition.py", "engine.py", "observe.py"),
     "actions out": ("actions.py",),

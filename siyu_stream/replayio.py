@@ -15,7 +15,7 @@ import orjson
 from siyu_stream import deadletter
 from siyu_stream.clock import Millis
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Event, decode, from_dict
+from siyu_stream.events import Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -94,6 +94,7 @@ def owned_lines(
                 yield ordinal, p, line
         return
     path = paths[0]
+    every = len(owned) == partitions  # one job: decode first (the fast path), parse no line twice
     ordinal = -1
     with path.open("rb") as handle:
         for number, raw_line in enumerate(handle, start=1):
@@ -101,15 +102,20 @@ def owned_lines(
             if not raw.strip():
                 continue
             ordinal += 1
-            data = _parse(raw, limits.max_message_bytes)
-            p = _partition(data, partitions)
-            if p not in owned:
-                continue
-            try:  # as `decode`: the size, the JSON, then the rest
-                event = decode(raw, limits) if data is _UNPARSED else from_dict(data, limits)
-                yield ordinal, p, Line(str(path), number, raw, event, None)
+            if not every:  # another job's line is only parsed for its customer id
+                p = _partition(_parse(raw, limits.max_message_bytes), partitions)
+                if p not in owned:
+                    continue
+            try:
+                event = decode(raw, limits)
             except InvalidEvent as exc:
+                if every:
+                    p = _partition(_parse(raw, limits.max_message_bytes), partitions)
                 yield ordinal, p, Line(str(path), number, raw, None, exc)
+                continue
+            if every:
+                p = partition_for(event.customer_id.encode(), partitions) if partitions > 1 else 0
+            yield ordinal, p, Line(str(path), number, raw, event, None)
 
 
 def _parse(raw: bytes, limit: int) -> Any:
