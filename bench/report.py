@@ -303,6 +303,22 @@ def profile_rows(prof: dict[str, Any] | None, key: str) -> list[Row]:
     return rows
 
 
+def area_rows(r: dict[str, Any]) -> list[Row]:
+    """Where replay's CPU goes, per area of the path, on both streams: the share of the
+    profile, and that share of the median CPU per event of the replay step."""
+    rows: list[Row] = []
+    replayed = get(r, "replay") or {}
+    for name, key in (("main", "profile"), ("history", "profile_history")):
+        prof = get(r, key)
+        if not prof or "percent_by_area" not in prof:
+            continue
+        cpu = (replayed.get(name) or {}).get("cpu_us_per_event_median")
+        for area, pct in prof["percent_by_area"].items():
+            value = f"{pct:.1f} %" + (f" = {pct * cpu / 100:.0f} µs/event" if cpu else "")
+            rows.append((f"{STREAMS.get(name, name)}: {area}", value, prof["command"]))
+    return rows
+
+
 def groups(r: dict[str, Any]) -> dict[str, list[Row]]:
     return {
         "Replay, one process": replay_rows(r),
@@ -314,7 +330,11 @@ def groups(r: dict[str, Any]) -> dict[str, list[Row]]:
         "Idle CPU on the local broker": idle_rows(r),
         "Recovery from the changelog": recovery_rows(r),
         "The peer: faust-streaming on the same broker, rule core and workload": faust_rows(r),
+        "Replay CPU by area (pyinstrument self time; µs from the replay medians)": area_rows(r),
         "Replay profile (pyinstrument), by self time": profile_rows(r.get("profile"), "top_self"),
+        "Replay profile of the history, by self time": profile_rows(
+            r.get("profile_history"), "top_self"
+        ),
         "Replay profile, project functions by inclusive time": profile_rows(
             r.get("profile"), "top_inclusive_project"
         ),

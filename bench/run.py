@@ -167,7 +167,9 @@ def main() -> None:
         """`replay --jobs 2` against `--jobs 1`, both over 4 partitions, on the timer-heavy
         history: the same bytes out, in about half the time on 2 cores."""
         flags = ("--until-days", UNTIL_DAYS, "--partitions", 4)
-        one, two = replay_runs("history", *flags), replay_runs("history", *flags, "--jobs", 2)
+        # the replay step's history runs are `--jobs 1` over the default 4 partitions
+        one = replayed["history"] if replayed else replay_runs("history", *flags)
+        two = replay_runs("history", *flags, "--jobs", 2)
         speedup = two["events_per_s_median"] / one["events_per_s_median"]
         log(f"replay --jobs 2: ×{speedup:.2f} of --jobs 1 (medians)")
         return {"jobs_1": one, "jobs_2": two, "speedup": speedup}
@@ -175,6 +177,11 @@ def main() -> None:
     step("replay_jobs", replay_jobs)
     step(
         "profile", lambda: bench(*REPLAY, "profile", main_input, "--events", size["profile_events"])
+    )
+    history_input = ROOT / inputs["history"]["path"]
+    step(
+        "profile_history",
+        lambda: bench(*REPLAY, "profile", history_input, "--events", n, "--until-days", UNTIL_DAYS),
     )
     step(
         "processor",
