@@ -29,6 +29,7 @@ live in their own modules.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, MutableMapping
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ right after the order that earned it (its sort key), without a round trip throug
 command topic, which would make it late."""
 QUEUE_LIMIT = 10_000
 """Records queued per source before the worker stops fetching it (see `full`)."""
+CACHED = 10_000
+"""Decoded committed states kept per partition (`_Batch`): ~10 objects, ~1 KB each."""
 
 Store = MutableMapping[str, bytes]
 """A partition's state store: customer id -> serialized state (see `stores`)."""
@@ -109,21 +112,53 @@ class Pending:
 
 
 class _Batch:
-    """The partition's states as the batch in flight sees them: its changes over the store."""
+    """The partition's states as the batch in flight sees them: its changes over the store.
+
+    Decoded committed states of recently active customers are kept (`CACHED`, least
+    recently used first out), so that a customer's next batch does not parse the state
+    its last batch serialized. Safe because states are never changed in place: the core
+    works on a `clone`, and a committed state is replaced, not edited."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dirty: dict[str, CustomerState] = {}
+        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
 
     def get(self, customer_id: str) -> CustomerState | None:
         state = self.dirty.get(customer_id)
         if state is not None:
             return state
+        return self.committed(customer_id)
+
+    def committed(self, customer_id: str) -> CustomerState | None:
+        """The customer's state as last made durable."""
+        cache = self.cache
+        state = cache.get(customer_id)
+        if state is not None:
+            cache.move_to_end(customer_id)
+            return state
         raw = self.store.get(customer_id)
-        return None if raw is None else state_format.loads(raw)
+        if raw is None:
+            return None
+        state = state_format.loads(raw)
+        self._keep(customer_id, state)
+        return state
 
     def put(self, customer_id: str, state: CustomerState) -> None:
         self.dirty[customer_id] = state
+
+    def settle(self) -> None:
+        """The batch is durable (its records are in the store): keep its states decoded."""
+        for customer_id, state in self.dirty.items():
+            self._keep(customer_id, state)
+        self.dirty.clear()
+
+    def _keep(self, customer_id: str, state: CustomerState) -> None:
+        cache = self.cache
+        cache[customer_id] = state
+        cache.move_to_end(customer_id)
+        while len(cache) > CACHED:
+            cache.popitem(last=False)
 
 
 class PartitionTask:
@@ -197,8 +232,7 @@ class PartitionTask:
 
     def committed_state(self, customer_id: str) -> CustomerState | None:
         """A customer's state as last made durable (what the API shows)."""
-        raw = self.store.get(customer_id) if customer_id != CLOCK_KEY else None
-        return None if raw is None else state_format.loads(raw)
+        return self._batch.committed(customer_id) if customer_id != CLOCK_KEY else None
 
     def changelog(self) -> list[Out]:
         """The batch's state changes as changelog records (explicitly on this partition),
@@ -218,7 +252,7 @@ class PartitionTask:
             self.changelog()
         self.store.update(self._serialized)
         self._serialized = {}
-        self.dirty.clear()
+        self._batch.settle()
         self.events.timers.settle()
         self._committed_clock = self.events.clock
 
