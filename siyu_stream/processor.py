@@ -48,7 +48,7 @@ from siyu_stream.partition import Partition, check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import Step
-from siyu_stream.topology import INPUT_TYPES, Topology
+from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
 
 log = logging.getLogger("siyu_stream.processor")
 
@@ -70,7 +70,7 @@ Store = MutableMapping[str, bytes]
 """A partition's state store: customer id -> serialized state (see `stores`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Out:
     """One record to produce."""
 
@@ -80,7 +80,7 @@ class Out:
     partition: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One consumed record."""
 
@@ -94,7 +94,7 @@ class Record:
     """Kafka record timestamp (producer create time): the start of processing latency."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending:
     """A queued record and what it will do when its turn comes."""
 
@@ -185,6 +185,7 @@ class PartitionTask:
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
         self.sources = [*self.type_of_topic, topology.commands]
+        self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
         self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
         self._batch = _Batch(store)
         self.events = Partition(rules, self._batch, self._applied)
@@ -473,9 +474,11 @@ class PartitionTask:
 
     def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         """A step the partition is about to store: its actions and credits become records."""
+        topic_of = self._output_topic
+        payloads = [a.to_json() for a in step.actions]
         outs = [
-            Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
-            for a in step.actions
+            Out(topic_of[a.kind], a.customer_id.encode(), payload)
+            for a, payload in zip(step.actions, payloads, strict=True)
         ]
         for credit in step.credits:
             referrer = credit.referrer_id.encode()
@@ -493,16 +496,16 @@ class PartitionTask:
             outs.append(
                 Out(self.topology.commands, credit.referrer_id.encode(), orjson.dumps(command))
             )
-        largest = max((len(o.value) for o in outs), default=0)
+        largest = max(map(len, payloads), default=0)
+        if step.credits:  # commands too
+            largest = max((len(o.value) for o in outs), default=0)
         if largest > MAX_RECORD_BYTES:
             msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
             raise _TooLarge(msg)
         self._outs.extend(outs)
         if self._event is not None and customer_id == self._event.customer_id:
             self.observer.event(before, step.state, self._event)
-        self.observer.applied(
-            customer_id, before, step, [o.value for o in outs[: len(step.actions)]]
-        )
+        self.observer.applied(customer_id, before, step, payloads)
 
     def _dead(self, pending: Pending, reason: str, now: Millis) -> None:
         record = pending.record
