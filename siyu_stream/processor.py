@@ -17,8 +17,9 @@ where runtime tests drive it with a dict store and no broker:
 - **referral credits** travel as commands keyed by the referrer, carrying the event
   time of the order that earned them;
 - **state changes are buffered** until the worker has made the batch durable:
-  `changelog()` yields one changelog record per changed customer and one for the
-  partition clock, `committed()` folds them into the store, `discard()` forgets them
+  `changelog()` seals them as one changelog record per changed customer and one for the
+  partition clock (the next batch builds on them while they commit), `committed()` folds
+  the oldest sealed batch into the store, `discard()` forgets every change not committed
   (and the records queued: the worker rewinds to the committed offsets).
 
 Why ~450 lines in one module: decoding on arrival, the merge loop and the step's records
@@ -29,7 +30,7 @@ live in their own modules.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection, Iterator, MutableMapping
 from dataclasses import dataclass
 
@@ -111,8 +112,19 @@ class Pending:
     """Re-key it to its owner's partition."""
 
 
+@dataclass(slots=True)
+class _Sealed:
+    """A batch's state changes, serialized for the changelog, waiting to be durable."""
+
+    states: dict[str, CustomerState]
+    serialized: dict[str, bytes]
+    clock: Millis | None
+
+
 class _Batch:
-    """The partition's states as the batch in flight sees them: its changes over the store.
+    """The partition's states as the batches in flight see them: the changes of the batch
+    being processed (`dirty`) over those of the sealed batches still being made durable
+    (the worker processes a batch while the one before it commits), over the store.
 
     Decoded committed states of recently active customers are kept (`CACHED`, least
     recently used first out), so that a customer's next batch does not parse the state
@@ -122,12 +134,17 @@ class _Batch:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dirty: dict[str, CustomerState] = {}
+        self.sealed: deque[_Sealed] = deque()
         self.cache: OrderedDict[str, CustomerState] = OrderedDict()
 
     def get(self, customer_id: str) -> CustomerState | None:
         state = self.dirty.get(customer_id)
         if state is not None:
             return state
+        for batch in reversed(self.sealed):  # newest first
+            state = batch.states.get(customer_id)
+            if state is not None:
+                return state
         return self.committed(customer_id)
 
     def committed(self, customer_id: str) -> CustomerState | None:
@@ -147,11 +164,23 @@ class _Batch:
     def put(self, customer_id: str, state: CustomerState) -> None:
         self.dirty[customer_id] = state
 
-    def settle(self) -> None:
-        """The batch is durable (its records are in the store): keep its states decoded."""
-        for customer_id, state in self.dirty.items():
+    def seal(self, serialized: dict[str, bytes], clock: Millis | None) -> None:
+        """The batch's changes go in flight; later changes start the next batch."""
+        self.sealed.append(_Sealed(self.dirty, serialized, clock))
+        self.dirty = {}
+
+    def settle(self) -> Millis | None:
+        """The oldest sealed batch is durable: its records into the store, its states kept
+        decoded. Returns the clock it carried."""
+        batch = self.sealed.popleft()
+        self.store.update(batch.serialized)
+        for customer_id, state in batch.states.items():
             self._keep(customer_id, state)
-        self.dirty.clear()
+        return batch.clock
+
+    def discard(self) -> None:
+        self.dirty = {}
+        self.sealed.clear()
 
     def _keep(self, customer_id: str, state: CustomerState) -> None:
         cache = self.cache
@@ -192,7 +221,7 @@ class PartitionTask:
         raw_clock = store.get(CLOCK_KEY)
         self.events.clock = None if raw_clock is None else int(orjson.loads(raw_clock)["clock"])
         self._committed_clock = self.events.clock
-        self._serialized: dict[str, bytes] = {}
+        self._sealed_clock = self.events.clock
         self._outs: list[Out] = []
         self._event: Event | None = None
         self._record = Record("", partition, -1, None, None)
@@ -236,37 +265,37 @@ class PartitionTask:
         return self._batch.committed(customer_id) if customer_id != CLOCK_KEY else None
 
     def changelog(self) -> list[Out]:
-        """The batch's state changes as changelog records (explicitly on this partition),
-        the partition clock with them when it moved."""
-        self._serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
-        if self._clock_moved():
-            self._serialized[CLOCK_KEY] = orjson.dumps({"clock": self.events.clock})
+        """Seal the batch's state changes and return them as changelog records (explicitly
+        on this partition), the partition clock with them when it moved. What is processed
+        next builds the next batch over this one until `committed()`."""
+        serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
+        clock = self.events.clock
+        if clock is not None and clock != self._sealed_clock:
+            serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})
+        self._batch.seal(serialized, clock)
+        self._sealed_clock = clock
         topic = self.topology.changelog
-        return [
-            Out(topic, cid.encode(), raw, self.partition) for cid, raw in self._serialized.items()
-        ]
+        return [Out(topic, cid.encode(), raw, self.partition) for cid, raw in serialized.items()]
 
     def committed(self) -> None:
-        """The batch is durable: its state changes become the store's."""
-        changed = self.dirty.keys() | ({CLOCK_KEY} if self._clock_moved() else set())
-        if self._serialized.keys() != changed:  # changelog() was not asked (runtime tests)
-            self.changelog()
-        self.store.update(self._serialized)
-        self._serialized = {}
-        self._batch.settle()
-        self.events.timers.settle()
-        self._committed_clock = self.events.clock
+        """The oldest sealed batch is durable: its state changes become the store's (with
+        none sealed, the changes so far are sealed first: runtime tests).
 
-    def _clock_moved(self) -> bool:
-        return self.events.clock is not None and self.events.clock != self._committed_clock
+        The timer entries popped so far are settled, a later batch's with them: if that
+        batch fails, the worker rebuilds the task from the store (`worker._rewind`), which
+        indexes every timer again."""
+        if not self._batch.sealed:
+            self.changelog()
+        self._committed_clock = self._batch.settle()
+        self.events.timers.settle()
 
     def discard(self) -> None:
         """The batch failed: forget its state changes and queued records (the worker
         rewinds the partition to its committed offsets and reads them again)."""
-        self.dirty.clear()
-        self._serialized = {}
+        self._batch.discard()
         self.events.timers.rollback()
         self.events.clock = self._committed_clock
+        self._sealed_clock = self._committed_clock
         self.queues.clear()
         self._waiting_since = None
 
