@@ -49,3 +49,37 @@ async def poll(
             # a rebalance during the pause may have taken some of them away
             assigned = consumer.assignment()
             consumer.resume(*[tp for tp in paused if tp in assigned])
+
+
+async def poll_fair(
+    consumer: Any, timeout: float, max_records: int, *, first: float | None = None
+) -> dict[Any, list[Any]]:
+    """`poll` for up to `max_records` records, taken from every assigned topic partition
+    with records fetched, in rounds of an equal share each.
+
+    `getmany` fills its `max_records` from one topic partition before the next: from a
+    backlog, a poll then held the records of one or two of a task's queues, and the
+    merge, which waits for every queue not caught up, processed nothing for several polls
+    (measured: the first 10,000 records of a 20,000-record backlog).
+    """
+    assigned = consumer.assignment()
+    share = max(max_records // max(len(assigned), 1), 1)
+    batch: dict[Any, list[Any]] = await poll(consumer, timeout, share, first=first)
+    if not batch:
+        return batch
+    taken = sum(len(records) for records in batch.values())
+    held = consumer.paused()
+    sources = [tp for tp in assigned if tp not in held]
+    while taken < max_records:
+        before = taken
+        for tp in sources:
+            budget = min(share, max_records - taken)
+            if budget <= 0:
+                break
+            more = (await consumer.getmany(tp, timeout_ms=0, max_records=budget)).get(tp)
+            if more:
+                batch.setdefault(tp, []).extend(more)
+                taken += len(more)
+        if taken == before:
+            break
+    return batch

@@ -64,7 +64,7 @@ from siyu_stream.keys import partition_for
 from siyu_stream.members import Members
 from siyu_stream.metrics import Exporter
 from siyu_stream.observe import Observer, Stats
-from siyu_stream.polling import poll
+from siyu_stream.polling import poll_fair
 from siyu_stream.processor import Out, PartitionTask, Record
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -238,7 +238,7 @@ class Worker:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
             # a partition stopped at the batch limit: the next batch comes without waiting
-            batch = await poll(
+            batch = await poll_fair(
                 self._consumer, 0.0 if self._behind else interval, MAX_RECORDS, first=FIRST_PAUSE
             )
             async with self._lock:
