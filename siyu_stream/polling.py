@@ -68,6 +68,8 @@ async def poll_fair(
     if not batch:
         return batch
     taken = sum(len(records) for records in batch.values())
+    if taken < share:
+        return batch  # getmany stops only at its limit: nothing else was fetched
     held = consumer.paused()
     sources = [tp for tp in assigned if tp not in held]
     while taken < max_records:

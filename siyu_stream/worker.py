@@ -82,6 +82,8 @@ COMMIT_TIMEOUT = 30.0
 """Seconds a batch may take to become durable before it counts as failed."""
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
 """Seconds before retrying a batch the broker did not take, doubling up to the last."""
+PIPELINE_RECORDS = MAX_RECORDS // 4
+"""A batch this large means a backlog: its commit overlaps the next batch (`_process`)."""
 FIRST_PAUSE = 0.005
 """Seconds of the first pause of an idle poll (doubling to polling.IDLE_PAUSE): see `poll`."""
 BATCH_BYTES = 512 * 1024
@@ -333,14 +335,22 @@ class Worker:
     # ------------------------------------------------------------ batches
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Process a batch while the one before it is being made durable, then make it
-        durable in the background: the CPU of the rules and the broker's round trips
-        overlap instead of adding up. Its states read through the batch in flight
-        (`processor`); its transactions (or acks and offset commit) start only once
-        those of the batch before are done, so every partition commits in order."""
+        """Process a batch, then make it durable.
+
+        From a backlog (a large batch, or a task stopped at its limit) the commit runs in
+        the background while the next batch is processed: the CPU of the rules and the
+        broker's round trips overlap instead of adding up. That batch's states read
+        through the batch in flight (`processor`); its transactions (or acks and offset
+        commit) start only once those of the batch before are done, so every partition
+        commits in order. Otherwise the commit is awaited here: back-to-back small
+        transactions kept the local broker busier and raised latency at moderate load
+        (measured: p50 ~100 ms instead of ~70 ms at 250 events/s, exactly_once)."""
         work, latencies = await self._prepare(batch)
         await self._settle()
         self._inflight = asyncio.create_task(self._complete(work, latencies))
+        backlog = self._behind or sum(len(m) for m in batch.values()) >= PIPELINE_RECORDS
+        if not backlog:
+            await self._settle()
 
     async def _prepare(
         self, batch: dict[TopicPartition, list[Any]]
@@ -354,6 +364,10 @@ class Worker:
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 owned.task.enqueue(record, now)
+            if self._inflight is not None:
+                # let the batch in flight take its next step (a response in, the next
+                # request out): otherwise its round trips wait until this one is processed
+                await asyncio.sleep(0)
         work = []
         for p, owned in self.owned.items():
             tps = self._sources(p)
@@ -378,6 +392,8 @@ class Worker:
             full = {tps[topic] for topic in owned.task.full()}
             self._held = (self._held - set(tps.values())) | full
             work.append(Work(owned, outs, owned.task.changelog(), offsets))
+            if self._inflight is not None:
+                await asyncio.sleep(0)  # as above
         self._hold()
         self._behind = any(owned.task.more for owned in self.owned.values())
         latencies, self.stats.latencies = self.stats.latencies, []
