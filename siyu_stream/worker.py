@@ -10,10 +10,10 @@ worker the same partition numbers of every co-partitioned topic; each owned part
 has a `PartitionTask` holding its customers' state, restored from the compacted
 changelog when the partition is assigned.
 
-Each poll is one batch, handled partition by partition, then made durable in the
-background while the next poll's batch is processed (its states read through the batch
-in flight; its commit starts when that one is done, so commits stay in order; a failure
-of either discards both):
+Each poll is one batch, handled partition by partition, then made durable (from a
+backlog, in the background while the next poll's batch is processed: its states read
+through the batch in flight, its commit starts when that one is done, so commits stay in
+order, and a failure of either discards both; see `_process`):
 
 - `exactly_once`: one transactional producer per partition (`transactional_id` =
   `<app>-p<n>`, stable, so a new owner fences the old one and aborts its open
