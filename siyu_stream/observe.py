@@ -122,8 +122,11 @@ class Observer:
         """A step was applied; `payloads` are its actions as produced (JSON bytes)."""
         old, new = _profile(before), _profile(step.state)
         if old != new:
-            self._count(customer_id, old, -1)
-            self._count(customer_id, new, +1)
+            if old is None or new is None:
+                self._count(customer_id, old, -1)
+                self._count(customer_id, new, +1)
+            else:
+                self._moved(customer_id, old, new)
         stats = self.stats
         for action, payload in zip(step.actions, payloads, strict=True):
             stats.actions[(action.kind, action.rule)] += 1
@@ -136,6 +139,22 @@ class Observer:
 
     def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
         return self.timeline.of(customer_id)
+
+    def _moved(self, customer_id: str, old: Profile, new: Profile) -> None:
+        """`_count(old, -1)` then `_count(new, +1)`, touching only what changed (most
+        steps change one field of a known customer)."""
+        population = self.population
+        for name, a, b in zip(TRACKED, old, new, strict=False):  # the fields; orders last
+            if a != b:
+                population[(name, str(a))] -= 1
+                population[(name, str(b))] += 1
+        if old[-1] != new[-1]:
+            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
+            for orders, sign in ((old[-1], -1), (new[-1], +1)):
+                if orders:
+                    population[("buyers", f"{group}|1+")] += sign
+                    if orders >= 2:
+                        population[("buyers", f"{group}|2+")] += sign
 
     def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""

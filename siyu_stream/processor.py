@@ -17,8 +17,9 @@ where runtime tests drive it with a dict store and no broker:
 - **referral credits** travel as commands keyed by the referrer, carrying the event
   time of the order that earned them;
 - **state changes are buffered** until the worker has made the batch durable:
-  `changelog()` yields one changelog record per changed customer and one for the
-  partition clock, `committed()` folds them into the store, `discard()` forgets them
+  `changelog()` seals them as one changelog record per changed customer and one for the
+  partition clock (the next batch builds on them while they commit), `committed()` folds
+  the oldest sealed batch into the store, `discard()` forgets every change not committed
   (and the records queued: the worker rewinds to the committed offsets).
 
 Why ~450 lines in one module: decoding on arrival, the merge loop and the step's records
@@ -29,6 +30,7 @@ live in their own modules.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Collection, Iterator, MutableMapping
 from dataclasses import dataclass
 
@@ -47,7 +49,7 @@ from siyu_stream.partition import Partition, check_time, credit_key, sort_key
 from siyu_stream.ruleset import Rules
 from siyu_stream.state import CustomerState
 from siyu_stream.step import Step
-from siyu_stream.topology import INPUT_TYPES, Topology
+from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
 
 log = logging.getLogger("siyu_stream.processor")
 
@@ -62,12 +64,14 @@ right after the order that earned it (its sort key), without a round trip throug
 command topic, which would make it late."""
 QUEUE_LIMIT = 10_000
 """Records queued per source before the worker stops fetching it (see `full`)."""
+CACHED = 10_000
+"""Decoded committed states kept per partition (`_Batch`): ~10 objects, ~1 KB each."""
 
 Store = MutableMapping[str, bytes]
 """A partition's state store: customer id -> serialized state (see `stores`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Out:
     """One record to produce."""
 
@@ -77,7 +81,7 @@ class Out:
     partition: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One consumed record."""
 
@@ -91,7 +95,7 @@ class Record:
     """Kafka record timestamp (producer create time): the start of processing latency."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending:
     """A queued record and what it will do when its turn comes."""
 
@@ -108,22 +112,82 @@ class Pending:
     """Re-key it to its owner's partition."""
 
 
+@dataclass(slots=True)
+class _Sealed:
+    """A batch's state changes, serialized for the changelog, waiting to be durable."""
+
+    states: dict[str, CustomerState]
+    serialized: dict[str, bytes]
+    clock: Millis | None
+
+
 class _Batch:
-    """The partition's states as the batch in flight sees them: its changes over the store."""
+    """The partition's states as the batches in flight see them: the changes of the batch
+    being processed (`dirty`) over those of the sealed batches still being made durable
+    (the worker processes a batch while the one before it commits), over the store.
+
+    Decoded committed states of recently active customers are kept (`CACHED`, least
+    recently used first out), so that a customer's next batch does not parse the state
+    its last batch serialized. Safe because states are never changed in place: the core
+    works on a `clone`, and a committed state is replaced, not edited."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dirty: dict[str, CustomerState] = {}
+        self.sealed: deque[_Sealed] = deque()
+        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
 
     def get(self, customer_id: str) -> CustomerState | None:
         state = self.dirty.get(customer_id)
         if state is not None:
             return state
+        for batch in reversed(self.sealed):  # newest first
+            state = batch.states.get(customer_id)
+            if state is not None:
+                return state
+        return self.committed(customer_id)
+
+    def committed(self, customer_id: str) -> CustomerState | None:
+        """The customer's state as last made durable."""
+        cache = self.cache
+        state = cache.get(customer_id)
+        if state is not None:
+            cache.move_to_end(customer_id)
+            return state
         raw = self.store.get(customer_id)
-        return None if raw is None else state_format.loads(raw)
+        if raw is None:
+            return None
+        state = state_format.loads(raw)
+        self._keep(customer_id, state)
+        return state
 
     def put(self, customer_id: str, state: CustomerState) -> None:
         self.dirty[customer_id] = state
+
+    def seal(self, serialized: dict[str, bytes], clock: Millis | None) -> None:
+        """The batch's changes go in flight; later changes start the next batch."""
+        self.sealed.append(_Sealed(self.dirty, serialized, clock))
+        self.dirty = {}
+
+    def settle(self) -> Millis | None:
+        """The oldest sealed batch is durable: its records into the store, its states kept
+        decoded. Returns the clock it carried."""
+        batch = self.sealed.popleft()
+        self.store.update(batch.serialized)
+        for customer_id, state in batch.states.items():
+            self._keep(customer_id, state)
+        return batch.clock
+
+    def discard(self) -> None:
+        self.dirty = {}
+        self.sealed.clear()
+
+    def _keep(self, customer_id: str, state: CustomerState) -> None:
+        cache = self.cache
+        cache[customer_id] = state
+        cache.move_to_end(customer_id)
+        while len(cache) > CACHED:
+            cache.popitem(last=False)
 
 
 class PartitionTask:
@@ -150,13 +214,14 @@ class PartitionTask:
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
         self.sources = [*self.type_of_topic, topology.commands]
+        self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
         self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
         self._batch = _Batch(store)
         self.events = Partition(rules, self._batch, self._applied)
         raw_clock = store.get(CLOCK_KEY)
         self.events.clock = None if raw_clock is None else int(orjson.loads(raw_clock)["clock"])
         self._committed_clock = self.events.clock
-        self._serialized: dict[str, bytes] = {}
+        self._sealed_clock = self.events.clock
         self._outs: list[Out] = []
         self._event: Event | None = None
         self._record = Record("", partition, -1, None, None)
@@ -197,41 +262,40 @@ class PartitionTask:
 
     def committed_state(self, customer_id: str) -> CustomerState | None:
         """A customer's state as last made durable (what the API shows)."""
-        raw = self.store.get(customer_id) if customer_id != CLOCK_KEY else None
-        return None if raw is None else state_format.loads(raw)
+        return self._batch.committed(customer_id) if customer_id != CLOCK_KEY else None
 
     def changelog(self) -> list[Out]:
-        """The batch's state changes as changelog records (explicitly on this partition),
-        the partition clock with them when it moved."""
-        self._serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
-        if self._clock_moved():
-            self._serialized[CLOCK_KEY] = orjson.dumps({"clock": self.events.clock})
+        """Seal the batch's state changes and return them as changelog records (explicitly
+        on this partition), the partition clock with them when it moved. What is processed
+        next builds the next batch over this one until `committed()`."""
+        serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
+        clock = self.events.clock
+        if clock is not None and clock != self._sealed_clock:
+            serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})
+        self._batch.seal(serialized, clock)
+        self._sealed_clock = clock
         topic = self.topology.changelog
-        return [
-            Out(topic, cid.encode(), raw, self.partition) for cid, raw in self._serialized.items()
-        ]
+        return [Out(topic, cid.encode(), raw, self.partition) for cid, raw in serialized.items()]
 
     def committed(self) -> None:
-        """The batch is durable: its state changes become the store's."""
-        changed = self.dirty.keys() | ({CLOCK_KEY} if self._clock_moved() else set())
-        if self._serialized.keys() != changed:  # changelog() was not asked (runtime tests)
-            self.changelog()
-        self.store.update(self._serialized)
-        self._serialized = {}
-        self.dirty.clear()
-        self.events.timers.settle()
-        self._committed_clock = self.events.clock
+        """The oldest sealed batch is durable: its state changes become the store's (with
+        none sealed, the changes so far are sealed first: runtime tests).
 
-    def _clock_moved(self) -> bool:
-        return self.events.clock is not None and self.events.clock != self._committed_clock
+        The timer entries popped so far are settled, a later batch's with them: if that
+        batch fails, the worker rebuilds the task from the store (`worker._rewind`), which
+        indexes every timer again."""
+        if not self._batch.sealed:
+            self.changelog()
+        self._committed_clock = self._batch.settle()
+        self.events.timers.settle()
 
     def discard(self) -> None:
         """The batch failed: forget its state changes and queued records (the worker
         rewinds the partition to its committed offsets and reads them again)."""
-        self.dirty.clear()
-        self._serialized = {}
+        self._batch.discard()
         self.events.timers.rollback()
         self.events.clock = self._committed_clock
+        self._sealed_clock = self._committed_clock
         self.queues.clear()
         self._waiting_since = None
 
@@ -439,9 +503,11 @@ class PartitionTask:
 
     def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         """A step the partition is about to store: its actions and credits become records."""
+        topic_of = self._output_topic
+        payloads = [a.to_json() for a in step.actions]
         outs = [
-            Out(self.topology.output(a.kind), a.customer_id.encode(), a.to_json())
-            for a in step.actions
+            Out(topic_of[a.kind], a.customer_id.encode(), payload)
+            for a, payload in zip(step.actions, payloads, strict=True)
         ]
         for credit in step.credits:
             referrer = credit.referrer_id.encode()
@@ -459,16 +525,16 @@ class PartitionTask:
             outs.append(
                 Out(self.topology.commands, credit.referrer_id.encode(), orjson.dumps(command))
             )
-        largest = max((len(o.value) for o in outs), default=0)
+        largest = max(map(len, payloads), default=0)
+        if step.credits:  # commands too
+            largest = max((len(o.value) for o in outs), default=0)
         if largest > MAX_RECORD_BYTES:
             msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
             raise _TooLarge(msg)
         self._outs.extend(outs)
         if self._event is not None and customer_id == self._event.customer_id:
             self.observer.event(before, step.state, self._event)
-        self.observer.applied(
-            customer_id, before, step, [o.value for o in outs[: len(step.actions)]]
-        )
+        self.observer.applied(customer_id, before, step, payloads)
 
     def _dead(self, pending: Pending, reason: str, now: Millis) -> None:
         record = pending.record

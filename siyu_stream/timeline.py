@@ -3,14 +3,16 @@ customers, in memory, for `GET /customers/{id}`. Not part of the state: a restar
 starts it empty.
 
 Bounded in entries per customer and in bytes per partition (least recently active
-customers go first). Inputs are kept as one-line summaries, never their raw bytes, and
-every entry as JSON bytes: the garbage collector never scans them (hundreds of
-thousands of long-lived objects made its passes the worker's longest pauses).
+customers go first). Inputs are kept as the few fields of a one-line summary (formatted
+on read), never their raw bytes, and every entry as JSON bytes: the garbage collector
+never scans them (hundreds of thousands of long-lived objects made its passes the
+worker's longest pauses).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,17 +29,42 @@ MAX_BYTES = 16 * 1024 * 1024
 
 def describe(event: Event) -> str:
     """One line about an event (no PII: the contract carries none)."""
+    return _describe(_summary(event))
+
+
+Summary = tuple[str, bool, str, str, str, int] | tuple[str, bool, str]
+"""What the timeline keeps of an event: its type, a flag and the fields of its line."""
+
+
+def _summary(event: Event) -> Summary:
     if isinstance(event, Order):
-        kind = "membership" if event.membership else "order"
-        return f"{kind} {event.order_id} {event.status} {yuan(event.amount_fen)} on {event.channel}"
+        return (
+            "o",
+            event.membership,
+            event.order_id,
+            event.status,
+            event.channel,
+            event.amount_fen,
+        )
     if isinstance(event, Chat):
-        return f"{'inbound' if event.inbound else 'outbound'} chat on {event.channel}"
-    return f"{'left' if event.leave else 'joined'} {event.carrier}"
+        return ("c", event.inbound, event.channel)
+    return ("j", event.leave, event.carrier)
 
 
-def _entry(data: dict[str, Any]) -> dict[str, Any]:
-    if "action_id" not in data:
-        return data  # an event, kept in its final shape
+def _describe(summary: Sequence[Any]) -> str:
+    kind, flag, *rest = summary
+    if kind == "o":
+        order_id, status, channel, amount_fen = rest
+        kind = "membership" if flag else "order"
+        return f"{kind} {order_id} {status} {yuan(amount_fen)} on {channel}"
+    if kind == "c":
+        return f"{'inbound' if flag else 'outbound'} chat on {rest[0]}"
+    return f"{'left' if flag else 'joined'} {rest[0]}"
+
+
+def _entry(data: Any) -> dict[str, Any]:
+    if isinstance(data, list):  # an event: [occurred_at (ms), *its summary]
+        return {"at": format_rfc3339(data[0]), "event": _describe(data[1:])}
     return {
         "at": data["occurred_at"],
         "action": data["kind"],
@@ -58,8 +85,8 @@ class Timeline:
         return len(self._entries)
 
     def event(self, event: Event) -> None:
-        entry = {"at": format_rfc3339(event.at), "event": describe(event)}
-        self._add(event.customer_id, orjson.dumps(entry))
+        # its fields, formatted on read: a timeline is written per event, read rarely
+        self._add(event.customer_id, orjson.dumps((event.at, *_summary(event))))
 
     def action(self, customer_id: str, raw: bytes) -> None:
         """An action, as the JSON bytes already produced for its topic (shaped on read)."""
@@ -70,12 +97,16 @@ class Timeline:
         return [_entry(orjson.loads(raw)) for raw in reversed(self._entries.get(customer_id, ()))]
 
     def _add(self, customer_id: str, entry: bytes) -> None:
-        entries = self._entries.pop(customer_id, None) or deque()
-        if len(entries) == ENTRIES:
-            self.size -= len(entries.popleft())
+        all_entries = self._entries
+        entries = all_entries.get(customer_id)
+        if entries is None:
+            entries = all_entries[customer_id] = deque()
+        else:
+            all_entries.move_to_end(customer_id)  # most recently active last
+            if len(entries) == ENTRIES:
+                self.size -= len(entries.popleft())
         entries.append(entry)
         self.size += len(entry)
-        self._entries[customer_id] = entries  # most recently active last
-        while self.size > self.max_bytes and self._entries:
-            _, oldest = self._entries.popitem(last=False)
+        while self.size > self.max_bytes and all_entries:
+            _, oldest = all_entries.popitem(last=False)
             self.size -= sum(len(e) for e in oldest)

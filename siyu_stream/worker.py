@@ -10,7 +10,10 @@ worker the same partition numbers of every co-partitioned topic; each owned part
 has a `PartitionTask` holding its customers' state, restored from the compacted
 changelog when the partition is assigned.
 
-Each poll is one batch, handled partition by partition, then made durable:
+Each poll is one batch, handled partition by partition, then made durable (from a
+backlog, in the background while the next poll's batch is processed: its states read
+through the batch in flight, its commit starts when that one is done, so commits stay in
+order, and a failure of either discards both; see `_process`):
 
 - `exactly_once`: one transactional producer per partition (`transactional_id` =
   `<app>-p<n>`, stable, so a new owner fences the old one and aborts its open
@@ -56,11 +59,12 @@ from aiokafka.structs import OffsetAndMetadata
 
 from siyu_stream import changelog, web
 from siyu_stream.admin import ensure_topics
+from siyu_stream.clock import Millis
 from siyu_stream.keys import partition_for
 from siyu_stream.members import Members
 from siyu_stream.metrics import Exporter
 from siyu_stream.observe import Observer, Stats
-from siyu_stream.polling import poll
+from siyu_stream.polling import poll_fair
 from siyu_stream.processor import Out, PartitionTask, Record
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -78,6 +82,14 @@ COMMIT_TIMEOUT = 30.0
 """Seconds a batch may take to become durable before it counts as failed."""
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
 """Seconds before retrying a batch the broker did not take, doubling up to the last."""
+PIPELINE_RECORDS = MAX_RECORDS // 4
+"""A batch this large means a backlog: its commit overlaps the next batch (`_process`)."""
+FIRST_PAUSE = 0.005
+"""Seconds of the first pause of an idle poll (doubling to polling.IDLE_PAUSE): see `poll`."""
+BATCH_BYTES = 512 * 1024
+"""Largest record batch per topic partition (aiokafka's default: 16 KiB). A poll's records
+for one topic partition then go in one produce request: with 16 KiB, 100 KiB of changelog
+took 7 requests in a row, each waiting for the one before it to be taken."""
 _DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
@@ -87,9 +99,18 @@ class Owned:
     store: Store
     producer: Any | None
     """The partition's transactional producer (exactly_once only)."""
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    """Positions to commit with the batch in flight."""
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Work:
+    """One partition's share of a processed batch, to be made durable."""
+
+    owned: Owned
+    outs: list[Out]
+    changelog: list[Out]
+    offsets: dict[TopicPartition, int]
+    """Where each source resumes after the batch."""
 
 
 class Worker:
@@ -101,6 +122,13 @@ class Worker:
         self.owned: dict[int, Owned] = {}
         self.exactly_once = settings.guarantee == "exactly_once"
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
+        self._inflight: asyncio.Task[None] | None = None
+        """The last processed batch being made durable while the next one is processed."""
+        self._failed = False
+        """A batch failed: the loop rewinds every partition before processing again."""
+        self._fenced: ProducerFenced | None = None
+        """Seen while settling for a rebalance: the loop raises it (a newer owner)."""
+        self._backoff = BACKOFF_FIRST
         self._paused = False
         self._behind = False
         """A partition stopped at the batch limit with work left: poll again at once."""
@@ -210,34 +238,56 @@ class Worker:
 
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
-        backoff = BACKOFF_FIRST
-        failed = False
         while not self._stop.is_set():
             # a partition stopped at the batch limit: the next batch comes without waiting
-            batch = await poll(self._consumer, 0.0 if self._behind else interval, MAX_RECORDS)
+            batch = await poll_fair(
+                self._consumer, 0.0 if self._behind else interval, MAX_RECORDS, first=FIRST_PAUSE
+            )
             async with self._lock:
+                if self._fenced is not None:
+                    raise self._fenced
                 if self._paused:
                     continue
                 try:
-                    if failed:
+                    if self._failed:
                         await self._rewind()
-                        failed = False
+                        self._failed = False
                         continue  # the batch in hand was read past the rewind: read again
                     await self._process(batch)
-                    backoff = BACKOFF_FIRST
+                    self._backoff = BACKOFF_FIRST
                 except ProducerFenced:
                     raise  # a newer owner holds the partition: leave, a restart rejoins the group
                 except (KafkaError, OSError, TimeoutError) as exc:
-                    # not a record's fault (no record can make a batch fail: records are
-                    # checked before they are sent): the broker or the network. Nothing of
-                    # the batch counts; go back to the committed offsets and try again.
-                    log.warning("batch not committed (%r); retrying in %.1f s", exc, backoff)
-                    failed = True
-                    for owned in self.owned.values():
-                        owned.task.discard()
-            if failed:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_LAST)
+                    self._fail(exc)
+            if self._failed:
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, BACKOFF_LAST)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Not a record's fault (no record can make a batch fail: records are checked
+        before they are sent): the broker or the network. Nothing of the batches in hand
+        counts; the loop goes back to the committed offsets and tries again."""
+        log.warning("batch not committed (%r); retrying in %.1f s", exc, self._backoff)
+        self._failed = True
+        self.stats.latencies.clear()  # the batch will be processed again
+        for owned in self.owned.values():
+            owned.task.discard()
+
+    async def _settle(self) -> None:
+        """Wait until the batch in flight is durable; its failure is raised here."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    async def _settle_quietly(self) -> None:
+        """`_settle` before a rebalance, a rewind or a stop: a failure is noted, not raised
+        (the loop rewinds, or raises a fencing)."""
+        try:
+            await self._settle()
+        except ProducerFenced as exc:
+            self._fenced = exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._fail(exc)
 
     async def _rewind(self) -> None:
         """After a failed batch, every owned partition resumes as a new owner would: state
@@ -245,6 +295,9 @@ class Worker:
         crash: the offsets may have been committed although the answer never came),
         records from the committed offsets, fresh producers (an idempotent producer's
         sequence may be broken; a new transactional one aborts what the old left open)."""
+        await self._settle_quietly()  # a batch failed before it: it fails too, or it is done
+        if self._fenced is not None:
+            raise self._fenced
         if self._producer is not None:
             await _stop_failed(self._producer)
             self._producer = await self._plain_producer()
@@ -264,6 +317,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         async with self._lock:
+            await self._settle_quietly()  # the batch in flight commits, or fails, first
             # leaving the group hands the partitions over at once (no session timeout wait)
             await self._consumer.stop()
             for owned in self.owned.values():
@@ -281,6 +335,27 @@ class Worker:
     # ------------------------------------------------------------ batches
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Process a batch, then make it durable.
+
+        From a backlog (a large batch, or a task stopped at its limit) the commit runs in
+        the background while the next batch is processed: the CPU of the rules and the
+        broker's round trips overlap instead of adding up. That batch's states read
+        through the batch in flight (`processor`); its transactions (or acks and offset
+        commit) start only once those of the batch before are done, so every partition
+        commits in order. Otherwise the commit is awaited here: back-to-back small
+        transactions kept the local broker busier and raised latency at moderate load
+        (measured: p50 ~100 ms instead of ~70 ms at 250 events/s, exactly_once)."""
+        work, latencies = await self._prepare(batch)
+        await self._settle()
+        self._inflight = asyncio.create_task(self._complete(work, latencies))
+        backlog = self._behind or sum(len(m) for m in batch.values()) >= PIPELINE_RECORDS
+        if not backlog:
+            await self._settle()
+
+    async def _prepare(
+        self, batch: dict[TopicPartition, list[Any]]
+    ) -> tuple[list[Work], list[tuple[Millis, Millis]]]:
+        """Queue the batch's records, run every partition task, seal their changes."""
         now = wall_clock()
         for tp, messages in batch.items():
             owned = self.owned.get(tp.partition)
@@ -289,6 +364,10 @@ class Worker:
             for m in messages:
                 record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 owned.task.enqueue(record, now)
+            if self._inflight is not None:
+                # let the batch in flight take its next step (a response in, the next
+                # request out): otherwise its round trips wait until this one is processed
+                await asyncio.sleep(0)
         work = []
         for p, owned in self.owned.items():
             tps = self._sources(p)
@@ -305,31 +384,33 @@ class Worker:
             # Commit where each source resumes: its first record still queued, else its
             # position (a position also steps over transaction markers, so lag reaches 0).
             queued = owned.task.positions()
+            offsets = {}
             for topic, tp in tps.items():
                 resume = queued.get(topic, positions[tp])
                 if owned.committed.get(tp) != resume:
-                    owned.offsets[tp] = resume
+                    offsets[tp] = resume
             full = {tps[topic] for topic in owned.task.full()}
             self._held = (self._held - set(tps.values())) | full
-            work.append((owned, outs))
+            work.append(Work(owned, outs, owned.task.changelog(), offsets))
+            if self._inflight is not None:
+                await asyncio.sleep(0)  # as above
         self._hold()
-        try:
-            # a broker that stopped answering must not hold the worker forever: the batch
-            # fails, and the loop retries it from the committed offsets
-            await asyncio.wait_for(self._durable(work), COMMIT_TIMEOUT)
-        except BaseException:
-            self.stats.latencies.clear()  # the batch will be processed again
-            raise
-        self.exporter.observe_committed(self.stats.latencies, wall_clock())
-        self.stats.latencies.clear()
         self._behind = any(owned.task.more for owned in self.owned.values())
+        latencies, self.stats.latencies = self.stats.latencies, []
+        return work, latencies
 
-    async def _durable(self, work: list[tuple[Owned, list[Out]]]) -> None:
+    async def _complete(self, work: list[Work], latencies: list[tuple[Millis, Millis]]) -> None:
+        # a broker that stopped answering must not hold the worker forever: the batch
+        # fails, and the loop retries it from the committed offsets
+        await asyncio.wait_for(self._durable(work), COMMIT_TIMEOUT)
+        self.exporter.observe_committed(latencies, wall_clock())
+
+    async def _durable(self, work: list[Work]) -> None:
         if self.exactly_once:
             # one transaction per partition, all in flight together: the round trips of
             # the partitions overlap instead of adding up
             results = await asyncio.gather(
-                *(self._transact(owned, outs) for owned, outs in work), return_exceptions=True
+                *(self._transact(w) for w in work), return_exceptions=True
             )
             for result in results:
                 if isinstance(result, BaseException):
@@ -348,51 +429,39 @@ class Worker:
         self._consumer.pause(*[tp for tp in self._held if tp in assigned])
         self._consumer.resume(*[tp for tp in paused if tp not in self._held and tp in assigned])
 
-    async def _transact(self, owned: Owned, outs: list[Out]) -> None:
+    async def _transact(self, w: Work) -> None:
         """exactly_once: one partition's outputs, state and offsets in one transaction."""
-        changelog = owned.task.changelog()
-        offsets, owned.offsets = owned.offsets, {}
-        if not outs and not changelog and not offsets:
+        owned = w.owned
+        if not w.outs and not w.changelog and not w.offsets:
+            owned.task.committed()  # nothing to make durable: settled as it is
             return
         producer = owned.producer
         assert producer is not None  # every owned partition has one under exactly_once
-        try:
-            async with producer.transaction():
-                sent = await _send_all(producer, outs)
-                written = await _send_all(producer, changelog)
-                # every record acknowledged before the offsets join the transaction: a send
-                # that failed must fail the transaction, never let its offsets commit
-                # (seen on the local broker after a restart: sends refused, commit accepted)
-                await _wait_all(sent + written)
-                if offsets:
-                    committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                    await producer.send_offsets_to_transaction(committed, self.settings.app_id)
-        except BaseException:
-            owned.task.discard()
-            raise
-        await _committed(owned, offsets, written)
+        async with producer.transaction():
+            sent = await _produce(producer, w.outs)
+            written = await _produce(producer, w.changelog)
+            # every record acknowledged before the offsets join the transaction: a send
+            # that failed must fail the transaction, never let its offsets commit
+            # (seen on the local broker after a restart: sends refused, commit accepted)
+            await _wait_all(sent + written)
+            if w.offsets:
+                committed = {tp: OffsetAndMetadata(o, "") for tp, o in w.offsets.items()}
+                await producer.send_offsets_to_transaction(committed, self.settings.app_id)
+        # (a failure is raised to the loop, which discards every task's changes: this one
+        # runs beside the next batch's processing and must not pull state from under it)
+        await _committed(owned, w.offsets, written)
 
-    async def _flush(self, work: list[tuple[Owned, list[Out]]]) -> None:
+    async def _flush(self, work: list[Work]) -> None:
         """at_least_once: every partition's outputs acknowledged, then their changelog
         records, then one offset commit for the poll."""
-        changelogs = [owned.task.changelog() for owned, _ in work]
-        offsets = []
-        for owned, _ in work:
-            offsets.append(owned.offsets)
-            owned.offsets = {}
-        try:
-            await _wait_all(await _send_all(self._producer, [o for _, outs in work for o in outs]))
-            written = [await _send_all(self._producer, records) for records in changelogs]
-            await _wait_all([future for futures in written for future in futures])
-            every = {tp: o for partition_offsets in offsets for tp, o in partition_offsets.items()}
-            if every:
-                await self._consumer.commit(every)
-        except BaseException:
-            for owned, _ in work:
-                owned.task.discard()
-            raise
-        for (owned, _), partition_offsets, futures in zip(work, offsets, written, strict=True):
-            await _committed(owned, partition_offsets, futures)
+        await _wait_all(await _produce(self._producer, [o for w in work for o in w.outs]))
+        written = [await _produce(self._producer, w.changelog) for w in work]
+        await _wait_all([sent for batches in written for sent in batches])
+        every = {tp: o for w in work for tp, o in w.offsets.items()}
+        if every:
+            await self._consumer.commit(every)
+        for w, sent in zip(work, written, strict=True):
+            await _committed(w.owned, w.offsets, sent)
 
     # ------------------------------------------------------------ rebalancing
 
@@ -400,10 +469,12 @@ class Worker:
         # Eager rebalancing revokes everything; keep the tasks (and their warm state) until
         # the new assignment says which partitions really moved, but process nothing.
         async with self._lock:
+            await self._settle_quietly()  # the batch in flight commits while we still own it
             self._paused = True
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
         async with self._lock:
+            await self._settle_quietly()
             partitions = {tp.partition for tp in tps}
             for p in sorted(set(self.owned) - partitions):
                 owned = self.owned.pop(p)
@@ -430,6 +501,7 @@ class Worker:
             acks="all",
             enable_idempotence=True,
             partitioner=_partitioner,
+            max_batch_size=BATCH_BYTES,
         )
         await producer.start()
         return producer
@@ -441,6 +513,7 @@ class Worker:
             acks="all",
             enable_idempotence=True,
             partitioner=_partitioner,
+            max_batch_size=BATCH_BYTES,
         )
         await producer.start()  # fences the previous owner (and aborts what it left open)
         return producer
@@ -487,13 +560,12 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         await self.worker.assigned(assigned)
 
 
-async def _committed(
-    owned: Owned, offsets: dict[TopicPartition, int], written: list[asyncio.Future[Any]]
-) -> None:
+async def _committed(owned: Owned, offsets: dict[TopicPartition, int], written: list[Sent]) -> None:
     """The partition's batch is durable: its state changes become the store's."""
     owned.task.committed()
     if written:
-        owned.store.save_checkpoint((await written[-1]).offset)
+        last = written[-1]  # the changelog is one topic partition: its last record is last
+        owned.store.save_checkpoint((await last.future).offset + last.count - 1)
     owned.committed.update(offsets)
 
 
@@ -511,10 +583,57 @@ def _partitioner(key: bytes | None, every: list[int], available: list[int]) -> i
     return every[partition_for(key, len(every))]
 
 
-async def _send_all(producer: Any, outs: list[Out]) -> list[asyncio.Future[Any]]:
-    return [await producer.send(o.topic, o.value, key=o.key, partition=o.partition) for o in outs]
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A record batch handed to the producer: acknowledged with its first record's offset."""
+
+    future: asyncio.Future[Any]
+    count: int
 
 
-async def _wait_all(futures: list[asyncio.Future[Any]]) -> None:
-    if futures:
-        await asyncio.gather(*futures)
+async def _produce(producer: Any, outs: list[Out]) -> list[Sent]:
+    """Send `outs` in as few record batches as fit, per topic partition in their order.
+
+    `producer.send` per record cost more CPU than the rules that made the record (a
+    future, a metadata check and a partitioner call each); a batch built here costs an
+    append per record and one future. Keyed records go where `_partitioner` would put
+    them; the few without a key (dead letters of keyless input) go through `send`.
+    """
+    by_tp: dict[tuple[str, int], list[Out]] = {}
+    counts: dict[str, int] = {}
+    sent: list[Sent] = []
+    for o in outs:
+        partition = o.partition
+        if partition is None:
+            if o.key is None:
+                future = await producer.send(o.topic, o.value)
+                sent.append(Sent(future, 1))
+                continue
+            count = counts.get(o.topic)
+            if count is None:
+                count = counts[o.topic] = len(await producer.partitions_for(o.topic))
+            partition = partition_for(o.key, count)
+        batch = by_tp.get((o.topic, partition))
+        if batch is None:
+            by_tp[(o.topic, partition)] = [o]
+        else:
+            batch.append(o)
+    for (topic, partition), records in by_tp.items():
+        builder = producer.create_batch()
+        count = 0
+        for o in records:
+            if builder.append(key=o.key, value=o.value, timestamp=None) is None:
+                # full: send it and start the next, which takes any record as its first
+                # (one larger than a request was refused before: MAX_RECORD_BYTES)
+                future = await producer.send_batch(builder, topic, partition=partition)
+                sent.append(Sent(future, count))
+                builder, count = producer.create_batch(), 0
+                builder.append(key=o.key, value=o.value, timestamp=None)
+            count += 1
+        sent.append(Sent(await producer.send_batch(builder, topic, partition=partition), count))
+    return sent
+
+
+async def _wait_all(sent: list[Sent]) -> None:
+    if sent:
+        await asyncio.gather(*(s.future for s in sent))
