@@ -123,7 +123,7 @@ def _merged(name: str) -> tuple[dict[str, Any], list[str]]:
 @cache
 def input_decoder() -> msgspec.json.Decoder[Any]:
     """One JSON decoder for every input type, tagged by `type`: it accepts what the
-    schemas accept (tests/test_events.py compares it with `validator` on arbitrary
+    schemas accept (tests/test_fuzz.py compares it with `validator` on arbitrary
     input); on a refusal the caller asks `validator` for the reason's wording."""
     structs = []
     for kind, name in SCHEMA_OF_TYPE.items():
