@@ -30,7 +30,7 @@ partition task (`processor`); a caught-up partition's timers also fire on the wa
 after a poll (at least every `SIYU_TIMER_INTERVAL` seconds). A batch the broker does not
 take is retried with backoff from the committed offsets, never a crash.
 
-Why one module of ~500 lines: the loop, its two commit protocols, the retry and the
+Why one module of ~640 lines: the loop, its two commit protocols, the retry and the
 rebalance callbacks share the consumer, the owned partitions and the lock that keeps a
 rebalance out of a batch in flight; split, they would reach into each other's state.
 """
