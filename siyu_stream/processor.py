@@ -22,7 +22,7 @@ where runtime tests drive it with a dict store and no broker:
   the oldest sealed batch into the store, `discard()` forgets every change not committed
   (and the records queued: the worker rewinds to the committed offsets).
 
-Why ~450 lines in one module: decoding on arrival, the merge loop and the step's records
+Why ~560 lines in one module: decoding on arrival, the merge loop and the step's records
 share the queues and the batch's states; the rules, clocks and observation they call
 live in their own modules.
 """
