@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,12 @@ def jobs_rows(r: dict[str, Any]) -> list[Row]:
         value += ", ".join(f"{x['seconds']:.1f} s" for x in rep["runs"]) + "); CPU "
         value += ", ".join(f"{x['cpu_seconds']:.1f} s" for x in rep["runs"])
         rows.append((f"history, 4 partitions, `--{name.replace('_', ' ')}`", value, rep["command"]))
-    value = f"**×{jobs['speedup']:.2f}** (medians of events/s)"
-    rows.append(("`--jobs 2` speedup over `--jobs 1`", value, None))
+    one, two = jobs["jobs_1"], jobs["jobs_2"]
+    value = f"**×{jobs['speedup']:.2f}** ({n(two['events_per_s_median'])} ÷ "
+    value += f"{n(one['events_per_s_median'])} events/s, medians); CPU in all ×"
+    cpu_one, cpu_two = (statistics.median(x["cpu_seconds"] for x in j["runs"]) for j in (one, two))
+    value += f"{cpu_two / cpu_one:.2f}"
+    rows.append(("`--jobs 2` speedup over `--jobs 1`", value, two["command"]))
     return rows
 
 
