@@ -37,7 +37,7 @@ from typing import Protocol
 from siyu_stream.actions import ReferralCredit
 from siyu_stream.engine import Engine
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Chat, Join, Order
+from siyu_stream.events import KIND, Chat, Join, Order
 from siyu_stream.keys import partition_for
 from siyu_stream.partition import SortKey, check_time, credit_key, sort_key
 from siyu_stream.replayio import Line
@@ -105,7 +105,8 @@ class Part:
         self.referred: set[str] = set()
 
 
-KIND = {Order: 0, Chat: 1, Join: 2}
+QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
+"""The index of an event type's input queue in `Part.inputs`."""
 
 
 class Job:
@@ -167,7 +168,7 @@ class Job:
         """Look-ahead bookkeeping: the records that may earn a credit for another job."""
         event = line.event
         assert event is not None
-        kind = KIND[type(event)]
+        kind = QUEUE_OF[type(event)]
         if kind == 1:
             return
         key = (sort_key(event), 4 * part.index + kind)
@@ -206,13 +207,13 @@ class Job:
                 continue
             event = line.event
             assert event is not None
-            kind = KIND[type(event)]
+            kind = QUEUE_OF[type(event)]
             inputs[kind].append(((sort_key(event), 4 * part.index + kind), line))
             part.visible += 1
 
     def _reject(self, line: Line, reason: str, tag: Tag | None, *, count: bool = True) -> None:
         if count:  # (a step the rules rejected is counted by the engine)
-            kind = type(line.event).__name__.lower() if line.event is not None else "?"
+            kind = KIND[type(line.event)] if line.event is not None else "?"
             self.engine.stats.events[(kind, "rejected")] += 1
         if tag is not None:
             self.out.begin(tag)

@@ -41,7 +41,7 @@ from siyu_stream import state as state_format
 from siyu_stream.actions import ReferralCredit
 from siyu_stream.clock import Millis, format_rfc3339
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Event, decode
+from siyu_stream.events import KIND, Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import FIRST, Queues
 from siyu_stream.observe import Observer
@@ -393,7 +393,7 @@ class PartitionTask:
         else:
             try:
                 event = decode(record.value, self.rules.input)
-                actual = type(event).__name__.lower()
+                actual = KIND[type(event)]
                 if actual != kind:
                     msg = f"a {actual} event on topic {record.topic} (expects {kind})"
                     raise InvalidEvent(msg, "type")

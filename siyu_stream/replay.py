@@ -20,6 +20,7 @@ from siyu_stream.actions import Action, ReferralCredit
 from siyu_stream.clock import Millis
 from siyu_stream.engine import Engine
 from siyu_stream.errors import InvalidEvent
+from siyu_stream.events import KIND
 from siyu_stream.jobloop import LOOKAHEAD
 from siyu_stream.keys import partition_for
 from siyu_stream.merge import Queues
@@ -79,12 +80,12 @@ class Merge:
             except InvalidEvent as exc:
                 error = exc
         if error is not None:  # changes no state: its place in the order does not matter
-            kind = type(line.event).__name__.lower() if line.event is not None else "?"
+            kind = KIND[type(line.event)] if line.event is not None else "?"
             self.engine.stats.events[(kind, "rejected")] += 1
             self.rejected(line, error.full_reason)
             return True
         assert line.event is not None
-        kind = type(line.event).__name__.lower()
+        kind = KIND[type(line.event)]
         self.queues.push(self._source(line.event.customer_id, kind), sort_key(line.event), line)
         return True
 
@@ -115,7 +116,7 @@ class Merge:
                 try:
                     step = engine.apply(item.event)
                 except InvalidEvent as exc:
-                    engine.stats.events[(type(item.event).__name__.lower(), "rejected")] += 1
+                    engine.stats.events[(KIND[type(item.event)], "rejected")] += 1
                     self.rejected(item, exc.full_reason)
                     continue
                 if step.outcome == "rejected":

@@ -15,7 +15,7 @@ import orjson
 from siyu_stream import deadletter
 from siyu_stream.clock import Millis
 from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Event, decode
+from siyu_stream.events import KIND, Event, decode
 from siyu_stream.keys import partition_for
 from siyu_stream.ruleset import Rules
 from siyu_stream.settings import Settings
@@ -130,6 +130,6 @@ def _parse(raw: bytes, limit: int) -> Any:
 def dead_letter(line: Line, reason: str) -> dict[str, Any]:
     topic = None
     if line.event is not None:
-        topic = _TOPIC_OF_TYPE[type(line.event).__name__.lower()]
+        topic = _TOPIC_OF_TYPE[KIND[type(line.event)]]
     where = {"topic": topic, "partition": None, "offset": None}
     return {**deadletter.record(where, line.raw, reason), "file": line.path, "line": line.number}
