@@ -121,38 +121,23 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     rss_after = rss_bytes()
     events = sum(counts.events.values())
+    result = _throughput(path, counts, seconds, cpu, pipe, last - first, until_days)
     if jobs > 1:  # the engines lived in the job processes
-        return _jobs_result(
-            path, args, (jobs, partitions), counts, seconds, cpu, pipe, last - first
+        log(
+            f"replay --jobs {jobs} {rel(path)}: {events:,} events in {seconds:.1f} s = "
+            f"{events / seconds:,.0f}/s, CPU {cpu:.1f} s"
         )
+        return {**result, "jobs": jobs, "partitions": partitions}
     engine = engines[0]
     store = engine.store
     assert isinstance(store, MemoryStore)
     customers = len(store.data)
-    result: dict[str, Any] = {
-        "input": rel(path),
-        "events": events,
-        "event_time_span_s": (last - first) / 1000,
-        "until_days_after_end": until_days,
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "events_per_s": events / seconds,
-        "cpu_us_per_event": 1e6 * cpu / events,
-        "pipe": pipe,
-        "pipe_ratio": events / seconds / pipe["events_per_s"],
-        "actions_per_event": sum(counts.by_kind().values()) / events,
-        "timers_per_event": counts.timers_fired / events,
+    result |= {
         "customers": customers,
         "timer_heap_entries": sum(len(p.timers) for p in engine.partitions),
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_per_customer_bytes": (rss_after - rss_before) / customers,
-        "output_bytes": out_path.stat().st_size,
-        "counts": {
-            "events": dict(counts.by_outcome()),
-            "actions": dict(counts.by_kind()),
-            "timers_fired": counts.timers_fired,
-        },
     }
     log(
         f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s "
@@ -182,29 +167,22 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _jobs_result(
+def _throughput(
     path: Path,
-    args: argparse.Namespace,
-    split: tuple[int, int],
     counts: Any,
     seconds: float,
     cpu: float,
     pipe: dict[str, float],
     span_ms: int,
+    until_days: float | None,
 ) -> dict[str, Any]:
-    jobs, partitions = split
+    """The figures of a replay run, one process or several."""
     events = sum(counts.events.values())
-    log(
-        f"replay --jobs {jobs} {rel(path)}: {events:,} events in {seconds:.1f} s = "
-        f"{events / seconds:,.0f}/s, CPU {cpu:.1f} s"
-    )
     return {
         "input": rel(path),
-        "jobs": jobs,
-        "partitions": partitions,
         "events": events,
         "event_time_span_s": span_ms / 1000,
-        "until_days_after_end": float(args.until_days) if args.until_days else None,
+        "until_days_after_end": until_days,
         "seconds": seconds,
         "cpu_seconds": cpu,
         "events_per_s": events / seconds,
