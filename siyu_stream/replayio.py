@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,8 +24,9 @@ _TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.ite
 """Dead letters name the topic a line's event would have come from (default prefix)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
+    """One non-blank input line (a NamedTuple, as events are: one is built per line)."""
+
     path: str
     number: int
     raw: bytes
