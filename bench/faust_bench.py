@@ -51,11 +51,11 @@ from procs import (
     wait_ready,
 )
 
-from siyu_stream import state as state_format
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.ruleset import Rules
-from siyu_stream.state import digest
+from siyu_stream.core import state as state_format
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import digest
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.topology import INPUT_TYPES, TopicSpec
 
 PREFIX = "siyu"

@@ -5,7 +5,7 @@
         python bench/faust_peer.py worker --without-web -l info
 
 One agent reads the worker's input topics (`<prefix>.orders`, `.chats`, `.joins`; keyed
-and co-partitioned by customer id), holds each customer's `siyu_stream.state.dumps` bytes in
+and co-partitioned by customer id), holds each customer's `siyu_stream.core.state.dumps` bytes in
 a Faust table (memory store, changelog `<app id>-customers-changelog`), applies the same
 pure rule core as the worker (`rules.apply_event` under the built-in rules) and sends every
 action's `to_json()` to FAUST_PEER_OUT, keyed by customer. Invalid events go to
@@ -44,14 +44,14 @@ from typing import Any
 import faust
 from faust.sensors import Sensor
 
-from siyu_stream import rules as core
-from siyu_stream import state as state_format
-from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import decode
-from siyu_stream.partition import check_time
-from siyu_stream.ruleset import Rules
+from siyu_stream.core import rules as core
+from siyu_stream.core import state as state_format
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import decode
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.eventtime.partition import check_time
+from siyu_stream.observe.wall import wall_clock
 from siyu_stream.topology import INPUT_TYPES
-from siyu_stream.wall import wall_clock
 
 PARTITIONS = 4
 BROKER = os.environ.get("FAUST_PEER_BROKER", "127.0.0.1:9092")

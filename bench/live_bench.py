@@ -1,4 +1,4 @@
-"""Live benchmarks on the local broker (noida-db via siyu_stream.broker.LocalBroker).
+"""Live benchmarks on the local broker (noida-db via siyu_stream.kafka.embedded.LocalBroker).
 
     live_bench.py throughput [--events N] [--repeat R]
         pre-produce N simulator events (re-stamped to now) into the input topics, then, per
@@ -55,14 +55,14 @@ from procs import (
     wait_consumed,
 )
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.clock import format_rfc3339
+from siyu_stream.core.clock import format_rfc3339
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import TopicSpec, Topology
 from siyu_stream.traffic import restamp
-from siyu_stream.wall import wall_clock
 
 
 def first_purchase(n: int, tag: str) -> dict[str, Any]:

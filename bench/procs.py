@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from common import BENCH, CACHE, PYTHON, cpu_seconds, log, rel, stop_process
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker, free_port
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker, free_port
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 

@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 
-MAX_RECORDS = 2_000  # the worker's batch size (siyu_stream.worker.MAX_RECORDS)
+MAX_RECORDS = 2_000  # the worker's batch size (siyu_stream.live.worker.MAX_RECORDS)
 
 
 class Ready(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,4 +1,4 @@
-"""Recovery benchmark on the local broker (noida-db via siyu_stream.broker.LocalBroker).
+"""Recovery benchmark on the local broker (noida-db via siyu_stream.kafka.embedded.LocalBroker).
 
     recovery_bench.py --states FILE --sizes 0,100000,... [--store rocksdb] [--shift] [--warm]
         write N customer states straight into a new app's changelog (on the partition the
@@ -34,13 +34,13 @@ from procs import (
     wait_ready,
 )
 
-from siyu_stream import state as state_format
-from siyu_stream.admin import ensure_topics
-from siyu_stream.keys import partition_for
+from siyu_stream.core import state as state_format
+from siyu_stream.core.state import CustomerState
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
-from siyu_stream.state import CustomerState
 from siyu_stream.topology import Topology
-from siyu_stream.wall import wall_clock
 
 
 def read_states(path: Path) -> list[tuple[str, bytes]]:

@@ -4,7 +4,7 @@ replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--sizes]
         [--dump-states FILE]
     a raw JSON pipe over INPUT (each line read, orjson.loads, orjson.dumps, written: the
     floor of any JSONL-in, JSONL-out tool), then one replay of INPUT through
-    siyu_stream.replay.replay, actions to a file; events/s and CPU per event of both,
+    siyu_stream.replay.run.replay, actions to a file; events/s and CPU per event of both,
     actions and timers fired, RSS before/after, customers. --until-days: replay as
     `siyu-stream replay --now END --until END+D days` (END: the last event time), so
     every timer due within D days of the end fires. --partitions: as `replay
@@ -37,12 +37,12 @@ from typing import Any
 import orjson
 from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
 
-from siyu_stream import state as state_format
 from siyu_stream.cli import tune_gc
-from siyu_stream.clock import DAY, parse_rfc3339
-from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core import state as state_format
+from siyu_stream.core.clock import DAY, parse_rfc3339
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.run import replay
 
 
 def json_pipe(path: Path) -> dict[str, float]:
@@ -274,13 +274,13 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     """The worker's per-partition code (PartitionTask) without any Kafka client: where the
     live worker's CPU goes before a single byte reaches the broker."""
-    from siyu_stream.observe import Observer, Stats  # noqa: PLC0415
-    from siyu_stream.processor import PartitionTask, Record  # noqa: PLC0415
+    from siyu_stream.live.processor import PartitionTask, Record  # noqa: PLC0415
+    from siyu_stream.observe.observer import Observer, Stats  # noqa: PLC0415
+    from siyu_stream.observe.wall import wall_clock  # noqa: PLC0415
     from siyu_stream.settings import Settings  # noqa: PLC0415
     from siyu_stream.simulate import SimConfig, generate  # noqa: PLC0415
     from siyu_stream.topology import Topology  # noqa: PLC0415
     from siyu_stream.traffic import restamp  # noqa: PLC0415
-    from siyu_stream.wall import wall_clock  # noqa: PLC0415
 
     # one partition: every record is local (no re-keying), like one worker owning them all
     settings = Settings(partitions=1, api_auth=False, web_port=0)

@@ -18,14 +18,14 @@ from typing import IO
 
 import orjson
 
-from siyu_stream import report_html, report_text
-from siyu_stream.backtest import backtest
-from siyu_stream.clock import format_rfc3339, parse_rfc3339
-from siyu_stream.errors import SiyuError
-from siyu_stream.replay import replay, summary
-from siyu_stream.ruleset import load_rules
+from siyu_stream.backtest import report_html, report_text
+from siyu_stream.backtest.run import backtest
+from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
+from siyu_stream.core.errors import SiyuError
+from siyu_stream.core.ruleset import load_rules
+from siyu_stream.observe.wall import wall_clock
+from siyu_stream.replay.run import replay, summary
 from siyu_stream.settings import Settings
-from siyu_stream.wall import wall_clock
 
 
 @contextlib.contextmanager
@@ -103,7 +103,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
     """The input topics' committed history (SIYU_BROKER, SIYU_TOPIC_PREFIX) copied to files
     that live as long as `stack`; returns them and their names for the summary."""
-    from siyu_stream.kafkahistory import snapshot  # noqa: PLC0415 - pulls in aiokafka
+    from siyu_stream.kafka.history import snapshot  # noqa: PLC0415 - pulls in aiokafka
     from siyu_stream.topology import Topology  # noqa: PLC0415
 
     settings = Settings.from_env(api_auth=False)
@@ -201,7 +201,7 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from siyu_stream.worker import Worker  # noqa: PLC0415 - pulls in aiokafka
+    from siyu_stream.live.worker import Worker  # noqa: PLC0415 - pulls in aiokafka
 
     settings = _settings(args)
     rules = load_rules(settings.rules)
@@ -220,7 +220,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from siyu_stream.broker import LocalBroker  # noqa: PLC0415
+    from siyu_stream.kafka.embedded import LocalBroker  # noqa: PLC0415
 
     broker = LocalBroker(Path(args.data_dir), args.port)
     broker.start()
@@ -238,7 +238,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from siyu_stream.admin import describe_topics, ensure_topics  # noqa: PLC0415
+    from siyu_stream.kafka.admin import describe_topics, ensure_topics  # noqa: PLC0415
     from siyu_stream.topology import Topology  # noqa: PLC0415
 
     settings = _settings(args, api_auth=False)

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.live.worker import Worker
+from siyu_stream.observe.view import WorkerView
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, SimRecord, generate
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import produce
-from siyu_stream.view import WorkerView
-from siyu_stream.worker import Worker
 
 
 def summary_line(worker: WorkerView, elapsed: float, last: tuple[float, int]) -> tuple[str, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from siyu_stream.errors import SettingsError
+from siyu_stream.core.errors import SettingsError
 
 StoreKind = Literal["memory://", "rocksdb://"]
 Guarantee = Literal["exactly_once", "at_least_once"]

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.clock import format_rfc3339
+from siyu_stream.core.clock import format_rfc3339
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, SimCounts, SimRecord, generate
 from siyu_stream.topology import Topology
-from siyu_stream.wall import wall_clock
 
 _BATCH_SECONDS = 0.05
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from siyu_stream.broker import LocalBroker
+from siyu_stream.kafka.embedded import LocalBroker
 
 
 @pytest.fixture

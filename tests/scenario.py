@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from siyu_stream.actions import Action
-from siyu_stream.clock import format_rfc3339, parse_rfc3339
-from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.events import from_dict
-from siyu_stream.ruleset import Rules
-from siyu_stream.state import CustomerState
+from siyu_stream.core.actions import Action
+from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
+from siyu_stream.core.events import from_dict
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import CustomerState
+from siyu_stream.replay.engine import Engine, MemoryStore
 
 
 class ListSink:

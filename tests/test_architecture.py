@@ -1,6 +1,7 @@
-"""The package's shape: the core stays pure (no Kafka, wall clock, logging or I/O in the rule
-modules), nothing imports Faust, the import graph has no cycle, and only the worker drives
-the processor."""
+"""The package's shape: packages by role with imports flowing one way (edges -> live /
+replay / backtest -> event time and observation -> core), the core pure (no Kafka, wall
+clock, logging or I/O in the rule modules) and importing only the standard library and its
+codecs, nothing importing Faust, no import cycle, and only the worker driving the processor."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ FORBIDDEN_CALLS = {"now", "utcnow", "today", "open", "print", "monotonic"}
 
 def test_rule_modules_import_nothing_impure() -> None:
     for name in RULE_MODULES:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        tree = ast.parse((PACKAGE / "core" / f"{name}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 roots = {alias.name.split(".")[0] for alias in node.names}
@@ -34,7 +35,7 @@ def test_rule_modules_import_nothing_impure() -> None:
 
 def test_rule_modules_call_no_clock_or_io() -> None:
     for name in RULE_MODULES:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        tree = ast.parse((PACKAGE / "core" / f"{name}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 func = node.func
@@ -46,7 +47,7 @@ def test_replay_and_cli_load_no_aiokafka() -> None:
     # replay and the CLI load no broker client: the CLI imports it only for the commands
     # that talk to Kafka
     code = (
-        "import sys, siyu_stream.replay, siyu_stream.cli; "
+        "import sys, siyu_stream.replay.run, siyu_stream.cli; "
         "bad = [m for m in sys.modules if m.split('.')[0] == 'aiokafka']; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -159,7 +160,7 @@ def test_import_graph_reader_sees_every_form(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     found = _import_graph(PACKAGE)
-    assert "siyu_stream.processor" in found and "siyu_stream.worker" in found
+    assert "siyu_stream.live.processor" in found and "siyu_stream.live.worker" in found
     return found
 
 
@@ -183,5 +184,104 @@ def test_import_graph_has_no_cycle(graph: dict[str, set[str]]) -> None:
 def test_only_the_worker_imports_the_processor(graph: dict[str, set[str]]) -> None:
     # the processor is the worker's runtime; the web, metrics and demo layers read the
     # worker through view.WorkerView instead
-    importers = {module for module, edges in graph.items() if "siyu_stream.processor" in edges}
-    assert importers == {"siyu_stream.worker"}
+    importers = {module for module, edges in graph.items() if "siyu_stream.live.processor" in edges}
+    assert importers == {"siyu_stream.live.worker"}
+
+
+# ---------------------------------------------------------------- packages by role
+
+# The room of each top-level module: configuration is read by every layer above the core,
+# the rest are edges (commands and tools) that may use anything.
+TOP_LEVEL = {
+    "settings": "config",
+    "topology": "config",
+    "cli": "edge",
+    "demo": "edge",
+    "simulate": "edge",
+    "traffic": "edge",
+}
+# Which rooms each room may import (its own always). Imports flow one way, downwards.
+MAY_IMPORT: dict[str, set[str]] = {
+    "core": set(),
+    "config": {"core"},
+    "eventtime": {"core"},
+    "observe": {"core", "config", "eventtime"},
+    "kafka": {"core", "config"},
+    "replay": {"core", "config", "eventtime", "observe"},
+    "backtest": {"core", "config", "eventtime", "observe", "replay"},
+    "live": {"core", "config", "eventtime", "observe", "kafka"},
+    "edge": {"core", "config", "eventtime", "observe", "kafka", "replay", "backtest", "live"},
+}
+# What the core may import besides itself: the standard library and its codecs.
+CORE_THIRD_PARTY = {"msgspec", "orjson", "fastjsonschema"}
+MAX_TOP_LEVEL_MODULES = 8
+MAX_LINES = 450
+LONG_ON_PURPOSE = {"siyu_stream.simulate"}  # its docstring says why
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "edge"  # the package's own __init__
+    if len(parts) == 2 and (PACKAGE / f"{parts[1]}.py").is_file():
+        return TOP_LEVEL[parts[1]]
+    return parts[1]
+
+
+def test_every_module_has_a_room() -> None:
+    tops = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert tops == set(TOP_LEVEL), "give each top-level module a room in TOP_LEVEL"
+    assert len(tops) + 1 <= MAX_TOP_LEVEL_MODULES
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(MAY_IMPORT) - {"config", "edge"}
+
+
+def _against_layering(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{module} ({_room(module)}) imports {target} ({_room(target)})"
+        for module, targets in graph.items()
+        for target in targets
+        if _room(target) != _room(module) and _room(target) not in MAY_IMPORT[_room(module)]
+    ]
+
+
+def test_imports_flow_one_way(graph: dict[str, set[str]]) -> None:
+    wrong = _against_layering(graph)
+    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+def test_layering_check_catches_an_upward_import(graph: dict[str, set[str]]) -> None:
+    # the check above must fail on an upward import, not pass because it reads nothing
+    for module, target in [
+        ("siyu_stream.core.step", "siyu_stream.eventtime.partition"),
+        ("siyu_stream.eventtime.merge", "siyu_stream.observe.observer"),
+        ("siyu_stream.replay.engine", "siyu_stream.live.worker"),
+        ("siyu_stream.live.worker", "siyu_stream.replay.engine"),
+        ("siyu_stream.observe.view", "siyu_stream.kafka.admin"),
+        ("siyu_stream.settings", "siyu_stream.cli"),
+    ]:
+        bad = {**graph, module: graph[module] | {target}}
+        assert _against_layering(bad) == [
+            f"{module} ({_room(module)}) imports {target} ({_room(target)})"
+        ]
+
+
+def test_core_imports_only_stdlib_and_codecs() -> None:
+    allowed = set(sys.stdlib_module_names) | CORE_THIRD_PARTY | {"siyu_stream"}
+    for path in sorted((PACKAGE / "core").glob("*.py")):
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                names = [node.module or ""] if not node.level else ["siyu_stream.core"]
+            for name in names:
+                assert name.split(".")[0] in allowed, f"core/{path.name} imports {name}"
+                if name.startswith("siyu_stream"):
+                    assert name.startswith("siyu_stream.core"), f"core/{path.name} imports {name}"
+
+
+def test_modules_stay_small() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        lines = len(path.read_text().splitlines())
+        assert module in LONG_ON_PURPOSE or lines <= MAX_LINES, f"{module}: {lines} lines"

@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from siyu_stream import actiondiff
-from siyu_stream.actions import Action
+from siyu_stream.backtest import diff as actiondiff
+from siyu_stream.backtest.tally import Calendar, Tally, percentiles
 from siyu_stream.cli import main
-from siyu_stream.clock import DAY, format_rfc3339, parse_rfc3339
-from siyu_stream.ruleset import Rules
-from siyu_stream.tally import Calendar, Tally, percentiles
+from siyu_stream.core.actions import Action
+from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
+from siyu_stream.core.ruleset import Rules
 
 DATA = Path(__file__).resolve().parent / "data"
 UPDATE = os.environ.get("SIYU_UPDATE_GOLDEN") == "1"

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from siyu_stream.backtest.report_html import NEW_COLOR
+from siyu_stream.backtest.svgchart import scale
 from siyu_stream.cli import main
-from siyu_stream.report_html import NEW_COLOR
-from siyu_stream.svgchart import scale
 
 DATA = Path(__file__).resolve().parent / "data"
 KINDS = ("gift", "reminder", "change", "suppressed")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siyu_stream.clock import format_rfc3339, parse_rfc3339
+from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 YEAR_1900, YEAR_2200 = -2208988800000, 7258118400000

@@ -5,7 +5,7 @@ Offline checks with the real tools: `docker-compose config` (Debian `docker-comp
 kubernetes-validate. `make tools` (part of `make test`, which `.ci/run` is) installs the
 Debian packages; a missing tool fails the test with the package to install. The module is
 marked `deploy` so that `make unit` runs without them. Every metric the dashboard and the
-alerts query must be one the exporter (`siyu_stream.metrics`) actually shows.
+alerts query must be one the exporter (`siyu_stream.observe.metrics`) actually shows.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from siyu_stream.metrics import metric_names
+from siyu_stream.observe.metrics import metric_names
 
 pytestmark = pytest.mark.deploy
 

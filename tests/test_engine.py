@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from scenario import Scenario
 
-from siyu_stream.partition import TimerIndex
-from siyu_stream.state import CustomerState, Timer
+from siyu_stream.core.state import CustomerState, Timer
+from siyu_stream.eventtime.partition import TimerIndex
 
 
 def with_timers(**due: int) -> CustomerState:

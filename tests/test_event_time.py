@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siyu_stream.clock import DAY, HOUR, MINUTE, Millis, format_rfc3339, parse_rfc3339
-from siyu_stream.keys import partition_for
-from siyu_stream.observe import Observer, Stats
-from siyu_stream.processor import Out, PartitionTask, Record
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import DAY, HOUR, MINUTE, Millis, format_rfc3339, parse_rfc3339
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.live.processor import Out, PartitionTask, Record
+from siyu_stream.observe.observer import Observer, Stats
+from siyu_stream.replay.run import replay
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import Chat, Join, Order, decode, parse_amount_fen
-from siyu_stream.ruleset import Input
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import Chat, Join, Order, decode, parse_amount_fen
+from siyu_stream.core.ruleset import Input
 
 LIMITS = Input()
 

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siyu_stream.clock import DAY, parse_rfc3339
-from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import decode, from_dict, parse_amount_fen
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import DAY, parse_rfc3339
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import decode, from_dict, parse_amount_fen
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.replay.run import replay
 
 RULES = Rules()
 NOW = parse_rfc3339("2026-04-01T00:00:00Z")

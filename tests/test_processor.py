@@ -8,15 +8,15 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from siyu_stream import state as state_format
-from siyu_stream.clock import DAY, MINUTE, format_rfc3339
-from siyu_stream.events import decode as decode_event
-from siyu_stream.keys import partition_for
-from siyu_stream.observe import Observer, Stats
-from siyu_stream.processor import Out, PartitionTask, Record
-from siyu_stream.ruleset import Rules
+from siyu_stream.core import state as state_format
+from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
+from siyu_stream.core.events import decode as decode_event
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.live.processor import Out, PartitionTask, Record
+from siyu_stream.observe.observer import Observer, Stats
+from siyu_stream.observe.timeline import Timeline
 from siyu_stream.settings import Settings
-from siyu_stream.timeline import Timeline
 from siyu_stream.topology import Topology
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z

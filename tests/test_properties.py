@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario import ListSink
 
-from siyu_stream import policy
-from siyu_stream import state as state_format
-from siyu_stream.actions import Action
-from siyu_stream.clock import DAY, HOUR, MINUTE, format_rfc3339, to_datetime
-from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.events import Join, from_dict
-from siyu_stream.rules import apply_event, once_gift_codes
-from siyu_stream.ruleset import TIERS, Rules
-from siyu_stream.state import DIGEST_BYTES, CustomerState
-from siyu_stream.step import TIMER_NAMES
+from siyu_stream.core import policy
+from siyu_stream.core import state as state_format
+from siyu_stream.core.actions import Action
+from siyu_stream.core.clock import DAY, HOUR, MINUTE, format_rfc3339, to_datetime
+from siyu_stream.core.events import Join, from_dict
+from siyu_stream.core.rules import apply_event, once_gift_codes
+from siyu_stream.core.ruleset import TIERS, Rules
+from siyu_stream.core.state import DIGEST_BYTES, CustomerState
+from siyu_stream.core.step import TIMER_NAMES
+from siyu_stream.replay.engine import Engine, MemoryStore
 
 RULES = Rules()
 START = 1_772_330_400_000  # 2026-03-01T02:00:00Z

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from siyu_stream.cli import main
-from siyu_stream.schemas import DEADLETTER_SCHEMA, validator
+from siyu_stream.core.schemas import DEADLETTER_SCHEMA, validator
 
 DATA = Path(__file__).resolve().parent / "data"
 UPDATE = os.environ.get("SIYU_UPDATE_GOLDEN") == "1"

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siyu_stream import jobloop
 from siyu_stream.cli import main
-from siyu_stream.clock import DAY, HOUR, MINUTE, format_rfc3339, parse_rfc3339
-from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.keys import partition_for
-from siyu_stream.observe import Stats
-from siyu_stream.replay import JsonlSink, Merge, merged, replay, summary
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import DAY, HOUR, MINUTE, format_rfc3339, parse_rfc3339
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.observe.observer import Stats
+from siyu_stream.replay import jobloop
+from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.run import JsonlSink, Merge, merged, replay, summary
 
 DATA = Path(__file__).resolve().parent / "data"
 RULES = Rules()

@@ -6,13 +6,13 @@ import dataclasses
 
 from scenario import Scenario, t
 
-from siyu_stream import state as state_format
-from siyu_stream.clock import DAY, MINUTE, format_rfc3339
-from siyu_stream.events import Join, Order
-from siyu_stream.rules import apply_event
-from siyu_stream.ruleset import ContactPolicy, Engine, Rules
-from siyu_stream.state import CustomerState
-from siyu_stream.step import LATEST_DUE
+from siyu_stream.core import state as state_format
+from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
+from siyu_stream.core.events import Join, Order
+from siyu_stream.core.rules import apply_event
+from siyu_stream.core.ruleset import ContactPolicy, Engine, Rules
+from siyu_stream.core.state import CustomerState
+from siyu_stream.core.step import LATEST_DUE
 
 
 def test_first_event_makes_customer_known_with_layer_change() -> None:

@@ -17,12 +17,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from siyu_stream.cli import main
-from siyu_stream.clock import parse_rfc3339
-from siyu_stream.errors import RulesError
-from siyu_stream.replay import replay
-from siyu_stream.rules import largest_state
-from siyu_stream.ruleset import Rules, load_rules, parse_rules, range_of, range_text
-from siyu_stream.state import dumps
+from siyu_stream.core.clock import parse_rfc3339
+from siyu_stream.core.errors import RulesError
+from siyu_stream.core.rules import largest_state
+from siyu_stream.core.ruleset import Rules, load_rules, parse_rules, range_of, range_text
+from siyu_stream.core.state import dumps
+from siyu_stream.replay.run import replay
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rules.example.toml"
 LIFECYCLE = Path(__file__).resolve().parent / "data" / "lifecycle.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siyu_stream.errors import SettingsError
+from siyu_stream.core.errors import SettingsError
 from siyu_stream.settings import Settings
 
 

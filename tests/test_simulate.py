@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from siyu_stream.cli import main
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.replay.run import replay
 from siyu_stream.simulate import (
     DAY,
     DEFAULT_START,
@@ -106,7 +106,7 @@ def _check_fields(msg: Msg) -> None:
 
 
 def test_good_records_pass_the_topic_schemas(good: list[Msg]) -> None:
-    schemas = pytest.importorskip("siyu_stream.schemas")
+    schemas = pytest.importorskip("siyu_stream.core.schemas")
     if not (schemas.topics_dir() / "siyu.orders.schema.json").is_file():
         pytest.skip("topic schemas not written yet")
     for msg in good:

@@ -8,12 +8,12 @@ import orjson
 import pytest
 from scenario import Scenario
 
-from siyu_stream import state as st
-from siyu_stream.errors import StateError
-from siyu_stream.rules import largest_state, once_gift_codes
-from siyu_stream.ruleset import Rules
-from siyu_stream.schemas import load_schema
-from siyu_stream.step import TIMER_NAMES, TRACKED, tracked
+from siyu_stream.core import state as st
+from siyu_stream.core.errors import StateError
+from siyu_stream.core.rules import largest_state, once_gift_codes
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.schemas import load_schema
+from siyu_stream.core.step import TIMER_NAMES, TRACKED, tracked
 
 
 def busy_state() -> st.CustomerState:

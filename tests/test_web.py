@@ -16,13 +16,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from siyu_stream.core.state import CustomerState
 from siyu_stream.demo import _first_customer, api_lines
-from siyu_stream.keys import partition_for
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.observe.view import Customer, WorkerView
+from siyu_stream.observe.web import make_app
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimRecord
-from siyu_stream.state import CustomerState
-from siyu_stream.view import Customer, WorkerView
-from siyu_stream.web import make_app
 
 TOKEN = "tok-123"
 PARTITIONS = 4

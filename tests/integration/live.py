@@ -18,15 +18,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from scenario import ListSink
 
-from siyu_stream.broker import free_port
-from siyu_stream.clock import MINUTE, format_rfc3339
-from siyu_stream.engine import Engine, MemoryStore
-from siyu_stream.errors import InvalidEvent
-from siyu_stream.events import from_dict
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import MINUTE, format_rfc3339
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import from_dict
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.embedded import free_port
+from siyu_stream.observe.wall import wall_clock
+from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.settings import Guarantee, Settings
 from siyu_stream.topology import Topology
-from siyu_stream.wall import wall_clock
 
 _app_ids = itertools.count()
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
 from siyu_stream.cli import main
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from siyu_stream.admin import describe_topics, ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.errors import BrokerError, TopicError
+from siyu_stream.core.errors import BrokerError, TopicError
+from siyu_stream.kafka.admin import describe_topics, ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.topology import TopicSpec
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from siyu_stream.broker import free_port
+from siyu_stream.kafka.embedded import free_port
 
 pytestmark = pytest.mark.integration
 # Bounds so that a broken demo fails instead of hanging; they are not timing claims.

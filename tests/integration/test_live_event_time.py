@@ -24,15 +24,15 @@ import orjson
 import pytest
 from live import Traffic, WorkerProcess, actions_until, difference, quiesce, read_topics
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.clock import HOUR, to_datetime
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import HOUR, to_datetime
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.observe.wall import wall_clock
+from siyu_stream.replay.run import replay
 from siyu_stream.settings import Guarantee, Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
-from siyu_stream.wall import wall_clock
 
 pytestmark = pytest.mark.integration
 ALL = {0, 1, 2, 3}

@@ -20,13 +20,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from live import WorkerProcess, actions_until, difference, quiesce, read_topics
 
-from siyu_stream.admin import ensure_topics
-from siyu_stream.broker import LocalBroker
-from siyu_stream.clock import DAY, format_rfc3339
-from siyu_stream.replay import replay
-from siyu_stream.ruleset import Rules
+from siyu_stream.core.clock import DAY, format_rfc3339
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.observe.wall import wall_clock
+from siyu_stream.replay.run import replay
 from siyu_stream.topology import Topology
-from siyu_stream.wall import wall_clock
 
 pytestmark = pytest.mark.integration
 ALL = {0, 1, 2, 3}

@@ -14,8 +14,8 @@ from live import Traffic, WorkerProcess, quiesce, share
 from test_runtime import ALL, scenario, send_in_rounds, settings_for
 from yarl import URL
 
-from siyu_stream.broker import LocalBroker
-from siyu_stream.keys import partition_for
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.kafka.embedded import LocalBroker
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"

@@ -28,7 +28,7 @@ from live import (
     share,
 )
 
-from siyu_stream.broker import LocalBroker
+from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.settings import Guarantee, Settings
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,327 @@
+"""Backtest a rule change: two rule sets over one history, and what differs between them.
+
+Both runs are replay's: a `Merge` per rule set drives its own `Engine` over the same lines
+(decoded once when both rule sets decode alike, i.e. have the same `[input]` section), and
+the two merges advance in lockstep, so the lines one has read and the other not yet stay
+within replay's look-ahead. Each engine's sink is a `Tally`, which keeps only numbers that
+grow with customers, staff and days (never a list of actions) and spills the actions to
+disk for the diff (`actiondiff`). The result is one plain `summary` dict: the terminal
+text, summary.json and report.html are all rendered from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from siyu_stream.backtest.diff import Change, Spill, diff, spill_dir
+from siyu_stream.backtest.tally import Calendar, Tally, monday, percentiles
+from siyu_stream.core.clock import Millis
+from siyu_stream.core.ruleset import TIERS, Rules
+from siyu_stream.core.state import LAYERS
+from siyu_stream.core.step import TRACKED
+from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.run import Line, Merge, merged
+
+KINDS = ("gift", "reminder", "change", "suppressed")
+ORDER = {"layer": LAYERS, "tier": TIERS, "health": ("active", "at_risk", "dormant", "lost")}
+ORDER["membership"] = ("none", "active", "expired")
+EXAMPLES = 3
+"""Sample actions (of distinct customers) shown per group of differences."""
+
+
+@dataclasses.dataclass
+class _Run:
+    rules: Rules
+    engine: Engine
+    tally: Tally
+
+
+def _noop(line: Line, reason: str) -> None:
+    """Rejected lines are counted by the engine's stats; `replay --deadletter` lists them."""
+
+
+def _drive(paths: list[Path], runs: list[_Run], progress: IO[str] | None) -> None:
+    if runs[0].rules.input == runs[1].rules.input:
+        streams: tuple[Iterator[Line], ...] = itertools.tee(merged(paths, runs[0].rules), 2)
+    else:  # decoding reads [input]: each rule set decodes the lines its own way
+        streams = tuple(merged(paths, run.rules) for run in runs)
+    steps = [Merge(r.engine, lines, _noop).run() for r, lines in zip(runs, streams, strict=True)]
+    started = last = time.monotonic()
+    while steps:
+        for step in list(steps):
+            read = next(step, None)
+            if read is None:
+                steps.remove(step)
+            elif progress is not None and time.monotonic() - last >= 2.0:
+                last = time.monotonic()
+                progress.write(f"backtest: {read:,} lines, {last - started:.0f} s\n")
+
+
+class Differences:
+    """What the diff found, per (rule, kind) and per group of like differences."""
+
+    def __init__(self) -> None:
+        self.by_row: Counter[tuple[str, str, Change]] = Counter()
+        self.groups: dict[tuple[str, Change, str], dict[str, Any]] = {}
+        self.customers: set[str] = set()
+
+    def told(
+        self, key: str, change: Change, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
+        one = old if old is not None else new
+        assert one is not None
+        # a changed action counts under its baseline rule and kind
+        self.by_row[(one["rule"], one["kind"], change)] += 1
+        what = _what(old, new)
+        group = self.groups.setdefault(
+            (one["rule"], change, what), {"actions": 0, "customers": set(), "examples": []}
+        )
+        group["actions"] += 1
+        customer = one["customer_id"]
+        if customer not in group["customers"] and len(group["examples"]) < EXAMPLES:
+            group["examples"].append(
+                {
+                    "action_id": key,
+                    "customer_id": customer,
+                    "occurred_at": one["occurred_at"],
+                    "baseline_because": old["because"] if old else None,
+                    "new_because": new["because"] if new else None,
+                }
+            )
+        group["customers"].add(customer)
+        self.customers.add(customer)
+
+
+def _label(action: dict[str, Any]) -> str:
+    detail = action["detail"]
+    if action["kind"] == "gift":
+        return f"gift {detail['code']}"
+    if action["kind"] == "reminder":
+        return f"reminder {detail['template']}"
+    if action["kind"] == "suppressed":
+        return f"held back {detail['action']['detail']['template']} ({detail['reason']})"
+    return f"{detail['field']} change → {detail['to']}"
+
+
+def _what(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+    """A group's name: the action, or for a changed one what changed in it."""
+    if old is None or new is None:
+        one = old or new
+        assert one is not None
+        return _label(one)
+    if old["kind"] != new["kind"]:  # a reminder held back or let through
+        return f"{_label(old)} → {_label(new)}"
+    keys = sorted({*old["detail"], *new["detail"]})
+    fields = [f"detail.{k}" for k in keys if old["detail"].get(k) != new["detail"].get(k)]
+    fields += [k for k in ("occurred_at", "cause_event_id", "because") if old[k] != new[k]]
+    return f"{_label(new)}: {', '.join(fields)} differ{'s' if len(fields) == 1 else ''}"
+
+
+def backtest(
+    paths: list[Path],
+    baseline: Rules,
+    new: Rules,
+    *,
+    now: Millis,
+    until: Millis | None = None,
+    partitions: int = 1,
+    diff_out: IO[bytes] | None = None,
+    progress: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Both rule sets over `paths`; writes the differences to `diff_out` and returns the
+    summary (see `summary`)."""
+    calendar = Calendar(new.zone)
+    differences = Differences()
+    with spill_dir() as tmp:
+        runs = []
+        for name, rules in (("baseline", baseline), ("new", new)):
+            tally = Tally(calendar, Spill(Path(tmp), name))
+            engine = Engine(rules, MemoryStore(), tally, partitions=partitions, now=now)
+            runs.append(_Run(rules, engine, tally))
+        _drive(paths, runs, progress)
+        for run in runs:
+            run.engine.advance(until)
+            run.engine.stats.timers_fired = run.engine.timers_fired
+        diff(runs[0].tally.spill, runs[1].tally.spill, diff_out, differences.told)
+    return summary(runs[0], runs[1], differences, calendar)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def rule_changes(baseline: Rules, new: Rules) -> list[dict[str, Any]]:
+    """Every rules key whose value differs, as `section.key` with both values."""
+    found = []
+    for section in dataclasses.fields(Rules):
+        old, now = getattr(baseline, section.name), getattr(new, section.name)
+        if isinstance(old, dict):
+            keys = sorted({*old, *now})
+            pairs = [(k, old.get(k), now.get(k)) for k in keys]
+        else:
+            pairs = [
+                (f.name, getattr(old, f.name), getattr(now, f.name))
+                for f in dataclasses.fields(old)
+            ]
+        found += [
+            {"key": f"{section.name}.{key}", "baseline": _plain(a), "new": _plain(b)}
+            for key, a, b in pairs
+            if a != b
+        ]
+    return found
+
+
+def _series(runs: dict[str, _Run]) -> dict[str, Any]:
+    """The charts' numbers: every day (and week) from the first to the last, zeros included."""
+    days = {d for r in runs.values() for d, _ in r.tally.per_day}
+    days |= {d for r in runs.values() for _, d in r.tally.staff_day}
+    if not days:
+        return {
+            "days": [],
+            "actions_per_day": {},
+            "weeks": [],
+            "gift_fen_per_week": {},
+            "staff_max_per_day": {},
+        }
+    axis = [min(days) + timedelta(days=i) for i in range((max(days) - min(days)).days + 1)]
+    weeks = [
+        monday(axis[0]) + timedelta(weeks=i)
+        for i in range((monday(axis[-1]) - monday(axis[0])).days // 7 + 1)
+    ]
+    busiest = {}
+    for name, run in runs.items():
+        top: Counter[date] = Counter()
+        for (_, day), n in run.tally.staff_day.items():
+            top[day] = max(top[day], n)
+        busiest[name] = [top[d] for d in axis]
+    return {
+        "days": [d.isoformat() for d in axis],
+        "actions_per_day": {
+            kind: {name: [r.tally.per_day[(d, kind)] for d in axis] for name, r in runs.items()}
+            for kind in KINDS
+        },
+        "weeks": [w.isoformat() for w in weeks],
+        "gift_fen_per_week": {
+            name: [r.tally.gift_week[w] for w in weeks] for name, r in runs.items()
+        },
+        "staff_max_per_day": busiest,
+    }
+
+
+def _population(run: _Run) -> dict[str, dict[str, int]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for _, state in run.engine.store.items():
+        for name in TRACKED:
+            counts[(name, str(getattr(state, name)))] += 1
+    found = {}
+    for name in TRACKED:
+        seen = sorted(v for n, v in counts if n == name and v not in ORDER[name])
+        found[name] = {v: counts[(name, v)] for v in (*ORDER[name], *seen)}
+    return found
+
+
+def _gift_row(code: str, counts: tuple[int, int], fen: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "code": code,
+        "baseline_count": counts[0],
+        "new_count": counts[1],
+        "baseline_fen": fen[0],
+        "new_fen": fen[1],
+        "delta_fen": fen[1] - fen[0],
+        "delta_percent": round((fen[1] - fen[0]) * 100 / fen[0], 1) if fen[0] else None,
+    }
+
+
+def _gift_rows(old: Tally, new: Tally) -> list[dict[str, Any]]:
+    """Per gift code, then the total: how many and their value in fen, both runs."""
+    rows = [
+        _gift_row(
+            code,
+            (old.gift_count[code], new.gift_count[code]),
+            (old.gift_fen[code], new.gift_fen[code]),
+        )
+        for code in sorted({*old.gift_fen, *new.gift_fen})
+    ]
+    total = _gift_row(
+        "total",
+        (old.gift_count.total(), new.gift_count.total()),
+        (old.gift_fen.total(), new.gift_fen.total()),
+    )
+    return [*rows, total]
+
+
+def _outcomes(run: _Run) -> dict[str, int]:
+    found = run.engine.stats.by_outcome()
+    return {outcome: found[outcome] for outcome in ("ok", "duplicate", "rejected")}
+
+
+def summary(
+    baseline: _Run, new: _Run, differences: Differences, calendar: Calendar
+) -> dict[str, Any]:
+    """Every number of the report, as plain JSON data (money in fen)."""
+    runs = {"baseline": baseline, "new": new}
+    by_row = differences.by_row
+    rows = sorted({*baseline.tally.actions, *new.tally.actions, *((r, k) for r, k, _ in by_row)})
+    reasons = sorted({*baseline.tally.suppressed, *new.tally.suppressed})
+    groups = []
+    for (rule, change, what), group in differences.groups.items():
+        groups.append(
+            {
+                "rule": rule,
+                "change": change,
+                "what": what,
+                "actions": group["actions"],
+                "customers": len(group["customers"]),
+                "examples": group["examples"],
+            }
+        )
+    groups.sort(key=lambda g: (-g["actions"], g["rule"], g["change"], g["what"]))
+    totals: Counter[str] = Counter()
+    for (_, _, change), n in by_row.items():
+        totals[change] += n
+    return {
+        "zone": calendar.zone.key,
+        "rules_version": {n: r.rules.version for n, r in runs.items()},
+        "rule_changes": rule_changes(baseline.rules, new.rules),
+        "events": {n: _outcomes(r) for n, r in runs.items()},
+        "differences_total": {
+            **{c: totals[c] for c in ("added", "removed", "changed")},
+            "customers": len(differences.customers),
+        },
+        "actions": [
+            {
+                "rule": rule,
+                "kind": kind,
+                "baseline": baseline.tally.actions[(rule, kind)],
+                "new": new.tally.actions[(rule, kind)],
+                **{c: by_row[(rule, kind, c)] for c in ("added", "removed", "changed")},
+            }
+            for rule, kind in rows
+        ],
+        "gift_cost": _gift_rows(baseline.tally, new.tally),
+        "customer_reminders_7d": {
+            n: {"customers": len(r.tally.peak), **percentiles(list(r.tally.peak.values()))}
+            for n, r in runs.items()
+        },
+        "suppressed": {
+            n: {reason: r.tally.suppressed[reason] for reason in reasons} for n, r in runs.items()
+        },
+        "staff_reminders_per_day": {
+            n: {
+                "staff": len({s for s, _ in r.tally.staff_day}),
+                **percentiles(list(r.tally.staff_day.values())),
+                "unassigned": r.tally.unassigned,
+            }
+            for n, r in runs.items()
+        },
+        "population": {n: _population(r) for n, r in runs.items()},
+        "differences": groups,
+        "series": _series(runs),
+    }

@@ -1,0 +1,116 @@
+"""One backtest run's numbers, taken from its actions as the engine emits them.
+
+A `Tally` is the engine's sink: it counts (per rule and kind, per day, gift value per code
+and week, reminders per staff member and day, contact pressure per customer) and hands
+each action to the run's `Spill` for the diff. Everything it keeps grows with customers,
+staff and days, never with actions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+from siyu_stream.backtest.diff import Spill
+from siyu_stream.core.actions import Action
+from siyu_stream.core.clock import DAY, MINUTE, Millis, parse_rfc3339, to_datetime
+from siyu_stream.core.policy import CUSTOMER_FACING
+
+WINDOW = 7 * DAY
+"""The contact-pressure window: fixed, so that both rule sets are measured alike even when
+they set different `[contact_policy] window_days`."""
+
+
+class Calendar:
+    """Local days and weeks in the report's zone, cached per quarter hour (every zone's
+    offset is a multiple of 15 minutes), since every action asks."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.cache: dict[int, date] = {}
+
+    def day(self, at: Millis) -> date:
+        slot = at // (15 * MINUTE)
+        found = self.cache.get(slot)
+        if found is None:
+            found = to_datetime(slot * 15 * MINUTE).astimezone(self.zone).date()
+            self.cache[slot] = found
+        return found
+
+
+def monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+class Tally:
+    """One run's numbers, taken from its actions as they are emitted (the engine's sink)."""
+
+    def __init__(self, calendar: Calendar, spill: Spill) -> None:
+        self.calendar = calendar
+        self.spill = spill
+        self.actions: Counter[tuple[str, str]] = Counter()  # (rule, kind)
+        self.per_day: Counter[tuple[date, str]] = Counter()  # (day, kind)
+        self.gift_fen: Counter[str] = Counter()
+        self.gift_count: Counter[str] = Counter()
+        self.gift_week: Counter[date] = Counter()
+        self.staff_day: Counter[tuple[str, date]] = Counter()  # (assignee, due day)
+        self.unassigned = 0
+        self.suppressed: Counter[str] = Counter()
+        self.recent: dict[str, list[Millis]] = {}
+        """Per customer, due times of customer-facing reminders within two windows of the
+        latest: exact peaks for reminders emitted up to one window out of due order."""
+        self.peak: dict[str, int] = {}
+
+    def send(self, action: Action) -> None:
+        self.spill.add(action)
+        self.actions[(action.rule, action.kind)] += 1
+        day = self.calendar.day(action.occurred_at)
+        self.per_day[(day, action.kind)] += 1
+        detail = action.detail
+        if action.kind == "gift":
+            code, value = str(detail["code"]), int(detail["value"])
+            self.gift_fen[code] += value
+            self.gift_count[code] += 1
+            self.gift_week[monday(day)] += value
+        elif action.kind == "suppressed":
+            self.suppressed[str(detail["reason"])] += 1
+        elif action.kind == "reminder":
+            due = parse_rfc3339(str(detail["due_at"]))
+            assignee = detail["assignee"]
+            if assignee is None:
+                self.unassigned += 1
+            else:
+                self.staff_day[(str(assignee), self.calendar.day(due))] += 1
+            if detail["template"] in CUSTOMER_FACING:
+                self._contact(action.customer_id, due)
+
+    def _contact(self, customer_id: str, due: Millis) -> None:
+        times = self.recent.setdefault(customer_id, [])
+        if times and due < times[-1] - 2 * WINDOW:  # far out of order: counted alone
+            self.peak[customer_id] = max(self.peak[customer_id], 1)
+            return
+        bisect.insort(times, due)
+        del times[: bisect.bisect_left(times, times[-1] - 2 * WINDOW)]
+        # the fullest window [s, s + 7 d) holding `due` starts at one of the times before it
+        first = bisect.bisect_right(times, due - WINDOW)
+        last = bisect.bisect_right(times, due)
+        best = max(
+            bisect.bisect_left(times, s + WINDOW) - i
+            for i, s in zip(range(first, last), times[first:last], strict=True)
+        )
+        self.peak[customer_id] = max(self.peak.get(customer_id, 0), best)
+
+
+def percentiles(values: list[int]) -> dict[str, int]:
+    """p50, p95 (nearest rank) and max of whole numbers; zeros when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": 0, "p95": 0, "max": 0}
+
+    def rank(p: int) -> int:
+        return ordered[max(math.ceil(p * len(ordered) / 100) - 1, 0)]
+
+    return {"p50": rank(50), "p95": rank(95), "max": ordered[-1]}

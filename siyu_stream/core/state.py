@@ -1,0 +1,268 @@
+"""Per-customer state (docs/design.md §3) and its compact, versioned serialization.
+
+The state is a plain mutable record; the rule core works on a copy (`clone`) so that
+its callers can treat `(state, event, clock) -> (state, actions)` as pure.
+
+Bounds. The serialized state is the customer's changelog record, and a record over
+the producer's size limit (about 1 MB by default) crash-loops the live worker. So
+every collection and every string in the state has a bound, and what happens at the
+bound is a rule of the core, the same live and in replay (what: bound (default);
+at the bound):
+
+- carriers: `Engine.max_carriers` (16); a join to a carrier not yet held is rejected
+  (outcome `rejected`, state unchanged). Leaves, and joins to a held carrier, apply.
+- order_times: `RepurchaseDue.gaps` + 1 (6); oldest dropped (the cycle reads no more).
+- recent_orders: `Engine.recent_orders` (20); oldest dropped. A later refund of a
+  dropped order matches no record (it takes off at most its own amount), and a re-send
+  of it under a new event id counts again.
+- seen: `Engine.dedup_window` (32) digests; oldest dropped, so a retry arriving after
+  that many newer events of the customer is applied again.
+- gifts: the once-ever codes, one per spend tier + 2 (6); nothing happens at it: each
+  code is added once and no other code is ever added.
+- touches: `ContactPolicy.max_per_window` (2); nothing happens at it: a touch is kept
+  only while inside the window and added only below the cap (`policy.apply`).
+- timers: one per name in `step.TIMER_NAMES` (6); scheduling a name replaces it.
+- member_until: at most `Engine.max_member_ahead_days` (3650) after the payment that
+  set it; a membership payment that would run it further is rejected.
+- ids (Timer.cause, referrer_id, owner_staff, last_staff): `ID_CHARS` (128); carrier
+  keys, join_source, Timer.note: `NAME_CHARS` (64). The input schemas (topics/) reject
+  a longer value at the edge, before the core sees it.
+- integers: 64 bits (orjson's range); sums of orders of at most 10^7 yuan never reach it.
+
+`rules.largest_state` builds the state with every bound reached and every string in
+its most expensive JSON encoding; tests/test_state.py proves it serializes below
+`Engine.max_state_bytes`, so no per-event size check is needed.
+
+Serialization is JSON (orjson) with one- or two-letter keys and defaults omitted,
+tagged with a format version `v`. A reader accepts every version up to its own and
+fills fields it does not find with their defaults, so state written by an older
+release keeps working after an upgrade; a newer version than the reader knows is a
+`StateError`, never silently misread.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any, NamedTuple
+
+import orjson
+
+from siyu_stream.core.clock import Millis
+from siyu_stream.core.errors import StateError
+
+FORMAT_VERSION = 1
+DIGEST_BYTES = 6
+"""Event ids and order ids are remembered as 48-bit digests: a collision inside one
+customer's short window is ~1e-12 likely, and the state stays small."""
+
+LAYERS = ("A1", "A2", "A3", "A4", "A5")
+
+ID_CHARS = 128
+"""Longest id the input schemas allow (event_id, staff_id, referrer_id): the bound of
+Timer.cause, referrer_id, owner_staff and last_staff."""
+NAME_CHARS = 64
+"""Longest carrier, channel or source the input schemas allow: the bound of the carrier
+keys, join_source and Timer.note."""
+
+
+def digest(text: str) -> bytes:
+    return blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+# Immutable (clone() shares them between states) and tuples: a state load builds a dozen
+# of them, and a NamedTuple builds ~5x faster than a frozen dataclass.
+class Timer(NamedTuple):
+    due: Millis
+    cause: str
+    """Event id that scheduled it; becomes the action's cause_event_id. At most ID_CHARS."""
+    note: str = ""
+    """Small per-timer detail (e.g. the channel the customer wrote on); at most NAME_CHARS."""
+
+
+class OrderRecord(NamedTuple):
+    key: bytes
+    """digest(order_id)"""
+    remaining_fen: int
+    membership: bool
+
+
+def _meta(key: str) -> dict[str, str]:
+    return {"key": key}
+
+
+@dataclass(slots=True)
+class CustomerState:
+    layer: str | None = field(default=None, metadata=_meta("l"))
+    """5A layer, monotone; None until the customer is first seen."""
+    tier: str = field(default="none", metadata=_meta("t"))
+    health: str = field(default="active", metadata=_meta("h"))
+    membership: str = field(default="none", metadata=_meta("m"))
+    spend_fen: int = field(default=0, metadata=_meta("s"))
+    """Net spend on purchases (refunds subtracted, never below 0), integer fen."""
+    orders: int = field(default=0, metadata=_meta("o"))
+    """Paid purchase orders (membership fees excluded)."""
+    first_order_at: Millis | None = field(default=None, metadata=_meta("fo"))
+    last_order_at: Millis | None = field(default=None, metadata=_meta("lo"))
+    order_times: list[Millis] = field(default_factory=list, metadata=_meta("ot"))
+    """Most recent paid purchase times, ascending, for the repurchase cycle; at most
+    RepurchaseDue.gaps + 1, oldest dropped."""
+    recent_orders: list[OrderRecord] = field(default_factory=list, metadata=_meta("ro"))
+    """At most Engine.recent_orders, oldest dropped."""
+    carriers: dict[str, Millis] = field(default_factory=dict, metadata=_meta("c"))
+    """Carriers the customer is in now, with the time they joined each; at most
+    Engine.max_carriers (a join to one more is rejected), keys at most NAME_CHARS."""
+    join_source: str | None = field(default=None, metadata=_meta("js"))
+    """At most NAME_CHARS."""
+    referrer_id: str | None = field(default=None, metadata=_meta("r"))
+    """At most ID_CHARS."""
+    owner_staff: str | None = field(default=None, metadata=_meta("os"))
+    """Staff of the latest join that named one; at most ID_CHARS."""
+    last_staff: str | None = field(default=None, metadata=_meta("ls"))
+    """Staff who last wrote to the customer; at most ID_CHARS."""
+    last_inbound_at: Millis | None = field(default=None, metadata=_meta("li"))
+    last_outbound_at: Millis | None = field(default=None, metadata=_meta("lu"))
+    pending_reply_since: Millis | None = field(default=None, metadata=_meta("p"))
+    outbound_streak: int = field(default=0, metadata=_meta("u"))
+    last_activity_at: Millis | None = field(default=None, metadata=_meta("a"))
+    """Latest order or inbound chat (for `dormant`)."""
+    referrals: int = field(default=0, metadata=_meta("rc"))
+    member_until: Millis | None = field(default=None, metadata=_meta("mu"))
+    """At most Engine.max_member_ahead_days after the payment that set it."""
+    gifts: list[str] = field(default_factory=list, metadata=_meta("g"))
+    """Once-ever gift codes already granted (each at most once: as many as there are)."""
+    touches: list[Millis] = field(default_factory=list, metadata=_meta("x"))
+    """Due times of recent customer-facing reminders (frequency cap); at most
+    ContactPolicy.max_per_window."""
+    last_invite_at: Millis | None = field(default=None, metadata=_meta("iv"))
+    seen: bytes = field(default=b"", metadata=_meta("e"))
+    """Digests of recent event ids, oldest first, DIGEST_BYTES each; at most
+    Engine.dedup_window of them, oldest dropped."""
+    timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
+    """At most one per name in step.TIMER_NAMES."""
+
+    def clone(self) -> CustomerState:
+        """A copy the core may change: containers copied, their (frozen) items shared."""
+        # every field read in field order by one C call and passed by position: building
+        # it by keyword cost 3x as much, and this runs for every event and timer
+        copy = CustomerState(*_ALL_FIELDS(self))
+        copy.order_times = list(self.order_times)
+        copy.recent_orders = list(self.recent_orders)
+        copy.carriers = dict(self.carriers)
+        copy.gifts = list(self.gifts)
+        copy.touches = list(self.touches)
+        copy.timers = dict(self.timers)
+        return copy
+
+    def has_seen(self, key: bytes) -> bool:
+        start = self.seen.find(key)
+        while start != -1:
+            if start % DIGEST_BYTES == 0:  # aligned: a whole digest, not a straddle of two
+                return True
+            start = self.seen.find(key, start + 1)
+        return False
+
+    def remember(self, key: bytes, window: int) -> None:
+        self.seen = (self.seen + key)[-window * DIGEST_BYTES :]
+
+    def find_order(self, order_key: bytes) -> OrderRecord | None:
+        for record in self.recent_orders:
+            if record.key == order_key:
+                return record
+        return None
+
+
+_FIELDS = dataclasses.fields(CustomerState)
+_ALL_FIELDS = operator.attrgetter(*(f.name for f in _FIELDS))
+"""Every field of a state, in the constructor's order (tests/test_state.py checks that
+clone() copies each container)."""
+_DEFAULTS = CustomerState()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _encode_orders(orders: list[OrderRecord]) -> list[list[Any]]:
+    return [[_b64(o.key), o.remaining_fen, int(o.membership)] for o in orders]
+
+
+def _decode_orders(raw: list[list[Any]]) -> list[OrderRecord]:
+    return [OrderRecord(base64.b64decode(k), fen, bool(m)) for k, fen, m in raw]
+
+
+def _encode_timers(timers: dict[str, Timer]) -> dict[str, list[Any]]:
+    return {k: [t.due, t.cause, t.note] if t.note else [t.due, t.cause] for k, t in timers.items()}
+
+
+def _decode_timers(raw: dict[str, list[Any]]) -> dict[str, Timer]:
+    return {k: Timer(*v) for k, v in raw.items()}
+
+
+_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "seen": (_b64, base64.b64decode),
+    "recent_orders": (_encode_orders, _decode_orders),
+    "timers": (_encode_timers, _decode_timers),
+}
+"""Fields that are not plain JSON values: (encode, decode)."""
+
+# (field, key, default, encode) and key -> (field, decode): built once, used per state
+_ENCODE = [
+    (
+        f.name,
+        f.metadata["key"],
+        getattr(_DEFAULTS, f.name),
+        _CODECS[f.name][0] if f.name in _CODECS else None,
+    )
+    for f in _FIELDS
+]
+_DECODE = {
+    f.metadata["key"]: (f.name, _CODECS[f.name][1] if f.name in _CODECS else None) for f in _FIELDS
+}
+
+
+def to_dict(state: CustomerState) -> dict[str, Any]:
+    out: dict[str, Any] = {"v": FORMAT_VERSION}
+    for name, key, default, encode in _ENCODE:
+        value = getattr(state, name)
+        if value != default:
+            out[key] = value if encode is None else encode(value)
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> CustomerState:
+    version = data.get("v")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        msg = f"customer state format {version!r} is not readable by format {FORMAT_VERSION}"
+        raise StateError(msg)
+    values = {}
+    try:
+        for key, raw in data.items():
+            entry = _DECODE.get(key)
+            if entry is not None:  # "v", and nothing else: a reader knows every key it wrote
+                name, decode = entry
+                values[name] = raw if decode is None else decode(raw)
+        return CustomerState(**values)
+    except (TypeError, ValueError) as exc:
+        msg = f"corrupt customer state: {exc}"
+        raise StateError(msg) from exc
+
+
+def dumps(state: CustomerState) -> bytes:
+    return orjson.dumps(to_dict(state))
+
+
+def loads(raw: bytes) -> CustomerState:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = f"corrupt customer state: {exc}"
+        raise StateError(msg) from exc
+    if not isinstance(data, dict):
+        msg = "corrupt customer state: not an object"
+        raise StateError(msg)
+    return from_dict(data)

@@ -1,0 +1,210 @@
+"""One step of the rule core: the working copy of a customer's state and what it emits.
+
+`Ctx` is what every rule function receives: it sets tracked fields (emitted as
+`change` actions when the step finishes), emits gifts and reminders (routing
+customer-facing ones through the contact policy), and schedules timers.
+
+A `Step` has one of three outcomes: `ok` (apply its state and actions), `duplicate`
+(an event already applied; nothing to do) and `rejected` (a valid event the rules
+refuse because applying it would break a state bound, see `siyu_stream.core.state`; the
+state is unchanged, and `reason` says why, for the dead-letter record). The core
+decides all three, so live and replay agree on them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import median
+from typing import Literal
+
+from siyu_stream.core import policy
+from siyu_stream.core.actions import Action, ReferralCredit, action_id
+from siyu_stream.core.clock import DAY, Millis, format_rfc3339
+from siyu_stream.core.ruleset import TIERS, Rules
+from siyu_stream.core.state import LAYERS, CustomerState, Timer
+
+Outcome = Literal["ok", "duplicate", "rejected"]
+TRACKED = ("layer", "tier", "health", "membership")
+LATEST_DUE: Millis = 253_370_764_800_000
+"""9999-01-01T00:00:00Z: the latest due time a timer can have (it has a calendar date)."""
+# timer names; one timer of each name per customer at most
+REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
+RENEWAL, EXPIRY, DORMANT = "renewal", "expiry", "dormant"
+TIMER_NAMES = (REPLY_SLA, REPURCHASE, REPURCHASE_RISK, RENEWAL, EXPIRY, DORMANT)
+"""Every timer name: a customer holds at most this many timers."""
+
+
+@dataclass(slots=True)
+class Step:
+    state: CustomerState
+    actions: list[Action] = field(default_factory=list)
+    credits: list[ReferralCredit] = field(default_factory=list)
+    outcome: Outcome = "ok"
+    reason: str | None = None
+    """Why the event was rejected (outcome `rejected` only): one sentence naming the bound."""
+
+
+@dataclass(slots=True)
+class Why:
+    rule: str
+    because: str
+
+
+def tracked(state: CustomerState) -> tuple[str | None, str, str, str]:
+    """The TRACKED fields of `state`, in that order (spelled out: it runs for every event)."""
+    return (state.layer, state.tier, state.health, state.membership)
+
+
+class Ctx:
+    """Accumulates one step: the working copy of the state and what it emits."""
+
+    def __init__(  # noqa: PLR0917 - private, called from three places with all six
+        self,
+        state: CustomerState,
+        customer_id: str,
+        at: Millis,
+        cause: str,
+        fact: str,
+        rules: Rules,
+    ) -> None:
+        self.s = state
+        self.customer_id = customer_id
+        self.at = at
+        self.cause = cause
+        self.fact = fact  # identifies this firing for action ids: an event id or a timer
+        self.rules = rules
+        self.before = tracked(state)
+        self.why: dict[str, Why] = {}
+        self.step = Step(state)
+
+    # ---- tracked fields: set now, emitted as `change` actions at the end of the step
+    def set(self, name: str, value: str, rule: str, because: str) -> None:
+        if getattr(self.s, name) != value:
+            setattr(self.s, name, value)
+            self.why[name] = Why(rule, because)
+
+    def raise_layer(self, layer: str, because: str) -> None:
+        current = self.s.layer
+        if current is None or LAYERS.index(layer) > LAYERS.index(current):
+            self.set("layer", layer, "layer", because)
+
+    def finish(self) -> Step:
+        if tracked(self.s) == self.before:
+            return self.step  # most steps change none of them
+        for name, old in zip(TRACKED, self.before, strict=True):
+            new = getattr(self.s, name)
+            if old == new:
+                continue
+            why = self.why[name]
+            self.emit(
+                "change",
+                why.rule,
+                {"field": name, "from": old, "to": new},
+                f"{name} {old or 'unknown'} → {new}: {why.because}",
+                name,
+            )
+        return self.step
+
+    # ---- emitting
+    def emit(
+        self, kind: str, rule: str, detail: dict[str, object], because: str, *extra: str | int
+    ) -> Action:
+        action = Action(
+            action_id=action_id(rule, kind, self.customer_id, self.fact, *extra),
+            kind=kind,  # type: ignore[arg-type]  # callers pass the four literal kinds
+            rule=rule,
+            customer_id=self.customer_id,
+            occurred_at=self.at,
+            cause_event_id=self.cause,
+            detail=detail,
+            because=because,
+            rules_version=self.rules.version,
+        )
+        self.step.actions.append(action)
+        return action
+
+    def gift(self, rule: str, code: str, because: str, once: bool) -> None:
+        if once:
+            if code in self.s.gifts:
+                return
+            self.s.gifts.append(code)
+        value = self.rules.gift_fen(code)
+        self.emit("gift", rule, {"code": code, "value": value}, because, code)
+
+    def remind(
+        self,
+        rule: str,
+        template: str,
+        because: str,
+        *,
+        due: Millis,
+        channel: str,
+        assignee: str | None,
+        priority: str = "normal",
+    ) -> None:
+        facing = template in policy.CUSTOMER_FACING
+        if facing:
+            due = policy.shift_out_of_quiet_hours(due, self.rules)
+        detail: dict[str, object] = {
+            "template": template,
+            "assignee": assignee,
+            "channel": channel,
+            "due_at": format_rfc3339(due),
+            "priority": priority,
+        }
+        action = self.emit("reminder", rule, detail, because, template)
+        if facing:
+            delivered = policy.apply(self.s, action, due, self.rules)
+            if delivered is not action:
+                self.step.actions[-1] = delivered
+
+    # ---- helpers shared by several rules
+    def schedule(self, name: str, due: Millis, note: str = "") -> None:
+        # clamped, never overflowing: events lie before year 9000, but a repurchase cycle
+        # is as long as the gap between two orders, and its multiples could pass year 9999
+        self.s.timers[name] = Timer(min(due, LATEST_DUE), self.cause, note)
+
+    def cancel(self, name: str) -> None:
+        self.s.timers.pop(name, None)
+
+    def contact_channel(self) -> str:
+        """Where to reach the customer: the carrier they joined first, else the default."""
+        if self.s.carriers:
+            return min(self.s.carriers.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        return self.rules.contact_policy.default_channel
+
+    def staff(self) -> str | None:
+        return self.s.last_staff or self.s.owner_staff
+
+    def activity(self, what: str) -> None:
+        """An order or inbound chat: health back to active (unless lost), dormant clock reset."""
+        s = self.s
+        if s.health in ("at_risk", "dormant"):
+            self.set("health", "active", "health", f"{what} at {format_rfc3339(self.at)}")
+        if s.last_activity_at is None or self.at >= s.last_activity_at:
+            s.last_activity_at = self.at
+            self.schedule(DORMANT, self.at + self.rules.dormant.days * DAY)
+
+
+def tier_of(spend_fen: int, rules: Rules) -> str:
+    """The highest tier whose threshold the spend reaches (thresholds increase: the rules
+    file is checked for it)."""
+    return TIERS[bisect_right(_floors_fen(rules.spend_tier.thresholds_yuan), spend_fen)]
+
+
+@lru_cache(maxsize=16)
+def _floors_fen(thresholds_yuan: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(threshold * 100 for threshold in thresholds_yuan)
+
+
+def repurchase_cycle(order_times: list[Millis], rules: Rules) -> Millis:
+    """Median of the last <= N inter-order gaps, floored; the default with < 2 orders."""
+    cfg = rules.repurchase_due
+    if len(order_times) < 2:
+        return cfg.default_days * DAY
+    recent = order_times[-(cfg.gaps + 1) :]
+    gaps = [b - a for a, b in itertools.pairwise(recent)]
+    return max(int(median(gaps)), cfg.floor_days * DAY)

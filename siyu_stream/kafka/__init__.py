@@ -1,0 +1,1 @@
+"""The Kafka edge: topic administration, the local brokers and reading topic history."""

@@ -1,0 +1,2 @@
+"""The live worker: the aiokafka loop, the partition processor, state stores, the changelog,
+standbys and group membership."""

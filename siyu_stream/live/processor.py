@@ -1,0 +1,558 @@
+"""The live adapter for one partition: records in, state changes and records out.
+
+The worker (`siyu_stream.live.worker`) owns partitions; it hands each `PartitionTask` the
+records of that partition of the input topics and of the internal command topic
+(`enqueue`), then lets it `run`. Everything that makes the live run correct lives here,
+where runtime tests drive it with a dict store and no broker:
+
+- **decode and validate** on arrival; a record that cannot be taken (null value,
+  undecodable, oversized, a schema violation, an event time out of range, a step the
+  core rejects) becomes one dead-letter record (`deadletter`) and processing goes on;
+- **merge order and stream time** (`merge`, `partition`): records are taken by sort
+  key across the partition's queues, waiting up to `idle_ms` for a queue whose topic
+  partition is not caught up; timers fire on the partition clock before each record,
+  and on the wall clock (less `grace_ms`) only when every queue is caught up and empty;
+- **re-keying**: an event on a partition that does not own its customer is forwarded
+  through the command topic keyed by customer id (the state lives with the key);
+- **referral credits** travel as commands keyed by the referrer, carrying the event
+  time of the order that earned them;
+- **state changes are buffered** until the worker has made the batch durable:
+  `changelog()` seals them as one changelog record per changed customer and one for the
+  partition clock (the next batch builds on them while they commit), `committed()` folds
+  the oldest sealed batch into the store, `discard()` forgets every change not committed
+  (and the records queued: the worker rewinds to the committed offsets).
+
+Why ~560 lines in one module: decoding on arrival, the merge loop and the step's records
+share the queues and the batch's states; the rules, clocks and observation they call
+live in their own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Collection, Iterator, MutableMapping
+from dataclasses import dataclass
+
+import orjson
+
+from siyu_stream.core import deadletter
+from siyu_stream.core import state as state_format
+from siyu_stream.core.actions import ReferralCredit
+from siyu_stream.core.clock import Millis, format_rfc3339
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import KIND, Event, decode
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import CustomerState
+from siyu_stream.core.step import Step
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.merge import FIRST, Queues
+from siyu_stream.eventtime.partition import Partition, check_time, credit_key, sort_key
+from siyu_stream.observe.observer import Observer
+from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
+
+log = logging.getLogger("siyu_stream.live.processor")
+
+CLOCK_KEY = ""
+"""The changelog key of the partition clock: no customer id is empty."""
+MAX_RECORD_BYTES = 900_000
+"""Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
+input that would produce one is dead-lettered instead, so no record stops a partition."""
+LOCAL = ""
+"""The queue of referral credits for referrers on this same partition: each is taken
+right after the order that earned it (its sort key), without a round trip through the
+command topic, which would make it late."""
+QUEUE_LIMIT = 10_000
+"""Records queued per source before the worker stops fetching it (see `full`)."""
+CACHED = 10_000
+"""Decoded committed states kept per partition (`_Batch`): ~10 objects, ~1 KB each."""
+
+Store = MutableMapping[str, bytes]
+"""A partition's state store: customer id -> serialized state (see `stores`)."""
+
+
+@dataclass(slots=True)
+class Out:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    """None: a record with a null value (a tombstone)."""
+    timestamp: Millis = 0
+    """Kafka record timestamp (producer create time): the start of processing latency."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A queued record and what it will do when its turn comes."""
+
+    offset: int
+    """Its offset in the queue's own topic partition (what to commit while it waits)."""
+    record: Record
+    """What a dead letter names (for a re-keyed event: the original input record)."""
+    kind: str
+    event: Event | None = None
+    credit: ReferralCredit | None = None
+    reason: str | None = None
+    """Dead-letter it with this reason."""
+    forward: bool = False
+    """Re-key it to its owner's partition."""
+
+
+@dataclass(slots=True)
+class _Sealed:
+    """A batch's state changes, serialized for the changelog, waiting to be durable."""
+
+    states: dict[str, CustomerState]
+    serialized: dict[str, bytes]
+    clock: Millis | None
+
+
+class _Batch:
+    """The partition's states as the batches in flight see them: the changes of the batch
+    being processed (`dirty`) over those of the sealed batches still being made durable
+    (the worker processes a batch while the one before it commits), over the store.
+
+    Decoded committed states of recently active customers are kept (`CACHED`, least
+    recently used first out), so that a customer's next batch does not parse the state
+    its last batch serialized. Safe because states are never changed in place: the core
+    works on a `clone`, and a committed state is replaced, not edited."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dirty: dict[str, CustomerState] = {}
+        self.sealed: deque[_Sealed] = deque()
+        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        state = self.dirty.get(customer_id)
+        if state is not None:
+            return state
+        for batch in reversed(self.sealed):  # newest first
+            state = batch.states.get(customer_id)
+            if state is not None:
+                return state
+        return self.committed(customer_id)
+
+    def committed(self, customer_id: str) -> CustomerState | None:
+        """The customer's state as last made durable."""
+        cache = self.cache
+        state = cache.get(customer_id)
+        if state is not None:
+            cache.move_to_end(customer_id)
+            return state
+        raw = self.store.get(customer_id)
+        if raw is None:
+            return None
+        state = state_format.loads(raw)
+        self._keep(customer_id, state)
+        return state
+
+    def put(self, customer_id: str, state: CustomerState) -> None:
+        self.dirty[customer_id] = state
+
+    def seal(self, serialized: dict[str, bytes], clock: Millis | None) -> None:
+        """The batch's changes go in flight; later changes start the next batch."""
+        self.sealed.append(_Sealed(self.dirty, serialized, clock))
+        self.dirty = {}
+
+    def settle(self) -> Millis | None:
+        """The oldest sealed batch is durable: its records into the store, its states kept
+        decoded. Returns the clock it carried."""
+        batch = self.sealed.popleft()
+        self.store.update(batch.serialized)
+        for customer_id, state in batch.states.items():
+            self._keep(customer_id, state)
+        return batch.clock
+
+    def discard(self) -> None:
+        self.dirty = {}
+        self.sealed.clear()
+
+    def _keep(self, customer_id: str, state: CustomerState) -> None:
+        cache = self.cache
+        cache[customer_id] = state
+        cache.move_to_end(customer_id)
+        while len(cache) > CACHED:
+            cache.popitem(last=False)
+
+
+class PartitionTask:
+    """Everything one worker does for one partition."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        topology: Topology,
+        partition: int,
+        store: Store,
+        observer: Observer,
+        *,
+        idle_ms: Millis = 0,
+        grace_ms: Millis = 0,
+    ) -> None:
+        self.rules = rules
+        self.topology = topology
+        self.partition = partition
+        self.store = store
+        self.observer = observer
+        self.idle_ms = idle_ms
+        self.grace_ms = grace_ms
+        self.partitions = topology.settings.partitions
+        self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
+        self.sources = [*self.type_of_topic, topology.commands]
+        self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
+        self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
+        self._batch = _Batch(store)
+        self.events = Partition(rules, self._batch, self._applied)
+        raw_clock = store.get(CLOCK_KEY)
+        self.events.clock = None if raw_clock is None else int(orjson.loads(raw_clock)["clock"])
+        self._committed_clock = self.events.clock
+        self._sealed_clock = self.events.clock
+        self._outs: list[Out] = []
+        self._event: Event | None = None
+        self._record = Record("", partition, -1, None, None)
+        """The record in hand (what a credit it earns names as its source)."""
+        self._waiting_since: Millis | None = None
+        self.more = False
+        """The last `run` stopped at its limit with work left (call it again soon)."""
+
+    def index(self, chunk: int = 10_000) -> Iterator[int]:
+        """Index the stored states (timers, population gauges) before the first record,
+        yielding the count every `chunk` states: a worker yields to its event loop there,
+        so that a million-customer partition does not stall its group heartbeats."""
+        count = 0
+        for customer_id, raw in self.store.items():
+            if customer_id == CLOCK_KEY:
+                continue
+            state = state_format.loads(raw)
+            self.events.timers.track(customer_id, None, state)
+            self.observer.indexed(customer_id, state)
+            count += 1
+            if count % chunk == 0:
+                yield count
+        yield count
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def clock(self) -> Millis | None:
+        return self.events.clock
+
+    @property
+    def dirty(self) -> dict[str, CustomerState]:
+        return self._batch.dirty
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """A customer's state as the batch in flight has it."""
+        return self._batch.get(customer_id)
+
+    def committed_state(self, customer_id: str) -> CustomerState | None:
+        """A customer's state as last made durable (what the API shows)."""
+        return self._batch.committed(customer_id) if customer_id != CLOCK_KEY else None
+
+    def changelog(self) -> list[Out]:
+        """Seal the batch's state changes and return them as changelog records (explicitly
+        on this partition), the partition clock with them when it moved. What is processed
+        next builds the next batch over this one until `committed()`."""
+        serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
+        clock = self.events.clock
+        if clock is not None and clock != self._sealed_clock:
+            serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})
+        self._batch.seal(serialized, clock)
+        self._sealed_clock = clock
+        topic = self.topology.changelog
+        return [Out(topic, cid.encode(), raw, self.partition) for cid, raw in serialized.items()]
+
+    def committed(self) -> None:
+        """The oldest sealed batch is durable: its state changes become the store's (with
+        none sealed, the changes so far are sealed first: runtime tests).
+
+        The timer entries popped so far are settled, a later batch's with them: if that
+        batch fails, the worker rebuilds the task from the store (`worker._rewind`), which
+        indexes every timer again."""
+        if not self._batch.sealed:
+            self.changelog()
+        self._committed_clock = self._batch.settle()
+        self.events.timers.settle()
+
+    def discard(self) -> None:
+        """The batch failed: forget its state changes and queued records (the worker
+        rewinds the partition to its committed offsets and reads them again)."""
+        self._batch.discard()
+        self.events.timers.rollback()
+        self.events.clock = self._committed_clock
+        self._sealed_clock = self._committed_clock
+        self.queues.clear()
+        self._waiting_since = None
+
+    # ------------------------------------------------------------ records
+
+    def enqueue(self, record: Record, now: Millis) -> None:
+        """Decode a consumed record arriving at wall-clock `now` and queue it for its turn."""
+        if record.topic == self.topology.commands:
+            self._enqueue_command(record, now)
+            return
+        kind = self.type_of_topic.get(record.topic, "?")
+        self._enqueue_input(record, record.topic, record.offset, kind, now, forwarded=False)
+
+    def full(self) -> list[str]:
+        """Sources with QUEUE_LIMIT records queued: the worker pauses fetching them."""
+        return [s for s in self.sources if self.queues.queued(s) >= QUEUE_LIMIT]
+
+    def positions(self) -> dict[str, int]:
+        """Per source with records queued: the offset of the first (where to resume)."""
+        return {
+            s: first.offset for s in self.sources if (first := self.queues.first(s)) is not None
+        }
+
+    def run(self, now: Millis, caught_up: Collection[str], limit: int | None = None) -> list[Out]:
+        """Take queued records in merge order, timers first, and fire the timers the wall
+        clock (`now` - grace) has passed when every source is caught up (`caught_up`
+        names the sources with nothing left to read). Stops after about `limit` output
+        records; `more` says so."""
+        self._outs = list[Out]()
+        self.more = False
+        self._run(now, {*caught_up, LOCAL}, limit)
+        # a stop at the limit may fall between an order and its credit: the credit is next
+        while (pending := self.queues.first(LOCAL)) is not None:
+            self.queues.pop(LOCAL)
+            assert pending.credit is not None
+            self._fire(pending.credit.at, None)
+            self._take_guarded(LOCAL, pending, now)
+        return self._outs
+
+    def _run(self, now: Millis, caught_up: Collection[str], limit: int | None) -> None:
+        outs = self._outs
+        while True:
+            budget = None if limit is None else limit - len(outs)
+            if budget is not None and budget <= 0:
+                self.more = True
+                return
+            head = self.queues.head()
+            if head is None:
+                if all(s in caught_up for s in self.sources):
+                    self.more = not self._fire(now - self.grace_ms, budget, punctuate=True)
+                return
+            source, key, pending = head
+            if key != FIRST:
+                # a local credit comes right after its order: nothing unread can precede it
+                if source != LOCAL and self._must_wait(now, caught_up):
+                    return
+                problem = self._time_problem(pending, now)
+                if problem is not None:
+                    self.queues.pop(source)
+                    self._dead(pending, problem, now)
+                    continue
+                if not self._fire(key[0], budget):
+                    self.more = True
+                    return
+            self.queues.pop(source)
+            self._take_guarded(source, pending, now)
+
+    def _take_guarded(self, source: str, pending: Pending, now: Millis) -> None:
+        self.observer.record_ts = pending.record.timestamp or now
+        self._record = pending.record
+        try:
+            self._take(pending, now)
+        except Exception as exc:  # a bug must not stop the stream: dead-letter the record
+            log.exception("internal error on %s[%d]@%d", source, self.partition, pending.offset)
+            self._dead(pending, f"internal error: {exc!r}", now)
+
+    def handle(self, record: Record, now: Millis) -> list[Out]:
+        """Queue one record and run as if every source were caught up (runtime tests)."""
+        self.enqueue(record, now)
+        return self.run(now, self.sources)
+
+    def sweep(self, now: Millis, limit: int | None = None) -> list[Out]:
+        """Run with every source caught up: the wall clock fires what is due."""
+        return self.run(now, self.sources, limit)
+
+    # ------------------------------------------------------------ internals
+
+    def _enqueue_input(
+        self, record: Record, source: str, offset: int, kind: str, now: Millis, *, forwarded: bool
+    ) -> None:
+        reason = None
+        event = None
+        if record.value is None:
+            reason = "null value (a tombstone): an input record must carry an event"
+        else:
+            try:
+                event = decode(record.value, self.rules.input)
+                actual = KIND[type(event)]
+                if actual != kind:
+                    msg = f"a {actual} event on topic {record.topic} (expects {kind})"
+                    raise InvalidEvent(msg, "type")
+                check_time(event.at, now, "the wall clock", self.rules)
+            except InvalidEvent as exc:
+                event, reason = None, exc.full_reason
+        if event is None:
+            self.queues.push(source, FIRST, Pending(offset, record, kind, reason=reason))
+            return
+        owner = partition_for(event.customer_id.encode(), self.partitions)
+        if not forwarded and owner != self.partition:
+            self.queues.push(source, FIRST, Pending(offset, record, kind, event, forward=True))
+            return
+        self.queues.push(source, sort_key(event), Pending(offset, record, kind, event))
+
+    def _enqueue_command(self, record: Record, now: Millis) -> None:
+        source = self.topology.commands
+        try:
+            command = orjson.loads(record.value or b"null")
+            if command["cmd"] == "credit":
+                credit = ReferralCredit(
+                    str(command["referrer"]),
+                    str(command["referred"]),
+                    int(command["at"]),
+                    str(command["cause"]),
+                )
+                pending = Pending(record.offset, record, "credit", credit=credit)
+                self.queues.push(source, credit_key(credit), pending)
+                return
+            # a re-keyed input event: taken here, where its customer's state lives
+            original = Record(
+                str(command["topic"]),
+                int(command["partition"]),
+                int(command["offset"]),
+                record.key,
+                str(command["value"]).encode(),
+                record.timestamp,
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            # only siyu-stream writes this topic, but a bad record must not stop the stream
+            reason = f"malformed command: {exc!r}"
+            self.queues.push(
+                source, FIRST, Pending(record.offset, record, "command", reason=reason)
+            )
+            return
+        kind = self.type_of_topic.get(original.topic, "?")
+        self._enqueue_input(original, source, record.offset, kind, now, forwarded=True)
+
+    def _must_wait(self, now: Millis, caught_up: Collection[str]) -> bool:
+        """An empty queue whose topic partition has more to read may hold an earlier
+        record: wait for it, up to idle_ms (then go on; what comes later is late)."""
+        if all(s in caught_up for s in self.queues.empty()):
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.idle_ms
+
+    def _time_problem(self, pending: Pending, now: Millis) -> str | None:
+        """Why the head's event time is out of range, if it is."""
+        if pending.event is None:
+            return None
+        try:
+            self.events.check_age(pending.event.at)
+        except InvalidEvent as exc:
+            return exc.full_reason
+        return None
+
+    def _fire(self, until: Millis, budget: int | None, *, punctuate: bool = False) -> bool:
+        try:
+            return self.events.advance(until, budget, punctuate=punctuate)
+        except Exception:  # a bug in a timer rule: that timer is skipped, the stream goes on
+            log.exception("internal error firing a timer on partition %d", self.partition)
+            return False
+
+    def _take(self, pending: Pending, now: Millis) -> None:
+        if pending.reason is not None:
+            self._dead(pending, pending.reason, now)
+        elif pending.forward:
+            assert pending.event is not None and pending.record.value is not None
+            self.observer.outcome(pending.kind, "rekeyed")
+            command = {
+                "cmd": "event",
+                "topic": pending.record.topic,
+                "partition": pending.record.partition,
+                "offset": pending.record.offset,
+                "value": pending.record.value.decode(),
+            }
+            key = pending.event.customer_id.encode()
+            self._outs.append(Out(self.topology.commands, key, orjson.dumps(command)))
+        elif pending.credit is not None:
+            self.events.credit(pending.credit)
+        else:
+            assert pending.event is not None
+            self._event = pending.event
+            try:
+                step = self.events.apply(pending.event)
+            except _TooLarge as exc:
+                self._dead(pending, str(exc), now)
+                return
+            finally:
+                self._event = None
+            if step.outcome == "rejected":
+                self._dead(pending, step.reason or "rejected by the rules", now)
+            else:
+                self.observer.outcome(pending.kind, step.outcome)
+
+    def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
+        """A step the partition is about to store: its actions and credits become records."""
+        topic_of = self._output_topic
+        payloads = [a.to_json() for a in step.actions]
+        outs = [
+            Out(topic_of[a.kind], a.customer_id.encode(), payload)
+            for a, payload in zip(step.actions, payloads, strict=True)
+        ]
+        for credit in step.credits:
+            referrer = credit.referrer_id.encode()
+            if partition_for(referrer, self.partitions) == self.partition:
+                pending = Pending(-1, self._record, "credit", credit=credit)
+                self.queues.push(LOCAL, credit_key(credit), pending)
+                continue
+            command = {
+                "cmd": "credit",
+                "referrer": credit.referrer_id,
+                "referred": credit.referred_id,
+                "at": credit.at,
+                "cause": credit.cause_event_id,
+            }
+            outs.append(
+                Out(self.topology.commands, credit.referrer_id.encode(), orjson.dumps(command))
+            )
+        largest = max(map(len, payloads), default=0)
+        if step.credits:  # commands too
+            largest = max((len(o.value) for o in outs), default=0)
+        if largest > MAX_RECORD_BYTES:
+            msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
+            raise _TooLarge(msg)
+        self._outs.extend(outs)
+        if self._event is not None and customer_id == self._event.customer_id:
+            self.observer.event(before, step.state, self._event)
+        self.observer.applied(customer_id, before, step, payloads)
+
+    def _dead(self, pending: Pending, reason: str, now: Millis) -> None:
+        record = pending.record
+        self.observer.rejected(record.topic)
+        self.observer.outcome(pending.kind, "rejected")
+        where = {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": deadletter.encode_bytes(record.key),
+        }
+        dead = {
+            **deadletter.record(where, record.value, reason),
+            "rejected_at": format_rfc3339(now),
+        }
+        key = None if record.key is None else record.key[:1024]
+        self._outs.append(Out(self.topology.deadletter, key, orjson.dumps(dead)))
+
+
+class _TooLarge(InvalidEvent):
+    """A step whose outputs would not fit a Kafka record."""

@@ -1,0 +1,187 @@
+"""What a worker shows operators, kept beside the processing, never inside it.
+
+The partition adapter (`processor`) tells its `Observer` what each step did; the
+observer keeps plain numbers (`Stats`, shared by the worker's partitions), the
+partition's population gauges and its operator timeline. The metrics exporter and the
+HTTP view read them; nothing here is part of the state or of the outputs. Every
+collection has a bound: counters are keyed by finite label sets, repurchase gaps are
+bucketed as they are observed, latencies are cleared with each batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from siyu_stream.core.clock import DAY, Millis
+from siyu_stream.core.events import Event, Join, Order
+from siyu_stream.core.policy import in_holdout
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import CustomerState
+from siyu_stream.core.step import TRACKED, Step, tracked
+from siyu_stream.observe.timeline import Timeline
+
+GAP_BUCKETS = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
+"""Upper bounds (days) of the repurchase-gap histogram."""
+
+
+@dataclass
+class Stats:
+    """Counters of a worker (read by the metrics exporter) or of a replay run; plain
+    numbers, no Prometheus here."""
+
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(kind, rule) -> count."""
+    deadletters: Counter[str] = field(default_factory=Counter)
+    """Source topic -> rejected records."""
+    timers_fired: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
+    gift_value_fen: Counter[str] = field(default_factory=Counter)
+    buyers_outside_pool: int = 0
+    """Buying episodes outside the pool (a paid purchase, none in the 7 days before)."""
+    buyers_joined: int = 0
+    """Joins into the pool within 7 days of a paid purchase made outside it (加粉)."""
+    paid_orders: Counter[bool] = field(default_factory=Counter)
+    """member? -> paid purchases."""
+    order_value_fen: Counter[bool] = field(default_factory=Counter)
+    gap_buckets: list[int] = field(default_factory=lambda: [0] * (len(GAP_BUCKETS) + 1))
+    """Inter-order gaps per GAP_BUCKETS bucket (the last: above all), not cumulative."""
+    gap_sum_days: float = 0.0
+    latencies: list[tuple[Millis, Millis]] = field(default_factory=list)
+    """(record timestamp, action event time) per action of the batch in flight."""
+
+    def by_outcome(self) -> Counter[str]:
+        """Events per outcome, whatever their type."""
+        return _summed(self.events, 1)
+
+    def by_kind(self) -> Counter[str]:
+        """Actions per kind, whatever their rule."""
+        return _summed(self.actions, 0)
+
+    def gap(self, days: float) -> None:
+        self.gap_buckets[bisect.bisect_left(GAP_BUCKETS, days)] += 1
+        self.gap_sum_days += days
+
+
+def _summed(counter: Counter[tuple[str, str]], position: int) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for key, n in counter.items():
+        total[key[position]] += n
+    return total
+
+
+Profile = tuple[str | None, str, str, str, int]
+"""What a customer adds to the population gauges: the TRACKED fields, orders up to 2."""
+
+
+def _profile(state: CustomerState | None) -> Profile | None:
+    if state is None:
+        return None
+    return (*tracked(state), min(state.orders, 2))
+
+
+class Observer:
+    """One partition's observation: population gauges, business figures, timeline."""
+
+    def __init__(self, stats: Stats, rules: Rules) -> None:
+        self.stats = stats
+        self.rules = rules
+        self.population: Counter[tuple[str, str]] = Counter()
+        """(dimension, value) -> customers of this partition; kept up to date incrementally."""
+        self.timeline = Timeline()
+        self.record_ts: Millis = 0
+        """Timestamp of the record in hand: where an action's processing latency starts."""
+
+    def indexed(self, customer_id: str, state: CustomerState) -> None:
+        """A stored state was loaded when the partition was assigned."""
+        self._count(customer_id, _profile(state), +1)
+
+    def outcome(self, kind: str, outcome: str) -> None:
+        self.stats.events[(kind, outcome)] += 1
+
+    def rejected(self, topic: str) -> None:
+        self.stats.deadletters[topic] += 1
+
+    def event(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
+        """An input event was applied (its step's actions follow through `applied`)."""
+        self._business(before, after, event)
+        self.timeline.event(event)
+
+    def applied(
+        self,
+        customer_id: str,
+        before: CustomerState | None,
+        step: Step,
+        payloads: Sequence[bytes],
+    ) -> None:
+        """A step was applied; `payloads` are its actions as produced (JSON bytes)."""
+        old, new = _profile(before), _profile(step.state)
+        if old != new:
+            if old is None or new is None:
+                self._count(customer_id, old, -1)
+                self._count(customer_id, new, +1)
+            else:
+                self._moved(customer_id, old, new)
+        stats = self.stats
+        for action, payload in zip(step.actions, payloads, strict=True):
+            stats.actions[(action.kind, action.rule)] += 1
+            stats.latencies.append((self.record_ts, action.occurred_at))
+            if action.kind == "gift":
+                stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
+            elif action.kind == "suppressed":
+                stats.suppressed[str(action.detail["reason"])] += 1
+            self.timeline.action(customer_id, payload)
+
+    def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
+        return self.timeline.of(customer_id)
+
+    def _moved(self, customer_id: str, old: Profile, new: Profile) -> None:
+        """`_count(old, -1)` then `_count(new, +1)`, touching only what changed (most
+        steps change one field of a known customer)."""
+        population = self.population
+        for name, a, b in zip(TRACKED, old, new, strict=False):  # the fields; orders last
+            if a != b:
+                population[(name, str(a))] -= 1
+                population[(name, str(b))] += 1
+        if old[-1] != new[-1]:
+            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
+            for orders, sign in ((old[-1], -1), (new[-1], +1)):
+                if orders:
+                    population[("buyers", f"{group}|1+")] += sign
+                    if orders >= 2:
+                        population[("buyers", f"{group}|2+")] += sign
+
+    def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
+        """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
+        if profile is None:
+            return
+        *fields, orders = profile
+        for name, value in zip(TRACKED, fields, strict=True):
+            self.population[(name, str(value))] += sign
+        if orders:
+            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
+            self.population[("buyers", f"{group}|1+")] += sign
+            if orders >= 2:
+                self.population[("buyers", f"{group}|2+")] += sign
+
+    def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
+        """The ROI figures of docs/design.md §1, from what one event changed."""
+        week = 7 * DAY
+        outside = before is None or not before.carriers
+        last_order = before.last_order_at if before is not None else None
+        if isinstance(event, Order) and event.status == "paid" and not event.membership:
+            member = after.membership == "active"
+            self.stats.paid_orders[member] += 1
+            self.stats.order_value_fen[member] += event.amount_fen
+            if last_order is not None and event.at > last_order:
+                self.stats.gap((event.at - last_order) / DAY)
+            if outside and (last_order is None or event.at - last_order > week):
+                self.stats.buyers_outside_pool += 1
+        elif isinstance(event, Join) and outside and after.carriers:
+            joined_after = event.at - last_order if last_order is not None else -1
+            self.stats.buyers_joined += 0 <= joined_after <= week

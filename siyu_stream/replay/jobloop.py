@@ -1,0 +1,389 @@
+"""One replay job: the merge order over the partitions it owns (docs/design.md §5).
+
+`replay` runs one job over every partition, `replay --jobs N` one per process (`jobs`).
+Both take the records of a partition in the live worker's merge order (the head with the
+smallest key of its queues; a referral credit right after the order that earned it), and
+across partitions the head with the smallest (key, source) first, as one merge over all
+queues would. That global order has a shape that lets jobs run apart:
+
+- a partition's own input records come in an order that credits never change, so each
+  gets a **group**: the running maximum of its partition's (key, source) so far. Groups
+  are distinct across partitions, and the global order is by group: a record behind a
+  larger one in its queue ("late") goes right after it, in the same group;
+- a credit belongs to the group of the order that earned it: it is taken within that
+  group, before any record of a later group. So a job needs, before a record of group g,
+  the credits of every earlier group, and no others;
+- each job therefore promises its peers a **bound**: no credit it sends from now on has a
+  group below it. The bound looks ahead: only the orders of a customer who joined through
+  a referrer in another job, up to and including the first purchase, can earn such a
+  credit, and their group is at least the running maximum of their queue. A job takes a
+  record of group g once every peer's bound is above g; the job with the smallest next
+  group can always go on.
+
+Every step gets a tag, (phase, group, sequence), sorted as `--jobs 1` emits: the parent
+merges the jobs' outputs by tag into the same bytes. Rejected lines are dead-lettered when
+their partition reads them: before any step (in line order) or right after the step that
+made the partition read further. A line without a customer id belongs to partition 0.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from siyu_stream.core.actions import ReferralCredit
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import KIND, Chat, Join, Order
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.partition import SortKey, check_time, credit_key, sort_key
+from siyu_stream.replay.engine import Engine
+from siyu_stream.replay.lines import Line
+
+Key = tuple[SortKey, int]
+"""(sort key, source): source = 4 x partition + (order 0, chat 1, join 2, credit 3), the
+order in which one merge over every queue breaks ties."""
+LOWEST: Key = ((-(2**63), -1, ""), -1)
+HIGHEST: Key = ((2**63, 0, ""), 0)
+Tag = tuple[int, Key, int]
+"""(phase: 0 lines rejected before the first step, 1 merge, 2 final timers; group or
+partition; sequence): the order of a step's outputs."""
+Credit = tuple[Key, int, ReferralCredit]
+"""A credit for another job: its group, the emitting job's sequence, the credit."""
+CREDIT = 3
+LOOKAHEAD = 100_000
+"""Records a partition reads ahead to find the next record of a queue that is empty (the
+live worker waits for a lagging topic partition instead); beyond it, it goes on without."""
+READ_AHEAD = 20_000
+"""Lines a job with peers keeps read (not yet visible) to look ahead for its bound."""
+
+
+class Peers(Protocol):
+    """The other jobs, as `jobs` connects them."""
+
+    def receive(self, *, block: bool) -> list[Credit]: ...
+    def allows(self, group: Key, sender: int | None = None) -> bool: ...
+    def done(self) -> bool: ...
+    def send(self, credits: list[tuple[int, Credit]], bound: Key, need: Key | None) -> None: ...
+    def wanted(self) -> Key | None: ...
+
+
+class Out(Protocol):
+    def begin(self, tag: Tag) -> None: ...
+    def dead(self, line: Line, reason: str) -> None: ...
+    def end(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Entry:
+    """A read record that may earn a credit for another job (see `Job.bound`)."""
+
+    low: Key
+    customer: str
+    seq: int
+
+
+class Part:
+    """A partition's queues: read lines not yet visible, one FIFO per input type, credits."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pending: deque[tuple[int, Line]] = deque()
+        self.inputs: tuple[deque[tuple[Key, Line]], ...] = (deque(), deque(), deque())
+        self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
+        self.visible = 0
+        self.high = LOWEST
+        """The running maximum of the input keys taken: the group of the last one."""
+        # look-ahead for peers (several jobs only)
+        self.tops = [LOWEST, LOWEST]  # largest order / join key read
+        self.read = [0, 0]  # orders, joins read
+        self.taken = [0, 0]
+        self.entries: tuple[deque[Entry], deque[Entry]] = (deque(), deque())
+        self.queued: dict[str, int] = {}  # customer -> orders read, not taken
+        self.referred: set[str] = set()
+
+
+QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
+"""The index of an event type's input queue in `Part.inputs`."""
+
+
+class Job:
+    def __init__(  # noqa: PLR0917 - the run's parameters, passed by `jobs`
+        self,
+        engine: Engine,
+        lines: Iterator[tuple[int, int, Line]],
+        owned: frozenset[int],
+        job_of: list[int],
+        out: Out,
+        peers: Peers | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.lines = lines
+        self.owned = owned
+        self.job_of = job_of
+        self.me = job_of[min(owned)]
+        self.out = out
+        self.peers = peers
+        self.progress = progress
+        self.parts = [Part(p) for p in range(len(engine.partitions))]
+        self.exhausted = False
+        self.read = 0
+        self.unseen = 0  # lines read, not yet made visible or rejected
+        self.seq = 0
+        self.foreign: list[tuple[Key, int, ReferralCredit]] = []
+        self.outgoing: list[tuple[int, Credit]] = []
+        self.since = 0
+
+    # ---------------------------------------------------------------- reading
+    def _partition(self, customer_id: str) -> int:
+        count = len(self.parts)
+        return partition_for(customer_id.encode(), count) if count > 1 else 0
+
+    def _read(self) -> bool:
+        item = next(self.lines, None)
+        if item is None:
+            self.exhausted = True
+            return False
+        ordinal, p, line = item
+        self.read += 1
+        if self.progress is not None and self.read % 4096 == 0:
+            self.progress(ordinal + 1)
+        engine = self.engine
+        if line.event is not None and engine.now is not None:
+            try:
+                check_time(line.event.at, engine.now, "--now", engine.rules)
+            except InvalidEvent as exc:
+                line = Line(line.path, line.number, line.raw, line.event, exc)
+        part = self.parts[p]
+        part.pending.append((ordinal, line))
+        self.unseen += 1
+        if self.peers is not None and line.error is None:
+            self._note(part, line)
+        return True
+
+    def _note(self, part: Part, line: Line) -> None:
+        """Look-ahead bookkeeping: the records that may earn a credit for another job."""
+        event = line.event
+        assert event is not None
+        kind = QUEUE_OF[type(event)]
+        if kind == 1:
+            return
+        key = (sort_key(event), 4 * part.index + kind)
+        i = kind // 2  # order 0, join 1
+        part.tops[i] = max(part.tops[i], key)
+        customer = event.customer_id
+        if isinstance(event, Order):
+            purchase = event.status == "paid" and not event.membership
+            if purchase and customer in part.referred:
+                part.entries[0].append(Entry(part.tops[0], customer, part.read[0]))
+            part.queued[customer] = part.queued.get(customer, 0) + 1
+        elif isinstance(event, Join):
+            referrer = event.referrer_id
+            elsewhere = referrer is not None and referrer != customer
+            if elsewhere and self.job_of[self._partition(referrer or "")] != self.me:
+                part.referred.add(customer)
+                # orders read from now on have entries; an order read before this join
+                # may still be taken after it: the join stands for those
+                if part.queued.get(customer, 0) > 0:
+                    part.entries[1].append(Entry(part.tops[1], customer, part.read[1]))
+        part.read[i] += 1
+
+    def _fill(self, part: Part, *, start: bool = False) -> None:
+        """Make the partition's next records visible: until each input queue has a head,
+        the input ends or LOOKAHEAD records are visible. Rejected lines go on the way."""
+        inputs = part.inputs
+        while not (inputs[0] and inputs[1] and inputs[2]) and part.visible < LOOKAHEAD:
+            if not part.pending:
+                if not self._read():
+                    return
+                continue
+            ordinal, line = part.pending.popleft()
+            self.unseen -= 1
+            if line.error is not None:
+                self._reject(line, line.error.full_reason, (0, LOWEST, ordinal) if start else None)
+                continue
+            event = line.event
+            assert event is not None
+            kind = QUEUE_OF[type(event)]
+            inputs[kind].append(((sort_key(event), 4 * part.index + kind), line))
+            part.visible += 1
+
+    def _reject(self, line: Line, reason: str, tag: Tag | None, *, count: bool = True) -> None:
+        if count:  # (a step the rules rejected is counted by the engine)
+            kind = KIND[type(line.event)] if line.event is not None else "?"
+            self.engine.stats.events[(kind, "rejected")] += 1
+        if tag is not None:
+            self.out.begin(tag)
+        self.out.dead(line, reason)
+        if tag is not None:
+            self.out.end()
+
+    # ---------------------------------------------------------------- the merge
+    def _head(self) -> tuple[Key, Key, Part, int] | None:
+        """(key, group, partition, queue: 0-2 input, 3 credit) of the next own step."""
+        best: tuple[Key, Key, Part, int] | None = None
+        for part in self.parts:
+            if part.index in self.owned:
+                for kind, queue in enumerate(part.inputs):
+                    if queue and (best is None or queue[0][0] < best[0]):
+                        key = queue[0][0]
+                        best = (key, max(part.high, key), part, kind)
+            if part.credits and (best is None or part.credits[0][0] < best[0]):
+                best = (part.credits[0][0], part.credits[0][1], part, CREDIT)
+        return best
+
+    def run(self) -> None:
+        for p in sorted(self.owned):
+            self._fill(self.parts[p], start=True)
+        peers = self.peers
+        while True:
+            if peers is not None:
+                for item in peers.receive(block=False):
+                    heapq.heappush(self.foreign, item)
+            head = self._head()
+            if self.foreign and (head is None or self.foreign[0][0] < head[1]):
+                group = self.foreign[0][0]
+                # every credit of an earlier group is here once the other peers are past it
+                assert peers is not None
+                if not peers.allows(group, self.job_of[group[1] // 4]):
+                    self._wait(group)
+                    continue
+                group, rank, credit = heapq.heappop(self.foreign)
+                self._credit(credit, (1, group, rank))
+                continue
+            if head is None:
+                if peers is None or (peers.done() and not self.foreign):
+                    break
+                self._wait(None)
+                continue
+            _, group, part, kind = head
+            if kind != CREDIT and peers is not None and not peers.allows(group):
+                self._wait(group)
+                continue
+            self.seq += 1
+            if kind == CREDIT:
+                _, _, credit = part.credits.popleft()
+                if part.index in self.owned:
+                    self._credit(credit, (1, group, self.seq))
+                else:
+                    self.outgoing.append((self.job_of[part.index], (group, self.seq, credit)))
+            else:
+                self._input(part, kind, group)
+            if peers is not None:
+                self.since += 1
+                wanted = peers.wanted()
+                if self.since >= 16 or (wanted is not None and self.bound() > wanted):
+                    self._publish(None)
+        if peers is not None:
+            self._publish(None)
+
+    def _wait(self, need: Key | None) -> None:
+        assert self.peers is not None
+        self._publish(need)
+        for item in self.peers.receive(block=True):
+            heapq.heappush(self.foreign, item)
+
+    def _publish(self, need: Key | None) -> None:
+        assert self.peers is not None
+        self.peers.send(self.outgoing, self.bound(), need)
+        self.outgoing = []
+        self.since = 0
+
+    def _input(self, part: Part, kind: int, group: Key) -> None:
+        _, line = part.inputs[kind].popleft()
+        part.visible -= 1
+        part.high = group
+        tag: Tag = (1, group, self.seq)
+        self.out.begin(tag)
+        event = line.event
+        assert event is not None
+        engine = self.engine
+        try:
+            step = engine.apply(event)
+        except InvalidEvent as exc:
+            self._reject(line, exc.full_reason, None)
+        else:
+            if step.outcome == "rejected":
+                self._reject(line, step.reason or "rejected", None, count=False)
+        if kind != 1:
+            part.taken[kind // 2] += 1
+            if kind == 0 and self.peers is not None:
+                left = part.queued[event.customer_id] - 1
+                if left:
+                    part.queued[event.customer_id] = left
+                else:
+                    del part.queued[event.customer_id]
+        self._route(group)
+        self._fill(part)
+        self.out.end()
+
+    def _credit(self, credit: ReferralCredit, tag: Tag) -> None:
+        self.out.begin(tag)
+        self.engine.credit(credit)
+        self._route(tag[1])
+        self.out.end()
+
+    def _route(self, group: Key) -> None:
+        """Queue the credits the step emitted on their referrers' partitions (another job's:
+        queued here all the same, to be sent when the merge takes it)."""
+        for credit in self.engine.credits:
+            q = self._partition(credit.referrer_id)
+            self.parts[q].credits.append(((credit_key(credit), 4 * q + CREDIT), group, credit))
+        self.engine.credits.clear()
+
+    # ---------------------------------------------------------------- look-ahead
+    def bound(self) -> Key:
+        """No credit this job sends from now on has a group below this.
+
+        A credit's group is that of the order that earned it, which is at least the
+        partition's running maximum and at least every key queued before it in its
+        queue. Only a customer who joined through a referrer in another job and has not
+        bought yet can earn one: their queued orders and referral joins are `entries`
+        (the largest key read so far when read); lines not read yet may be any order or
+        join, at least the largest of their type read so far."""
+        while self.unseen < READ_AHEAD and self._read():
+            pass
+        bound = HIGHEST
+        store = self.engine.store
+        for part in self.parts:
+            if part.credits and part.index not in self.owned:
+                bound = min(bound, part.credits[0][1])
+            if part.index not in self.owned:
+                continue
+            heads = [queue[0][0] for queue in part.inputs if queue]
+            if not heads:  # nothing visible: the partition has read all its lines
+                continue
+            low = HIGHEST if self.exhausted else min(part.tops)
+            for i, entries in enumerate(part.entries):
+                while entries:
+                    entry = entries[0]
+                    state = store.get(entry.customer)
+                    if state is not None and state.orders > 0:
+                        entries.popleft()  # bought: never earns a credit again
+                    elif entry.seq < part.taken[i] and (
+                        i == 0 or entry.customer not in part.queued
+                    ):
+                        entries.popleft()  # taken (a join: no order it came after is left)
+                    else:
+                        low = min(low, entry.low)
+                        break
+            bound = min(bound, max(part.high, min(heads), low))
+        return bound
+
+    # ---------------------------------------------------------------- the end
+    def finish(self, until: int | None) -> None:
+        """Fire each owned partition's timers up to `until` (None: its own clock)."""
+        for p in sorted(self.owned):
+            partition = self.engine.partitions[p]
+            self.seq += 1
+            self.out.begin((2, ((0, 0, ""), p), self.seq))
+            target = until if until is not None else partition.clock
+            if target is not None:
+                partition.advance(target)
+            self.out.end()
+        if self.engine.credits:  # timers emit none today
+            msg = "a timer emitted a referral credit: replay jobs cannot route it"
+            raise RuntimeError(msg)

@@ -1,0 +1,327 @@
+"""`replay --jobs N`: the partitions split over N processes, one output.
+
+Partition p goes to job p mod N. Every job reads every line, parses only the customer id
+of the other jobs' lines, and runs `jobloop.Job` over its own partitions; credits for a
+referrer in another job, with the job's look-ahead bound, travel over one pipe per pair
+of jobs (docs/design.md §5). Each job writes its actions and dead letters to files with
+an index of step tags; the parent merges the jobs' steps by tag, which is the order
+`--jobs 1` writes them in, so the bytes are the same for any N. One job runs in-process.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import select
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from siyu_stream.core.actions import Action
+from siyu_stream.core.clock import Millis
+from siyu_stream.core.errors import SiyuError
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.observe.observer import Stats
+from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.jobloop import HIGHEST, LOWEST, Credit, Job, Key, Tag
+from siyu_stream.replay.lines import Line, dead_letter, owned_lines
+
+PROGRESS_SECONDS = 2.0
+BUFFER = 1 << 20
+"""Bytes a job buffers before writing its outputs (the parent reads them back once)."""
+Entry = tuple[Tag, int, int]
+"""A step in a job's index: its tag, the bytes of its actions and of its dead letters."""
+
+
+class Output:
+    """A job's outputs, step by step: the engine's sink and the job loop's `Out`. Lines
+    rejected before the first step are sorted into line order first."""
+
+    def __init__(
+        self,
+        actions: IO[bytes],
+        dead: Callable[[bytes], object],
+        *,
+        json_dead: bool,
+        index: list[Entry] | None = None,
+    ) -> None:
+        self.actions = actions
+        self.write_dead = dead
+        self.json_dead = json_dead
+        self.index = index
+        self.tag: Tag = (0, LOWEST, 0)
+        self.a = bytearray()
+        self.d = bytearray()
+        self.start: list[tuple[Tag, bytes, bytes]] | None = []
+
+    def send(self, action: Action) -> None:
+        self.a += action.to_json()
+        self.a += b"\n"
+
+    def dead(self, line: Line, reason: str) -> None:
+        if self.json_dead:
+            self.d += orjson.dumps(dead_letter(line, reason)) + b"\n"
+        else:
+            self.d += f"{line.path}:{line.number}: rejected: {reason}\n".encode()
+
+    def begin(self, tag: Tag) -> None:
+        self.tag = tag
+
+    def end(self) -> None:
+        a, d = bytes(self.a), bytes(self.d)
+        self.a.clear()
+        self.d.clear()
+        if self.tag[0] == 0 and self.start is not None:
+            self.start.append((self.tag, a, d))
+            return
+        self.close()
+        self._emit(self.tag, a, d)
+
+    def close(self) -> None:
+        if self.start is not None:
+            start, self.start = sorted(self.start), None
+            for entry in start:
+                self._emit(*entry)
+
+    def _emit(self, tag: Tag, a: bytes, d: bytes) -> None:
+        if a:
+            self.actions.write(a)
+        if d:
+            self.write_dead(d)
+        if self.index is not None and (a or d):
+            self.index.append((tag, len(a), len(d)))
+
+
+def _stderr(data: bytes) -> None:
+    sys.stderr.write(data.decode())
+
+
+def _progress(stream: IO[str] | None) -> Callable[[int], None] | None:
+    if stream is None:
+        return None
+    started = last = time.monotonic()
+
+    def report(lines: int) -> None:
+        nonlocal last
+        clock = time.monotonic()
+        if clock - last >= PROGRESS_SECONDS:
+            last = clock
+            stream.write(f"replay: {lines:,} events, {lines / (clock - started):,.0f} events/s\n")
+            stream.flush()
+
+    return report
+
+
+def run(
+    paths: list[Path],
+    out: IO[bytes],
+    rules: Rules,
+    *,
+    until: Millis | None,
+    now: Millis,
+    partitions: int,
+    deadletters: IO[bytes] | None,
+    progress: IO[str] | None,
+    jobs: int,
+) -> Stats:
+    if not 1 <= jobs <= partitions:
+        msg = f"jobs: expected 1..{partitions} (the partitions), got {jobs}"
+        raise ValueError(msg)
+    dead = deadletters.write if deadletters is not None else _stderr
+    if jobs == 1:
+        output = Output(out, dead, json_dead=deadletters is not None)
+        return _job(paths, rules, until, now, partitions, 0, 1, output, None, _progress(progress))
+    out.flush()
+    if deadletters is not None:
+        deadletters.flush()
+    with tempfile.TemporaryDirectory(prefix="siyu-jobs-") as tmp:
+        directory = Path(tmp)
+        _start(paths, rules, until, now, partitions, jobs, directory, deadletters, progress)
+        return _merge(directory, jobs, out, dead)
+
+
+def _job(  # noqa: PLR0917
+    paths: list[Path],
+    rules: Rules,
+    until: Millis | None,
+    now: Millis,
+    partitions: int,
+    me: int,
+    jobs: int,
+    output: Output,
+    peers: Pipes | None,
+    progress: Callable[[int], None] | None,
+) -> Stats:
+    engine = Engine(rules, MemoryStore(), output, partitions=partitions, now=now)
+    owned = frozenset(p for p in range(partitions) if p % jobs == me)
+    lines = owned_lines(paths, rules, partitions, owned)
+    job_of = [p % jobs for p in range(partitions)]
+    job = Job(engine, lines, owned, job_of, output, peers, progress)
+    job.run()
+    job.finish(until)
+    output.close()
+    engine.stats.timers_fired = engine.timers_fired
+    return engine.stats
+
+
+class Pipes:
+    """The other jobs: a pipe from each and to each (`jobloop.Peers`)."""
+
+    def __init__(self, inbox: dict[int, Connection], outbox: dict[int, Connection]) -> None:
+        self.inbox = dict(inbox)
+        self.outbox = outbox
+        self.bounds: dict[int, Key] = dict.fromkeys(inbox, LOWEST)
+        self.needs: dict[int, Key] = {}
+        self.sent = LOWEST
+        self.poller = select.poll()  # one system call per look, every step
+        self.by_fd = {conn.fileno(): job for job, conn in inbox.items()}
+        for fd in self.by_fd:
+            self.poller.register(fd, select.POLLIN)
+
+    def receive(self, *, block: bool) -> list[Credit]:
+        got: list[Credit] = []
+        timeout = None if block else 0
+        while self.inbox:
+            ready = self.poller.poll(timeout)
+            if not ready:
+                break
+            timeout = 0
+            for fd, _ in ready:
+                job = self.by_fd[fd]
+                try:
+                    credits, bound, need = self.inbox[job].recv()
+                except EOFError:
+                    msg = f"replay job {job} stopped before its end"
+                    raise SiyuError(msg) from None
+                got.extend(credits)
+                if bound < self.bounds[job]:
+                    msg = f"replay job {job} lowered its bound"
+                    raise RuntimeError(msg)
+                self.bounds[job] = bound
+                if need is not None:
+                    self.needs[job] = need
+                if bound == HIGHEST:  # its last message
+                    del self.inbox[job]
+                    self.poller.unregister(fd)
+        return got
+
+    def allows(self, group: Key, sender: int | None = None) -> bool:
+        """Every credit of a group below `group` is here (`sender`'s own credits of that
+        group come in order: its bound may still equal it)."""
+        return all(bound > group for job, bound in self.bounds.items() if job != sender)
+
+    def done(self) -> bool:
+        return all(bound == HIGHEST for bound in self.bounds.values())
+
+    def wanted(self) -> Key | None:
+        return min(self.needs.values(), default=None)
+
+    def send(self, credits: list[tuple[int, Credit]], bound: Key, need: Key | None) -> None:
+        if self.sent == HIGHEST and not credits:
+            return
+        self.sent = bound
+        self.needs = {job: n for job, n in self.needs.items() if n >= bound}
+        for job, conn in self.outbox.items():
+            mine = [credit for to, credit in credits if to == job]
+            conn.send((mine, bound, need))
+
+
+def _start(  # noqa: PLR0917
+    paths: list[Path],
+    rules: Rules,
+    until: Millis | None,
+    now: Millis,
+    partitions: int,
+    jobs: int,
+    directory: Path,
+    deadletters: IO[bytes] | None,
+    progress: IO[str] | None,
+) -> None:
+    context = get_context("fork")
+    pipes = {(i, j): context.Pipe(duplex=False) for i in range(jobs) for j in range(jobs) if i != j}
+
+    def main(me: int) -> None:
+        for (i, j), (reader, writer) in pipes.items():
+            if j != me:
+                reader.close()
+            if i != me:
+                writer.close()
+        inbox = {i: reader for (i, j), (reader, _) in pipes.items() if j == me}
+        outbox = {j: writer for (i, j), (_, writer) in pipes.items() if i == me}
+        index: list[Entry] = []
+        with (
+            (directory / f"actions-{me}").open("wb", buffering=BUFFER) as actions,
+            (directory / f"dead-{me}").open("wb", buffering=BUFFER) as dead,
+        ):
+            output = Output(actions, dead.write, json_dead=deadletters is not None, index=index)
+            report = _progress(progress) if me == 0 else None
+            peers = Pipes(inbox, outbox)
+            stats = _job(paths, rules, until, now, partitions, me, jobs, output, peers, report)
+        with (directory / f"index-{me}").open("wb") as handle:
+            pickle.dump((index, stats), handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    processes = [
+        context.Process(target=main, args=(me,), name=f"replay-job-{me}") for me in range(jobs)
+    ]
+    for process in processes:
+        process.start()
+    for reader, writer in pipes.values():
+        reader.close()
+        writer.close()
+    running = {process.sentinel: process for process in processes}
+    while running:
+        for sentinel in wait(list(running)):
+            assert isinstance(sentinel, int)  # a process sentinel
+            process = running.pop(sentinel)
+            process.join()
+            if process.exitcode != 0:
+                for other in running.values():
+                    other.terminate()
+                    other.join()
+                msg = f"{process.name} failed (exit code {process.exitcode})"
+                raise SiyuError(msg)
+
+
+def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], object]) -> Stats:
+    indexes: list[list[Entry]] = []
+    total = Stats()
+    for me in range(jobs):
+        with (directory / f"index-{me}").open("rb") as handle:
+            index, stats = pickle.load(handle)
+        indexes.append(index)
+        _add(total, stats)
+    actions: list[IO[bytes]] = []
+    deads: list[IO[bytes]] = []
+    try:
+        for me in range(jobs):
+            actions.append((directory / f"actions-{me}").open("rb", buffering=BUFFER))
+            deads.append((directory / f"dead-{me}").open("rb", buffering=BUFFER))
+        streams = [[(tag, me, a, d) for tag, a, d in index] for me, index in enumerate(indexes)]
+        for _, me, a, d in heapq.merge(*streams, key=lambda entry: entry[:2]):
+            if a:
+                out.write(actions[me].read(a))
+            if d:
+                dead(deads[me].read(d))
+    finally:
+        for stream in (*actions, *deads):
+            stream.close()
+    return total
+
+
+def _add(total: Stats, stats: Stats) -> None:
+    for name in ("events", "actions", "deadletters", "suppressed", "gift_value_fen"):
+        getattr(total, name).update(getattr(stats, name))
+    total.paid_orders.update(stats.paid_orders)
+    total.order_value_fen.update(stats.order_value_fen)
+    total.timers_fired += stats.timers_fired
+    total.buyers_outside_pool += stats.buyers_outside_pool
+    total.buyers_joined += stats.buyers_joined
+    total.gap_buckets = [a + b for a, b in zip(total.gap_buckets, stats.gap_buckets, strict=True)]
+    total.gap_sum_days += stats.gap_sum_days

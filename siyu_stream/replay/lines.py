@@ -1,0 +1,135 @@
+"""Replay's input lines: JSONL files read (several merged by event time) and decoded, and
+the dead-letter record of a line that is rejected. Shared by the replay merge
+(`replay.Merge`, backtest) and the replay jobs (`jobloop`)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from siyu_stream.core import deadletter
+from siyu_stream.core.clock import Millis
+from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.events import KIND, Event, decode
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.settings import Settings
+from siyu_stream.topology import INPUT_TYPES
+
+_TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
+"""Dead letters name the topic a line's event would have come from (default prefix)."""
+
+
+class Line(NamedTuple):
+    """One non-blank input line (a NamedTuple, as events are: one is built per line)."""
+
+    path: str
+    number: int
+    raw: bytes
+    event: Event | None
+    error: InvalidEvent | None
+
+
+def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
+    with path.open("rb") as handle:
+        for number, raw_line in enumerate(handle, start=1):
+            raw = raw_line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                yield Line(str(path), number, raw, decode(raw, rules.input), None)
+            except InvalidEvent as exc:
+                yield Line(str(path), number, raw, None, exc)
+
+
+def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
+    """One stream of lines; several files are merged by event time, stable per file."""
+    if len(paths) == 1:
+        yield from read_lines(paths[0], rules)
+        return
+
+    def keyed(index: int, path: Path) -> Iterator[tuple[Millis, int, int, Line]]:
+        last = -(2**62)  # a bad line sorts with the valid line before it
+        for line in read_lines(path, rules):
+            if line.event is not None:
+                last = line.event.at
+            yield (last, index, line.number, line)
+
+    streams = [keyed(i, p) for i, p in enumerate(paths)]
+    for *_, line in heapq.merge(*streams):
+        yield line
+
+
+_UNPARSED = object()
+
+
+def _partition(data: Any, partitions: int) -> int:
+    """The partition of a parsed line: its customer's, else 0 (a line with no customer id
+    is dead-lettered by whoever owns partition 0)."""
+    customer = data.get("customer_id") if isinstance(data, dict) else None
+    if partitions == 1 or not isinstance(customer, str):
+        return 0
+    return partition_for(customer.encode(), partitions)
+
+
+def owned_lines(
+    paths: list[Path], rules: Rules, partitions: int, owned: frozenset[int]
+) -> Iterator[tuple[int, int, Line]]:
+    """(ordinal in the merged stream, partition, decoded line) of every non-blank line of
+    the `owned` partitions, in `merged` order. One file: the other partitions' lines are
+    only parsed for their customer id; several files: every line is decoded (the merge
+    by event time needs to know which lines are valid)."""
+    limits = rules.input
+    if len(paths) > 1:
+        for ordinal, line in enumerate(merged(paths, rules)):
+            if line.event is not None:
+                p = _partition({"customer_id": line.event.customer_id}, partitions)
+            else:
+                p = _partition(_parse(line.raw, limits.max_message_bytes), partitions)
+            if p in owned:
+                yield ordinal, p, line
+        return
+    path = paths[0]
+    every = len(owned) == partitions  # one job: decode first (the fast path), parse no line twice
+    ordinal = -1
+    with path.open("rb") as handle:
+        for number, raw_line in enumerate(handle, start=1):
+            raw = raw_line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            ordinal += 1
+            if not every:  # another job's line is only parsed for its customer id
+                p = _partition(_parse(raw, limits.max_message_bytes), partitions)
+                if p not in owned:
+                    continue
+            try:
+                event = decode(raw, limits)
+            except InvalidEvent as exc:
+                if every:
+                    p = _partition(_parse(raw, limits.max_message_bytes), partitions)
+                yield ordinal, p, Line(str(path), number, raw, None, exc)
+                continue
+            if every:
+                p = partition_for(event.customer_id.encode(), partitions) if partitions > 1 else 0
+            yield ordinal, p, Line(str(path), number, raw, event, None)
+
+
+def _parse(raw: bytes, limit: int) -> Any:
+    if len(raw) > limit:
+        return _UNPARSED
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _UNPARSED
+
+
+def dead_letter(line: Line, reason: str) -> dict[str, Any]:
+    topic = None
+    if line.event is not None:
+        topic = _TOPIC_OF_TYPE[KIND[type(line.event)]]
+    where = {"topic": topic, "partition": None, "offset": None}
+    return {**deadletter.record(where, line.raw, reason), "file": line.path, "line": line.number}
