@@ -274,7 +274,8 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     """The worker's per-partition code (PartitionTask) without any Kafka client: where the
     live worker's CPU goes before a single byte reaches the broker."""
-    from siyu_stream.live.processor import PartitionTask, Record  # noqa: PLC0415
+    from siyu_stream.live.processor import PartitionTask  # noqa: PLC0415
+    from siyu_stream.live.records import Record  # noqa: PLC0415
     from siyu_stream.observe.observer import Observer, Stats  # noqa: PLC0415
     from siyu_stream.observe.wall import wall_clock  # noqa: PLC0415
     from siyu_stream.settings import Settings  # noqa: PLC0415

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, Millis, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.live.processor import Out, PartitionTask, Record
+from siyu_stream.live.processor import PartitionTask
+from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
 from siyu_stream.replay.run import replay
 from siyu_stream.settings import Settings

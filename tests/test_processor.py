@@ -13,7 +13,8 @@ from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.live.processor import Out, PartitionTask, Record
+from siyu_stream.live.processor import PartitionTask
+from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
 from siyu_stream.observe.timeline import Timeline
 from siyu_stream.settings import Settings

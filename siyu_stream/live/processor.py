@@ -5,9 +5,9 @@ records of that partition of the input topics and of the internal command topic
 (`enqueue`), then lets it `run`. Everything that makes the live run correct lives here,
 where runtime tests drive it with a dict store and no broker:
 
-- **decode and validate** on arrival; a record that cannot be taken (null value,
-  undecodable, oversized, a schema violation, an event time out of range, a step the
-  core rejects) becomes one dead-letter record (`deadletter`) and processing goes on;
+- **decode and validate** on arrival (`arrival`); a record that cannot be taken (null
+  value, undecodable, oversized, a schema violation, an event time out of range, a step
+  the core rejects) becomes one dead-letter record and processing goes on;
 - **merge order and stream time** (`merge`, `partition`): records are taken by sort
   key across the partition's queues, waiting up to `idle_ms` for a queue whose topic
   partition is not caught up; timers fire on the partition clock before each record,
@@ -16,38 +16,43 @@ where runtime tests drive it with a dict store and no broker:
   through the command topic keyed by customer id (the state lives with the key);
 - **referral credits** travel as commands keyed by the referrer, carrying the event
   time of the order that earned them;
-- **state changes are buffered** until the worker has made the batch durable:
+- **state changes are buffered** (`batch`) until the worker has made the batch durable:
   `changelog()` seals them as one changelog record per changed customer and one for the
   partition clock (the next batch builds on them while they commit), `committed()` folds
   the oldest sealed batch into the store, `discard()` forgets every change not committed
   (and the records queued: the worker rewinds to the committed offsets).
 
-Why ~560 lines in one module: decoding on arrival, the merge loop and the step's records
-share the queues and the batch's states; the rules, clocks and observation they call
-live in their own modules.
+The merge loop and the step's records stay together here because they share the queues
+and the batch in hand; decoding, the command topic's format (`arrival`) and the states of
+the batches in flight (`batch`) have modules of their own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Collection, Iterator, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 
 import orjson
 
-from siyu_stream.core import deadletter
 from siyu_stream.core import state as state_format
-from siyu_stream.core.actions import ReferralCredit
-from siyu_stream.core.clock import Millis, format_rfc3339
+from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
-from siyu_stream.core.events import KIND, Event, decode
+from siyu_stream.core.events import Event
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Step
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.eventtime.merge import FIRST, Queues
-from siyu_stream.eventtime.partition import Partition, check_time, credit_key, sort_key
+from siyu_stream.eventtime.partition import Partition, credit_key
+from siyu_stream.live.arrival import (
+    credit_command,
+    dead_letter,
+    decode_command,
+    decode_input,
+    event_command,
+)
+from siyu_stream.live.batch import StateBatch, Store
+from siyu_stream.live.records import Out, Pending, Record
 from siyu_stream.observe.observer import Observer
 from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
 
@@ -64,130 +69,6 @@ right after the order that earned it (its sort key), without a round trip throug
 command topic, which would make it late."""
 QUEUE_LIMIT = 10_000
 """Records queued per source before the worker stops fetching it (see `full`)."""
-CACHED = 10_000
-"""Decoded committed states kept per partition (`_Batch`): ~10 objects, ~1 KB each."""
-
-Store = MutableMapping[str, bytes]
-"""A partition's state store: customer id -> serialized state (see `stores`)."""
-
-
-@dataclass(slots=True)
-class Out:
-    """One record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
-
-
-@dataclass(slots=True)
-class Record:
-    """One consumed record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    """None: a record with a null value (a tombstone)."""
-    timestamp: Millis = 0
-    """Kafka record timestamp (producer create time): the start of processing latency."""
-
-
-@dataclass(slots=True)
-class Pending:
-    """A queued record and what it will do when its turn comes."""
-
-    offset: int
-    """Its offset in the queue's own topic partition (what to commit while it waits)."""
-    record: Record
-    """What a dead letter names (for a re-keyed event: the original input record)."""
-    kind: str
-    event: Event | None = None
-    credit: ReferralCredit | None = None
-    reason: str | None = None
-    """Dead-letter it with this reason."""
-    forward: bool = False
-    """Re-key it to its owner's partition."""
-
-
-@dataclass(slots=True)
-class _Sealed:
-    """A batch's state changes, serialized for the changelog, waiting to be durable."""
-
-    states: dict[str, CustomerState]
-    serialized: dict[str, bytes]
-    clock: Millis | None
-
-
-class _Batch:
-    """The partition's states as the batches in flight see them: the changes of the batch
-    being processed (`dirty`) over those of the sealed batches still being made durable
-    (the worker processes a batch while the one before it commits), over the store.
-
-    Decoded committed states of recently active customers are kept (`CACHED`, least
-    recently used first out), so that a customer's next batch does not parse the state
-    its last batch serialized. Safe because states are never changed in place: the core
-    works on a `clone`, and a committed state is replaced, not edited."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.dirty: dict[str, CustomerState] = {}
-        self.sealed: deque[_Sealed] = deque()
-        self.cache: OrderedDict[str, CustomerState] = OrderedDict()
-
-    def get(self, customer_id: str) -> CustomerState | None:
-        state = self.dirty.get(customer_id)
-        if state is not None:
-            return state
-        for batch in reversed(self.sealed):  # newest first
-            state = batch.states.get(customer_id)
-            if state is not None:
-                return state
-        return self.committed(customer_id)
-
-    def committed(self, customer_id: str) -> CustomerState | None:
-        """The customer's state as last made durable."""
-        cache = self.cache
-        state = cache.get(customer_id)
-        if state is not None:
-            cache.move_to_end(customer_id)
-            return state
-        raw = self.store.get(customer_id)
-        if raw is None:
-            return None
-        state = state_format.loads(raw)
-        self._keep(customer_id, state)
-        return state
-
-    def put(self, customer_id: str, state: CustomerState) -> None:
-        self.dirty[customer_id] = state
-
-    def seal(self, serialized: dict[str, bytes], clock: Millis | None) -> None:
-        """The batch's changes go in flight; later changes start the next batch."""
-        self.sealed.append(_Sealed(self.dirty, serialized, clock))
-        self.dirty = {}
-
-    def settle(self) -> Millis | None:
-        """The oldest sealed batch is durable: its records into the store, its states kept
-        decoded. Returns the clock it carried."""
-        batch = self.sealed.popleft()
-        self.store.update(batch.serialized)
-        for customer_id, state in batch.states.items():
-            self._keep(customer_id, state)
-        return batch.clock
-
-    def discard(self) -> None:
-        self.dirty = {}
-        self.sealed.clear()
-
-    def _keep(self, customer_id: str, state: CustomerState) -> None:
-        cache = self.cache
-        cache[customer_id] = state
-        cache.move_to_end(customer_id)
-        while len(cache) > CACHED:
-            cache.popitem(last=False)
 
 
 class PartitionTask:
@@ -216,7 +97,7 @@ class PartitionTask:
         self.sources = [*self.type_of_topic, topology.commands]
         self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
         self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
-        self._batch = _Batch(store)
+        self._batch = StateBatch(store)
         self.events = Partition(rules, self._batch, self._applied)
         raw_clock = store.get(CLOCK_KEY)
         self.events.clock = None if raw_clock is None else int(orjson.loads(raw_clock)["clock"])
@@ -386,61 +267,26 @@ class PartitionTask:
     def _enqueue_input(
         self, record: Record, source: str, offset: int, kind: str, now: Millis, *, forwarded: bool
     ) -> None:
-        reason = None
-        event = None
-        if record.value is None:
-            reason = "null value (a tombstone): an input record must carry an event"
-        else:
-            try:
-                event = decode(record.value, self.rules.input)
-                actual = KIND[type(event)]
-                if actual != kind:
-                    msg = f"a {actual} event on topic {record.topic} (expects {kind})"
-                    raise InvalidEvent(msg, "type")
-                check_time(event.at, now, "the wall clock", self.rules)
-            except InvalidEvent as exc:
-                event, reason = None, exc.full_reason
-        if event is None:
-            self.queues.push(source, FIRST, Pending(offset, record, kind, reason=reason))
-            return
-        owner = partition_for(event.customer_id.encode(), self.partitions)
-        if not forwarded and owner != self.partition:
-            self.queues.push(source, FIRST, Pending(offset, record, kind, event, forward=True))
-            return
-        self.queues.push(source, sort_key(event), Pending(offset, record, kind, event))
+        key, pending = decode_input(
+            record,
+            offset,
+            kind,
+            self.rules,
+            now,
+            partitions=self.partitions,
+            here=self.partition,
+            forwarded=forwarded,
+        )
+        self.queues.push(source, key, pending)
 
     def _enqueue_command(self, record: Record, now: Millis) -> None:
         source = self.topology.commands
-        try:
-            command = orjson.loads(record.value or b"null")
-            if command["cmd"] == "credit":
-                credit = ReferralCredit(
-                    str(command["referrer"]),
-                    str(command["referred"]),
-                    int(command["at"]),
-                    str(command["cause"]),
-                )
-                pending = Pending(record.offset, record, "credit", credit=credit)
-                self.queues.push(source, credit_key(credit), pending)
-                return
-            # a re-keyed input event: taken here, where its customer's state lives
-            original = Record(
-                str(command["topic"]),
-                int(command["partition"]),
-                int(command["offset"]),
-                record.key,
-                str(command["value"]).encode(),
-                record.timestamp,
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            # only siyu-stream writes this topic, but a bad record must not stop the stream
-            reason = f"malformed command: {exc!r}"
-            self.queues.push(
-                source, FIRST, Pending(record.offset, record, "command", reason=reason)
-            )
-            return
-        kind = self.type_of_topic.get(original.topic, "?")
-        self._enqueue_input(original, source, record.offset, kind, now, forwarded=True)
+        decoded = decode_command(record)
+        if isinstance(decoded, Record):  # a re-keyed input event: taken here, with its state
+            kind = self.type_of_topic.get(decoded.topic, "?")
+            self._enqueue_input(decoded, source, record.offset, kind, now, forwarded=True)
+        else:
+            self.queues.push(source, *decoded)
 
     def _must_wait(self, now: Millis, caught_up: Collection[str]) -> bool:
         """An empty queue whose topic partition has more to read may hold an earlier
@@ -475,15 +321,8 @@ class PartitionTask:
         elif pending.forward:
             assert pending.event is not None and pending.record.value is not None
             self.observer.outcome(pending.kind, "rekeyed")
-            command = {
-                "cmd": "event",
-                "topic": pending.record.topic,
-                "partition": pending.record.partition,
-                "offset": pending.record.offset,
-                "value": pending.record.value.decode(),
-            }
             key = pending.event.customer_id.encode()
-            self._outs.append(Out(self.topology.commands, key, orjson.dumps(command)))
+            self._outs.append(Out(self.topology.commands, key, event_command(pending.record)))
         elif pending.credit is not None:
             self.events.credit(pending.credit)
         else:
@@ -515,16 +354,7 @@ class PartitionTask:
                 pending = Pending(-1, self._record, "credit", credit=credit)
                 self.queues.push(LOCAL, credit_key(credit), pending)
                 continue
-            command = {
-                "cmd": "credit",
-                "referrer": credit.referrer_id,
-                "referred": credit.referred_id,
-                "at": credit.at,
-                "cause": credit.cause_event_id,
-            }
-            outs.append(
-                Out(self.topology.commands, credit.referrer_id.encode(), orjson.dumps(command))
-            )
+            outs.append(Out(self.topology.commands, referrer, credit_command(credit)))
         largest = max(map(len, payloads), default=0)
         if step.credits:  # commands too
             largest = max((len(o.value) for o in outs), default=0)
@@ -540,18 +370,8 @@ class PartitionTask:
         record = pending.record
         self.observer.rejected(record.topic)
         self.observer.outcome(pending.kind, "rejected")
-        where = {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": deadletter.encode_bytes(record.key),
-        }
-        dead = {
-            **deadletter.record(where, record.value, reason),
-            "rejected_at": format_rfc3339(now),
-        }
         key = None if record.key is None else record.key[:1024]
-        self._outs.append(Out(self.topology.deadletter, key, orjson.dumps(dead)))
+        self._outs.append(Out(self.topology.deadletter, key, dead_letter(record, reason, now)))
 
 
 class _TooLarge(InvalidEvent):

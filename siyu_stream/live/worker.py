@@ -30,9 +30,10 @@ partition task (`processor`); a caught-up partition's timers also fire on the wa
 after a poll (at least every `SIYU_TIMER_INTERVAL` seconds). A batch the broker does not
 take is retried with backoff from the committed offsets, never a crash.
 
-Why one module of ~640 lines: the loop, its two commit protocols, the retry and the
-rebalance callbacks share the consumer, the owned partitions and the lock that keeps a
-rebalance out of a batch in flight; split, they would reach into each other's state.
+The loop, the retry and the rebalance callbacks stay in this module: they share the
+consumer, the owned partitions and the lock that keeps a rebalance out of a batch in
+flight. What they call has modules of its own: the commit protocols (`commit`), sending
+(`produce`) and taking a partition over (`restore`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,10 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import (
     AIOKafkaConsumer,
-    AIOKafkaProducer,
     ConsumerRebalanceListener,
     TopicPartition,
 )
@@ -54,22 +53,21 @@ from aiokafka.coordinator.assignors.range import (
     RangePartitionAssignor,
 )
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import OffsetAndMetadata
 
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.live import changelog
+from siyu_stream.live.commit import Owned, Work, flush, transact
 from siyu_stream.live.members import Members
 from siyu_stream.live.polling import poll_fair
-from siyu_stream.live.processor import Out, PartitionTask, Record
+from siyu_stream.live.produce import plain_producer, stop_failed, transactional_producer
+from siyu_stream.live.records import Record
+from siyu_stream.live.restore import Restorer
 from siyu_stream.live.standby import Standby
-from siyu_stream.live.stores import Store, open_store
 from siyu_stream.observe import web
 from siyu_stream.observe.metrics import Exporter
-from siyu_stream.observe.observer import Observer, Stats
+from siyu_stream.observe.observer import Stats
 from siyu_stream.observe.view import Customer
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
@@ -87,31 +85,6 @@ PIPELINE_RECORDS = MAX_RECORDS // 4
 """A batch this large means a backlog: its commit overlaps the next batch (`_process`)."""
 FIRST_PAUSE = 0.005
 """Seconds of the first pause of an idle poll (doubling to polling.IDLE_PAUSE): see `poll`."""
-BATCH_BYTES = 512 * 1024
-"""Largest record batch per topic partition (aiokafka's default: 16 KiB). A poll's records
-for one topic partition then go in one produce request: with 16 KiB, 100 KiB of changelog
-took 7 requests in a row, each waiting for the one before it to be taken."""
-_DEFAULT_PARTITIONER = DefaultPartitioner()
-
-
-@dataclass
-class Owned:
-    task: PartitionTask
-    store: Store
-    producer: Any | None
-    """The partition's transactional producer (exactly_once only)."""
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Work:
-    """One partition's share of a processed batch, to be made durable."""
-
-    owned: Owned
-    outs: list[Out]
-    changelog: list[Out]
-    offsets: dict[TopicPartition, int]
-    """Where each source resumes after the batch."""
 
 
 class Worker:
@@ -147,6 +120,7 @@ class Worker:
         """Partition -> URL of the worker that owns it (from the members topic)."""
         self.exporter = Exporter(self)
         self.standby = Standby(settings)
+        self.restorer = Restorer(rules, self.topology, self.stats, self.standby, self._stop)
 
     @property
     def alive(self) -> bool:
@@ -216,7 +190,7 @@ class Worker:
             heartbeat_interval_ms=1_000,
         )
         if not self.exactly_once:
-            self._producer = await self._plain_producer()
+            self._producer = await plain_producer(self.settings)
         await self.members.start()
         runner = await web.start(self, self.exporter.registry) if self.settings.web_port else None
         self._background.append(asyncio.create_task(self.members.follow()))
@@ -300,15 +274,15 @@ class Worker:
         if self._fenced is not None:
             raise self._fenced
         if self._producer is not None:
-            await _stop_failed(self._producer)
-            self._producer = await self._plain_producer()
+            await stop_failed(self._producer)
+            self._producer = await plain_producer(self.settings)
         for p, owned in list(self.owned.items()):
             producer = owned.producer
             if producer is not None:
-                await _stop_failed(producer)
-                producer = await self._transactional_producer(p)
+                await stop_failed(producer)
+                producer = await transactional_producer(self.settings, p)
             owned.task.discard()
-            self.owned[p] = await self._resume(p, owned.store, producer)
+            self.owned[p] = await self.restorer.resume(p, owned.store, producer)
             for tp in self._sources(p).values():
                 committed = await self._consumer.committed(tp)
                 if committed is None:
@@ -411,13 +385,13 @@ class Worker:
             # one transaction per partition, all in flight together: the round trips of
             # the partitions overlap instead of adding up
             results = await asyncio.gather(
-                *(self._transact(w) for w in work), return_exceptions=True
+                *(transact(w, self.settings.app_id) for w in work), return_exceptions=True
             )
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
         else:
-            await self._flush(work)
+            await flush(work, self._producer, self._consumer)
 
     def _sources(self, partition: int) -> dict[str, TopicPartition]:
         """The topic partitions a partition task reads, by topic."""
@@ -429,40 +403,6 @@ class Worker:
         paused = self._consumer.paused()
         self._consumer.pause(*[tp for tp in self._held if tp in assigned])
         self._consumer.resume(*[tp for tp in paused if tp not in self._held and tp in assigned])
-
-    async def _transact(self, w: Work) -> None:
-        """exactly_once: one partition's outputs, state and offsets in one transaction."""
-        owned = w.owned
-        if not w.outs and not w.changelog and not w.offsets:
-            owned.task.committed()  # nothing to make durable: settled as it is
-            return
-        producer = owned.producer
-        assert producer is not None  # every owned partition has one under exactly_once
-        async with producer.transaction():
-            sent = await _produce(producer, w.outs)
-            written = await _produce(producer, w.changelog)
-            # every record acknowledged before the offsets join the transaction: a send
-            # that failed must fail the transaction, never let its offsets commit
-            # (seen on the local broker after a restart: sends refused, commit accepted)
-            await _wait_all(sent + written)
-            if w.offsets:
-                committed = {tp: OffsetAndMetadata(o, "") for tp, o in w.offsets.items()}
-                await producer.send_offsets_to_transaction(committed, self.settings.app_id)
-        # (a failure is raised to the loop, which discards every task's changes: this one
-        # runs beside the next batch's processing and must not pull state from under it)
-        await _committed(owned, w.offsets, written)
-
-    async def _flush(self, work: list[Work]) -> None:
-        """at_least_once: every partition's outputs acknowledged, then their changelog
-        records, then one offset commit for the poll."""
-        await _wait_all(await _produce(self._producer, [o for w in work for o in w.outs]))
-        written = [await _produce(self._producer, w.changelog) for w in work]
-        await _wait_all([sent for batches in written for sent in batches])
-        every = {tp: o for w in work for tp, o in w.offsets.items()}
-        if every:
-            await self._consumer.commit(every)
-        for w, sent in zip(work, written, strict=True):
-            await _committed(w.owned, w.offsets, sent)
 
     # ------------------------------------------------------------ rebalancing
 
@@ -488,66 +428,12 @@ class Worker:
                 # where its queues start: read those records again rather than twice
                 owned.task.discard()
             for p in sorted(partitions - set(self.owned)):
-                self.owned[p] = await self._take_over(p)
+                self.owned[p] = await self.restorer.take_over(p)
             self.standby.follow(set(self.owned))
             # a restore cut short by SIGTERM left partial state: never process with it
             self._paused = self._stop.is_set()
             self.ready.set()
         await self.members.announce(sorted(self.owned))
-
-    async def _plain_producer(self) -> Any:
-        """at_least_once: one idempotent producer for every partition's records."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.broker,
-            acks="all",
-            enable_idempotence=True,
-            partitioner=_partitioner,
-            max_batch_size=BATCH_BYTES,
-        )
-        await producer.start()
-        return producer
-
-    async def _transactional_producer(self, p: int) -> Any:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.broker,
-            transactional_id=f"{self.settings.app_id}-p{p}",
-            acks="all",
-            enable_idempotence=True,
-            partitioner=_partitioner,
-            max_batch_size=BATCH_BYTES,
-        )
-        await producer.start()  # fences the previous owner (and aborts what it left open)
-        return producer
-
-    async def _take_over(self, p: int) -> Owned:
-        producer = None
-        if self.exactly_once:
-            producer = await self._transactional_producer(p)  # before we read state
-        store = self.standby.take(p)
-        if store is None:
-            store = open_store(self.settings, p)
-        return await self._resume(p, store, producer)
-
-    async def _resume(self, p: int, store: Store, producer: Any) -> Owned:
-        """Partition `p` from its changelog: the store brought up to date, a new task."""
-        restored = await changelog.restore(
-            self.settings.broker, self.topology.changelog, p, store, self._stop
-        )
-        task = PartitionTask(
-            self.rules,
-            self.topology,
-            p,
-            store,
-            Observer(self.stats, self.rules),
-            idle_ms=self.settings.max_task_idle_ms,
-            grace_ms=self.settings.timer_grace_ms,
-        )
-        for _ in task.index():
-            if self._stop.is_set():
-                break
-            await asyncio.sleep(0)  # heartbeats and SIGTERM go on while a big store is indexed
-        log.info("partition %d assigned: %d changelog records restored", p, restored)
-        return Owned(task, store, producer)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -559,82 +445,3 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.worker.assigned(assigned)
-
-
-async def _committed(owned: Owned, offsets: dict[TopicPartition, int], written: list[Sent]) -> None:
-    """The partition's batch is durable: its state changes become the store's."""
-    owned.task.committed()
-    if written:
-        last = written[-1]  # the changelog is one topic partition: its last record is last
-        owned.store.save_checkpoint((await last.future).offset + last.count - 1)
-    owned.committed.update(offsets)
-
-
-async def _stop_failed(producer: Any) -> None:
-    try:
-        await producer.stop()
-    except KafkaError as exc:  # it failed already; its successor replaces or fences it
-        log.warning("stopping a failed producer: %r", exc)
-
-
-def _partitioner(key: bytes | None, every: list[int], available: list[int]) -> int:
-    """aiokafka's default partitioner with the murmur2 of each key cached (see partition_for)."""
-    if key is None:
-        return int(_DEFAULT_PARTITIONER(key, every, available))
-    return every[partition_for(key, len(every))]
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """A record batch handed to the producer: acknowledged with its first record's offset."""
-
-    future: asyncio.Future[Any]
-    count: int
-
-
-async def _produce(producer: Any, outs: list[Out]) -> list[Sent]:
-    """Send `outs` in as few record batches as fit, per topic partition in their order.
-
-    `producer.send` per record cost more CPU than the rules that made the record (a
-    future, a metadata check and a partitioner call each); a batch built here costs an
-    append per record and one future. Keyed records go where `_partitioner` would put
-    them; the few without a key (dead letters of keyless input) go through `send`.
-    """
-    by_tp: dict[tuple[str, int], list[Out]] = {}
-    counts: dict[str, int] = {}
-    sent: list[Sent] = []
-    for o in outs:
-        partition = o.partition
-        if partition is None:
-            if o.key is None:
-                future = await producer.send(o.topic, o.value)
-                sent.append(Sent(future, 1))
-                continue
-            count = counts.get(o.topic)
-            if count is None:
-                count = counts[o.topic] = len(await producer.partitions_for(o.topic))
-            partition = partition_for(o.key, count)
-        batch = by_tp.get((o.topic, partition))
-        if batch is None:
-            by_tp[(o.topic, partition)] = [o]
-        else:
-            batch.append(o)
-    for (topic, partition), records in by_tp.items():
-        builder = producer.create_batch()
-        count = 0
-        for o in records:
-            if builder.append(key=o.key, value=o.value, timestamp=None) is None:
-                # full: send it and start the next, which takes any record as its first
-                # (one larger than a request was refused before: MAX_RECORD_BYTES)
-                future = await producer.send_batch(builder, topic, partition=partition)
-                sent.append(Sent(future, count))
-                builder, count = producer.create_batch(), 0
-                builder.append(key=o.key, value=o.value, timestamp=None)
-            count += 1
-        sent.append(Sent(await producer.send_batch(builder, topic, partition=partition), count))
-    return sent
-
-
-async def _wait_all(sent: list[Sent]) -> None:
-    if sent:
-        await asyncio.gather(*(s.future for s in sent))
