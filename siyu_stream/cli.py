@@ -22,7 +22,7 @@ from siyu_stream.backtest import report_html, report_text
 from siyu_stream.backtest.run import backtest
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.core.errors import SiyuError
-from siyu_stream.core.ruleset import load_rules
+from siyu_stream.core.ruleset import GRANT_SINCE_DAYS, GoLive, load_rules, parse_go_live
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay, summary
 from siyu_stream.settings import Settings
@@ -47,6 +47,17 @@ def _time(option: str, text: str | None) -> int | None:
         raise SiyuError(msg) from exc
 
 
+def _go_live(args: argparse.Namespace) -> GoLive | None:
+    """--go-live and --grant-since-days, checked."""
+    if args.go_live is None:
+        return None
+    try:
+        return parse_go_live(args.go_live, args.grant_since_days)
+    except ValueError as exc:
+        msg = f"--go-live {args.go_live} --grant-since-days {args.grant_since_days}: {exc}"
+        raise SiyuError(msg) from exc
+
+
 def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]]:
     """--until, --now, --partitions and the input files of replay and backtest, checked."""
     until = _time("--until", args.until)
@@ -68,7 +79,7 @@ def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules)
+    rules = load_rules(args.rules).going_live(_go_live(args))
     until, now, partitions, paths = _history(args)
     if not 1 <= args.jobs <= partitions:
         msg = f"--jobs: expected 1..{partitions} (at most one job per partition), got {args.jobs}"
@@ -115,8 +126,9 @@ def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     # both rules files first: a bad key is named before any input is read
-    baseline = load_rules(args.baseline)
-    new = load_rules(args.rules)
+    go_live = _go_live(args)
+    baseline = load_rules(args.baseline).going_live(go_live)
+    new = load_rules(args.rules).going_live(go_live)
     if bool(args.inputs) == args.from_kafka:
         msg = "give either input files or --from-kafka"
         raise SiyuError(msg)
@@ -148,6 +160,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "until": format_rfc3339(until) if until is not None else None,
         "partitions": partitions,
     }
+    if go_live is not None:
+        run["go_live"] = format_rfc3339(go_live.at)
+        run["grant_since_days"] = args.grant_since_days
     summary = {"run": run, **result}
     print(report_text.render(summary))
     if out is not None:
@@ -204,7 +219,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from siyu_stream.live.worker import Worker  # noqa: PLC0415 - pulls in aiokafka
 
     settings = _settings(args)
-    rules = load_rules(settings.rules)
+    rules = load_rules(settings.rules).going_live(settings.launch)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -289,6 +304,18 @@ def _history_arguments(p: argparse.ArgumentParser, command: str) -> None:
         "--partitions",
         type=int,
         help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
+    )
+    p.add_argument(
+        "--go-live",
+        help="RFC 3339 instant: gifts and reminders due before it are withheld as suppressed "
+        "(before_go_live), as the worker does with SIYU_GO_LIVE",
+    )
+    p.add_argument(
+        "--grant-since-days",
+        type=int,
+        default=GRANT_SINCE_DAYS,
+        help=f"with --go-live: gifts earned this many days before it are still granted "
+        f"(default {GRANT_SINCE_DAYS})",
     )
 
 

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from siyu_stream.core.clock import DAY, parse_rfc3339
 from siyu_stream.core.errors import RulesError
 
 TIERS = ("none", "silver", "gold", "platinum", "diamond")
@@ -198,6 +199,40 @@ def _default_gifts() -> dict[str, int]:
     }
 
 
+GRANT_SINCE_DAYS = 7
+"""Default window before go-live whose gifts are still granted (see `GoLive`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GoLive:
+    """The instant a brand goes live on a history, and the window of gifts still granted.
+
+    Not a rule: a run parameter (`SIYU_GO_LIVE`, `--go-live`) that the adapters set on
+    the rules so that every step sees it. The state is built from the whole history, but
+    a gift or reminder due before `at` is withheld as `suppressed` (`before_go_live`);
+    a gift whose cause lies in the last `grant_since_ms` before `at` is still granted:
+    a customer who crossed a tier last week still deserves the gift. It is not read from
+    the rules file and not part of the rules version.
+    """
+
+    at: int
+    """Epoch milliseconds (UTC)."""
+    grant_since_ms: int = GRANT_SINCE_DAYS * DAY
+
+    @property
+    def grant_from(self) -> int:
+        """The earliest cause time of a gift still granted."""
+        return self.at - self.grant_since_ms
+
+
+def parse_go_live(text: str, grant_since_days: int = GRANT_SINCE_DAYS) -> GoLive:
+    """A go-live instant from RFC 3339 text; ValueError says what is wrong."""
+    if not 0 <= grant_since_days <= 366:
+        msg = f"grant window of {grant_since_days} days: expected 0 to 366"
+        raise ValueError(msg)
+    return GoLive(parse_rfc3339(text), grant_since_days * DAY)
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     """All rule numbers; `Rules()` is the docs/design.md §4 default."""
@@ -219,6 +254,12 @@ class Rules:
         default_factory=_default_gifts, metadata=_within(0, 1_000_000)
     )
     """Value of each gift code in yuan (emitted as integer fen)."""
+    go_live: GoLive | None = None
+    """The run's go-live instant, if any (not from the rules file: see `GoLive`)."""
+
+    def going_live(self, go_live: GoLive | None) -> Rules:
+        """These rules for a run that goes live at `go_live` (None: emit everything)."""
+        return dataclasses.replace(self, go_live=go_live)
 
     def tier_code(self, threshold_yuan: int) -> str:
         return f"tier_{threshold_yuan}"
@@ -236,6 +277,9 @@ class Rules:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.engine.timezone)
 
+
+RULE_SECTIONS = tuple(f.name for f in dataclasses.fields(Rules) if f.name != "go_live")
+"""The sections of a rules file (every field of `Rules` but the run's go-live)."""
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]")
@@ -366,7 +410,7 @@ def parse_rules(text: str, path: str = "<rules>") -> Rules:
             continue
         default_section = getattr(defaults, name, None)
         if default_section is None or not dataclasses.is_dataclass(default_section):
-            known = ", ".join(f.name for f in dataclasses.fields(Rules))
+            known = ", ".join(RULE_SECTIONS)
             check.fail(name, "", f"unknown section (known: {known})")
         values = {}
         known_keys = {f.name for f in dataclasses.fields(default_section)}
@@ -392,6 +436,7 @@ def load_rules(path: Path | str | None) -> Rules:
     return parse_rules(text, str(path))
 
 
+_NO_GO_LIVE = b',"go_live":null}'
 _VERSIONS: OrderedDict[int, tuple[Rules, str]] = OrderedDict()
 """The digests of the last few Rules objects (computing one serializes every number)."""
 
@@ -400,7 +445,12 @@ def rules_version(rules: Rules) -> str:
     hit = _VERSIONS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
-    canonical = orjson.dumps(rules, option=orjson.OPT_SORT_KEYS)
+    # The go-live instant is a run parameter, not a rule: the digest is over the rule
+    # fields alone, byte for byte as before the field existed (it is the last field, so
+    # dropping it from the bytes keeps every version, and every action, as it was).
+    plain = rules if rules.go_live is None else dataclasses.replace(rules, go_live=None)
+    canonical = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    canonical = canonical.removesuffix(_NO_GO_LIVE) + b"}"
     digest = blake2b(canonical, digest_size=4).hexdigest()
     _VERSIONS[id(rules)] = (rules, digest)
     while len(_VERSIONS) > 32:
