@@ -22,7 +22,8 @@ from siyu_stream.backtest import report_html, report_text
 from siyu_stream.backtest.run import backtest
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.core.errors import SiyuError
-from siyu_stream.core.ruleset import GRANT_SINCE_DAYS, GoLive, load_rules, parse_go_live
+from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
+from siyu_stream.core.ruleset import load_rules
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay, summary
 from siyu_stream.settings import Settings

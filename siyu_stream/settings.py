@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from siyu_stream.core.errors import SettingsError
-from siyu_stream.core.ruleset import GRANT_SINCE_DAYS, GoLive, parse_go_live
+from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
 
 StoreKind = Literal["memory://", "rocksdb://"]
 Guarantee = Literal["exactly_once", "at_least_once"]

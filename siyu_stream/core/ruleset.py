@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from siyu_stream.core.clock import DAY, parse_rfc3339
 from siyu_stream.core.errors import RulesError
+from siyu_stream.core.golive import GoLive
 
 TIERS = ("none", "silver", "gold", "platinum", "diamond")
 
@@ -197,40 +197,6 @@ def _default_gifts() -> dict[str, int]:
         "third_order_reward": 50,
         "referral_reward": 100,
     }
-
-
-GRANT_SINCE_DAYS = 7
-"""Default window before go-live whose gifts are still granted (see `GoLive`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class GoLive:
-    """The instant a brand goes live on a history, and the window of gifts still granted.
-
-    Not a rule: a run parameter (`SIYU_GO_LIVE`, `--go-live`) that the adapters set on
-    the rules so that every step sees it. The state is built from the whole history, but
-    a gift or reminder due before `at` is withheld as `suppressed` (`before_go_live`);
-    a gift whose cause lies in the last `grant_since_ms` before `at` is still granted:
-    a customer who crossed a tier last week still deserves the gift. It is not read from
-    the rules file and not part of the rules version.
-    """
-
-    at: int
-    """Epoch milliseconds (UTC)."""
-    grant_since_ms: int = GRANT_SINCE_DAYS * DAY
-
-    @property
-    def grant_from(self) -> int:
-        """The earliest cause time of a gift still granted."""
-        return self.at - self.grant_since_ms
-
-
-def parse_go_live(text: str, grant_since_days: int = GRANT_SINCE_DAYS) -> GoLive:
-    """A go-live instant from RFC 3339 text; ValueError says what is wrong."""
-    if not 0 <= grant_since_days <= 366:
-        msg = f"grant window of {grant_since_days} days: expected 0 to 366"
-        raise ValueError(msg)
-    return GoLive(parse_rfc3339(text), grant_since_days * DAY)
 
 
 @dataclass(frozen=True, slots=True)
