@@ -72,6 +72,11 @@ class Settings:
     max_task_idle_ms: int = field(default=2_000, metadata=_env("SIYU_MAX_TASK_IDLE_MS"))
     """How long a partition waits for a lagging input topic that has nothing buffered before
     it goes on without it (the merge by event time then treats what comes later as late)."""
+    session_timeout_ms: int = field(default=10_000, metadata=_env("SIYU_SESSION_TIMEOUT_MS"))
+    """How long a worker that stopped answering (crashed, paused, cut off) keeps its
+    partitions before the group gives them to the others. Shorter fails over sooner; too
+    short evicts a worker in a long GC pause or restore. The broker bounds it
+    (group.min.session.timeout.ms, 6 s by default)."""
     log_level: str = field(default="info", metadata=_env("SIYU_LOG_LEVEL"))
     """debug, info, warning or error."""
     go_live: str | None = field(default=None, metadata=_env("SIYU_GO_LIVE"))
@@ -147,6 +152,12 @@ class Settings:
         if not 0 <= self.max_task_idle_ms <= 600_000:
             _fail(
                 "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"
+            )
+        if not 1_000 <= self.session_timeout_ms <= 300_000:
+            _fail(
+                "SIYU_SESSION_TIMEOUT_MS",
+                str(self.session_timeout_ms),
+                "milliseconds in [1000, 300000]",
             )
         if self.api_auth:
             token = self.api_token or ""
