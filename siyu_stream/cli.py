@@ -237,12 +237,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from siyu_stream.kafka.embedded import LocalBroker  # noqa: PLC0415
+    from siyu_stream.kafka.serve import pick_engine, serve_kafka  # noqa: PLC0415
 
-    broker = LocalBroker(Path(args.data_dir), args.port)
+    if pick_engine(args.engine, nodes=args.nodes, sasl=args.sasl) == "kafka":
+        data_dir = Path(args.data_dir or ".siyu/kafka")
+        return serve_kafka(data_dir, args.port, nodes=args.nodes, sasl=args.sasl)
+    data_dir = Path(args.data_dir or ".siyu/broker")
+    broker = LocalBroker(data_dir, args.port)
     broker.start()
     print(f"{broker.bootstrap}", flush=True)
     print(
-        f"noida-db running (data {args.data_dir}, log {broker.log_path}); Ctrl-C stops it",
+        f"noida-db running (data {data_dir}, log {broker.log_path}); Ctrl-C stops it",
         file=sys.stderr,
     )
     stop = threading.Event()
@@ -370,9 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("broker", help="start the local Kafka-protocol broker (noida-db)")
-    p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--data-dir", default=".siyu/broker")
+    p = sub.add_parser("broker", help="start a local broker: Apache Kafka, or noida-db")
+    p.add_argument("--port", type=int, default=9092, help="the (first) node's client port")
+    p.add_argument("--data-dir", help="default .siyu/kafka or .siyu/broker (embedded)")
+    p.add_argument(
+        "--engine",
+        choices=["kafka", "embedded"],
+        help="kafka: Apache Kafka (make kafka-jars), embedded: noida-db; "
+        "default kafka where a Java >= 17 is found",
+    )
+    p.add_argument("--nodes", type=int, default=1, help="Kafka nodes (broker+controller each)")
+    p.add_argument("--sasl", action="store_true", help="Kafka: add a SASL_SSL SCRAM listener")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create or describe every topic siyu-stream uses")
