@@ -23,34 +23,38 @@ archive in place (`jvm`), medians of 3-5 runs:
 
 from __future__ import annotations
 
-import base64
-import json
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
-from secrets import token_urlsafe
 from types import TracebackType
 from typing import IO, Any, Self
 
 from siyu_stream.core.errors import BrokerError
-from siyu_stream.kafka import kraft, tls
-from siyu_stream.kafka.embedded import free_port
+from siyu_stream.kafka import datadir, kraft, tls
 from siyu_stream.kafka.jvm import Jvm, locate
 from siyu_stream.kafka.metadata import Metadata, Partition, metadata
 
-CLIENT_FILE = "client.json"
-STATE_FILE = "cluster.json"
+
+def _free_ports(count: int) -> list[int]:
+    """`count` TCP ports on 127.0.0.1 that were free a moment ago, all different: each is
+    held while the next is picked (the caller may still race others for them)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 class _Node:
-    def __init__(self, index: int, directory: Path, port: int) -> None:
+    def __init__(self, index: int, directory: Path, ports: kraft.Ports) -> None:
         self.index = index
         self.directory = directory
-        self.ports = kraft.Ports(port, free_port(), free_port())
+        self.ports = ports
         self.proc: subprocess.Popen[bytes] | None = None
         self.output: IO[bytes] | None = None
         self.dump: Path | None = None  # where this run writes the class-data archive at exit
@@ -102,8 +106,14 @@ class KafkaCluster:
         self._java = java
         self._lib = lib
         self._located: Jvm | None = None
+        self._lock_file: IO[str] | None = None
+        free = iter(_free_ports(3 * nodes))
         self.nodes = [
-            _Node(i, self.data_dir / f"node-{i}", port if i == 0 and port else free_port())
+            _Node(
+                i,
+                self.data_dir / f"node-{i}",
+                kraft.Ports(port if i == 0 and port else next(free), next(free), next(free)),
+            )
             for i in range(nodes)
         ]
         self.started_in: float | None = None  # seconds the last start() took
@@ -119,7 +129,7 @@ class KafkaCluster:
     @property
     def client_file(self) -> Path:
         """JSON with the bootstrap addresses and, with `sasl`, credentials and CA file."""
-        return self.data_dir / CLIENT_FILE
+        return self.data_dir / datadir.CLIENT_FILE
 
     @property
     def node_pids(self) -> list[int | None]:
@@ -136,6 +146,8 @@ class KafkaCluster:
         started = time.monotonic()
         deadline = started + self.timeout
         jvm = self._jvm()
+        if self._lock_file is None:
+            self._lock_file = datadir.lock(self.data_dir)
         state = self._prepare(jvm)
         kraft.write_client_file(
             self.client_file,
@@ -159,11 +171,13 @@ class KafkaCluster:
                 node.proc.send_signal(signal.SIGTERM)
         for node in self.nodes:
             self._wait_stopped(node, timeout)
+        self._unlock()
 
     def kill(self) -> None:
         """SIGKILL every node: a crash of the whole cluster."""
         for node in self.nodes:
             self.kill_node(node.index)
+        self._unlock()
 
     def restart(self) -> None:
         self.stop()
@@ -240,35 +254,20 @@ class KafkaCluster:
             self._located = locate(self._java, self._lib)
         return self._located
 
-    def _prepare(self, jvm: Jvm) -> dict[str, Any]:
-        """The data dir's cluster.json; formats the nodes' log dirs if there is none yet.
+    def _unlock(self) -> None:
+        if self._lock_file is not None and not self.running:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
 
-        cluster.json is written last, so a data dir whose format was interrupted is
-        formatted again from scratch.
-        """
-        state_file = self.data_dir / STATE_FILE
-        (self.data_dir / "log4j2.properties").parent.mkdir(parents=True, exist_ok=True)
+    def _prepare(self, jvm: Jvm) -> dict[str, Any]:
+        """Configs written for this start's ports; the log dirs formatted if not yet."""
         (self.data_dir / "log4j2.properties").write_text(kraft.LOG4J)
-        if state_file.exists():
-            state: dict[str, Any] = json.loads(state_file.read_text())
-            if state["nodes"] != len(self.nodes) or state["sasl"] != self.sasl:
-                msg = (
-                    f"{self.data_dir} holds a cluster of {state['nodes']} node(s), sasl "
-                    f"{state['sasl']}; asked for {len(self.nodes)}, sasl {self.sasl}: "
-                    "use another data dir or remove it"
-                )
-                raise BrokerError(msg)
-            self._write_configs()
-            return state
-        # 16 random bytes in URL-safe base64, as `kafka-storage random-uuid` prints them.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        state = {"cluster_id": cluster_id, "nodes": len(self.nodes), "sasl": self.sasl}
-        if self.sasl:
-            state["password"] = token_urlsafe(18)  # no , ] = : the --add-scram syntax is flat
+        state = datadir.read_state(self.data_dir, len(self.nodes), self.sasl)
         self._write_configs()
-        self._format(jvm, state)
-        state_file.write_text(json.dumps(state, indent=2) + "\n")
-        state_file.chmod(0o600)
+        if state is None:
+            state = datadir.new_state(len(self.nodes), self.sasl)
+            self._format(jvm, state)
+            datadir.write_state(self.data_dir, state)
         return state
 
     def _format(self, jvm: Jvm, state: dict[str, Any]) -> None:
@@ -287,7 +286,14 @@ class KafkaCluster:
             )
         failures = []
         for node, proc in procs:  # side by side: each is a JVM start of ~1.5 s
-            output, _ = proc.communicate(timeout=self.timeout)
+            try:
+                output, _ = proc.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired as exc:
+                for _, other in procs:
+                    other.kill()
+                    other.communicate()
+                msg = f"formatting node {node.index}'s log dir took over {self.timeout} s"
+                raise BrokerError(msg) from exc
             if proc.returncode != 0:
                 text = output.decode(errors="replace")[-2000:]
                 failures.append(f"node {node.index}: exit {proc.returncode}\n{text}")
