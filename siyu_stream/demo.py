@@ -1,8 +1,9 @@
 """`siyu-stream demo`: local broker + topics + worker + simulator, with a live summary.
 
-Everything runs in one process except the broker (noida-db, a child process); Ctrl-C
-stops the simulator, lets the worker finish its batch and leave the group, then stops
-the broker with SIGTERM so it saves its data.
+Everything runs in one process except the broker (Apache Kafka where a Java 17 is found,
+else the embedded noida-db; a child process); Ctrl-C stops the simulator, lets the worker
+finish its batch and leave the group, then stops the broker with SIGTERM so it saves its
+data.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.serve import local_broker
 from siyu_stream.live.worker import Worker
 from siyu_stream.observe.view import WorkerView
 from siyu_stream.settings import Settings
@@ -93,9 +94,11 @@ async def run_demo(
     generated = {"api_token": secrets.token_urlsafe(24)}
     settings = Settings.from_env(None, generated, data_dir=workdir / "worker")
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh broker every run: no stale topics
-    broker = LocalBroker(workdir / "broker")
+    name, broker = local_broker(workdir)
+    started = time.monotonic()
     broker.start()
-    print(f"broker: noida-db at {broker.bootstrap} (log {broker.log_path})", file=out)
+    took = time.monotonic() - started
+    print(f"broker: {name} at {broker.bootstrap}, started in {took:.1f} s", file=out)
     settings = dataclasses.replace(settings, broker=broker.bootstrap)
     worker = Worker(settings, Rules())
     stop = asyncio.Event()

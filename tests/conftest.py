@@ -1,4 +1,6 @@
-"""Shared fixtures. `broker` starts a fresh noida-db per test (it starts in well under 0.1 s)."""
+"""Shared fixtures. `embedded_broker` starts a fresh noida-db per test (it starts in well under
+0.1 s), for the tests of the embedded broker itself; every guarantee is tested on Apache Kafka
+(`broker` and `cluster3` in tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from siyu_stream.kafka.embedded import LocalBroker
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+def embedded_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A running local broker on a free port, its data and log in the test's tmp_path."""
     local = LocalBroker(tmp_path / "noida-db")
     local.start()

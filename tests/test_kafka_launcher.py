@@ -4,8 +4,10 @@ tests/integration/test_kafka_broker.py."""
 
 from __future__ import annotations
 
+import base64
 import ssl
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,11 @@ def test_certificates_verify_for_127_0_0_1(tmp_path: Path) -> None:
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     ssl.create_default_context(cafile=str(certs.ca))  # a client can load the CA
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bytes 0xF8..0xFB encode to a leading "-", which the format command reads as an option
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(datadir.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = datadir.new_cluster_id()
+    assert cluster_id == base64.urlsafe_b64encode(b"\x10" + bytes(15)).decode().rstrip("=")

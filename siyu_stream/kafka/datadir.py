@@ -60,10 +60,18 @@ def read_state(data_dir: Path, nodes: int, sasl: bool) -> dict[str, Any] | None:
     return state
 
 
+def new_cluster_id() -> str:
+    """16 random bytes in URL-safe base64, as `kafka-storage random-uuid` prints them, never
+    with a leading "-": the format command would read the id as an option and fail (one
+    start in 32 did; Kafka's own random ids skip such values for the same reason)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def new_state(nodes: int, sasl: bool) -> dict[str, Any]:
-    # 16 random bytes in URL-safe base64, as `kafka-storage random-uuid` prints them.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    state: dict[str, Any] = {"cluster_id": cluster_id, "nodes": nodes, "sasl": sasl}
+    state: dict[str, Any] = {"cluster_id": new_cluster_id(), "nodes": nodes, "sasl": sasl}
     if sasl:
         state["password"] = token_urlsafe(18)  # no , ] = : the --add-scram syntax is flat
     return state

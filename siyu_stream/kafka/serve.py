@@ -9,6 +9,7 @@ from pathlib import Path
 
 from siyu_stream.core.errors import BrokerError
 from siyu_stream.kafka.apache import KafkaCluster
+from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.kafka.jvm import find_java, jars_dir, kafka_version
 
 
@@ -20,6 +21,16 @@ def pick_engine(engine: str | None, *, nodes: int, sasl: bool) -> str:
         msg = "--nodes and --sasl need --engine kafka (noida-db is one node, plaintext)"
         raise BrokerError(msg)
     return engine
+
+
+def local_broker(
+    data_dir: Path, engine: str | None = None
+) -> tuple[str, LocalBroker | KafkaCluster]:
+    """The broker `make demo` runs: Apache Kafka where a Java >= 17 is found (one node, its
+    data in `data_dir`/kafka), else the embedded noida-db; its name for the console."""
+    if pick_engine(engine, nodes=1, sasl=False) == "kafka":
+        return f"Apache Kafka {kafka_version(jars_dir())}", KafkaCluster(data_dir / "kafka")
+    return "noida-db (embedded: no Java 17 found)", LocalBroker(data_dir / "broker")
 
 
 def serve_kafka(data_dir: Path, port: int, *, nodes: int, sasl: bool) -> int:

@@ -1,5 +1,6 @@
 """Integration fixtures: no worker process outlives its test, whatever the test did; one
-Apache Kafka node (`kafka`) shared by the whole session."""
+Apache Kafka node (`kafka`, and `broker` for the guarantee tests) shared by the whole
+session, and a three-node cluster (`cluster3`) for the fault suite."""
 
 from __future__ import annotations
 
@@ -29,6 +30,26 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     No Java >= 17 or no jars (`make kafka-jars`) is an error, not a skip: CI has both.
     """
     cluster = KafkaCluster(Path(tmp_path_factory.mktemp("kafka")))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        print(f"kafka logs: {cluster.data_dir}/node-*/server.log")
+        cluster.stop()
+
+
+@pytest.fixture
+def broker(kafka: KafkaCluster) -> KafkaCluster:
+    """The broker of a guarantee test: the session's Apache Kafka node. Tests use topics and
+    groups of their own (tests/integration/live.py `settings_for`); one that restarts it
+    restarts it for itself only, since tests run one at a time."""
+    return kafka
+
+
+@pytest.fixture(scope="session")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes (replication 3, min.insync.replicas 2) for the fault suite."""
+    cluster = KafkaCluster(Path(tmp_path_factory.mktemp("kafka3")), nodes=3)
     cluster.start()
     try:
         yield cluster

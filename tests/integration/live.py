@@ -41,15 +41,19 @@ TYPE_TOPIC = {"order": "orders", "chat": "chats", "join": "joins"}
 
 
 def settings_for(broker: str, guarantee: Guarantee = "exactly_once", **overrides: Any) -> Settings:
-    """Settings of a test's worker group: its own app id (topics, group) on `broker`."""
-    return Settings(
-        broker=broker,
-        app_id=f"siyu-test-{next(_app_ids)}",
-        partitions=4,
-        guarantee=guarantee,
-        api_auth=False,
-        **overrides,
-    )
+    """Settings of a test's worker group: its own app id and topics on `broker`."""
+    n = next(_app_ids)
+    values: dict[str, Any] = {
+        "app_id": f"siyu-test-{n}",
+        # the session's broker is shared: every test has topics of its own
+        "topic_prefix": f"t{n}",
+        "partitions": 4,
+        "guarantee": guarantee,
+        "api_auth": False,
+        # a crashed worker's partitions move after 3 s (the test broker allows it)
+        "session_timeout_ms": 3_000,
+    }
+    return Settings(broker=broker, **(values | overrides))
 
 
 class WorkerProcess:

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from siyu_stream.cli import main
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 
@@ -59,7 +59,7 @@ async def produce(settings: Settings, lines: list[bytes]) -> None:
 
 
 def test_from_kafka_equals_the_file(
-    broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(broker=broker.bootstrap, partitions=4, api_auth=False)
     lines = (DATA / "lifecycle.jsonl").read_bytes().splitlines()

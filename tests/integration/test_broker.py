@@ -76,12 +76,12 @@ def assert_exactly_once(records: list[Record], pairs: list[tuple[str, str]]) -> 
     assert set(counts) == set(pairs), f"missing: {sorted(set(pairs) - set(counts))[:10]}"
 
 
-async def test_keyed_round_trip_on_four_partitions(broker: LocalBroker) -> None:
-    await ensure_topics(broker.bootstrap, [TopicSpec("rt", partitions=4)])
+async def test_keyed_round_trip_on_four_partitions(embedded_broker: LocalBroker) -> None:
+    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("rt", partitions=4)])
     pairs = keyed_pairs(200)
-    await produce(broker.bootstrap, "rt", pairs)
+    await produce(embedded_broker.bootstrap, "rt", pairs)
 
-    records = await consume(broker.bootstrap, "rt", "g-rt", expected=len(pairs))
+    records = await consume(embedded_broker.bootstrap, "rt", "g-rt", expected=len(pairs))
 
     assert_exactly_once(records, pairs)
     partitions_of_key: dict[str, set[int]] = {}
@@ -91,81 +91,89 @@ async def test_keyed_round_trip_on_four_partitions(broker: LocalBroker) -> None:
     assert {p for p, _, _ in records} == {0, 1, 2, 3}
 
 
-async def test_records_and_offsets_survive_restart(broker: LocalBroker) -> None:
-    await ensure_topics(broker.bootstrap, [TopicSpec("durable", partitions=4)])
+async def test_records_and_offsets_survive_restart(embedded_broker: LocalBroker) -> None:
+    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("durable", partitions=4)])
     before = keyed_pairs(100)
-    await produce(broker.bootstrap, "durable", before)
+    await produce(embedded_broker.bootstrap, "durable", before)
 
     # Blocking (subprocess + sleeps): keep it off the event loop.
-    await asyncio.to_thread(broker.restart)
+    await asyncio.to_thread(embedded_broker.restart)
 
     # Offsets must continue after the restart, not start over and shadow the old records.
     after = keyed_pairs(50, start=100)
-    await produce(broker.bootstrap, "durable", after)
-    records = await consume(broker.bootstrap, "durable", "g-durable", expected=150)
+    await produce(embedded_broker.bootstrap, "durable", after)
+    records = await consume(embedded_broker.bootstrap, "durable", "g-durable", expected=150)
     assert_exactly_once(records, before + after)
-    [info] = await describe_topics(broker.bootstrap, ["durable"])
+    [info] = await describe_topics(embedded_broker.bootstrap, ["durable"])
     assert (info.partitions, info.end_offsets) == (4, 150)
 
 
-async def test_committed_offsets_survive_restart(broker: LocalBroker) -> None:
+async def test_committed_offsets_survive_restart(embedded_broker: LocalBroker) -> None:
     """A group resumes where it committed: what a restarted worker relies on."""
-    await ensure_topics(broker.bootstrap, [TopicSpec("commits", partitions=2)])
+    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("commits", partitions=2)])
     first = keyed_pairs(40)
-    await produce(broker.bootstrap, "commits", first)
-    assert_exactly_once(await consume(broker.bootstrap, "commits", "g", expected=40), first)
+    await produce(embedded_broker.bootstrap, "commits", first)
+    assert_exactly_once(
+        await consume(embedded_broker.bootstrap, "commits", "g", expected=40), first
+    )
 
-    await asyncio.to_thread(broker.restart)
+    await asyncio.to_thread(embedded_broker.restart)
 
     second = keyed_pairs(10, start=40)
-    await produce(broker.bootstrap, "commits", second)
-    assert_exactly_once(await consume(broker.bootstrap, "commits", "g", expected=10), second)
+    await produce(embedded_broker.bootstrap, "commits", second)
+    assert_exactly_once(
+        await consume(embedded_broker.bootstrap, "commits", "g", expected=10), second
+    )
 
 
-async def test_describe_topics_reports_partitions_and_end_offsets(broker: LocalBroker) -> None:
+async def test_describe_topics_reports_partitions_and_end_offsets(
+    embedded_broker: LocalBroker,
+) -> None:
     specs = [TopicSpec("four", 4), TopicSpec("two", 2, config={"cleanup.policy": "compact"})]
-    await ensure_topics(broker.bootstrap, specs)
-    await produce(broker.bootstrap, "four", keyed_pairs(10))
+    await ensure_topics(embedded_broker.bootstrap, specs)
+    await produce(embedded_broker.bootstrap, "four", keyed_pairs(10))
 
-    infos = await describe_topics(broker.bootstrap, ["four", "two", "absent"])
+    infos = await describe_topics(embedded_broker.bootstrap, ["four", "two", "absent"])
 
     assert [tuple(i) for i in infos] == [("four", 4, 10), ("two", 2, 0), ("absent", 0, 0)]
     # Describing must not auto-create (a metadata request naming a topic does on noida-db).
-    [absent] = await describe_topics(broker.bootstrap, ["absent"])
+    [absent] = await describe_topics(embedded_broker.bootstrap, ["absent"])
     assert absent.partitions == 0
 
 
-async def test_ensure_topics_is_idempotent_and_checks_partitions(broker: LocalBroker) -> None:
+async def test_ensure_topics_is_idempotent_and_checks_partitions(
+    embedded_broker: LocalBroker,
+) -> None:
     spec = TopicSpec("orders", 4)
-    assert await ensure_topics(broker.bootstrap, [spec]) == ["orders"]
-    assert await ensure_topics(broker.bootstrap, [spec]) == []
+    assert await ensure_topics(embedded_broker.bootstrap, [spec]) == ["orders"]
+    assert await ensure_topics(embedded_broker.bootstrap, [spec]) == []
 
     # A producer writing first auto-creates the topic with 1 partition: that must be refused.
-    await produce(broker.bootstrap, "early", [("k", "v")])
+    await produce(embedded_broker.bootstrap, "early", [("k", "v")])
     with pytest.raises(TopicError, match="early has 1 partitions, expected 4"):
-        await ensure_topics(broker.bootstrap, [TopicSpec("early", 4)])
+        await ensure_topics(embedded_broker.bootstrap, [TopicSpec("early", 4)])
 
 
-def test_restart_keeps_port_and_data_dir(broker: LocalBroker) -> None:
-    bootstrap, old_pid = broker.bootstrap, broker.pid
-    broker.restart()
-    assert broker.running
-    assert broker.bootstrap == bootstrap
-    assert broker.pid != old_pid
+def test_restart_keeps_port_and_data_dir(embedded_broker: LocalBroker) -> None:
+    bootstrap, old_pid = embedded_broker.bootstrap, embedded_broker.pid
+    embedded_broker.restart()
+    assert embedded_broker.running
+    assert embedded_broker.bootstrap == bootstrap
+    assert embedded_broker.pid != old_pid
     # Both runs log to the same file, the second after the first.
-    assert broker.log_path.read_text().count(f"kafka          {bootstrap}") == 2
+    assert embedded_broker.log_path.read_text().count(f"kafka          {bootstrap}") == 2
 
 
-def test_kill_then_start(broker: LocalBroker) -> None:
+def test_kill_then_start(embedded_broker: LocalBroker) -> None:
     """After SIGKILL the control file names a dead PID; starting again must still work."""
-    broker.kill()
-    assert not broker.running
-    broker.start()
-    assert broker.running
+    embedded_broker.kill()
+    assert not embedded_broker.running
+    embedded_broker.start()
+    assert embedded_broker.running
 
 
-def test_second_broker_on_same_data_dir_is_refused(broker: LocalBroker) -> None:
-    other = LocalBroker(broker.data_dir)
+def test_second_broker_on_same_data_dir_is_refused(embedded_broker: LocalBroker) -> None:
+    other = LocalBroker(embedded_broker.data_dir)
     with pytest.raises(BrokerError, match="already running"):
         other.start()
     assert not other.running

@@ -35,7 +35,7 @@ from live import (
 
 from siyu_stream.core.clock import HOUR, to_datetime
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Guarantee, Settings
 from siyu_stream.topology import Topology
@@ -43,7 +43,7 @@ from siyu_stream.topology import Topology
 pytestmark = pytest.mark.integration
 
 
-def settings_for(broker: LocalBroker, guarantee: Guarantee = "exactly_once") -> Settings:
+def settings_for(broker: KafkaCluster, guarantee: Guarantee = "exactly_once") -> Settings:
     # the exact merge needs every lagging input read before going on; production keeps
     # a short bound so that one stuck topic cannot hold a partition back for long
     return live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)
@@ -54,7 +54,7 @@ async def committed_actions(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def test_a_backlog_is_processed_as_replay_processes_it(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     settings = settings_for(broker)
     traffic = await backlog(settings, events=3_000, hours=3)
@@ -67,7 +67,7 @@ async def test_a_backlog_is_processed_as_replay_processes_it(
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 async def test_crashes_during_the_catch_up_lose_and_double_nothing(
-    broker: LocalBroker, tmp_path: Path, guarantee: str
+    broker: KafkaCluster, tmp_path: Path, guarantee: str
 ) -> None:
     settings = settings_for(broker, guarantee)
     traffic = await backlog(settings, events=6_000, hours=4)
@@ -77,10 +77,7 @@ async def test_crashes_during_the_catch_up_lose_and_double_nothing(
         worker.start()
         worker.wait_owns(ALL)
         await asyncio.sleep(pause)  # part of the backlog is committed, part is not
-        worker.kill()
-        # noida-db never evicts a SIGKILLed group member (docs/design.md §8): restart it
-        # (SIGTERM, it keeps its data) so that the next worker gets the partitions
-        await asyncio.to_thread(broker.restart)
+        worker.kill()  # the group evicts it after its session timeout
     worker.start()
     worker.wait_owns(ALL)
     await quiesce(settings)
@@ -90,7 +87,7 @@ async def test_crashes_during_the_catch_up_lose_and_double_nothing(
 
 
 async def test_same_second_events_across_topics_are_taken_in_one_order(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     """Each referred customer's order, chat and join share one second and are produced in
     the reverse of the merge order; the worker must still take the join first (the
@@ -136,7 +133,7 @@ async def test_same_second_events_across_topics_are_taken_in_one_order(
 
 
 async def test_an_idle_partition_fires_its_timer_on_the_wall_clock(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     """Nothing else arrives after an inbound chat: the reply SLA still fires, from the wall
     clock, once the partition is caught up (the test waits; it does not time it)."""

@@ -23,7 +23,7 @@ from live import WorkerProcess, actions_until, difference, quiesce, read_topics
 from siyu_stream.core.clock import DAY, format_rfc3339
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay
 from siyu_stream.topology import Topology
@@ -170,7 +170,7 @@ def replayed(values: list[bytes], tmp: Path, now: int) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 async def test_hostile_records_never_stop_the_worker(
-    broker: LocalBroker, tmp_path: Path, guarantee: str
+    broker: KafkaCluster, tmp_path: Path, guarantee: str
 ) -> None:
     # the exact merge: see test_live_event_time
     settings = live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)

@@ -15,7 +15,7 @@ from test_runtime import ALL, scenario, send_in_rounds, settings_for
 from yarl import URL
 
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.apache import KafkaCluster
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
@@ -64,7 +64,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_move_after_traffic(broker: LocalBroker, tmp_path: Path) -> None:
+async def test_metrics_move_after_traffic(broker: KafkaCluster, tmp_path: Path) -> None:
     settings = settings_for(broker)
     worker = WorkerProcess(settings, tmp_path / "w.log", token=TOKEN)
     worker.start()
@@ -100,7 +100,7 @@ async def test_metrics_move_after_traffic(broker: LocalBroker, tmp_path: Path) -
     )
 
 
-async def test_customer_api_auth_404_and_routing(broker: LocalBroker, tmp_path: Path) -> None:
+async def test_customer_api_auth_404_and_routing(broker: KafkaCluster, tmp_path: Path) -> None:
     settings = settings_for(broker)
     first = WorkerProcess(settings, tmp_path / "a.log", token=TOKEN)
     second = WorkerProcess(settings, tmp_path / "b.log", token=TOKEN)
