@@ -332,71 +332,34 @@ def profiled(prof: dict[str, Any], what: str) -> str:
     return f"{what}, {prof['events']:,} events, {prof['profiled_seconds']:.1f} s profiled"
 
 
-Profiles = list[tuple[str, dict[str, Any] | None, list[str]]]
-"""(column, profile, the lists of its results to show)"""
+def hottest(prof: dict[str, Any]) -> str:
+    """The top 5 functions by self time, each with its file (none for a C function)."""
+    where = [x["where"].rpartition("/")[2].partition(":")[0] for x in prof["top_self"]]
+    return ", ".join(
+        f"`{x['function']}`{f' ({w})' if w.endswith('.py') else ''} {x['percent']:.1f} %"
+        for x, w in zip(prof["top_self"][:5], where, strict=False)
+    )
 
 
-def side_by_side(title: str, first: str, profiles: Profiles, note: str = "") -> Section:
-    """Several profiles' rows (areas, or functions) side by side, a column each."""
-    columns = [(what, prof, keys) for what, prof, keys in profiles if prof]
-    s = Section(title, " | ".join([first, *(what for what, _, _ in columns)]), note=note)
-    cells: dict[str, dict[str, str]] = {}
-    for what, prof, keys in columns:
-        s.commands.append((profiled(prof, what), prof["command"]))
-        for name, value in (item for key in keys for item in _cells(prof, key)):
-            cells.setdefault(name, {})[what] = value
-    s.rows = [" | ".join([k, *(by.get(w, "–") for w, _, _ in columns)]) for k, by in cells.items()]
+def areas(r: dict[str, Any]) -> Section:
+    """Where replay's CPU goes, per area of its path: the share of the profile, and that
+    share of the replay step's median CPU per event; then the hottest functions."""
+    s = Section("Replay CPU by area", "area: share of self time = µs/event")
+    shares: dict[str, dict[str, str]] = {}
+    tops = []
+    for name, key in (("main", "profile"), ("history", "profile_history")):
+        if not (prof := r.get(key)):
+            continue
+        cpu = get(r, "replay", name, "cpu_us_per_event_median") or 0
+        s.header += f" | {STREAMS[name]}"
+        s.commands.append((profiled(prof, STREAMS[name]), prof["command"]))
+        for area, pct in prof["percent_by_area"].items():
+            shares.setdefault(area, {})[name] = f"{pct:.1f} % = {pct * cpu / 100:.0f}"
+        tops.append(f"{STREAMS[name].capitalize()}, top 5 functions by self time: {hottest(prof)}.")
+    s.note = " ".join(tops)
+    names = [name for name in STREAMS if f"| {STREAMS[name]}" in s.header]
+    s.rows = [" | ".join([a, *(by.get(k, "–") for k in names)]) for a, by in shares.items()]
     return s
-
-
-def _cells(prof: dict[str, Any], key: str) -> list[tuple[str, str]]:
-    """(row, cell) of a profile's list `key`: an area's share of the self time (and that share
-    of the replay's median CPU per event), or a function's self %, then inclusive %
-    (pyinstrument) or calls (cProfile)."""
-    if key == "percent_by_area":
-        cpu = prof.get("cpu_us_per_event")
-        return [
-            (area, f"{pct:.1f} %" + (f" = {pct * cpu / 100:.0f}" if cpu else ""))
-            for area, pct in prof[key].items()
-        ]
-    out = []
-    for x in prof[key]:
-        more = f"{x['inclusive_percent']:.1f}" if "inclusive_percent" in x else f"{x['calls']:,}"
-        where = x["where"].replace("siyu_stream/", "").split("site-packages/")[-1]
-        out.append((f"`{x['function']}` {where}", f"{x['percent']:.1f} ({more})"))
-    return out
-
-
-def sections(r: dict[str, Any]) -> list[Section]:
-    sim, history = r.get("profile"), r.get("profile_history")
-
-    def scaled(prof: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-        """The profile with the replay step's median CPU per event, to turn shares into µs."""
-        cpu = get(r, "replay", name, "cpu_us_per_event_median")
-        return {**prof, "cpu_us_per_event": cpu} if prof else None
-
-    by_area: Profiles = [
-        ("simulator stream", scaled(sim, "main"), ["percent_by_area"]),
-        ("purchase history", scaled(history, "history"), ["percent_by_area"]),
-    ]
-    by_function: Profiles = [
-        ("simulator stream", sim, ["top_self", "top_inclusive_project"]),
-        ("purchase history", history, ["top_self"]),
-    ]
-    live_path: Profiles = [
-        ("adapter (PartitionTask, pyinstrument)", r.get("processor"), ["top_self"]),
-        ("1 worker (cProfile)", r.get("worker_profile"), ["top_self"]),
-    ]
-    figures = (replay, jobs, memory, live, latency, idle, recovery, peer_throughput, peer_restart)
-    function = "function: self % (inclusive % or calls)"
-    tops = "Each profile's top 10 by self time; the simulator's top 15 by inclusive time too."
-    return [
-        *(build(r) for build in figures),
-        side_by_side("Replay CPU by area", "area: share of self time = µs/event", by_area),
-        side_by_side("Replay profile by function", function, by_function, tops),
-        side_by_side("Live path profile by function", function, live_path),
-        worker_areas(r),
-    ]
 
 
 def worker_areas(r: dict[str, Any]) -> Section:
@@ -407,7 +370,13 @@ def worker_areas(r: dict[str, Any]) -> Section:
     s = Section("Worker CPU by area", " | ".join(["cProfile self time", *dict(areas)]))
     s.commands.append((profiled(prof, "1 worker"), prof["command"]))
     s.rows = [" | ".join(["share", *(f"{pct:.1f} %" for _, pct in areas)])]
+    s.note = f"Top 5 functions by self time: {hottest(prof)}."
     return s
+
+
+def sections(r: dict[str, Any]) -> list[Section]:
+    figures = (replay, jobs, memory, live, latency, idle, recovery, peer_throughput, peer_restart)
+    return [build(r) for build in (*figures, areas, worker_areas)]
 
 
 def table(header: str, rows: list[str]) -> list[str]:
