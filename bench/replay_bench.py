@@ -324,14 +324,22 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
 
 
 AREAS = {
-    "decode": ("events.py", "schemas.py", "clock.py", "<string>"),
-    "merge and input": ("replay.py", "replayio.py", "jobloop.py", "jobs.py", "merge.py", "keys.py"),
-    "rules and state copies": ("rules.py", "step.py", "policy.py", "timers.py", "state.py"),
-    "clock, timer index, stats": ("partition.py", "engine.py", "observe.py"),
-    "actions out": ("actions.py",),
+    "decode": ("core/events.py", "core/schemas.py", "core/clock.py", "<string>"),
+    "merge and input": (
+        *("replay/run.py", "replay/lines.py", "replay/jobloop.py", "replay/jobs.py"),
+        *("eventtime/merge.py", "eventtime/keys.py"),
+    ),
+    "rules and state copies": (
+        *("core/rules.py", "core/step.py", "core/policy.py", "core/timers.py", "core/state.py"),
+    ),
+    "clock, timer index, stats": (
+        *("eventtime/partition.py", "replay/engine.py", "observe/observer.py"),
+    ),
+    "actions out": ("core/actions.py",),
 }
-"""Where CPU goes, by the file whose code runs (a C builtin counts for its caller's file:
-heappop for the timer index, orjson.dumps for the actions, msgspec for decoding)."""
+"""Where CPU goes, by the file whose code runs (its path under siyu_stream/; a C builtin
+counts for its caller's file: heappop for the timer index, orjson.dumps for the actions,
+msgspec for decoding)."""
 
 
 def _areas(root: Any) -> dict[str, float]:
@@ -339,7 +347,7 @@ def _areas(root: Any) -> dict[str, float]:
     seconds: dict[str, float] = defaultdict(float)
 
     def area_of(path: str, inherited: str) -> str:
-        name = Path(path).name
+        name = path.rpartition("siyu_stream/")[2]
         for area, files in AREAS.items():
             if name in files and (name != "<string>" or inherited == "decode"):
                 return area
