@@ -122,12 +122,13 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     rss_after = rss_bytes()
     events = sum(counts.events.values())
     result = _throughput(path, counts, seconds, cpu, pipe, last - first, until_days)
+    result |= {"jobs": jobs, "partitions": partitions}
     if jobs > 1:  # the engines lived in the job processes
         log(
             f"replay --jobs {jobs} {rel(path)}: {events:,} events in {seconds:.1f} s = "
             f"{events / seconds:,.0f}/s, CPU {cpu:.1f} s"
         )
-        return {**result, "jobs": jobs, "partitions": partitions}
+        return result
     engine = engines[0]
     store = engine.store
     assert isinstance(store, MemoryStore)
