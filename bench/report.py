@@ -1,6 +1,6 @@
 """bench/results.json -> bench/results.md (a section per figure group: the machine and its
-commands once, then one table) and the README's `## Performance` section (ten figures at most,
-each linking to its section of results.md).
+commands once, then one table) and the README's `## Performance` section (ten of those
+figures, each linking to its section).
 
     .venv/bin/python bench/report.py               # results.md and the README's section
     .venv/bin/python bench/report.py RESULTS.json  # RESULTS.md only
@@ -21,23 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+Results = dict[str, Any]
+
 
 @dataclass
 class Section:
-    """A group of figures: the commands that measured them (labelled), then one table whose
-    header and rows are cells joined by " | "."""
+    """A group of figures: the commands that measured them, one table (header and rows are
+    cells joined by " | "), a note under it, and the figures the README shows."""
 
     title: str
     header: str
     commands: list[tuple[str, str]] = field(default_factory=list)
     rows: list[str] = field(default_factory=list)
     note: str = ""
-
-
-def get(data: Any, *path: str) -> Any:
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
+    readme: list[tuple[str, str]] = field(default_factory=list)
 
 
 def n(x: float | None) -> str:
@@ -52,17 +49,9 @@ def mib(b: float) -> str:
     return f"{b / 2**20:,.0f} MiB"
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return f"×{a / b:.2f}" if a and b else "–"
-
-
-def of(a: float | None, b: float | None, what: str) -> str:
-    """`a` as a multiple of `b`, or nothing where either was not measured."""
-    return f"{ratio(a, b)} of {what}" if a and b else ""
-
-
-def span(seconds: float) -> str:
-    return f"{seconds / 86400:,.0f} days" if seconds >= 2 * 86400 else f"{seconds / 60:,.0f} min"
+def ratio(a: float | None, b: float | None, of: str = "") -> str:
+    """`a` as a multiple of `b` (`of`: what `b` is); nothing where either is missing."""
+    return f"×{a / b:.2f}{f' of {of}' if of else ''}" if a and b else ""
 
 
 def listed(values: list[Any], fmt: Callable[[Any], str] = n) -> str:
@@ -76,44 +65,48 @@ def med(values: list[float]) -> float:
 STREAMS = {"main": "simulator stream", "history": "purchase history"}
 
 
-def replay(r: dict[str, Any]) -> Section:
+def replay(r: Results) -> Section:
     s = Section(
         "Replay, one process",
         "stream | events/s, median (runs) | ÷ raw JSON pipe (pipe events/s) | µs CPU/event "
         "(pipe) | s / CPU s per run | actions, timers fired per event | customers; timer heap "
         "| actions",
     )
-    for name, rep in (get(r, "replay") or {}).items():
+    for name, rep in r["replay"].items():
         runs, x = rep["runs"], rep["runs"][0]
-        label = f"{STREAMS[name]}, {x['events']:,} events over {span(x['event_time_span_s'])}"
+        days = x["event_time_span_s"] / 86400
+        label = f"{STREAMS[name]}, {x['events']:,} events over "
+        label += f"{days:,.0f} days" if days >= 2 else f"{days * 1440:,.0f} min"
         if x["until_days_after_end"]:
             label += f", timers fired to {x['until_days_after_end']:.0f} days past its end"
         if x["command"] != rep["command"]:
             label += f" (run 1 adds `{x['command'].removeprefix(rep['command']).strip()}`)"
         s.commands.append((label, rep["command"]))
         pipes = [x["pipe"] for x in runs]
-        times = ", ".join(f"{x['seconds']:.1f} / {x['cpu_seconds']:.1f}" for x in runs)
-        actions = ", ".join(f"{k} {v:,}" for k, v in x["counts"]["actions"].items())
-        s.rows.append(
-            f"{STREAMS[name]} | **{n(rep['events_per_s_median'])}** "
-            f"({listed(rep['events_per_s_runs'])}) | **×{rep['pipe_ratio_median']:.3f}** "
-            f"({listed([p['events_per_s'] for p in pipes])}) | "
-            f"{rep['cpu_us_per_event_median']:.0f} "
-            f"({med([p['cpu_us_per_event'] for p in pipes]):.1f}) | {times} | "
-            f"{x['actions_per_event']:.2f}, {x['timers_per_event']:.2f} | {x['customers']:,}; "
-            f"{x['timer_heap_entries']:,} | {actions}"
+        rate, cpu, pipe = (
+            rep[f"{k}_median"] for k in ("events_per_s", "cpu_us_per_event", "pipe_ratio")
         )
+        s.rows.append(
+            f"{STREAMS[name]} | **{n(rate)}** ({listed(rep['events_per_s_runs'])}) | "
+            f"**×{pipe:.3f}** ({listed([p['events_per_s'] for p in pipes])}) | {cpu:.0f} "
+            f"({med([p['cpu_us_per_event'] for p in pipes]):.1f}) | "
+            + ", ".join(f"{x['seconds']:.1f} / {x['cpu_seconds']:.1f}" for x in runs)
+            + f" | {x['actions_per_event']:.2f}, {x['timers_per_event']:.2f} | "
+            f"{x['customers']:,}; {x['timer_heap_entries']:,} | "
+            + ", ".join(f"{k} {v:,}" for k, v in x["counts"]["actions"].items())
+        )
+        what = "365-day history, timers" if name == "history" else STREAMS[name]
+        value = f"**{n(rate)} events/s**, {cpu:.0f} µs CPU/event (×{pipe:.3f} of a raw JSON pipe)"
+        s.readme.append((f"replay, {what}", value))
     return s
 
 
-def jobs(r: dict[str, Any]) -> Section:
+def jobs(r: Results) -> Section:
     s = Section(
         "Replay, parallel jobs",
         "replay of the history | partitions | events/s, median | s per run | CPU s per run",
     )
-    if not (j := get(r, "replay_jobs")):
-        return s
-    parts, cpu = [], []
+    j, parts, cpu = r["replay_jobs"], [], []
     for key in ("jobs_1", "jobs_2"):
         runs = j[key]["runs"]
         label = f"`--jobs {runs[0].get('jobs', 1)}`"
@@ -124,35 +117,46 @@ def jobs(r: dict[str, Any]) -> Section:
         s.rows.append(f"{label} | {parts[-1]} | **{n(j[key]['events_per_s_median'])}** | {times}")
     speedup = f"**×{j['speedup']:.2f}**"
     s.rows.append(f"`--jobs 2` ÷ `--jobs 1` |  | {speedup} |  | ×{cpu[1] / cpu[0]:.2f}")
+    rates = f"{n(j['jobs_2']['events_per_s_median'])} ÷ {n(j['jobs_1']['events_per_s_median'])}"
+    value = f"{speedup} ({rates} events/s)"
     if parts[0] != parts[1]:
         s.note = "The two ran over different partitions: the speedup includes that difference."
+        value += f", over {parts[0]} and {parts[1]} partitions"
+    s.readme.append(("replay `--jobs 2` ÷ `--jobs 1`", value))
     return s
 
 
-def memory(r: dict[str, Any]) -> Section:
+def memory(r: Results) -> Section:
     s = Section(
         "State size and memory",
         "figure | customers | `state.dumps` bytes: mean, p50, p99, max | RSS per customer",
+        note="Worker: its RSS once restored, minus the same with no customers, per customer.",
     )
-    for label in ("main", "big"):
-        if x := get(r, "memory", label):
-            sb, grew = x["state_bytes"], x["rss_after_bytes"] - x["rss_before_bytes"]
-            s.commands.append((f"replay, {label} stream", x["command"]))
-            s.rows.append(
-                f"replay, {label} stream | {x['customers']:,} | **{n(sb['mean'])}**, "
-                f"{listed([sb['p50'], sb['p99'], sb['max']])} | "
-                f"**{n(x['rss_per_customer_bytes'])} B** (RSS +{mib(grew)})"
-            )
+    per_customer = {}
+    for label, x in r["memory"].items():
+        sb, grew = x["state_bytes"], x["rss_after_bytes"] - x["rss_before_bytes"]
+        s.commands.append((f"replay, {label} stream", x["command"]))
+        s.rows.append(
+            f"replay, {label} stream | {x['customers']:,} | **{n(sb['mean'])}**, "
+            f"{listed([sb['p50'], sb['p99'], sb['max']])} | "
+            f"**{n(x['rss_per_customer_bytes'])} B** (RSS +{mib(grew)})"
+        )
     for store in ("memory", "rocksdb"):
-        runs = [x for x in get(r, "recovery", store, "runs") or [] if "rss_per_customer_bytes" in x]
-        if runs:
-            x = max(runs, key=lambda x: x["customers"])
-            s.commands.append((f"live worker, {store} store", r["recovery"][store]["command"]))
+        res = r.get("recovery", {}).get(store, {})
+        if runs := [x for x in res.get("runs", []) if "rss_per_customer_bytes" in x]:
+            x, per_customer[store] = runs[-1], runs[-1]["rss_per_customer_bytes"]
+            s.commands.append((f"live worker, {store} store", res["command"]))
             s.rows.append(
                 f"live worker, {store} store | {x['customers']:,} | – | "
-                f"**{n(x['rss_per_customer_bytes'])} B** (RSS {mib(x['worker_rss_bytes'])})"
+                f"**{n(per_customer[store])} B** (RSS {mib(x['worker_rss_bytes'])})"
             )
-    s.note = "Worker: its RSS once restored, minus the same with no customers, per customer."
+    if "main" in r["memory"] and "memory" in per_customer:
+        main = r["memory"]["main"]
+        value = f"{n(main['state_bytes']['mean'])} B serialized; RSS "
+        value += f"{n(main['rss_per_customer_bytes'])} B in replay, "
+        s.readme.append(
+            ("state per customer", value + f"{n(per_customer['memory'])} B in a worker")
+        )
     return s
 
 
@@ -169,45 +173,61 @@ def rates(x: dict[str, Any]) -> str:
     )
 
 
-def live(r: dict[str, Any]) -> Section:
+def live(r: Results) -> Section:
     s = Section(
         "Live throughput",
         "workload | consumer | guarantee | events/s, median (runs) | µs CPU/event: process; "
         "broker | ready after s | ratio",
     )
     for workload, what in (("sim", "simulator mix"), ("first_purchase", "first purchases")):
-        if not (res := get(r, "live", workload)):
+        if not (res := r.get("live", {}).get(workload)):
             continue
         s.commands.append((f"{what}, {res['events']:,} events", res["command"]))
-        summary = res["summary"]
+        rate = {k: x["events_per_s_median"] for k, x in res["summary"].items()}
+        versus = {
+            f"{mode}-{g}": ratio(rate.get(f"{mode}-{g}"), rate.get(f"{base}-{g}"), who)
+            for mode, base, who in (
+                ("worker-1", "raw-1", "raw"),
+                ("worker-2", "worker-1", "1 worker"),
+            )
+            for g in GUARANTEES
+        }
         for (mode, who), g in ((m, g) for m in MODES.items() for g in GUARANTEES):
-            rate = {m: get(summary, f"{m}-{g}", "events_per_s_median") for m in MODES}
-            versus = {
-                "worker-1": of(rate["worker-1"], rate["raw-1"], "raw"),
-                "worker-2": of(rate["worker-2"], rate["worker-1"], "1 worker"),
-            }
-            if x := summary.get(f"{mode}-{g}"):
-                s.rows.append(f"{what} | {who} | {g} | {rates(x)} | {versus.get(mode, '')}")
+            if x := res["summary"].get(key := f"{mode}-{g}"):
+                s.rows.append(f"{what} | {who} | {g} | {rates(x)} | {versus.get(key, '')}")
+        if workload == "sim" and len(rate) == len(MODES) * len(GUARANTEES):
+            one = [
+                f"**{n(rate[f'worker-1-{g}'])}** ({versus[f'worker-1-{g}']} aiokafka)"
+                for g in GUARANTEES
+            ]
+            s.readme.append(
+                (f"live, 1 worker, events/s: {' / '.join(GUARANTEES)}", " / ".join(one))
+            )
+            two = [versus[f"worker-2-{g}"].removesuffix(" of 1 worker") for g in GUARANTEES]
+            s.readme.append(("live, 2 workers ÷ 1 worker", " / ".join(two)))
     if x := r.get("processor"):
-        worker = get(r, "live", "sim", "summary", "worker-1-at_least_once") or {}
-        worker_cpu = worker.get("process_cpu_us_per_event_median")
+        worker = (
+            r.get("live", {}).get("sim", {}).get("summary", {}).get("worker-1-at_least_once", {})
+        )
+        cpu = ratio(x["cpu_us_per_event"], worker.get("process_cpu_us_per_event_median"))
         s.commands.append(("adapter alone, batches of 2,000", x["command"]))
         s.rows.append(
             f"simulator mix | adapter alone (PartitionTask, no Kafka client) | – | "
             f"{n(x['events_per_s'])} ({x['events']:,} events) | **{n(x['cpu_us_per_event'])}** "
-            f"| – | CPU/event {ratio(x['cpu_us_per_event'], worker_cpu)} of 1 worker's"
+            f"| – | CPU/event {cpu} of 1 worker's"
         )
     return s
 
 
-def latency(r: dict[str, Any]) -> Section:
+def latency(r: Results) -> Section:
     s = Section(
         "Latency event→action",
         "guarantee | load: share of the maximum | sent events/s | p50 ms | p95 ms | p99 ms | "
         "max ms | measured | unmatched after 30 s | load generator cores",
         note="One worker, first purchases at a fixed rate; the maximum: its rate above.",
     )
-    for g, res in (r.get("latency") or {}).items():
+    half = []
+    for g, res in r["latency"].items():
         s.commands.append((g, res["command"]))
         top = res["max_events_per_s"]
         for x in res["levels"]:
@@ -217,47 +237,53 @@ def latency(r: dict[str, Any]) -> Section:
                 f"{n(x['max_ms'])} | {x['measured']:,} | {x['unmatched_after_30s']} | "
                 f"{x.get('generator_cores', 0):.2f}"
             )
+        x = min(res["levels"], key=lambda x: abs(x["target_rate"] / top - 0.5))
+        half.append(f"**{n(x['p99_ms'])} ms** at {n(x['achieved_send_rate'])}/s")
+    s.readme.append((f"p99 event→action, half load: {' / '.join(r['latency'])}", " / ".join(half)))
     return s
 
 
-def idle(r: dict[str, Any]) -> Section:
+def idle(r: Results) -> Section:
     s = Section("Idle CPU", "with nothing to read | cores | broker cores")
-    if x := r.get("idle"):
-        s.commands.append((f"over {x['seconds']:.0f} s", x["command"]))
-        for who, key in (("plain aiokafka consumer", "plain_consumer"), ("worker", "idle_worker")):
-            s.rows.append(
-                f"{who} | **{x[f'{key}_cores']:.2f}** | {x[f'broker_cores_for_{key}']:.2f}"
-            )
+    s.commands.append((f"over {r['idle']['seconds']:.0f} s", r["idle"]["command"]))
+    for who, key in (("plain aiokafka consumer", "plain_consumer"), ("worker", "idle_worker")):
+        cores, broker = r["idle"][f"{key}_cores"], r["idle"][f"broker_cores_for_{key}"]
+        s.rows.append(f"{who} | **{cores:.2f}** | {broker:.2f}")
     return s
 
 
 STATES = {"memory": "memory store", "rocksdb": "rocksdb store", "overdue": "memory, overdue"}
 
 
-def recovery(r: dict[str, Any]) -> Section:
+def recovery(r: Results) -> Section:
     s = Section(
         "Recovery from the changelog",
         "states | customers | start | restore s (per partition) | records restored | "
         "start→ready s | CPU s | RSS | heartbeat failures | stopped in s (exit)",
     )
-    rec = r.get("recovery") or {}
-    notes = []
+    rec, notes, restored = r["recovery"], [], []
     for store, res in rec.items():
         s.commands.append((STATES[store], res["command"]))
         for x in res["runs"]:
-            customers = f"{STATES[store]} | {x['customers']:,}"
-            s.rows.append(f"{customers} | cold | {restart(x)}")
-            if "warm" in x:
-                s.rows.append(f"{customers} | warm | {restart(x['warm'])}")
+            starts = [("cold", x), *([("warm", x["warm"])] if "warm" in x else [])]
+            s.rows += [
+                f"{STATES[store]} | {x['customers']:,} | {a} | {restart(y)}" for a, y in starts
+            ]
             if "warm" in x and x["customers"]:
                 warm = ratio(x["warm"]["restore_seconds"], x["restore_seconds"])
                 notes.append(f"warm ÷ cold restore, {store}, {x['customers']:,} customers: {warm}")
-    memory_runs = {x["customers"]: x for x in get(rec, "memory", "runs") or []}
-    for x in get(rec, "rocksdb", "runs") or []:
+        if store != "overdue" and (x := res["runs"][-1])["customers"]:
+            warm = f" ({x['warm']['restore_seconds']:.1f} s warm)" if "warm" in x else ""
+            restored.append(f"**{x['restore_seconds']:.1f} s** {store}{warm}")
+    memory_runs = {x["customers"]: x for x in rec.get("memory", {}).get("runs", [])}
+    for x in rec.get("rocksdb", {}).get("runs", []):
         if x["customers"] and x["customers"] in memory_runs:
             rocks = ratio(x["restore_seconds"], memory_runs[x["customers"]]["restore_seconds"])
             notes.append(f"RocksDB ÷ memory restore, {x['customers']:,} customers: {rocks}")
     s.note = "; ".join(notes) + ". Overdue: states as replayed, every timer fires at once."
+    if restored:
+        customers = max(x["runs"][-1]["customers"] for x in rec.values())
+        s.readme.append((f"restore {customers:,} customers", ", ".join(restored)))
     return s
 
 
@@ -275,38 +301,38 @@ def restart(x: dict[str, Any]) -> str:
 PEERS = {"raw": "raw aiokafka consume→produce", "worker": "1 worker", "faust": "Faust peer"}
 
 
-def peer_throughput(r: dict[str, Any]) -> Section:
+def peer_throughput(r: Results) -> Section:
     s = Section(
         "Faust peer: throughput",
         "app | events/s, median (runs) | µs CPU/event: process; broker | ready after s | ratio",
         note="Faust peer: bench/faust_peer.py, the same rule core in a faust-streaming app.",
     )
-    if not (tp := get(r, "faust", "throughput")):
-        return s
+    tp = r["faust"]["throughput"]
     s.commands.append((f"{tp['events']:,} simulator events, at_least_once", tp["command"]))
     x = {k: tp["summary"].get(f"{k}-1-at_least_once") or {} for k in PEERS}
     rate = {k: x[k].get("events_per_s_median") for k in PEERS}
     cpu = {k: x[k].get("process_cpu_us_per_event_median") for k in PEERS}
     versus = {
-        "worker": f"{of(rate['worker'], rate['raw'], 'raw')}; "
-        f"**{of(rate['worker'], rate['faust'], 'Faust')}**",
-        "faust": f"{of(rate['faust'], rate['raw'], 'raw')}; CPU/event "
-        f"{of(cpu['faust'], cpu['worker'], 'the worker')}",
+        "worker": f"{ratio(rate['worker'], rate['raw'], 'raw')}; "
+        f"**{ratio(rate['worker'], rate['faust'], 'Faust')}**",
+        "faust": f"{ratio(rate['faust'], rate['raw'], 'raw')}; CPU/event "
+        f"{ratio(cpu['faust'], cpu['worker'], 'the worker')}",
     }
     s.rows = [f"{who} | {rates(x[k])} | {versus.get(k, '')}" for k, who in PEERS.items() if x[k]]
+    value = f"**{ratio(rate['worker'], rate['faust'])}** "
+    value += f"({n(rate['worker'])} ÷ {n(rate['faust'])} events/s)"
+    s.readme.append(("1 worker ÷ Faust peer, throughput", value))
     return s
 
 
-def peer_restart(r: dict[str, Any]) -> Section:
+def peer_restart(r: Results) -> Section:
     s = Section(
         "Faust peer: SIGTERM restarts",
         "app | run | events lost | of them, actions never sent | applied, actions never sent "
         "| action ids doubled | action ids missing / new | ended",
     )
-    if not (rs := get(r, "faust", "restart")):
-        return s
+    rs, clean, lost = r["faust"]["restart"], [], []
     s.commands.append((f"{rs['events']:,} simulator events, at_least_once", rs["command"]))
-    clean = []
     for kind, res in rs["apps"].items():
         runs = [(str(i), x) for i, x in enumerate(res["runs"], start=1)]
         for run, x in runs + [("control, no SIGTERM", x) for x in res.get("controls", [])]:
@@ -319,12 +345,14 @@ def peer_restart(r: dict[str, Any]) -> Section:
             )
         c = res["clean"]
         clean.append(f"{PEERS[kind]} {c['events_applied']:,} events, {c['distinct_actions']:,}")
+        lost.append(f"{PEERS[kind]} **{listed([x['events_lost'] for x in res['runs']])}**")
     s.note = (
         f"Each run stopped after {rs['stop_at']:.0%} of the clean run's output, restarted in "
         f"the same group and left to finish. Clean runs (events applied, action ids): "
         f"{'; '.join(clean)}. Action ids missing or new against the clean run come from "
         "order-dependent rules, not loss: the control shows their noise floor."
     )
+    s.readme.append(("events lost per SIGTERM restart", "; ".join(lost)))
     return s
 
 
@@ -341,31 +369,30 @@ def hottest(prof: dict[str, Any]) -> str:
     )
 
 
-def areas(r: dict[str, Any]) -> Section:
+def areas(r: Results) -> Section:
     """Where replay's CPU goes, per area of its path: the share of the profile, and that
     share of the replay step's median CPU per event; then the hottest functions."""
     s = Section("Replay CPU by area", "area: share of self time = µs/event")
     shares: dict[str, dict[str, str]] = {}
-    tops = []
+    tops, names = [], []
     for name, key in (("main", "profile"), ("history", "profile_history")):
         if not (prof := r.get(key)):
             continue
-        cpu = get(r, "replay", name, "cpu_us_per_event_median") or 0
+        cpu = r.get("replay", {}).get(name, {}).get("cpu_us_per_event_median", 0)
+        names.append(name)
         s.header += f" | {STREAMS[name]}"
         s.commands.append((profiled(prof, STREAMS[name]), prof["command"]))
         for area, pct in prof["percent_by_area"].items():
             shares.setdefault(area, {})[name] = f"{pct:.1f} % = {pct * cpu / 100:.0f}"
         tops.append(f"{STREAMS[name].capitalize()}, top 5 functions by self time: {hottest(prof)}.")
     s.note = " ".join(tops)
-    names = [name for name in STREAMS if f"| {STREAMS[name]}" in s.header]
     s.rows = [" | ".join([a, *(by.get(k, "–") for k in names)]) for a, by in shares.items()]
     return s
 
 
-def worker_areas(r: dict[str, Any]) -> Section:
+def worker_areas(r: Results) -> Section:
     """One row: the share of the worker's self time per area, largest first."""
-    if not (prof := r.get("worker_profile")):
-        return Section("Worker CPU by area", "area")
+    prof = r["worker_profile"]
     areas = sorted(prof["by_area_percent"].items(), key=lambda kv: -kv[1])
     s = Section("Worker CPU by area", " | ".join(["cProfile self time", *dict(areas)]))
     s.commands.append((profiled(prof, "1 worker"), prof["command"]))
@@ -374,9 +401,20 @@ def worker_areas(r: dict[str, Any]) -> Section:
     return s
 
 
-def sections(r: dict[str, Any]) -> list[Section]:
-    figures = (replay, jobs, memory, live, latency, idle, recovery, peer_throughput, peer_restart)
-    return [build(r) for build in (*figures, areas, worker_areas)]
+SECTIONS: list[tuple[Callable[[Results], Section], str]] = [
+    (replay, "replay"),
+    (jobs, "replay_jobs"),
+    (memory, "memory"),
+    (live, "live"),
+    (latency, "latency"),
+    (idle, "idle"),
+    (recovery, "recovery"),
+    (peer_throughput, "faust"),
+    (peer_restart, "faust"),
+    (areas, "profile"),
+    (worker_areas, "worker_profile"),
+]
+"""Each section, and the step of bench/run.py it needs (a run with --only has fewer)."""
 
 
 def table(header: str, rows: list[str]) -> list[str]:
@@ -389,75 +427,7 @@ def render_section(s: Section, machine: str) -> list[str]:
         lines.append("Command ({}): `{}`".format(*s.commands[0]))
     else:
         lines += ["", *(f"- {label}: `{cmd}`" for label, cmd in s.commands)]
-    lines += ["", *(table(s.header, s.rows) if s.rows else ["not measured"]), ""]
-    return lines + ([s.note, ""] if s.note and s.rows else [])
-
-
-def summary(r: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The README's figures: (figure, value, title of its section in results.md)."""
-    out = []
-    for name, what in (("main", "simulator stream"), ("history", "365-day history, timers")):
-        if rep := get(r, "replay", name):
-            value = (
-                f"**{n(rep['events_per_s_median'])} events/s**, {n(rep['cpu_us_per_event_median'])}"
-            )
-            value += f" µs CPU/event (×{rep['pipe_ratio_median']:.3f} of a raw JSON pipe)"
-            out.append((f"replay, {what}", value, "Replay, one process"))
-    if j := get(r, "replay_jobs"):
-        one, two = (j[k]["events_per_s_median"] for k in ("jobs_1", "jobs_2"))
-        value = f"**×{j['speedup']:.2f}** ({n(two)} ÷ {n(one)} events/s)"
-        parts = [j[k]["runs"][0].get("partitions", 1) for k in ("jobs_1", "jobs_2")]
-        value += f", over {parts[0]} and {parts[1]} partitions" if parts[0] != parts[1] else ""
-        out.append(("replay `--jobs 2` ÷ `--jobs 1`", value, "Replay, parallel jobs"))
-    main, restored = get(r, "memory", "main"), get(r, "recovery", "memory", "runs") or [{}]
-    if main and "rss_per_customer_bytes" in restored[-1]:
-        value = f"{n(main['state_bytes']['mean'])} B serialized; RSS "
-        value += f"{n(main['rss_per_customer_bytes'])} B in replay, "
-        value += f"{n(restored[-1]['rss_per_customer_bytes'])} B in a worker"
-        out.append(("state per customer", value, "State size and memory"))
-    rate = {
-        k: x["events_per_s_median"] for k, x in (get(r, "live", "sim", "summary") or {}).items()
-    }
-    if len(rate) == len(MODES) * len(GUARANTEES):
-        one = {g: rate[f"worker-1-{g}"] for g in GUARANTEES}
-        value = " / ".join(
-            f"**{n(one[g])}** ({of(one[g], rate[f'raw-1-{g}'], 'raw aiokafka')})"
-            for g in GUARANTEES
-        )
-        out.append(
-            ("live, 1 worker, events/s: " + " / ".join(GUARANTEES), value, "Live throughput")
-        )
-        value = " / ".join(ratio(rate[f"worker-2-{g}"], rate[f"worker-1-{g}"]) for g in GUARANTEES)
-        out.append(("live, 2 workers ÷ 1 worker", value, "Live throughput"))
-    if lat := r.get("latency"):
-        half = [
-            min(res["levels"], key=lambda x: abs(x["target_rate"] / res["max_events_per_s"] - 0.5))
-            for res in lat.values()
-        ]
-        value = " / ".join(
-            f"**{n(x['p99_ms'])} ms** at {n(x['achieved_send_rate'])}/s" for x in half
-        )
-        out.append(
-            (f"p99 event→action, half load: {' / '.join(lat)}", value, "Latency event→action")
-        )
-    rec = r.get("recovery") or {}
-    if cold := {k: rec[k]["runs"][-1] for k in ("memory", "rocksdb") if k in rec}:
-        value = ", ".join(f"**{x['restore_seconds']:.1f} s** {k}" for k, x in cold.items())
-        if "warm" in cold.get("rocksdb", {}):
-            value += f" ({cold['rocksdb']['warm']['restore_seconds']:.1f} s warm)"
-        figure = f"restore {max(x['customers'] for x in cold.values()):,} customers"
-        out.append((figure, value, "Recovery from the changelog"))
-    if tp := get(r, "faust", "throughput", "summary"):
-        w, f = (get(tp, f"{k}-1-at_least_once", "events_per_s_median") for k in ("worker", "faust"))
-        value = f"**{ratio(w, f)}** ({n(w)} ÷ {n(f)} events/s)"
-        out.append(("1 worker ÷ Faust peer, throughput", value, "Faust peer: throughput"))
-    if apps := get(r, "faust", "restart", "apps"):
-        value = "; ".join(
-            f"{PEERS[k]} **{listed([x['events_lost'] for x in v['runs']])}**"
-            for k, v in apps.items()
-        )
-        out.append(("events lost per SIGTERM restart", value, "Faust peer: SIGTERM restarts"))
-    return out
+    return [*lines, "", *table(s.header, s.rows), "", *([s.note, ""] if s.note else [])]
 
 
 def anchor(title: str) -> str:
@@ -465,7 +435,7 @@ def anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
-def render(r: dict[str, Any]) -> tuple[str, str]:
+def render(r: Results) -> tuple[str, str]:
     """(README section, full results.md)."""
     m = r["machine"]
     machine = f"{m['nproc']} CPUs {m['cpu_model']}, {m['ram_gib']} GiB, Python {m['python']}, "
@@ -484,11 +454,14 @@ def render(r: dict[str, Any]) -> tuple[str, str]:
         f"Inputs: {inputs}.",
         "",
     ]
-    for s in sections(r):
+    built = [build(r) for build, step in SECTIONS if r.get(step)]
+    for s in built:
         lines += render_section(s, machine)
     if r["errors"]:
         lines += ["## Errors", "", *(f"- {k}: {v}" for k, v in r["errors"].items()), ""]
-    rows = [f"[{fig}](bench/results.md#{anchor(title)}) | {v}" for fig, v, title in summary(r)]
+    rows = [
+        f"[{fig}](bench/results.md#{anchor(s.title)}) | {v}" for s in built for fig, v in s.readme
+    ]
     section = [
         "## Performance",
         "",
