@@ -164,8 +164,7 @@ def main() -> None:
     profile = [*REPLAY, "profile"]
     step("profile", lambda: bench(*profile, path["main"], "--events", size["profile_events"]))
     step("profile_history", lambda: bench(*profile, path["history"], "--events", n, *UNTIL))
-    processor = ("--events", size["processor_events"], "--profile")
-    step("processor", lambda: bench(*REPLAY, "processor", *processor))
+    step("processor", lambda: bench(*REPLAY, "processor", "--events", size["processor_events"]))
 
     def memory() -> dict[str, Any]:
         main = (
