@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: paths, machine facts, processes, statistics.
+"""What every benchmark script shares: paths, commands, its command line, statistics, machine
+facts and /proc readings.
 
 The benchmarks are not tests: they assert nothing about time. Each script prints one JSON
 object on stdout (its figures) and logs progress on stderr; `bench/run.py` runs them all.
@@ -13,7 +14,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,18 +27,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CACHE = BENCH / ".cache"
 PYTHON = sys.executable
-
 SIM_CUSTOMERS = 100_000
 SIM_RATE = 1_000
-
-
-def sim_path(customers: int, events: int) -> Path:
-    def short(n: int) -> str:
-        if n % 1_000_000 == 0:
-            return f"{n // 1_000_000}m"
-        return f"{n // 1_000}k" if n % 1_000 == 0 else str(n)
-
-    return CACHE / f"sim-{short(events)}-events-{short(customers)}-customers.jsonl"
 
 
 def rel(path: Path | str) -> str:
@@ -57,12 +47,6 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def emit(result: dict[str, Any]) -> None:
-    """A benchmark script's result: one JSON object on stdout."""
-    sys.stdout.write(json.dumps(result, indent=1) + "\n")
-    sys.stdout.flush()
-
-
 def run_json(argv: list[str], *, timeout: float) -> dict[str, Any]:
     """Run a benchmark script in a fresh interpreter; return the JSON it printed."""
     log("$ " + command(*argv))
@@ -75,21 +59,30 @@ def run_json(argv: list[str], *, timeout: float) -> dict[str, Any]:
     return result
 
 
-def script_main(
-    doc: str | None, commands: dict[str, tuple[Callable[..., Any], dict[str, Any]]]
-) -> None:
-    """`SCRIPT COMMAND [OPTIONS]`: one function (or coroutine function) per command, given
-    the parsed arguments; emits what it returns. Options are `{name: default}`: a name
-    without `--` is positional, False a flag, None a text; else the default's type."""
+Commands = dict[str, tuple[Callable[..., Any], dict[str, Any]]]
+"""A script's commands: name -> (function or coroutine function, its options)."""
+
+
+def script_main(doc: str | None, commands: Commands) -> None:
+    """`SCRIPT COMMAND [OPTIONS]`: runs the command's function on the parsed arguments and
+    prints what it returns as JSON. Options are `{name: default}`: a name without `--` is
+    positional, `...` a required text, False a flag, None a text; else the default's type.
+    A script with one command names it ""."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    if list(commands) == [""]:  # a script with one command: no name to give
+        parsers = {"": parser}
+    else:
+        sub = parser.add_subparsers(dest="cmd", required=True)
+        parsers = {name: sub.add_parser(name) for name in commands}
     for name, (func, options) in commands.items():
-        p = sub.add_parser(name)
+        p = parsers[name]
         for flag, default in options.items():
             if not flag.startswith("--"):
                 p.add_argument(flag)
+            elif default is ...:
+                p.add_argument(flag, required=True)
             elif default is False:
                 p.add_argument(flag, action="store_true")
             else:
@@ -98,10 +91,8 @@ def script_main(
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     result = args.func(args)
-    emit(asyncio.run(result) if asyncio.iscoroutine(result) else result)
-
-
-# ------------------------------------------------------------------ statistics
+    result = asyncio.run(result) if asyncio.iscoroutine(result) else result
+    sys.stdout.write(json.dumps(result, indent=1) + "\n")
 
 
 def median(values: list[float]) -> float:
@@ -116,13 +107,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-# ------------------------------------------------------------------ machine
-
-
 def machine() -> dict[str, Any]:
     model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     total = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
     packages = {}
@@ -132,7 +119,7 @@ def machine() -> dict[str, Any]:
         except PackageNotFoundError:
             packages[name] = "not installed"
     return {
-        "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints
         "cpu_model": model.group(1).strip() if model else platform.processor() or "unknown",
         "ram_gib": round(int(total.group(1)) / 1024 / 1024, 1) if total else None,
         "python": platform.python_version(),
@@ -143,35 +130,21 @@ def machine() -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ processes
+def proc_file(pid: int | str, name: str) -> str:
+    """/proc/PID/NAME, or "" once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size now (VmRSS), bytes; 0 if the process is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    match = re.search(r"^VmRSS:\s*(\d+) kB", status, re.M)
+    match = re.search(r"^VmRSS:\s*(\d+) kB", proc_file(pid, "status"), re.M)
     return int(match.group(1)) * 1024 if match else 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (0 if it is gone or unknown)."""
+    fields = proc_file(pid or 0, "stat").rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0

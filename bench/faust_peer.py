@@ -1,36 +1,22 @@
 """The peer: siyu-stream's rule core in a faust-streaming agent over a Faust table.
 
     FAUST_PEER_BROKER=127.0.0.1:P FAUST_PEER_APP_ID=ID FAUST_PEER_PREFIX=siyu \\
-    FAUST_PEER_OUT=TOPIC FAUST_PEER_READY=FILE \\
-        python bench/faust_peer.py worker --without-web -l info
+    FAUST_PEER_OUT=TOPIC FAUST_PEER_READY=FILE python bench/faust_peer.py worker --without-web
 
-One agent reads the worker's input topics (`<prefix>.orders`, `.chats`, `.joins`; keyed
-and co-partitioned by customer id), holds each customer's `siyu_stream.core.state.dumps` bytes in
-a Faust table (memory store, changelog `<app id>-customers-changelog`), applies the same
-pure rule core as the worker (`rules.apply_event` under the built-in rules) and sends every
-action's `to_json()` to FAUST_PEER_OUT, keyed by customer. Invalid events go to
-`<prefix>.faust-deadletter`. At-least-once, with the settings that worked on noida-db
-(session timeout 10 s, heartbeat 1 s, `--without-web`), commits every 0.5 s and a 20 ms
-producer linger.
-Faust's `exactly_once` is not offered: on noida-db it processes nothing.
-FAUST_PEER_READY is touched when a rebalance ends with partitions assigned (tables
-recovered, streams resumed).
+One agent reads the worker's input topics (`<prefix>.orders`, `.chats`, `.joins`, keyed by
+customer), keeps each customer's `state.dumps` bytes in a Faust table (memory store,
+changelog `<app id>-customers-changelog`), applies the worker's pure rule core
+(`rules.apply_event`) and sends each action's `to_json()` to FAUST_PEER_OUT; invalid events
+go to `<prefix>.faust-deadletter`. At-least-once, with the settings that worked on noida-db
+(Faust's exactly_once processes nothing there). Touches FAUST_PEER_READY when a rebalance
+ends with partitions assigned.
 
-What it does not do, so that it stays a fair peer for throughput and restart loss rather
-than a second runtime:
-
-- no stream-time merge of the input topics: records are applied in the order Faust hands
-  them over, each at its own `occurred_at` (the worker applies at the partition clock);
-- no timers (the worker fires them on stream time and, caught up, on the wall clock): on
-  the benchmark's workloads, stamped with the time they are sent, none is due in a run;
-- no referral credits (the worker sends them through its command topic to the referrer's
-  partition): they are dropped, so the referrer's `referral_reward` never appears;
-- no metrics, HTTP API, standby replicas or dead-letter envelope (the reason and the
-  record, as bytes).
-
-What it shares with the worker: decoding and schema checks, the wall-clock bound on event
-times, de-duplication by event id in the state, the contact policy (it lives in the state)
-and action ids (digests of rule, kind, customer and causing event), so that
+To stay a fair peer for throughput and restart loss rather than a second runtime, it does
+not merge the inputs by stream time (it applies records in the order Faust hands them over,
+each at its own `occurred_at`), fire timers (none is due in a run: the events are stamped
+with the time they are sent), send referral credits, nor serve metrics or an API. It shares
+with the worker: decoding and schema checks, the wall-clock bound on event times,
+de-duplication by event id in the state, the contact policy and action ids, so that
 bench/faust_bench.py can count doubles by action id and losses by the event ids the final
 table states have seen.
 """

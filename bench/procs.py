@@ -1,4 +1,5 @@
-"""The local broker and the processes the live benchmarks time: workers, the raw pipe."""
+"""The processes the live benchmarks time (workers, the raw pipe, the Faust peer), the input
+they read, and one timed run of a consumer group over it."""
 
 from __future__ import annotations
 
@@ -6,69 +7,34 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shutil
+import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from common import BENCH, CACHE, PYTHON, cpu_seconds, log, rel, stop_process
+import orjson
+from brokers import GIVE_UP, PARTITIONS, Broker, app, produce_all, wait_consumed
+from common import BENCH, CACHE, PYTHON, SIM_CUSTOMERS, SIM_RATE, cpu_seconds, log, median, rel
 
+from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker, free_port
+from siyu_stream.kafka.embedded import free_port
+from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
-from siyu_stream.topology import Topology
+from siyu_stream.simulate import SimConfig, generate
+from siyu_stream.topology import INPUT_TYPES, TopicSpec
+from siyu_stream.traffic import restamp
 
-PARTITIONS = 4
-GIVE_UP = 600.0  # a broken run fails instead of hanging; not a timing claim
 STOP_GRACE = 20.0
-"""Seconds a recovery worker gets to stop after SIGTERM before it is killed."""
-IN_FLIGHT = 10_000
-
-
-@contextlib.contextmanager
-def local_broker(name: str) -> Iterator[LocalBroker]:
-    data = CACHE / f"broker-{name}"
-    shutil.rmtree(data, ignore_errors=True)
-    broker = LocalBroker(data)
-    broker.start()
-    log(f"noida-db pid {broker.pid} on {broker.bootstrap} ({rel(data)})")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def settings(
-    broker: LocalBroker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
-) -> Settings:
-    return Settings(
-        broker=broker.bootstrap,
-        app_id=app_id,
-        topic_prefix=prefix,
-        partitions=PARTITIONS,
-        guarantee=guarantee,
-        api_auth=False,
-        web_port=0,
-    )
-
-
-async def app(
-    broker: LocalBroker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
-) -> tuple[Settings, Topology]:
-    """An app's settings and topology, its topics created."""
-    s = settings(broker, app_id, guarantee, prefix)
-    await ensure_topics(broker.bootstrap, Topology(s).specs())
-    return s, Topology(s)
+"""Seconds a worker being restarted gets to stop after SIGTERM before it is killed."""
 
 
 class Child:
-    """A timed child process, its output in `log_path`."""
+    """A timed child process, its output in `log_path`; ready once `_ready` says so."""
 
     what = "child"
 
@@ -92,7 +58,14 @@ class Child:
         return cpu_seconds(self.proc.pid)
 
     def stop(self, grace: float = 15.0) -> None:
-        stop_process(self.proc, grace)
+        """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
 
 
 class WorkerProc(Child):
@@ -109,8 +82,9 @@ class WorkerProc(Child):
         values = {f.metadata["env"]: getattr(s, f.name) for f in dataclasses.fields(s)}
         env = {**os.environ, **{k: str(v) for k, v in values.items() if v is not None}}
         profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        argv = [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"]
-        super().__init__(f"worker-{name}", argv, env)
+        super().__init__(
+            f"worker-{name}", [PYTHON, *profiler, "-m", "siyu_stream.cli", "worker"], env
+        )
 
     def _ready(self) -> bool:
         try:
@@ -120,18 +94,14 @@ class WorkerProc(Child):
             return False
 
 
-class RawProc(Child):
-    """bench/raw_pipe.py: raw aiokafka consume -> produce, ready once it has partitions."""
+class FileReady(Child):
+    """A child that touches CACHE/NAME.ready once it has partitions (the raw pipe, the Faust
+    peer): `ready_file(NAME)` goes in its command line or environment."""
 
-    what = "raw pipe"
-
-    def __init__(
-        self, broker: LocalBroker, group: str, out: str, guarantee: str, topics: list[str]
-    ) -> None:
-        self.ready_file = CACHE / f"raw-{group}.ready"
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.ready_file = ready_file(name)
         self.ready_file.unlink(missing_ok=True)
-        pipe = [str(BENCH / "raw_pipe.py"), broker.bootstrap, group, out, str(self.ready_file)]
-        super().__init__(f"raw-{group}", [PYTHON, *pipe, guarantee, *topics])
+        super().__init__(name, argv, env)
 
     def _ready(self) -> bool:
         return self.ready_file.exists()
@@ -139,6 +109,31 @@ class RawProc(Child):
     def stop(self, grace: float = 15.0) -> None:
         super().stop(grace)
         self.ready_file.unlink(missing_ok=True)
+
+
+def ready_file(name: str) -> Path:
+    return CACHE / f"{name}.ready"
+
+
+def raw_pipe(broker: Broker, name: str, group: str, out: str, g: str, topics: list[str]) -> Child:
+    """bench/raw_pipe.py: raw aiokafka consume -> produce, nothing in between."""
+    pipe = [
+        str(BENCH / "raw_pipe.py"),
+        broker.bootstrap,
+        group,
+        out,
+        str(ready_file(f"raw-{name}")),
+    ]
+    return FileReady(f"raw-{name}", [PYTHON, *pipe, g, *topics])
+
+
+def faust_peer(broker: Broker, name: str, group: str, prefix: str, out: str) -> Child:
+    """bench/faust_peer.py as a `faust worker` in consumer group `group`."""
+    env = {**os.environ, "FAUST_PEER_BROKER": broker.bootstrap, "FAUST_PEER_APP_ID": group}
+    env |= {"FAUST_PEER_PREFIX": prefix, "FAUST_PEER_OUT": out}
+    env["FAUST_PEER_READY"] = str(ready_file(f"faust-{name}"))
+    argv = [PYTHON, str(BENCH / "faust_peer.py"), "worker", "--without-web", "-l", "info"]
+    return FileReady(f"faust-{name}", argv, env)
 
 
 @contextlib.asynccontextmanager
@@ -162,49 +157,121 @@ async def wait_ready(procs: list[Child]) -> float:
     raise RuntimeError(msg)
 
 
-async def wait_consumed(broker: str, group: str, topics: list[str]) -> float:
-    """Poll the group's committed offsets until they reach the current ends of `topics`;
-    the monotonic time they did.
-
-    Two requests per poll (the group's offsets, the end offsets), every 50 ms: light enough
-    not to load the broker the consumers under test share the CPU with.
-    """
-    tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + GIVE_UP
-        while time.monotonic() < deadline:
-            ends = await consumer.end_offsets(tps)
-            offsets = await admin.list_consumer_group_offsets(group)
-            if all(offsets[tp].offset >= ends[tp] if tp in offsets else not ends[tp] for tp in tps):
-                return time.monotonic()
-            await asyncio.sleep(0.05)
-        msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
-        raise RuntimeError(msg)
-    finally:
-        await consumer.stop()
-        await admin.close()
+def first_purchase(n: int, tag: str) -> dict[str, Any]:
+    """A paid purchase by a customer never seen before: at least a layer change follows."""
+    return {
+        "event_id": f"{tag}-{n}",
+        "type": "order",
+        "customer_id": f"{tag}-c{n}",
+        "occurred_at": format_rfc3339(wall_clock()),
+        "order_id": f"{tag}-o{n}",
+        "status": "paid",
+        "amount": "199.00",
+        "channel": "tmall",
+    }
 
 
-async def produce_all(
-    bootstrap: str, records: Iterable[tuple[str, bytes, bytes, int | None]], batch_bytes: int
-) -> None:
-    """Send (topic, key, value, partition) records as fast as the broker takes them, with
-    at most IN_FLIGHT unacknowledged: benchmark set-up, not a measured figure."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=batch_bytes, acks="all"
+def workload(name: str, n: int) -> Iterator[tuple[str, bytes, bytes]]:
+    """(short topic, key, value) of `n` records: the simulator's mix or first purchases."""
+    if name == "sim":
+        for record in generate(SimConfig(customers=SIM_CUSTOMERS, rate=SIM_RATE), n):
+            yield record.topic, record.key.encode(), restamp(record, wall_clock())
+    else:
+        for i in range(n):
+            event = first_purchase(i, "fp")
+            yield "orders", event["customer_id"].encode(), orjson.dumps(event)
+
+
+async def preproduce(broker: Broker, name: str, prefix: str, n: int) -> dict[str, int]:
+    """N records of workload `name`, stamped with the time they are sent, onto the inputs."""
+    s, _ = await app(broker, "bench-setup", prefix=prefix)
+    per_topic: dict[str, int] = {}
+
+    def records() -> Iterator[tuple[str, bytes, bytes, int | None]]:
+        for short, key, value in workload(name, n):
+            per_topic[s.topic(short)] = per_topic.get(s.topic(short), 0) + 1
+            yield s.topic(short), key, value, None
+
+    started = time.monotonic()
+    await produce_all(broker.bootstrap, records(), 256 * 1024)
+    log(f"pre-produced {n:,} records in {time.monotonic() - started:.1f} s: {per_topic}")
+    return per_topic
+
+
+Mode = tuple[str, str, int]
+"""(consumer kind: raw, worker or faust; guarantee; processes)"""
+
+
+async def prepare(broker: Broker, mode: Mode, group: str, prefix: str) -> Any:
+    """The topics of `mode` in consumer group `group`: (`launch(name)`, which starts its
+    processes, again after a stop, a worker on the same data dir; the topics they consume;
+    the topics they write)."""
+    kind, guarantee, n = mode
+    if kind == "worker":
+        s, topology = await app(broker, group, guarantee, prefix)
+
+        def workers(name: str) -> list[Child]:
+            data = [CACHE / f"worker-data-{group}-{i}" for i in range(n)]
+            return [WorkerProc(s, f"{name}-{i}", data[i]) for i in range(n)]
+
+        return workers, [*topology.inputs, topology.commands], topology.outputs
+    inputs, out = [f"{prefix}.{t}" for t in INPUT_TYPES], f"{prefix}.{kind}-out"
+    await ensure_topics(broker.bootstrap, [TopicSpec(out, PARTITIONS)])
+
+    def launch(name: str) -> list[Child]:
+        if kind == "raw":
+            return [raw_pipe(broker, name, group, out, guarantee, inputs)]
+        return [faust_peer(broker, name, group, prefix, out)]
+
+    return launch, inputs, [out]
+
+
+async def time_consumer(
+    broker: Broker, mode: Mode, group: str, events: int, prefix: str, stall: float | None = None
+) -> dict[str, Any]:
+    """One new consumer group over the pre-produced input, timed from ready until its
+    committed offsets reach the ends of what it consumes (or it stalls: no rate then)."""
+    broker_cpu = cpu_seconds(broker.pid)
+    launch, topics, outputs = await prepare(broker, mode, group, prefix)
+    procs = launch(group)
+    async with running(procs) as ready:
+        end, how = await wait_consumed(broker.bootstrap, group, topics, outputs, stall)
+        cpu = sum(p.cpu() for p in procs)
+    seconds, startup = end - ready, ready - procs[0].started
+    broker_cpu = cpu_seconds(broker.pid) - broker_cpu
+    kind, guarantee, workers = mode
+    log(
+        f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s"
+        f" ({how['ended']}; ready after {startup:.1f} s; cpu {cpu:.1f} s, broker {broker_cpu:.1f})"
     )
-    await producer.start()
-    try:
-        pending = []
-        for topic, key, value, partition in records:
-            pending.append(await producer.send(topic, value, key=key, partition=partition))
-            if len(pending) >= IN_FLIGHT:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    consumed = how["ended"] == "consumed"
+    return {
+        **{"kind": kind, "guarantee": guarantee, "workers": workers},
+        **{"group": group, "events": events, "startup_seconds": startup, "seconds": seconds},
+        "events_per_s": events / seconds if consumed else None,
+        **{"process_cpu_seconds": cpu, "broker_cpu_seconds": broker_cpu, **how},
+        "log": rel(procs[0].log_path),
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per mode, keyed `kind-processes-guarantee`, in the order the modes ran."""
+    modes: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        modes.setdefault(f"{r['kind']}-{r['workers']}-{r['guarantee']}", []).append(r)
+    summary = {}
+    for key, mine in modes.items():
+        rates = [r["events_per_s"] for r in mine]
+        done = [x for x in rates if x is not None]
+        summary[key] = {
+            "events_per_s_median": median(done) if done else None,
+            "events_per_s_runs": rates,
+            "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
+            **{
+                f"{who}_cpu_us_per_event_median": median(
+                    [1e6 * r[f"{who}_cpu_seconds"] / r["events"] for r in mine]
+                )
+                for who in ("process", "broker")
+            },
+        }
+    return summary

@@ -2,16 +2,12 @@
 
     raw_pipe.py BROKER GROUP OUT_TOPIC READY_FILE GUARANTEE TOPIC [TOPIC ...]
 
-A consumer group member reads TOPICs and writes one record per input (same key, same
-value) to OUT_TOPIC, in batches of up to 2,000 records per poll like the worker:
-
-- at_least_once: send the batch, wait for every ack, then commit the consumed positions;
-- exactly_once: one transaction per poll with a single transactional producer (outputs
-  plus `send_offsets_to_transaction`), consumer in read_committed. The worker uses one
-  transactional producer per partition (needed for fencing); this is the cheapest correct
-  layout, so the ratio includes the cost of that design choice.
-
-Touches READY_FILE once partitions are assigned; runs until SIGTERM.
+A group member writes each record of TOPICs (same key, same value) to OUT_TOPIC, up to
+2,000 records per poll like the worker. at_least_once: send the batch, wait for the acks,
+commit. exactly_once: a transaction per poll with one transactional producer, consumer in
+read_committed; the worker has a transactional producer per partition (fencing needs it),
+so the ratio includes the cost of that choice. Touches READY_FILE once partitions are
+assigned; runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -51,15 +47,8 @@ async def main(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
-    if eos:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=broker,
-            transactional_id=f"{group}-tx",
-            acks="all",
-            enable_idempotence=True,
-        )
-    else:
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True)
+    tx = {"transactional_id": f"{group}-tx"} if eos else {}
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True, **tx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

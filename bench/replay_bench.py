@@ -1,21 +1,19 @@
-"""Replay benchmarks: core throughput, state size and memory, and a profile.
+"""Replay benchmarks: core throughput, state size and memory, and profiles.
 
 replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--sizes]
         [--dump-states FILE]
-    a raw JSON pipe over INPUT (each line read, orjson.loads, orjson.dumps, written: the
-    floor of any JSONL-in, JSONL-out tool), then one replay of INPUT through
-    siyu_stream.replay.run.replay, actions to a file; events/s and CPU per event of both,
-    actions and timers fired, RSS before/after, customers. --until-days: replay as
-    `siyu-stream replay --now END --until END+D days` (END: the last event time), so
-    every timer due within D days of the end fires. --partitions: as `replay
-    --partitions` (default 1); --jobs: `replay --jobs N` (N processes; the CPU counts
-    theirs; no customer, heap or memory figures). --sizes adds the serialized state
-    size per customer (state.dumps), --dump-states writes `customer<TAB>state` lines
-    (the changelog records a worker would write) for the recovery benchmark.
+    a raw JSON pipe over INPUT (each line orjson.loads, orjson.dumps: the floor of any
+    JSONL-in, JSONL-out tool), then one replay of INPUT (siyu_stream.replay.run.replay),
+    actions to a file: events/s and CPU per event of both, actions and timers fired, RSS,
+    customers. --until-days: as `replay --now END --until END+D days` (END: the last event
+    time), so every timer due within D days of the end fires; --partitions, --jobs: as
+    `replay`'s (--jobs: no customer, heap or memory figures, the engines live in the jobs).
+    --sizes: the serialized state size per customer; --dump-states: `customer<TAB>state`
+    lines (the changelog records a worker would write) for the recovery benchmark.
 replay_bench.py profile INPUT [--events N] [--until-days D]
-    pyinstrument over a replay of the first N events (--until-days as for `run`): the
-    share of time per area of the replay path, and the top functions by self time.
-replay_bench.py processor [--events N] [--profile]
+    pyinstrument over a replay of the first N events: the time per area of the replay path
+    and the top functions.
+replay_bench.py processor [--events N]
     the live worker's per-partition code (PartitionTask: decode, rules, output records,
     changelog records, store) over N simulator events in batches of 2,000, no Kafka client.
 """
@@ -85,103 +83,47 @@ def first_and_last_time(path: Path) -> tuple[int, int]:
     return min(times(head)), max(times(tail))
 
 
+def cpu_now() -> float:
+    """This process's CPU and its reaped children's (the --jobs processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + usage.ru_utime + usage.ru_stime
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    path = Path(args.input)
+    path, jobs, partitions = Path(args.input), int(args.jobs), int(args.partitions)
     first, last = first_and_last_time(path)
     until_days = float(args.until_days) if args.until_days else None
-    now = until = None
-    if until_days:
-        now, until = last, last + round(until_days * DAY)
+    bounds = {"now": last, "until": last + round(until_days * DAY)} if until_days else {}
     pipe = json_pipe(path)  # first: it also brings the file into the page cache for replay
-    out_path = CACHE / "replay-actions.jsonl"
-    dead_path = CACHE / "replay-deadletters.jsonl"
-    rules = Rules()
-    # Keep a handle on the engine the replay builds, to look at its store afterwards.
-    engines: list[Engine] = []
-    original_init = Engine.__init__
+    engines: list[Engine] = []  # the engine the replay builds, to look at its store after
+    init = Engine.__init__
 
     def spy(self: Engine, *a: Any, **k: Any) -> None:
-        original_init(self, *a, **k)
+        init(self, *a, **k)
         engines.append(self)
 
     Engine.__init__ = spy  # type: ignore[method-assign]
     gc.collect()
     rss_before = rss_bytes()
-    jobs, partitions = int(args.jobs), int(args.partitions)
-    with out_path.open("wb") as out, dead_path.open("wb") as dead:
-        started = time.perf_counter()
-        cpu_started = time.process_time() + _children_cpu()
+    with (
+        (CACHE / "replay-actions.jsonl").open("wb") as out,
+        (CACHE / "replay-deadletters.jsonl").open("wb") as dead,
+    ):
+        started, cpu = time.perf_counter(), cpu_now()
         counts = replay(
-            [path], out, rules, until=until, now=now, deadletters=dead, jobs=jobs,
-            partitions=partitions,
-        )  # fmt: skip
+            [path], out, Rules(), deadletters=dead, jobs=jobs, partitions=partitions, **bounds
+        )
         out.flush()
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() + _children_cpu() - cpu_started
+        seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
     gc.collect()
     rss_after = rss_bytes()
     events = sum(counts.events.values())
-    result = _throughput(path, counts, seconds, cpu, pipe, last - first, until_days)
-    if jobs > 1:  # the engines lived in the job processes
-        log(
-            f"replay --jobs {jobs} {rel(path)}: {events:,} events in {seconds:.1f} s = "
-            f"{events / seconds:,.0f}/s, CPU {cpu:.1f} s"
-        )
-        return {**result, "jobs": jobs, "partitions": partitions}
-    engine = engines[0]
-    store = engine.store
-    assert isinstance(store, MemoryStore)
-    customers = len(store.data)
-    result |= {
-        "customers": customers,
-        "timer_heap_entries": sum(len(p.timers) for p in engine.partitions),
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
-        "rss_per_customer_bytes": (rss_after - rss_before) / customers,
-    }
-    log(
-        f"replay {rel(path)}: {events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s "
-        f"(raw JSON pipe {pipe['events_per_s']:,.0f}/s); {result['actions_per_event']:.2f} "
-        f"actions, {result['timers_per_event']:.2f} timers per event; {customers:,} customers, "
-        f"RSS +{(rss_after - rss_before) / 2**20:,.0f} MiB"
-    )
-    if args.sizes:
-        sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
-        result["state_bytes"] = {
-            "mean": sum(sizes) / len(sizes),
-            "p50": percentile(sizes, 50),
-            "p99": percentile(sizes, 99),
-            "max": sizes[-1],
-            "total": sum(sizes),
-        }
-    if args.dump_states:
-        with Path(args.dump_states).open("wb") as handle:
-            for customer_id, state in store.data.items():
-                handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
-        result["dumped_states"] = rel(args.dump_states)
-    return result
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _throughput(
-    path: Path,
-    counts: Any,
-    seconds: float,
-    cpu: float,
-    pipe: dict[str, float],
-    span_ms: int,
-    until_days: float | None,
-) -> dict[str, Any]:
-    """The figures of a replay run, one process or several."""
-    events = sum(counts.events.values())
-    return {
+    result: dict[str, Any] = {
         "input": rel(path),
+        "jobs": jobs,
+        "partitions": partitions,
         "events": events,
-        "event_time_span_s": span_ms / 1000,
+        "event_time_span_s": (last - first) / 1000,
         "until_days_after_end": until_days,
         "seconds": seconds,
         "cpu_seconds": cpu,
@@ -191,31 +133,38 @@ def _throughput(
         "pipe_ratio": events / seconds / pipe["events_per_s"],
         "actions_per_event": sum(counts.by_kind().values()) / events,
         "timers_per_event": counts.timers_fired / events,
-        "output_bytes": (CACHE / "replay-actions.jsonl").stat().st_size,
-        "counts": {
-            "events": dict(counts.by_outcome()),
-            "actions": dict(counts.by_kind()),
-            "timers_fired": counts.timers_fired,
-        },
+        "counts": {"actions": dict(counts.by_kind()), "timers_fired": counts.timers_fired},
     }
+    rate = f"{events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s"
+    log(f"replay {rel(path)} --jobs {jobs}: {rate}, CPU {cpu:.1f} s")
+    if jobs > 1:  # the engines lived in the job processes
+        return result
+    store = engines[0].store
+    assert isinstance(store, MemoryStore)
+    result |= {
+        "customers": len(store.data),
+        "timer_heap_entries": sum(len(p.timers) for p in engines[0].partitions),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_per_customer_bytes": (rss_after - rss_before) / len(store.data),
+    }
+    if args.sizes:
+        sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
+        result["state_bytes"] = {
+            "mean": sum(sizes) / len(sizes),
+            **{f"p{q}": percentile(sizes, q) for q in (50, 99)},
+            "max": sizes[-1],
+        }
+    if args.dump_states:
+        with Path(args.dump_states).open("wb") as handle:
+            for customer_id, state in store.data.items():
+                handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
+    return result
 
 
-# ------------------------------------------------------------------ profile
-
-
-def first_lines(path: Path, n: int) -> Path:
-    target = CACHE / f"{path.stem}.first-{n}.jsonl"
-    if not target.exists():
-        with path.open("rb") as src, target.open("wb") as dst:
-            dst.writelines(itertools.islice(src, n))
-    return target
-
-
-def profiled(
-    fn: Callable[[], Any], interval: float, name: str, top: int, *, html: bool = False
-) -> dict[str, Any]:
-    """`fn` under pyinstrument: its top functions; the call tree in bench/.cache/NAME.txt
-    (and NAME.html)."""
+def profiled(fn: Callable[[], Any], interval: float, name: str, top: int) -> dict[str, Any]:
+    """`fn` under pyinstrument: its time by area and its top functions; the call tree in
+    bench/.cache/NAME.txt."""
     from pyinstrument import Profiler  # noqa: PLC0415 - installed by bench/run.py
 
     profiler = Profiler(interval=interval)
@@ -227,48 +176,37 @@ def profiled(
     assert root is not None
     text_report = CACHE / f"{name}.txt"
     text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
-    top_self, project = _aggregate(root, top)
-    result = {
+    return {
         "profiled_seconds": root.time,
         "percent_by_area": _areas(root),
-        "top_self": top_self,
-        "top_inclusive_project": project,
+        "top_self": _top_self(root, top),
         "text_report": rel(text_report),
     }
-    if html:
-        (CACHE / f"{name}.html").write_text(profiler.output_html())
-        result["html_report"] = rel(CACHE / f"{name}.html")
-    return result
 
 
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
-    path = first_lines(Path(args.input), args.events)
-    rules = Rules()
-    run: dict[str, Any] = {}
+    path = CACHE / f"{Path(args.input).stem}.first-{args.events}.jsonl"
+    if not path.exists():
+        with Path(args.input).open("rb") as src, path.open("wb") as dst:
+            dst.writelines(itertools.islice(src, args.events))
     bounds: dict[str, Any] = {}
     if args.until_days is not None:  # as `run --until-days`: the history's timers fire
         end = first_and_last_time(path)[1]
         bounds = {"now": end, "until": end + int(float(args.until_days) * DAY)}
+    counts: list[Any] = []
 
     def go() -> None:
         with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
-            started = time.perf_counter()
-            run["counts"] = replay([path], out, rules, deadletters=dead, **bounds)
-            run["seconds"] = time.perf_counter() - started
+            counts.append(replay([path], out, Rules(), deadletters=dead, **bounds))
 
-    result = profiled(go, 0.0005, f"profile-replay-{path.stem}", args.top, html=True)
-    events = sum(run["counts"].events.values())
+    result = profiled(go, 0.0005, f"profile-replay-{path.stem}", args.top)
+    profiler = "pyinstrument (interval 0.5 ms, wall clock, one process)"
     return {
         "input": rel(path),
-        "events": events,
-        "timers_per_event": run["counts"].timers_fired / events,
-        "seconds": run["seconds"],
-        "profiler": "pyinstrument (interval 0.5 ms, wall clock, one process)",
+        "events": sum(counts[0].events.values()),
+        "profiler": profiler,
         **result,
     }
-
-
-# ------------------------------------------------------------------ live adapter, no Kafka
 
 
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,54 +223,52 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
 
     # one partition: every record is local (no re-keying), like one worker owning them all
     settings = Settings(partitions=1, api_auth=False, web_port=0)
-    topology = Topology(settings)
     now = wall_clock()
+    simulated = generate(SimConfig(customers=SIM_CUSTOMERS, rate=SIM_RATE), args.events)
     records = [
         Record(settings.topic(r.topic), 0, i, r.key.encode(), restamp(r, now), now)
-        for i, r in enumerate(
-            generate(SimConfig(customers=SIM_CUSTOMERS, rate=SIM_RATE), args.events)
-        )
+        for i, r in enumerate(simulated)
     ]
 
-    def run() -> tuple[float, float, int]:
-        store: dict[str, bytes] = {}
-        task = PartitionTask(Rules(), topology, 0, store, Observer(Stats(), Rules()))
-        outs = 0
-        started, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(records), 2_000):  # the worker's batch: handle, sweep, changelog
-            clock = wall_clock()
-            for record in records[i : i + 2_000]:
-                task.enqueue(record, clock)
-            outs += len(task.sweep(clock)) + len(task.changelog())
-            task.committed()
-        return time.perf_counter() - started, time.process_time() - cpu, outs
-
-    seconds, cpu, outs = run()
-    result: dict[str, Any] = {
-        "events": len(records),
+    task = PartitionTask(Rules(), Topology(settings), 0, {}, Observer(Stats(), Rules()))
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(records), 2_000):  # the worker's batch: handle, sweep, changelog
+        clock = wall_clock()
+        for record in records[i : i + 2_000]:
+            task.enqueue(record, clock)
+        task.sweep(clock)
+        task.changelog()
+        task.committed()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    n = len(records)
+    log(f"PartitionTask: {n:,} events in {seconds:.1f} s = {n / seconds:,.0f}/s")
+    return {
+        "events": n,
         "seconds": seconds,
-        "events_per_s": len(records) / seconds,
-        "cpu_us_per_event": 1e6 * cpu / len(records),
-        "records_out": outs,
+        "events_per_s": n / seconds,
+        "cpu_us_per_event": 1e6 * cpu / n,
     }
-    log(
-        f"PartitionTask: {len(records):,} events in {seconds:.1f} s = "
-        f"{len(records) / seconds:,.0f}/s"
-    )
-    if args.profile:
-        result.update(profiled(run, 0.001, "profile-processor", args.top))
-    return result
 
 
 AREAS = {
-    "decode": ("events.py", "schemas.py", "clock.py", "<string>"),
-    "merge and input": ("replay.py", "replayio.py", "jobloop.py", "jobs.py", "merge.py", "keys.py"),
-    "rules and state copies": ("rules.py", "step.py", "policy.py", "timers.py", "state.py"),
-    "clock, timer index, stats": ("partition.py", "engine.py", "observe.py"),
-    "actions out": ("actions.py",),
+    "decode": ("core/events.py", "core/schemas.py", "core/clock.py", "<string>"),
+    "merge and input": (
+        *("replay/run.py", "replay/lines.py", "replay/jobloop.py", "replay/jobs.py"),
+        *("eventtime/merge.py", "eventtime/keys.py"),
+    ),
+    "rules and state copies": (
+        *("core/rules.py", "core/step.py", "core/policy.py", "core/timers.py", "core/state.py"),
+    ),
+    "clock, timer index, stats": (
+        "eventtime/partition.py",
+        "replay/engine.py",
+        "observe/observer.py",
+    ),
+    "actions out": ("core/actions.py",),
 }
-"""Where CPU goes, by the file whose code runs (a C builtin counts for its caller's file:
-heappop for the timer index, orjson.dumps for the actions, msgspec for decoding)."""
+"""Where CPU goes, by the file whose code runs (its path under siyu_stream/; a C builtin
+counts for its caller's file: heappop for the timer index, orjson.dumps for the actions,
+msgspec for decoding)."""
 
 
 def _areas(root: Any) -> dict[str, float]:
@@ -340,7 +276,7 @@ def _areas(root: Any) -> dict[str, float]:
     seconds: dict[str, float] = defaultdict(float)
 
     def area_of(path: str, inherited: str) -> str:
-        name = Path(path).name
+        name = path.rpartition("siyu_stream/")[2]
         for area, files in AREAS.items():
             if name in files and (name != "<string>" or inherited == "decode"):
                 return area
@@ -359,67 +295,35 @@ def _areas(root: Any) -> dict[str, float]:
     return {area: 100 * t / root.time for area, t in sorted(seconds.items(), key=lambda kv: -kv[1])}
 
 
-def _aggregate(root: Any, top: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(top functions by self time, project functions by inclusive time) of a pyinstrument tree."""
-    total = root.time
+def _top_self(root: Any, top: int) -> list[dict[str, Any]]:
+    """The `top` functions of a pyinstrument tree by self time."""
     self_time: dict[tuple[str, str, int], float] = defaultdict(float)
-    inclusive: dict[tuple[str, str, int], float] = defaultdict(float)
 
-    def key(frame: Any) -> tuple[str, str, int]:
-        return (frame.function, frame.file_path_short or "", frame.line_no or 0)
-
-    def walk(frame: Any, on_stack: frozenset[tuple[str, str, int]]) -> None:
-        k = key(frame)
-        if frame.is_synthetic:
-            return
+    def walk(frame: Any) -> None:
         children = [c for c in frame.children if not c.is_synthetic]
-        self_time[k] += frame.time - sum(c.time for c in children)
-        if k not in on_stack:  # recursion: count a function's inclusive time once per stack
-            inclusive[k] += frame.time
+        key = (frame.function, frame.file_path_short or "", frame.line_no or 0)
+        self_time[key] += frame.time - sum(c.time for c in children)
         for child in children:
-            walk(child, on_stack | {k})
+            walk(child)
 
-    walk(root, frozenset())
-
-    def row(k: tuple[str, str, int]) -> dict[str, Any]:
-        return {
-            "function": k[0],
-            "where": f"{k[1]}:{k[2]}",
-            "seconds": self_time[k],
-            "percent": 100 * self_time[k] / total,
-            "inclusive_percent": 100 * inclusive[k] / total,
-        }
-
-    by_self = [row(k) for k, _ in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]]
-    by_inclusive = [
-        row(k)
-        for k, _ in sorted(inclusive.items(), key=lambda kv: -kv[1])
-        if "siyu_stream" in k[1] and k[0] not in ("replay", "<module>", "run")
-    ][:15]
-    return by_self, by_inclusive
+    walk(root)
+    ranked = sorted(self_time.items(), key=lambda kv: -kv[1])[:top]
+    return [
+        {"function": f, "where": f"{w}:{n}", "percent": 100 * t / root.time}
+        for (f, w, n), t in ranked
+    ]
 
 
 def main() -> None:
     tune_gc()  # as `siyu-stream` does for every command
+    run = {"input": None, "--until-days": None, "--jobs": 1, "--partitions": 1}
+    profile = {"input": None, "--events": 200_000, "--top": 5, "--until-days": None}
     script_main(
         __doc__,
         {
-            "run": (
-                cmd_run,
-                {
-                    "input": None,
-                    "--until-days": None,
-                    "--jobs": 1,
-                    "--partitions": 1,
-                    "--sizes": False,
-                    "--dump-states": None,
-                },
-            ),
-            "profile": (
-                cmd_profile,
-                {"input": None, "--events": 200_000, "--top": 10, "--until-days": None},
-            ),
-            "processor": (cmd_processor, {"--events": 100_000, "--profile": False, "--top": 10}),
+            "run": (cmd_run, run | {"--sizes": False, "--dump-states": None}),
+            "profile": (cmd_profile, profile),
+            "processor": (cmd_processor, {"--events": 100_000}),
         },
     )
 

@@ -1,0 +1,179 @@
+"""The broker the live benchmarks run on, and what they ask of it through a Kafka client.
+
+A broker kind is a function in BROKERS that starts one on an empty data dir and returns it;
+`broker(name, kind)` runs it for a block. The benches use only `Broker`'s members, so a
+second kind (Apache Kafka) plugs in there, beside noida-db, and every script's --broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from common import CACHE, log, rel
+
+from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.settings import Settings
+from siyu_stream.topology import Topology
+
+PARTITIONS = 4
+GIVE_UP = 600.0  # a broken run fails instead of hanging; not a timing claim
+
+
+class Broker(Protocol):
+    @property
+    def bootstrap(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...  # its process, whose CPU the benches report (None: not)
+
+    def restart(self) -> None: ...  # on the same data (recovery_bench: after a SIGKILL)
+
+    def stop(self) -> None: ...
+
+
+def noida_db(data: Path) -> Broker:
+    broker = LocalBroker(data)
+    broker.start()
+    return broker
+
+
+BROKERS: dict[str, Callable[[Path], Broker]] = {"noida-db": noida_db}
+
+
+@contextlib.contextmanager
+def broker(name: str, kind: str = "noida-db") -> Iterator[Broker]:
+    data = CACHE / f"broker-{name}"
+    shutil.rmtree(data, ignore_errors=True)
+    started = BROKERS[kind](data)
+    log(f"{kind} pid {started.pid} on {started.bootstrap} ({rel(data)})")
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def app(
+    broker: Broker, app_id: str, guarantee: str = "at_least_once", prefix: str = "siyu"
+) -> tuple[Settings, Topology]:
+    """An app's settings and topology on `broker`, its topics created."""
+    s = Settings(
+        broker.bootstrap,
+        app_id,
+        prefix,
+        PARTITIONS,
+        guarantee=guarantee,
+        api_auth=False,
+        web_port=0,
+    )
+    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    return s, Topology(s)
+
+
+def partitions(topics: Iterable[str]) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+
+
+@contextlib.asynccontextmanager
+async def consumer(bootstrap: str, **config: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer outside any group, stopped on the way out."""
+    started = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **config)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+async def produce_all(
+    bootstrap: str, records: Iterable[tuple[str, bytes, bytes, int | None]], batch_bytes: int
+) -> None:
+    """Send (topic, key, value, partition) records as fast as the broker takes them, at
+    most 10,000 unacknowledged: benchmark set-up, not a measured figure."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=batch_bytes, acks="all"
+    )
+    await producer.start()
+    try:
+        pending = []
+        for topic, key, value, partition in records:
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def wait_consumed(
+    bootstrap: str, group: str, topics: list[str], outputs: list[str], stall: float | None
+) -> tuple[float, dict[str, Any]]:
+    """(monotonic time the run ended, how): the group's committed offsets reached the ends
+    of `topics` ("consumed"), or, with `stall`, neither they nor the ends of `outputs` moved
+    for that many seconds ("stalled", with the lag: Faust stops committing after a gap).
+
+    Two requests per poll (three with `stall`), every 50 ms (100): light enough not to load
+    the broker that the consumers under test share the CPU with.
+    """
+    tps, out_tps = partitions(topics), partitions(outputs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with consumer(bootstrap) as c:
+            deadline, seen, moved = time.monotonic() + GIVE_UP, None, time.monotonic()
+            while (now := time.monotonic()) < deadline:
+                ends = await c.end_offsets(tps)
+                offsets = await admin.list_consumer_group_offsets(group)
+                committed = {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
+                if (lag := sum(max(ends[tp] - committed[tp], 0) for tp in tps)) == 0:
+                    return now, {"ended": "consumed", "lag": 0}
+                if stall is not None:
+                    written = sum((await c.end_offsets(out_tps)).values())
+                    if (progress := (sum(committed.values()), written)) != seen:
+                        seen, moved = progress, now
+                    elif now - moved >= stall:
+                        log(f"group {group}: no progress for {stall:.0f} s, {lag:,} behind")
+                        return moved, {"ended": "stalled", "lag": lag}
+                await asyncio.sleep(0.05 if stall is None else 0.1)
+    finally:
+        await admin.close()
+    msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
+    raise RuntimeError(msg)
+
+
+async def read(
+    bootstrap: str, topics: list[str], start: dict[TopicPartition, int] | None = None
+) -> list[Any]:
+    """Every committed record of `topics`, from `start` (an offset per partition; default:
+    their beginnings) to their current ends, in offset order per partition."""
+    tps = partitions(topics)
+    async with consumer(bootstrap, isolation_level="read_committed") as c:
+        ends = await c.end_offsets(tps)
+        start = start or await c.beginning_offsets(tps)
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, start[tp])
+        records: list[Any] = []
+        left = {tp for tp in tps if ends[tp] > start[tp]}
+        while left:
+            batch = await c.getmany(*left, timeout_ms=1000, max_records=10_000)
+            for tp, msgs in batch.items():
+                records += msgs
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        return records
+
+
+async def ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    async with consumer(bootstrap) as c:
+        return dict(await c.end_offsets(partitions(topics)))
