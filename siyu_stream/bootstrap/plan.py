@@ -24,8 +24,7 @@ import orjson
 from siyu_stream.bootstrap.build import DESTINATIONS, Built
 from siyu_stream.core import state as state_format
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.live.processor import CLOCK_KEY
-from siyu_stream.live.records import Out
+from siyu_stream.live.records import CLOCK_KEY, Out
 from siyu_stream.topology import Topology
 
 CHUNK_BYTES = 8 << 20
