@@ -59,10 +59,12 @@ def run(
     from_kafka: bool,
     start: str,
     now: int,
-    progress: IO[str] = sys.stderr,
+    progress: IO[str] | None = None,
 ) -> tuple[Built, Written]:
     """The bootstrap of `settings`' app (broker, app id, partitions) with `rules`, which
-    go live; prints progress and the summary to `progress`."""
+    go live; prints progress and the summary to `progress` (default: stderr)."""
+    if progress is None:
+        progress = sys.stderr  # looked up now: the caller may have replaced it
     go_live = rules.go_live
     assert go_live is not None, "a bootstrap goes live"
     started = time.monotonic()
