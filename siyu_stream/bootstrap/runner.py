@@ -93,6 +93,11 @@ def run(
         )
         written = asyncio.run(write(settings, built, offsets, progress))
     print(summary(built, written, go_live, start, time.monotonic() - started), file=progress)
+    print(
+        f"bootstrap: --now {format_rfc3339(now)} (a re-run with the same --now and input "
+        "writes the same changelog)",
+        file=progress,
+    )
     return built, written
 
 
@@ -116,7 +121,9 @@ async def write(
                 yield record
 
         mine = {w: o for w, o in offsets.items() if w.partition == p}
-        transactions, _ = await publish.write_partition(settings, p, records(), mine)
+        transactions, _ = await publish.write_partition(
+            settings, p, records(), mine, plan.CHUNK_BYTES
+        )
         written.transactions += transactions
         progress.write(
             f"bootstrap: partition {p + 1}/{settings.partitions} written "

@@ -24,6 +24,7 @@ from test_live_event_time import ALL, assert_live_equals_replay, live_actions
 
 from siyu_stream.bootstrap.runner import run
 from siyu_stream.cli import main
+from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, parse_rfc3339, to_datetime
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.ruleset import Rules
@@ -229,3 +230,64 @@ def test_a_bootstrap_beside_a_running_worker_is_refused(
     assert f"consumer group '{settings.app_id}'" in result.stderr
     assert "worker" in result.stderr
     assert asyncio.run(changelog(settings)) == {}  # nothing written
+
+
+async def produce_stamped(settings: Settings, lines: list[bytes], stamps: list[int]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    await producer.start()
+    try:
+        for raw, stamp in zip(lines, stamps, strict=True):
+            event: dict[str, Any] = orjson.loads(raw)
+            topic = settings.topic(TOPIC_OF_TYPE[event["type"]])
+            key = event["customer_id"].encode()
+            await producer.send_and_wait(topic, raw, key=key, timestamp_ms=stamp)
+    finally:
+        await producer.stop()
+
+
+def test_start_at_go_live_reads_the_topics_up_to_it_in_several_transactions(
+    broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream has published since go-live: `--start go-live --from-kafka` takes the
+    records stamped before it as the history and leaves the rest to the workers. With
+    transactions of a few KiB, each partition takes several."""
+    from siyu_stream.bootstrap import plan
+    from siyu_stream.bootstrap.build import build
+
+    settings = live.settings_for(broker.bootstrap)
+    at = parse_rfc3339("2026-04-01T00:00:00Z")
+    lines = (DATA / "lifecycle.jsonl").read_bytes().splitlines()
+    history, rest = lines[:20], lines[20:]
+    asyncio.run(run_topics(settings))
+    asyncio.run(
+        produce_stamped(settings, lines, [at - 60_000] * len(history) + [at + 60_000] * len(rest))
+    )
+    monkeypatch.setattr(plan, "CHUNK_BYTES", 2_000)
+    rules = Rules().going_live(GoLive(at))
+    now = parse_rfc3339("2026-06-01T00:00:00Z")
+    built, written = run(
+        settings, rules, [], from_kafka=True, start="go-live", now=now, progress=io.StringIO()
+    )
+    assert built.lines == len(history)
+    assert written.transactions > 2 * settings.partitions  # chunked
+    offsets = asyncio.run(committed(settings))
+    assert sum(o or 0 for name, o in offsets.items() if "-commands-" not in name) == len(history)
+    # the changelog holds the states of exactly the history before go-live
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"".join(raw + b"\n" for raw in history))
+    (tmp_path / "spill").mkdir()
+    alone = build([path], rules, partitions=4, now=now, spill_dir=tmp_path / "spill")
+    states = {
+        (p, key): value
+        for (p, key), value in asyncio.run(changelog(settings)).items()
+        if key != b""
+    }
+    assert {key.decode(): value for (_, key), value in states.items()} == {
+        cid: state_format.dumps(s) for cid, s in alone.store.items()
+    }
+
+
+async def run_topics(settings: Settings) -> None:
+    from siyu_stream.kafka.admin import ensure_topics
+
+    await ensure_topics(settings.broker, Topology(settings).specs())
