@@ -20,6 +20,7 @@ import orjson
 
 from siyu_stream.backtest import report_html, report_text
 from siyu_stream.backtest.run import backtest
+from siyu_stream.bootstrap import command as bootstrap_command
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
@@ -173,6 +174,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         (out / "report.html").write_text(report_html.render(summary), encoding="utf-8")
         print(f"wrote {out}/summary.json, {out}/diff.jsonl, {out}/report.html", file=sys.stderr)
     print(f"backtest: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from siyu_stream.bootstrap.runner import run  # noqa: PLC0415 - pulls in aiokafka
+
+    if not args.inputs and not args.from_kafka:
+        msg = "give history files, --from-kafka, or both"
+        raise SiyuError(msg)
+    _, now, partitions, paths = _history(args)
+    settings = Settings.from_env(api_auth=False, partitions=partitions)
+    rules = load_rules(args.rules or settings.rules).going_live(_go_live(args))
+    run(settings, rules, paths, from_kafka=args.from_kafka, start=args.start, now=now)
     return 0
 
 
@@ -359,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     _history_arguments(p, "backtest")
     p.add_argument("--out", help="write summary.json, diff.jsonl and report.html to this directory")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("bootstrap", help=bootstrap_command.HELP)
+    bootstrap_command.add_arguments(p)
+    p.set_defaults(func=cmd_bootstrap)
 
     p = sub.add_parser("simulate", help="realistic synthetic orders, chats and joins")
     p.add_argument("--customers", type=int, help="default 1000; with --days, enough to fill N days")

@@ -43,3 +43,8 @@ class BrokerError(SiyuError):
 
 class TopicError(SiyuError):
     """Topics could not be created or described, or exist with the wrong partition count."""
+
+
+class BootstrapError(SiyuError):
+    """A bootstrap that must not run or could not finish: a worker of the app is running,
+    another producer took a partition over, Kafka could not be read or written."""

@@ -12,7 +12,7 @@ takes them. One fetch at a time is in memory; the copy is on disk, removed after
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,10 +36,17 @@ def _line(value: bytes | None) -> bytes:
 
 
 async def snapshot(
-    broker: str, topics: Sequence[str], directory: Path, progress: IO[str] | None = None
+    broker: str,
+    topics: Sequence[str],
+    directory: Path,
+    progress: IO[str] | None = None,
+    *,
+    until: Mapping[tuple[str, int], int] | None = None,
 ) -> list[Path]:
     """Copy the committed history of `topics` to `directory`; returns the files, one per
-    topic partition, in topic then partition order."""
+    topic partition, in topic then partition order. `until` ((topic, partition) -> offset)
+    stops each partition it names before that offset instead of at its end (bootstrap: the
+    history is what the worker will not read); it must not lie beyond the end."""
     infos = await describe_topics(broker, topics)
     missing = [info.name for info in infos if not info.partitions]
     if missing:
@@ -55,6 +62,10 @@ async def snapshot(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends: dict[Any, int] = await consumer.end_offsets(tps)
+        if until is not None:
+            ends = {
+                tp: min(end, until.get((tp.topic, tp.partition), end)) for tp, end in ends.items()
+            }
         copied = await _copy(consumer, ends, paths)
     except KafkaError as exc:
         msg = f"cannot read the input topics from {broker}: {exc}"
@@ -62,7 +73,7 @@ async def snapshot(
     finally:
         await consumer.stop()
     if progress is not None:
-        progress.write(f"backtest: {copied:,} records from {', '.join(topics)} at {broker}\n")
+        progress.write(f"history: {copied:,} records from {', '.join(topics)} at {broker}\n")
     return list(paths.values())
 
 

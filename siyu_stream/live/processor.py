@@ -52,14 +52,12 @@ from siyu_stream.live.arrival import (
     event_command,
 )
 from siyu_stream.live.batch import StateBatch, Store
-from siyu_stream.live.records import Out, Pending, Record
+from siyu_stream.live.records import CLOCK_KEY, Out, Pending, Record
 from siyu_stream.observe.observer import Observer
 from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
 
 log = logging.getLogger("siyu_stream.live.processor")
 
-CLOCK_KEY = ""
-"""The changelog key of the partition clock: no customer id is empty."""
 MAX_RECORD_BYTES = 900_000
 """Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
 input that would produce one is dead-lettered instead, so no record stops a partition."""

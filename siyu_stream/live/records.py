@@ -10,6 +10,10 @@ from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.events import Event
 
+CLOCK_KEY = ""
+"""The changelog key of the partition clock: no customer id is empty. Its value is
+{"clock": ms}; the worker writes it with its batches, a bootstrap once per partition."""
+
 
 @dataclass(slots=True)
 class Out:

@@ -92,6 +92,9 @@ class WorkerProcess:
             "SIYU_MAX_TASK_IDLE_MS": str(s.max_task_idle_ms),
             "SIYU_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
             "SIYU_LOG_LEVEL": "info",
+            # after a bootstrap: go live as it did (unset otherwise, as in production)
+            **({"SIYU_GO_LIVE": s.go_live} if s.go_live is not None else {}),
+            "SIYU_GRANT_SINCE_DAYS": str(s.grant_since_days),
         }
 
     def start(self) -> None:
