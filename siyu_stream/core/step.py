@@ -148,11 +148,15 @@ class Ctx:
         facing = template in policy.CUSTOMER_FACING
         if facing:
             due = policy.shift_out_of_quiet_hours(due, self.rules)
+        # Two times with two meanings, never one field read two ways: a customer-facing
+        # reminder must not reach the customer before `not_before` (quiet hours moved it); a
+        # staff task goes out at once and shows its `deadline` (docs/design.md §2).
         detail: dict[str, object] = {
             "template": template,
             "assignee": assignee,
             "channel": channel,
-            "due_at": format_rfc3339(due),
+            "not_before": format_rfc3339(due) if facing else None,
+            "deadline": None if facing else format_rfc3339(due),
             "priority": priority,
         }
         action = self.emit("reminder", rule, detail, because, template)
