@@ -210,7 +210,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "replay": {"core", "config", "eventtime", "observe"},
     "backtest": {"core", "config", "eventtime", "observe", "replay"},
     "live": {"core", "config", "eventtime", "observe", "kafka"},
-    "edge": {"core", "config", "eventtime", "observe", "kafka", "replay", "backtest", "live"},
+    "notify": {"core", "config", "observe", "kafka"},
+    "edge": {
+        "core",
+        "config",
+        "eventtime",
+        "observe",
+        "kafka",
+        "replay",
+        "backtest",
+        "live",
+        "notify",
+    },
 }
 # What the core may import besides itself: the standard library and its codecs.
 CORE_THIRD_PARTY = {"msgspec", "orjson", "fastjsonschema"}

@@ -43,3 +43,16 @@ class BrokerError(SiyuError):
 
 class TopicError(SiyuError):
     """Topics could not be created or described, or exist with the wrong partition count."""
+
+
+class NotifyError(SiyuError):
+    """The notifier (`siyu-stream notify`) cannot run as configured."""
+
+
+class NotifyConfigError(NotifyError):
+    """A notify TOML file that cannot be used; the message names file, line and field."""
+
+
+class InvalidAction(NotifyError):  # noqa: N818 - a verdict on the input, like InvalidEvent
+    """An action record the notifier cannot deliver (not JSON, not its topic's schema);
+    it goes to the notify dead-letter topic, never stops the notifier."""
