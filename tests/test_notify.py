@@ -193,7 +193,7 @@ def test_config_errors_name_file_line_and_field(change: tuple[str, str], where: 
 def test_config_needs_a_sink_and_valid_toml() -> None:
     with pytest.raises(NotifyConfigError, match="at least one"):
         parse_config("[notify]\nmetrics_port = 0\n", "n.toml", ENV)
-    with pytest.raises(NotifyConfigError, match="n.toml: invalid TOML"):
+    with pytest.raises(NotifyConfigError, match=r"n\.toml: invalid TOML"):
         parse_config("[[sink]\n", "n.toml", ENV)
 
 

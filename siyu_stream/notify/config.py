@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from siyu_stream.core.clock import MINUTE, Millis
@@ -32,6 +33,7 @@ TEMPLATES = (
 STAFF_TASKS = frozenset({"welcome_survey", "reply_overdue"})
 WECOM_MAX_PER_MINUTE = 20
 """WeCom's documented limit for one group robot: 20 messages a minute."""
+WECOM_HOST = "qyapi.weixin.qq.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,10 @@ def _sink(check: _Checker, index: int, data: Mapping[str, Any], env: Mapping[str
     if kind == "wecom_robot":
         rate = values.setdefault("rate", WECOM_MAX_PER_MINUTE)
         window = values.get("rate_window_seconds", 60.0)
-        if rate / window > WECOM_MAX_PER_MINUTE / 60:
+        # WeCom's own limit binds the real service; a relay or a stand-in in front of it
+        # (tests) may count over another window
+        real = urlsplit(values["url"]).hostname == WECOM_HOST
+        if real and rate / window > WECOM_MAX_PER_MINUTE / 60:
             problem = f"a WeCom robot takes at most {WECOM_MAX_PER_MINUTE} messages a minute"
             check.fail("sink", "rate", problem, index)
     if values.get("backoff_max_seconds", 300.0) < values.get("backoff_base_seconds", 1.0):
