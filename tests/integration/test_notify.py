@@ -417,5 +417,6 @@ async def test_sigkill_mid_way_loses_nothing_and_repeats_keep_their_key(
     for r in delivered:
         assert r.headers["Idempotency-Key"] == body_id(r.body)
     repeats = sum(n - 1 for n in ids.values())
+    print(f"killed after {killed_at} of {len(actions)} delivered; {repeats} sent again")
     # only what was in flight, or delivered but not yet receipted, at the kill repeats
     assert repeats <= killed_at, repeats
