@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -83,6 +84,8 @@ class Notifier:
         self.consumer: Any = None
         self._stop = asyncio.Event()
         self.running = False
+        self.outcomes: Counter[str] = Counter()
+        """Finished deliveries by outcome (the demo's summary line)."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -237,6 +240,7 @@ class Notifier:
         await self.ledger.write(self.topology.deliveries, book.partition, key, made, alive)
         self.ledger.remember(book.partition, key, now)
         self.metrics.deliveries.labels(name, final.outcome).inc()
+        self.outcomes[final.outcome] += 1
         if final.outcome == "delivered":
             self.metrics.latency.labels(name).observe(max(0, now - action.ready_at) / SECOND)
         book.finish(offset)
@@ -253,6 +257,10 @@ class Notifier:
         await self.ledger.write(self.topology.notify_deadletter, book.partition, None, value, alive)
         self.metrics.deadletters.labels("unreadable").inc()
         book.finish(record.offset)
+
+    @property
+    def held(self) -> int:
+        return sum(len(book.held) for book in self.books.values())
 
     # ---------------------------------------------------------------- flow and commits
 
