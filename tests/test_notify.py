@@ -400,3 +400,26 @@ def test_receipts_and_dead_letters_match_their_schemas() -> None:
     for value, answer in [(None, None), (b"\xff" * 5_000, classify_http(400, b"no", None))]:
         record = dead_letter(where, value, "why", now=T0, sink=None, answer=answer)
         validator("siyu.notify.deadletter")(orjson.loads(orjson.dumps(record)))
+
+
+def test_partition_book_commits_only_up_to_the_first_unfinished_action() -> None:
+    from siyu_stream.notify.book import PartitionBook
+
+    book = PartitionBook("siyu.actions.reminders", 0)
+    assert book.position() is None
+    book.take(10, 1)  # held
+    book.take(11, 0)  # nothing to do (already receipted)
+    book.take(12, 2)  # two sinks
+    book.hold(T0 + MINUTE, 10, T0, "held")
+    assert book.position() == 10 and book.pending == 2
+    book.finish(12)
+    assert book.position() == 10 and book.pending == 2  # one sink of 12 still out
+    assert book.due(T0) == [] and book.oldest_held_since() == T0
+    [due] = book.due(T0 + MINUTE)
+    assert due.offset == 10 and due.payload == "held" and book.held == []
+    book.finish(10)
+    assert book.position() == 12
+    book.finish(12)
+    assert book.position() == 13 and book.pending == 0
+    book.finish(12)  # a repeat changes nothing
+    assert book.position() == 13

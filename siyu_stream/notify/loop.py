@@ -80,6 +80,8 @@ class Notifier:
         self.kind_of = dict(zip(self.topology.notify_inputs, ("gift", "reminder"), strict=True))
         self.books: dict[Any, PartitionBook] = {}
         self.flow_paused: set[Any] = set()
+        self.loading: set[Any] = set()
+        """Assigned partitions whose receipts are being read back: paused until then."""
         self.runners: list[SinkRunner] = []
         self.consumer: Any = None
         self._stop = asyncio.Event()
@@ -143,7 +145,11 @@ class Notifier:
                 now = self.clock()
                 for tp, records in batch.items():
                     book = self.books.get(tp)
-                    if book is None:  # revoked while fetched
+                    if book is None:
+                        # fetched before its receipts were read back, or revoked since:
+                        # never skipped, read again once it is ours and ready
+                        if tp in self.consumer.assignment():
+                            self.consumer.seek(tp, records[0].offset)
                         continue
                     for record in records:
                         self._take(book, record, now)
@@ -166,8 +172,11 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), IDLE_PAUSE)
         finally:
+            # a rebalance during the sleep may have taken some away, or paused them to
+            # read their receipts first
             assigned = self.consumer.assignment()
-            self.consumer.resume(*[tp for tp in paused if tp in assigned])
+            busy = self.loading | self.flow_paused
+            self.consumer.resume(*[tp for tp in paused if tp in assigned and tp not in busy])
 
     # ---------------------------------------------------------------- records
 
@@ -291,7 +300,9 @@ class Notifier:
             log.warning("commit failed: %r", exc)
             return
         for tp, meta in offsets.items():
-            self.books[tp].committed = meta.offset
+            owned = self.books.get(tp)  # a rebalance may have taken it during the commit
+            if owned is not None:
+                owned.committed = meta.offset
 
     def _gauges(self) -> None:
         now = self.clock()
@@ -312,11 +323,26 @@ class Notifier:
     # ---------------------------------------------------------------- rebalancing
 
     async def assign(self, assigned: list[Any]) -> None:
+        # aiokafka may fetch for a new partition while this listener awaits: it stays
+        # paused, and has no book (its records are sought back), until the receipts that
+        # stop re-sends are in
         new = [tp for tp in assigned if tp not in self.books]
-        loaded = await self.ledger.load(sorted({tp.partition for tp in new}), self.clock())
+        self.consumer.pause(*new)
+        self.loading |= set(new)
+        loaded = 0
+        try:
+            loaded = await self.ledger.load(sorted({tp.partition for tp in new}), self.clock())
+        except KafkaError as exc:
+            # better to go on than to stall: what was delivered may go out again, with the
+            # same idempotency key
+            log.error("receipts of %s not read back (%r): repeats possible", new, exc)
+        finally:
+            self.loading -= set(new)
         for tp in new:
             self.books[tp] = PartitionBook(tp.topic, tp.partition)
             log.info("partition %s[%d] assigned", tp.topic, tp.partition)
+        current = self.consumer.assignment()
+        self.consumer.resume(*[tp for tp in new if tp in current])
         log.info("assigned %d partitions: %d receipts read back", len(new), loaded)
 
     async def revoke(self, revoked: list[Any]) -> None:
