@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -37,7 +38,7 @@ from scenario import Scenario
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, SECOND, Millis, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import ContactPolicy, Engine, Rules
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.kafka.embedded import LocalBroker, free_port
 from siyu_stream.notify.config import parse_config
 from siyu_stream.notify.loop import Notifier
 from siyu_stream.notify.render import verify
@@ -120,14 +121,24 @@ async def test_every_action_arrives_signed_through_failures_rate_limits_and_stal
     actions = [gift(n) for n in range(12)] + [
         reminder(n, "welcome_survey" if n % 2 else "invite_join") for n in range(12, 24)
     ]
+    port = free_port()
+    toml = webhook_toml(stand.url("/crm")).replace("metrics_port = 0", f"metrics_port = {port}")
     try:
-        async with running(settings, webhook_toml(stand.url("/crm"))):
+        async with running(settings, toml), aiohttp.ClientSession() as http:
             await produce(settings, as_records(actions))
             wanted = {f"{a['action_id']}/crm" for a in actions}
             receipts = await receipts_until(settings, wanted)
+            await asyncio.sleep(0.5)  # counters move after the receipt is acknowledged
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                metrics = await answer.text()
     finally:
         await stand.stop()
     assert {k: r["outcome"] for k, r in receipts.items()} == dict.fromkeys(wanted, "delivered")
+    assert (
+        f'siyu_notify_deliveries_total{{outcome="delivered",sink="crm"}} {len(actions)}.0'
+        in metrics
+    )
+    assert 'siyu_notify_retries_total{reason="429",sink="crm"}' in metrics
     sent = {a["action_id"]: orjson.dumps(a) for a in actions}
     delivered = stand.delivered("/crm")
     assert {body_id(r.body) for r in delivered} == set(sent)
