@@ -249,6 +249,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from siyu_stream.notify.config import load_config  # noqa: PLC0415
+    from siyu_stream.notify.loop import Notifier  # noqa: PLC0415 - pulls in aiokafka
+
+    config = load_config(args.config)  # a bad file is named before anything connects
+    settings = _settings(args, api_auth=False)  # the notifier serves no customer data
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        notifier = Notifier(settings, config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, notifier.stop)
+        await notifier.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_check_notify(args: argparse.Namespace) -> int:
+    from siyu_stream.notify.config import load_config  # noqa: PLC0415
+
+    config = load_config(args.file)
+    sinks = ", ".join(f"{s.name} ({s.type})" for s in config.sinks)
+    print(f"{args.file}: ok (sinks {sinks})")
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from siyu_stream.kafka.embedded import LocalBroker  # noqa: PLC0415
     from siyu_stream.kafka.serve import pick_engine, serve_kafka  # noqa: PLC0415
@@ -392,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a stream worker (settings from SIYU_* variables)")
     p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "notify", help="deliver gifts and reminders to WeCom robots and webhooks (docs/notify.md)"
+    )
+    p.add_argument("--config", required=True, help="the notify TOML file")
+    p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
+    p.set_defaults(func=cmd_notify)
+
+    p = sub.add_parser("check-notify", help="validate a notify TOML file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_notify)
 
     p = sub.add_parser("broker", help="start a local broker: Apache Kafka, or noida-db")
     p.add_argument("--port", type=int, default=9092, help="the (first) node's client port")

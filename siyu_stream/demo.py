@@ -26,6 +26,8 @@ from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.serve import local_broker
 from siyu_stream.live.worker import Worker
+from siyu_stream.notify.config import NotifyConfig, Sink
+from siyu_stream.notify.loop import Notifier
 from siyu_stream.observe.view import WorkerView
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, SimRecord, generate
@@ -101,6 +103,11 @@ async def run_demo(
     print(f"broker: {name} at {broker.bootstrap}, started in {took:.1f} s", file=out)
     settings = dataclasses.replace(settings, broker=broker.bootstrap)
     worker = Worker(settings, Rules())
+    # the notifier beside the worker, delivering to a file: on the terminal, a hundred
+    # actions a second would bury the summary
+    sink = Sink("stdout", "stdout", ("gift", "reminder"))
+    delivered = (workdir / "notify.out").open("w", encoding="utf-8")
+    notifier = Notifier(settings, NotifyConfig((sink,), metrics_port=0), out=delivered)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,6 +115,8 @@ async def run_demo(
     try:
         await ensure_topics(settings.broker, Topology(settings).specs())
         worker_task = asyncio.create_task(worker.run())
+        notifier_task = asyncio.create_task(notifier.run())
+        print(f"notifier: gifts and reminders to {delivered.name} (docs/notify.md)", file=out)
         example, records = _first_customer(generate(SimConfig(customers=customers, rate=rate)))
         traffic = asyncio.create_task(produce(records, settings, rate, stop))
         print(f"simulator: {customers:,} customers, {rate:g} events/s; Ctrl-C stops", file=out)
@@ -121,15 +130,21 @@ async def run_demo(
             elapsed = time.monotonic() - started
             line, seen = summary_line(worker, elapsed, last)
             last = (elapsed, seen)
+            sent, held = notifier.outcomes, notifier.held
+            line += f" | notify: sent {sent['delivered']:,}, held {held:,}"
+            line += f", expired {sent['expired']:,}"
             print(line, file=out, flush=True)
-            if worker_task.done():
-                break  # the worker failed: its exception surfaces below
+            if worker_task.done() or notifier_task.done():
+                break  # the worker or the notifier failed: its exception surfaces below
             if duration is not None and elapsed >= duration:
                 stop.set()
         await traffic
         worker.stop()
+        notifier.stop()
         await worker_task
+        await notifier_task
     finally:
+        delivered.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         broker.stop()

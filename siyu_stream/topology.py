@@ -67,12 +67,39 @@ class Topology:
         """Internal: which worker (HTTP URL) owns which partitions, for API routing."""
         return f"{self.settings.app_id}-members"
 
+    @property
+    def notify_inputs(self) -> list[str]:
+        """What `siyu-stream notify` delivers: gifts and reminders (not changes, not
+        suppressed reminders)."""
+        return [self.output("gift"), self.output("reminder")]
+
+    @property
+    def notify_group(self) -> str:
+        """The notifiers' consumer group: its own offsets, apart from the workers'."""
+        return f"{self.settings.app_id}-notify"
+
+    @property
+    def deliveries(self) -> str:
+        """Compacted: one receipt per action and sink (key `<action_id>/<sink>`), on the
+        partition number of the action's own partition; a notifier taking a partition over
+        reads it back so that what was delivered is not sent again."""
+        return self.settings.topic("actions.deliveries")
+
+    @property
+    def notify_deadletter(self) -> str:
+        """Actions the notifier could not read, and those a sink rejected (with its answer)."""
+        return self.settings.topic("notify.deadletter")
+
     def specs(self) -> list[TopicSpec]:
         s = self.settings
         plain = [*self.inputs, *self.outputs, self.deadletter, self.commands]
+        plain.append(self.notify_deadletter)
         specs = [TopicSpec(name, s.partitions, s.replication) for name in plain]
         # the changelog only needs each customer's latest state: compaction keeps it bounded
         compacted = {"cleanup.policy": "compact"}
         specs.append(TopicSpec(self.changelog, s.partitions, s.replication, compacted))
         specs.append(TopicSpec(self.members, 1, s.replication, compacted))
+        # receipts: only the latest per action and sink matters, and only for as long as
+        # the longest staleness limit (the notifier reads from that far back)
+        specs.append(TopicSpec(self.deliveries, s.partitions, s.replication, compacted))
         return specs

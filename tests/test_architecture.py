@@ -211,6 +211,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "backtest": {"core", "config", "eventtime", "observe", "replay"},
     "live": {"core", "config", "eventtime", "observe", "kafka"},
     "bootstrap": {"core", "config", "eventtime", "observe", "kafka", "replay", "live"},
+    "notify": {"core", "config", "observe", "kafka"},
     "edge": {
         "core",
         "config",
@@ -221,6 +222,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "backtest",
         "live",
         "bootstrap",
+        "notify",
     },
 }
 # What the core may import besides itself: the standard library and its codecs.

@@ -281,7 +281,12 @@ def test_contact_peak_is_the_fullest_rolling_window_whatever_the_order() -> None
 
     def remind(customer: str, day: float) -> None:
         due = start + int(day * DAY)
-        detail = {"template": "reengage", "assignee": "s1", "due_at": format_rfc3339(due)}
+        detail = {
+            "template": "reengage",
+            "assignee": "s1",
+            "not_before": format_rfc3339(due),
+            "deadline": None,
+        }
         tally.send(
             Action(
                 f"{customer}{day}", "reminder", "silence", customer, due, "e", detail, "", "0" * 8

@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from siyu_stream.notify.metrics import metric_names as notify_metric_names
 from siyu_stream.observe.metrics import metric_names
 
 pytestmark = pytest.mark.deploy
@@ -224,6 +225,15 @@ _HEALTHY = [
         "series": 'siyu_processing_latency_seconds_bucket{instance="w1", le="+Inf"}',
         "values": "0+60x60",
     },
+    # a notifier whose sink fails now and then but delivers
+    {
+        "series": 'siyu_notify_attempts_total{instance="n1", sink="crm", result="2xx"}',
+        "values": "0+30x60",
+    },
+    {
+        "series": 'siyu_notify_attempts_total{instance="n1", sink="crm", result="5xx"}',
+        "values": "0+2x60",
+    },
 ]
 _ALERTS = [
     "SiyuWorkerDown",
@@ -236,6 +246,7 @@ _ALERTS = [
     "SiyuDeadLettersHigh",
     "SiyuReplySlaRemindersPilingUp",
     "SiyuProcessingLatencyHigh",
+    "SiyuNotifySinkFailing",
 ]
 
 
@@ -338,6 +349,16 @@ def _alert_cases() -> list[dict[str, Any]]:
         ),
         _case(
             slow, "30m", {"SiyuProcessingLatencyHigh": [{"exp_labels": {"severity": "warning"}}]}
+        ),
+        _case(
+            # the sink stops succeeding at minute 0: only failures from then on
+            _replace(
+                _HEALTHY,
+                'siyu_notify_attempts_total{instance="n1", sink="crm", result="2xx"',
+                "100x60",
+            ),
+            "30m",
+            {"SiyuNotifySinkFailing": [{"exp_labels": {"severity": "critical", "sink": "crm"}}]},
         ),
     ]
 
@@ -486,7 +507,7 @@ def _alert_exprs() -> list[str]:
 def test_every_queried_metric_is_exported(source: str) -> None:
     exprs = _dashboard_exprs() if source == "dashboard" else _alert_exprs()
     assert exprs
-    exported = metric_names()
+    exported = metric_names() | notify_metric_names()
     used = {m for e in exprs for m in _SIYU_METRIC.findall(e)}
     used |= {m for e in exprs for m in _SELECTOR.findall(e)}
     unknown = used - exported - {"up"}

@@ -42,11 +42,13 @@ def _run(events: list[dict[str, Any]], rules: Rules) -> tuple[list[Action], Memo
 
 
 def _due(action: Action | dict[str, Any]) -> Millis:
-    """When a gift or reminder falls due: a reminder's due_at, a gift's cause time."""
+    """When a gift or reminder falls due: a reminder's not_before (customer-facing) or
+    deadline (a staff task), a gift's cause time."""
     if isinstance(action, Action):
         action = action.to_dict()
     if action["kind"] == "reminder":
-        return parse_rfc3339(action["detail"]["due_at"])
+        detail = action["detail"]
+        return parse_rfc3339(detail["not_before"] or detail["deadline"])
     return parse_rfc3339(action["occurred_at"])
 
 
@@ -150,7 +152,7 @@ def test_replay_go_live_withholds_the_lifecycle_history(tmp_path: Path) -> None:
     cut = parse_rfc3339(go_live)
     for action in actions:
         if action["kind"] == "reminder":
-            assert parse_rfc3339(action["detail"]["due_at"]) >= cut
+            assert _due(action) >= cut
         if action["kind"] == "gift":
             assert parse_rfc3339(action["occurred_at"]) >= cut - 7 * DAY
 

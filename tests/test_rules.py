@@ -30,8 +30,10 @@ def test_welcome_on_first_join_assigned_to_joining_staff() -> None:
     [welcome] = s.reminders("welcome_survey")
     assert welcome.detail["assignee"] == "s7"
     assert welcome.detail["priority"] == "high"
-    # not customer-facing: quiet hours do not move it
-    assert welcome.detail["due_at"] == format_rfc3339(t("2026-03-01 23:55"))
+    # a staff task, not customer-facing: quiet hours do not move it, and its time is a
+    # deadline (sent at once), not a time to wait for
+    assert welcome.detail["deadline"] == format_rfc3339(t("2026-03-01 23:55"))
+    assert welcome.detail["not_before"] is None
     assert s.changes("layer") == [(None, "A2")]
 
 
@@ -66,7 +68,8 @@ def test_unanswered_inbound_raises_one_reply_overdue_at_the_deadline() -> None:
     [overdue] = s.reminders("reply_overdue")
     assert overdue.detail["assignee"] == "s9"  # the last staff who talked with the customer
     assert overdue.detail["channel"] == "wechat"
-    assert overdue.detail["due_at"] == format_rfc3339(t("2026-03-01 11:30"))
+    assert overdue.detail["deadline"] == format_rfc3339(t("2026-03-01 11:30"))
+    assert overdue.detail["not_before"] is None
     assert overdue.occurred_at == t("2026-03-01 11:30")
 
 
@@ -413,12 +416,13 @@ def test_quiet_hours_move_customer_facing_due_time_across_midnight() -> None:
     s = Scenario()
     s.order("2026-03-01 23:30", "99")  # invite due inside quiet hours
     [invite] = s.reminders("invite_join")
-    assert invite.detail["due_at"] == format_rfc3339(t("2026-03-02 08:00"))
+    assert invite.detail["not_before"] == format_rfc3339(t("2026-03-02 08:00"))
+    assert invite.detail["deadline"] is None
     s.order("2026-04-02 02:00", "99", customer_id="c2")  # after midnight: same day 08:00
     [invite2] = s.reminders("invite_join", "c2")
-    assert invite2.detail["due_at"] == format_rfc3339(t("2026-04-02 08:00"))
+    assert invite2.detail["not_before"] == format_rfc3339(t("2026-04-02 08:00"))
     s.order("2026-04-02 08:00", "99", customer_id="c3")  # end of quiet hours is outside
-    assert s.reminders("invite_join", "c3")[0].detail["due_at"] == format_rfc3339(
+    assert s.reminders("invite_join", "c3")[0].detail["not_before"] == format_rfc3339(
         t("2026-04-02 08:00")
     )
 

@@ -78,7 +78,7 @@ class Tally:
         elif action.kind == "suppressed":
             self.suppressed[str(detail["reason"])] += 1
         elif action.kind == "reminder":
-            due = parse_rfc3339(str(detail["due_at"]))
+            due = parse_rfc3339(str(detail["not_before"] or detail["deadline"]))
             assignee = detail["assignee"]
             if assignee is None:
                 self.unassigned += 1

@@ -48,3 +48,16 @@ class TopicError(SiyuError):
 class BootstrapError(SiyuError):
     """A bootstrap that must not run or could not finish: a worker of the app is running,
     another producer took a partition over, Kafka could not be read or written."""
+
+
+class NotifyError(SiyuError):
+    """The notifier (`siyu-stream notify`) cannot run as configured."""
+
+
+class NotifyConfigError(NotifyError):
+    """A notify TOML file that cannot be used; the message names file, line and field."""
+
+
+class InvalidAction(NotifyError):  # noqa: N818 - a verdict on the input, like InvalidEvent
+    """An action record the notifier cannot deliver (not JSON, not its topic's schema);
+    it goes to the notify dead-letter topic, never stops the notifier."""

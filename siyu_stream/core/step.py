@@ -156,11 +156,15 @@ class Ctx:
         facing = template in policy.CUSTOMER_FACING
         if facing:
             due = policy.shift_out_of_quiet_hours(due, self.rules)
+        # Two times with two meanings, never one field read two ways: a customer-facing
+        # reminder must not reach the customer before `not_before` (quiet hours moved it); a
+        # staff task goes out at once and shows its `deadline` (docs/design.md §2).
         detail: dict[str, object] = {
             "template": template,
             "assignee": assignee,
             "channel": channel,
-            "due_at": format_rfc3339(due),
+            "not_before": format_rfc3339(due) if facing else None,
+            "deadline": None if facing else format_rfc3339(due),
             "priority": priority,
         }
         action = self.emit("reminder", rule, detail, because, template)
@@ -168,7 +172,7 @@ class Ctx:
         if go_live is not None and due < go_live.at:
             # stale on the day the brand goes live; withheld before the contact policy,
             # whose counters count only what reaches the customer
-            stale = f"due {detail['due_at']}, before go-live {format_rfc3339(go_live.at)}"
+            stale = f"due {format_rfc3339(due)}, before go-live {format_rfc3339(go_live.at)}"
             self.step.actions[-1] = policy.withhold(action, BEFORE_GO_LIVE, stale)
         elif facing:
             delivered = policy.apply(self.s, action, due, self.rules)

@@ -86,4 +86,8 @@ def test_demo_shows_actions_flowing_guards_the_api_and_stops_cleanly(tmp_path: P
     gifts = [int(m.replace(",", "")) for m in re.findall(r"gift ([\d,]+)", lines[-1])]
     changes = [int(m.replace(",", "")) for m in re.findall(r"change ([\d,]+)", lines[-1])]
     assert gifts and changes and changes[0] > 0
+    # the notifier ran beside the worker: what it counts as sent is in its file
+    [sent] = [int(m.replace(",", "")) for m in re.findall(r"notify: sent ([\d,]+)", lines[-1])]
+    out = (tmp_path / "demo" / "notify.out").read_text().splitlines()
+    assert len(out) >= sent and all(line.startswith("notify stdout: {") for line in out)
     assert "demo stopped: broker saved and stopped" in rest
