@@ -55,7 +55,9 @@ from siyu_stream.core import state as state_format
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import digest
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.settings import KafkaConnection
 from siyu_stream.topology import INPUT_TYPES, TopicSpec
 
 PREFIX = "siyu"
@@ -95,14 +97,14 @@ def inputs() -> list[str]:
 
 
 async def wait_done(
-    broker: str, group: str, topics: list[str], outputs: list[str], stall: float
+    connection: KafkaConnection, group: str, topics: list[str], outputs: list[str], stall: float
 ) -> tuple[float, dict[str, Any]]:
     """(monotonic time the run ended, how): the group's committed offsets reached the ends
     of `topics`, or neither they nor the ends of `outputs` moved for `stall` seconds."""
     tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
     out_tps = [TopicPartition(t, p) for t in outputs for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**client_options(connection))
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -138,12 +140,12 @@ async def wait_done(
 
 
 async def time_faust(broker: LocalBroker, group: str, events: int, stall: float) -> dict[str, Any]:
-    await ensure_topics(broker.bootstrap, [TopicSpec(FAUST_OUT, PARTITIONS)])
+    await ensure_topics(broker.connection, [TopicSpec(FAUST_OUT, PARTITIONS)])
     broker_cpu = cpu_seconds(broker.pid or 0)
     proc = FaustProc(broker, group, group)
     try:
         ready = await wait_ready([proc])
-        end, how = await wait_done(broker.bootstrap, group, inputs(), [FAUST_OUT], stall)
+        end, how = await wait_done(broker.connection, group, inputs(), [FAUST_OUT], stall)
         cpu = proc.cpu()
     finally:
         proc.stop()
@@ -234,7 +236,7 @@ class Target:
 
     async def prepare(self) -> None:
         if self.kind == "faust":
-            await ensure_topics(self.broker.bootstrap, [TopicSpec(FAUST_OUT, PARTITIONS)])
+            await ensure_topics(self.broker.connection, [TopicSpec(FAUST_OUT, PARTITIONS)])
             self.topics, self.outputs = inputs(), [FAUST_OUT]
         else:
             self.settings, topology = await app(self.broker, self.group, GUARANTEE, PREFIX)
@@ -250,8 +252,8 @@ class Target:
         return WorkerProc(self.settings, name, data_dir=CACHE / f"worker-data-{self.group}")
 
 
-async def output_ends(broker: str, outputs: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+async def output_ends(connection: KafkaConnection, outputs: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in outputs for p in range(PARTITIONS)]
@@ -260,10 +262,12 @@ async def output_ends(broker: str, outputs: list[str]) -> dict[TopicPartition, i
         await consumer.stop()
 
 
-async def read_actions(broker: str, start: dict[TopicPartition, int]) -> list[tuple[str, str]]:
+async def read_actions(
+    connection: KafkaConnection, start: dict[TopicPartition, int]
+) -> list[tuple[str, str]]:
     """(action id, cause event id) of every record written after `start`, in offset order."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker, enable_auto_commit=False, isolation_level="read_committed"
+        **client_options(connection), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
@@ -287,9 +291,11 @@ async def read_actions(broker: str, start: dict[TopicPartition, int]) -> list[tu
         await consumer.stop()
 
 
-async def watch_outputs(broker: str, start: dict[TopicPartition, int], target: int) -> None:
+async def watch_outputs(
+    connection: KafkaConnection, start: dict[TopicPartition, int], target: int
+) -> None:
     """Return once `target` records have been written after `start`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False)
     await consumer.start()
     try:
         while True:
@@ -308,18 +314,18 @@ async def one_run(
     it again) until done; (figures, the actions it wrote). A restarted run that fails (an
     app that exits, is not ready within `ready_timeout` s, or never finishes) is a figure:
     `ended` says how, and what it wrote is counted as it stands."""
-    bootstrap = target.broker.bootstrap
-    start = await output_ends(bootstrap, target.outputs)
+    connection = target.broker.connection
+    start = await output_ends(connection, target.outputs)
     began = time.monotonic()
     figures: dict[str, Any] = {}
     proc = target.start()
     try:
         await asyncio.wait_for(wait_ready([proc]), ready_timeout)
         if stop_after is not None:
-            await asyncio.wait_for(watch_outputs(bootstrap, start, stop_after), GIVE_UP)
+            await asyncio.wait_for(watch_outputs(connection, start, stop_after), GIVE_UP)
             stopping = time.monotonic()
             proc.stop(STOP_GRACE)
-            ends = await output_ends(bootstrap, target.outputs)
+            ends = await output_ends(connection, target.outputs)
             figures |= {
                 "outputs_at_sigterm": stop_after,
                 "outputs_at_exit": sum(ends[tp] - start[tp] for tp in start),
@@ -329,7 +335,7 @@ async def one_run(
             }
             proc = target.start()
             await asyncio.wait_for(wait_ready([proc]), ready_timeout)
-        end, how = await wait_done(bootstrap, target.group, target.topics, target.outputs, stall)
+        end, how = await wait_done(connection, target.group, target.topics, target.outputs, stall)
         figures |= {"seconds": end - began, **how}
     except (RuntimeError, TimeoutError) as exc:
         if stop_after is None:
@@ -339,13 +345,13 @@ async def one_run(
     finally:
         proc.stop(STOP_GRACE)
     figures["log"] = rel(proc.log_path)
-    return figures, await read_actions(bootstrap, start)
+    return figures, await read_actions(connection, start)
 
 
-async def read_topics(broker: str, topics: list[str]) -> list[tuple[bytes, bytes]]:
+async def read_topics(connection: KafkaConnection, topics: list[str]) -> list[tuple[bytes, bytes]]:
     """Every (key, value) of `topics`, in offset order per partition."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker, enable_auto_commit=False, isolation_level="read_committed"
+        **client_options(connection), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
@@ -370,9 +376,9 @@ Inputs = dict[str, tuple[bytes, bytes]]
 """Input event id -> (customer key, digest of the event id), of every decodable input."""
 
 
-async def read_inputs(broker: str) -> Inputs:
+async def read_inputs(connection: KafkaConnection) -> Inputs:
     out: Inputs = {}
-    for key, value in await read_topics(broker, inputs()):
+    for key, value in await read_topics(connection, inputs()):
         try:
             event_id = orjson.loads(value).get("event_id")
         except orjson.JSONDecodeError:
@@ -382,11 +388,11 @@ async def read_inputs(broker: str) -> Inputs:
     return out
 
 
-async def applied(broker: str, changelog: str, events: Inputs) -> set[str]:
+async def applied(connection: KafkaConnection, changelog: str, events: Inputs) -> set[str]:
     """The input events the final customer states (the changelog's last record per
     customer) have seen: applied, and durably so. Exact while no customer has more events
     than the de-duplication window (`restart` checks it)."""
-    latest = dict(await read_topics(broker, [changelog]))  # the last record per key
+    latest = dict(await read_topics(connection, [changelog]))  # the last record per key
     states = {k: state_format.loads(v) for k, v in latest.items() if k and v}
     return {e for e, (key, d) in events.items() if key in states and states[key].has_seen(d)}
 
@@ -437,7 +443,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
     apps: dict[str, Any] = {}
     with local_broker("faust-restart") as broker:
         per_topic = await preproduce(broker, "sim", PREFIX, args.events)
-        events = await read_inputs(broker.bootstrap)
+        events = await read_inputs(broker.connection)
         per_customer = Counter(key for key, _ in events.values())
         window = Rules().engine.dedup_window
         if max(per_customer.values()) > window:
@@ -448,7 +454,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
             await target.prepare()
             clean, got = await one_run(target, None, args.stall, args.ready_timeout)
             clean_actions = dict(got)
-            clean_applied = await applied(broker.bootstrap, target.changelog, events)
+            clean_applied = await applied(broker.connection, target.changelog, events)
             clean |= judge(clean_actions, clean_applied, got, clean_applied)
             clean["events_with_actions"] = len(set(clean_actions.values()))
             log(
@@ -465,7 +471,7 @@ async def restart(args: argparse.Namespace) -> dict[str, Any]:
                 stopped = rep >= 0 and args.stop_at > 0  # --stop-at 0: all controls
                 stop_after = max(1, int(len(got) * args.stop_at)) if stopped else None
                 figures, actions = await one_run(target, stop_after, args.stall, args.ready_timeout)
-                run_applied = await applied(broker.bootstrap, target.changelog, events)
+                run_applied = await applied(broker.connection, target.changelog, events)
                 figures |= judge(clean_actions, clean_applied, actions, run_applied)
                 log(
                     f"{kind} {tag}: lost {figures['events_lost']} events "

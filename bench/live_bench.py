@@ -57,6 +57,7 @@ from procs import (
 
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
@@ -102,7 +103,7 @@ async def preproduce(broker: LocalBroker, name: str, prefix: str, n: int) -> dic
             yield topic, key, value, None
 
     started = time.monotonic()
-    await produce_all(broker.bootstrap, records(), 256 * 1024)
+    await produce_all(broker.connection, records(), 256 * 1024)
     log(f"pre-produced {n:,} records in {time.monotonic() - started:.1f} s: {per_topic}")
     return per_topic
 
@@ -123,14 +124,14 @@ async def time_consumer(
     if kind == "raw":
         topics = list(Topology(settings(broker, group, guarantee, prefix)).inputs)
         out = f"{prefix}.raw-out"
-        await ensure_topics(broker.bootstrap, [TopicSpec(out, PARTITIONS)])
+        await ensure_topics(broker.connection, [TopicSpec(out, PARTITIONS)])
         procs: list[Child] = [RawProc(broker, group, out, guarantee, topics)]
     else:
         s, topology = await app(broker, group, guarantee, prefix)
         topics = [*topology.inputs, topology.commands]
         procs = [WorkerProc(s, f"{group}-{i}") for i in range(workers)]
     async with running(procs) as ready:
-        seconds = await wait_consumed(broker.bootstrap, group, topics) - ready
+        seconds = await wait_consumed(broker.connection, group, topics) - ready
         cpu = sum(p.cpu() for p in procs)
     broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu
     startup = ready - procs[0].started
@@ -198,7 +199,7 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
         events = sum((await preproduce(broker, "sim", "siyu", args.events)).values())
         s, topology = await app(broker, "profiled", args.guarantee)
         async with running([WorkerProc(s, "profiled", profile=out)]):
-            await wait_consumed(broker.bootstrap, s.app_id, [*topology.inputs, topology.commands])
+            await wait_consumed(broker.connection, s.app_id, [*topology.inputs, topology.commands])
     stats = pstats.Stats(str(out))
     total = stats.total_tt  # type: ignore[attr-defined]  # set by Stats, not in the stubs
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
@@ -265,12 +266,12 @@ async def latency_at(
     outputs = [TopicPartition(t, p) for t in topology.outputs for p in range(PARTITIONS)]
     cpu_started, wall_started = time.process_time(), time.monotonic()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.broker,
+        **client_options(s.kafka),
         isolation_level="read_committed",
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(s.kafka), acks="all")
     await consumer.start()
     await producer.start()
     consumer.assign(outputs)
@@ -362,7 +363,7 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
         s, topology = await app(broker, "idle")
         tps = [TopicPartition(t, p) for t in topology.inputs for p in range(PARTITIONS)]
         # default fetch_max_wait_ms=500: the broker should hold an empty fetch that long
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, isolation_level="read_committed")
+        consumer = AIOKafkaConsumer(**client_options(s.kafka), isolation_level="read_committed")
         await consumer.start()
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)

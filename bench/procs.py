@@ -19,8 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from common import BENCH, CACHE, PYTHON, cpu_seconds, log, rel, stop_process
 
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker, free_port
-from siyu_stream.settings import Settings
+from siyu_stream.settings import KafkaConnection, Settings
 from siyu_stream.topology import Topology
 
 PARTITIONS = 4
@@ -63,7 +64,7 @@ async def app(
 ) -> tuple[Settings, Topology]:
     """An app's settings and topology, its topics created."""
     s = settings(broker, app_id, guarantee, prefix)
-    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    await ensure_topics(broker.connection, Topology(s).specs())
     return s, Topology(s)
 
 
@@ -162,7 +163,7 @@ async def wait_ready(procs: list[Child]) -> float:
     raise RuntimeError(msg)
 
 
-async def wait_consumed(broker: str, group: str, topics: list[str]) -> float:
+async def wait_consumed(connection: KafkaConnection, group: str, topics: list[str]) -> float:
     """Poll the group's committed offsets until they reach the current ends of `topics`;
     the monotonic time they did.
 
@@ -170,8 +171,8 @@ async def wait_consumed(broker: str, group: str, topics: list[str]) -> float:
     not to load the broker the consumers under test share the CPU with.
     """
     tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**client_options(connection))
+    consumer = AIOKafkaConsumer(**client_options(connection), enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -190,12 +191,14 @@ async def wait_consumed(broker: str, group: str, topics: list[str]) -> float:
 
 
 async def produce_all(
-    bootstrap: str, records: Iterable[tuple[str, bytes, bytes, int | None]], batch_bytes: int
+    connection: KafkaConnection,
+    records: Iterable[tuple[str, bytes, bytes, int | None]],
+    batch_bytes: int,
 ) -> None:
     """Send (topic, key, value, partition) records as fast as the broker takes them, with
     at most IN_FLIGHT unacknowledged: benchmark set-up, not a measured figure."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=batch_bytes, acks="all"
+        **client_options(connection), linger_ms=20, max_batch_size=batch_bytes, acks="all"
     )
     await producer.start()
     try:

@@ -25,6 +25,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 
+from siyu_stream.kafka.client import client_options
+from siyu_stream.settings import KafkaConnection
+
 MAX_RECORDS = 2_000  # the worker's batch size (siyu_stream.live.worker.MAX_RECORDS)
 
 
@@ -44,8 +47,9 @@ async def main(
     broker: str, group: str, out: str, ready: Path, guarantee: str, topics: list[str]
 ) -> None:
     eos = guarantee == "exactly_once"
+    connection = KafkaConnection(broker)  # the bench's local plaintext broker
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker,
+        **client_options(connection),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -53,13 +57,15 @@ async def main(
     )
     if eos:
         producer = AIOKafkaProducer(
-            bootstrap_servers=broker,
+            **client_options(connection),
             transactional_id=f"{group}-tx",
             acks="all",
             enable_idempotence=True,
         )
     else:
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            **client_options(connection), acks="all", enable_idempotence=True
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -63,7 +63,7 @@ async def write_changelog(s: Settings, states: list[tuple[str, bytes]], n: int) 
             key = customer.encode()
             yield topic, key, value, partition_for(key, PARTITIONS)
 
-    await produce_all(s.broker, records(), 512 * 1024)
+    await produce_all(s.kafka, records(), 512 * 1024)
 
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -182,7 +182,7 @@ async def recovery(args: argparse.Namespace) -> dict[str, Any]:
             s = dataclasses.replace(settings(broker, app), store=f"{store}://")
             data_dir = CACHE / f"worker-data-{app}"
             shutil.rmtree(data_dir, ignore_errors=True)
-            await ensure_topics(broker.bootstrap, Topology(s).specs())
+            await ensure_topics(broker.connection, Topology(s).specs())
             t = time.monotonic()
             await write_changelog(s, states, n)
             log(f"changelog of {n:,} customers written in {time.monotonic() - t:.1f} s")

@@ -1,10 +1,12 @@
 """Kafka client options built in one place, and the preflight's errors, without a broker:
 local TCP and TLS servers stand in for a broker that is down, silent, speaks another
 protocol or shows a certificate we do not trust (a refused SASL login needs a real broker:
-tests/integration/test_security.py)."""
+tests/integration/test_security.py). Every Kafka client in the code takes its options
+from `client_options`."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import shutil
 import ssl
@@ -231,3 +233,37 @@ async def test_every_bootstrap_broker_is_tried_and_each_failure_named() -> None:
     message = await refused(KafkaConnection(f"{first},{second}"))
     assert f"cannot reach Kafka at {first}" in message
     assert f"cannot reach Kafka at {second}" in message
+
+
+# ---------------------------------------------------------------- every client uses them
+
+CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}
+
+
+def _client_calls(path: Path) -> list[ast.Call]:
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in CLIENTS:
+                calls.append(node)
+    return calls
+
+
+def test_every_kafka_client_takes_its_connection_from_client_options() -> None:
+    # a client given `bootstrap_servers=` alone would connect without TLS or a login
+    paths = [*(ROOT / "siyu_stream").rglob("*.py"), *(ROOT / "bench").glob("*.py")]
+    paths += (ROOT / "tests" / "integration").glob("*.py")
+    seen = 0
+    for path in sorted(paths):
+        for call in _client_calls(path):
+            seen += 1
+            where = f"{path.relative_to(ROOT)}:{call.lineno}"
+            spread = [k.value for k in call.keywords if k.arg is None]
+            assert not any(k.arg == "bootstrap_servers" for k in call.keywords), where
+            assert any(
+                isinstance(v, ast.Call) and getattr(v.func, "id", "") == "client_options"
+                for v in spread
+            ), where
+    assert seen >= 20  # the walk found the clients (worker, producers, admin, bench, tests)

@@ -22,6 +22,7 @@ from siyu_stream.core.clock import MINUTE, format_rfc3339
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import from_dict
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.engine import Engine, MemoryStore
@@ -69,6 +70,14 @@ class WorkerProcess:
         return {
             **os.environ,
             "SIYU_BROKER": s.broker,
+            "SIYU_SECURITY_PROTOCOL": s.security_protocol,
+            "SIYU_SASL_MECHANISM": s.sasl_mechanism,
+            "SIYU_SASL_USERNAME": s.sasl_username or "",
+            "SIYU_SASL_PASSWORD": s.sasl_password or "",
+            "SIYU_SSL_CAFILE": str(s.ssl_cafile or ""),
+            "SIYU_SSL_CERTFILE": str(s.ssl_certfile or ""),
+            "SIYU_SSL_KEYFILE": str(s.ssl_keyfile or ""),
+            "SIYU_SSL_KEY_PASSWORD": s.ssl_key_password or "",
             "SIYU_APP_ID": s.app_id,
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
@@ -142,7 +151,7 @@ class Traffic:
         self.producer: Any = None
 
     async def __aenter__(self) -> Traffic:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+        self.producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all")
         await self.producer.start()
         return self
 
@@ -198,7 +207,7 @@ def replay_ids(sent: list[bytes], rules: Rules | None = None) -> dict[str, dict[
 async def read_topics(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
     """Every committed record of `topics`, from the beginning to the current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
@@ -232,7 +241,7 @@ async def quiesce(settings: Settings) -> None:
     topics = [*topology.inputs, topology.commands]
     tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         group_id=settings.app_id,  # only reads the group's offsets; never joins
         isolation_level="read_committed",
         enable_auto_commit=False,
