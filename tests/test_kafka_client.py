@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from siyu_stream.core.errors import KafkaAccessError, SettingsError
+from siyu_stream.kafka import client
 from siyu_stream.kafka.client import client_options, preflight, ssl_context
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.settings import KafkaConnection
@@ -233,6 +234,23 @@ async def test_every_bootstrap_broker_is_tried_and_each_failure_named() -> None:
     message = await refused(KafkaConnection(f"{first},{second}"))
     assert f"cannot reach Kafka at {first}" in message
     assert f"cannot reach Kafka at {second}" in message
+
+
+async def test_a_broker_the_cluster_advertises_is_tried_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a cluster advertising an address clients cannot use: they would retry it for ever
+    bootstrap, advertised = f"127.0.0.1:{free_port()}", ("127.0.0.1", free_port())
+
+    async def brokers(*_: object) -> list[tuple[str, int]]:
+        return [advertised]
+
+    monkeypatch.setattr(client, "_brokers", brokers)
+    message = await refused(KafkaConnection(bootstrap))
+    assert message.startswith(
+        f"{bootstrap} answered, but a broker it advertises refused: "
+        f"cannot reach Kafka at {advertised[0]}:{advertised[1]}"
+    )
 
 
 # ---------------------------------------------------------------- every client uses them

@@ -5,10 +5,12 @@ or an untrusted certificate into one clear error at once.
 Why the preflight: an aiokafka client that cannot log in only logs the reason and raises
 "Unable to bootstrap from [...]", or, once bootstrapped, retries in the background; the
 reason (wrong password, certificate not trusted, a TLS client on a plaintext listener)
-would be in a log line at best. `preflight` opens one connection to the bootstrap brokers
-as every client will, with a short timeout, and raises `KafkaAccessError` naming the
-broker, the user, the mechanism and the setting to check. `admin` runs it before anything
-else talks to Kafka, so each command and the worker fail within seconds.
+would be in a log line at best. `preflight` logs in to a bootstrap broker as every client
+will, then to each broker the cluster advertises (an advertised address the certificate
+does not name, or that cannot be reached, is the background retry case), each with a
+short timeout, and raises `KafkaAccessError` naming the broker, the user, the mechanism
+and the setting to check. `admin` runs it before anything else talks to Kafka, so each
+command and the worker fail within seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
+from aiokafka.protocol.metadata import MetadataRequest
 
 from siyu_stream.core.errors import KafkaAccessError, SettingsError
 from siyu_stream.settings import KafkaConnection
@@ -81,26 +84,61 @@ def ssl_context(connection: KafkaConnection) -> ssl.SSLContext:
 
 
 async def preflight(connection: KafkaConnection, timeout: float = PREFLIGHT_SECONDS) -> None:
-    """Connect and log in to one bootstrap broker as every client will (a broker that
-    accepts is enough: they share the listener's settings), then hang up. Raises
-    `KafkaAccessError` saying why when none does, within `timeout` per broker; an
-    unusable certificate file raises `SettingsError` first."""
-    options = client_options(connection)
-    del options["bootstrap_servers"]
+    """Log in to a bootstrap broker as every client will, ask it for the cluster's
+    brokers, then log in to each of those as the clients will next (by the address the
+    cluster advertises, which the certificate must name too). Raises `KafkaAccessError`
+    saying why as soon as a broker refuses, within `timeout` per step; an unusable
+    certificate file raises `SettingsError` first."""
     failures = []
     for host, port, _ in collect_hosts(connection.bootstrap, randomize=False):
         try:
-            opened = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options),
-                timeout,
-            )
+            advertised = await _brokers(connection, host, port, timeout)
         except (KafkaError, OSError, EOFError, TimeoutError) as exc:
+            # another bootstrap broker may answer: a client tries them all too
             failures.append(_explain(connection, f"{host}:{port}", exc, timeout))
             continue
-        opened.close()
+        checks = [_log_in(connection, *broker, timeout) for broker in advertised]
+        for (h, p), failure in zip(advertised, await asyncio.gather(*checks), strict=True):
+            if failure is not None:
+                reason = _explain(connection, f"{h}:{p}", failure, timeout)
+                msg = f"{host}:{port} answered, but a broker it advertises refused: {reason}"
+                raise KafkaAccessError(msg)
         return
     msg = "; ".join(failures) or f"no broker in SIYU_BROKER={connection.bootstrap!r}"
     raise KafkaAccessError(msg)
+
+
+async def _open(connection: KafkaConnection, host: str, port: int, timeout: float) -> Any:
+    options = client_options(connection)
+    del options["bootstrap_servers"]
+    return await asyncio.wait_for(
+        create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options), timeout
+    )
+
+
+async def _brokers(
+    connection: KafkaConnection, host: str, port: int, timeout: float
+) -> list[tuple[str, int]]:
+    """(host, port) of every broker in the cluster, as `host:port` advertises them."""
+    opened = await _open(connection, host, port, timeout)
+    try:
+        # no topic named: a broker that creates topics on a metadata request creates none
+        response = await asyncio.wait_for(opened.send(MetadataRequest([])), timeout)
+    finally:
+        opened.close()
+    return sorted({(str(b[1]), int(b[2])) for b in response.brokers})  # (id, host, port, ...)
+
+
+async def _log_in(
+    connection: KafkaConnection, host: str, port: int, timeout: float
+) -> BaseException | None:
+    """None if the broker at host:port takes this client's login, else the failure."""
+    try:
+        opened = await _open(connection, host, port, timeout)
+    except (KafkaError, OSError, EOFError, TimeoutError) as exc:
+        return exc
+    opened.close()
+    return None
 
 
 def _explain(connection: KafkaConnection, address: str, exc: BaseException, timeout: float) -> str:
