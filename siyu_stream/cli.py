@@ -22,6 +22,7 @@ from siyu_stream.backtest import report_html, report_text
 from siyu_stream.backtest.run import backtest
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 from siyu_stream.core.errors import SiyuError
+from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
 from siyu_stream.core.ruleset import load_rules
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay, summary
@@ -47,6 +48,17 @@ def _time(option: str, text: str | None) -> int | None:
         raise SiyuError(msg) from exc
 
 
+def _go_live(args: argparse.Namespace) -> GoLive | None:
+    """--go-live and --grant-since-days, checked."""
+    if args.go_live is None:
+        return None
+    try:
+        return parse_go_live(args.go_live, args.grant_since_days)
+    except ValueError as exc:
+        msg = f"--go-live {args.go_live} --grant-since-days {args.grant_since_days}: {exc}"
+        raise SiyuError(msg) from exc
+
+
 def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]]:
     """--until, --now, --partitions and the input files of replay and backtest, checked."""
     until = _time("--until", args.until)
@@ -68,7 +80,7 @@ def _history(args: argparse.Namespace) -> tuple[int | None, int, int, list[Path]
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    rules = load_rules(args.rules)
+    rules = load_rules(args.rules).going_live(_go_live(args))
     until, now, partitions, paths = _history(args)
     if not 1 <= args.jobs <= partitions:
         msg = f"--jobs: expected 1..{partitions} (at most one job per partition), got {args.jobs}"
@@ -115,8 +127,9 @@ def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     # both rules files first: a bad key is named before any input is read
-    baseline = load_rules(args.baseline)
-    new = load_rules(args.rules)
+    go_live = _go_live(args)
+    baseline = load_rules(args.baseline).going_live(go_live)
+    new = load_rules(args.rules).going_live(go_live)
     if bool(args.inputs) == args.from_kafka:
         msg = "give either input files or --from-kafka"
         raise SiyuError(msg)
@@ -148,6 +161,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "until": format_rfc3339(until) if until is not None else None,
         "partitions": partitions,
     }
+    if go_live is not None:
+        run["go_live"] = format_rfc3339(go_live.at)
+        run["grant_since_days"] = args.grant_since_days
     summary = {"run": run, **result}
     print(report_text.render(summary))
     if out is not None:
@@ -204,7 +220,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from siyu_stream.live.worker import Worker  # noqa: PLC0415 - pulls in aiokafka
 
     settings = _settings(args)
-    rules = load_rules(settings.rules)
+    rules = load_rules(settings.rules).going_live(settings.launch)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -221,12 +237,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from siyu_stream.kafka.embedded import LocalBroker  # noqa: PLC0415
+    from siyu_stream.kafka.serve import pick_engine, serve_kafka  # noqa: PLC0415
 
-    broker = LocalBroker(Path(args.data_dir), args.port)
+    if pick_engine(args.engine, nodes=args.nodes, sasl=args.sasl) == "kafka":
+        data_dir = Path(args.data_dir or ".siyu/kafka")
+        return serve_kafka(data_dir, args.port, nodes=args.nodes, sasl=args.sasl)
+    data_dir = Path(args.data_dir or ".siyu/broker")
+    broker = LocalBroker(data_dir, args.port)
     broker.start()
     print(f"{broker.bootstrap}", flush=True)
     print(
-        f"noida-db running (data {args.data_dir}, log {broker.log_path}); Ctrl-C stops it",
+        f"noida-db running (data {data_dir}, log {broker.log_path}); Ctrl-C stops it",
         file=sys.stderr,
     )
     stop = threading.Event()
@@ -290,6 +311,18 @@ def _history_arguments(p: argparse.ArgumentParser, command: str) -> None:
         type=int,
         help="partitions to split customers over, as live (default: SIYU_PARTITIONS, 4)",
     )
+    p.add_argument(
+        "--go-live",
+        help="RFC 3339 instant: gifts and reminders due before it are withheld as suppressed "
+        "(before_go_live), as the worker does with SIYU_GO_LIVE",
+    )
+    p.add_argument(
+        "--grant-since-days",
+        type=int,
+        default=GRANT_SINCE_DAYS,
+        help=f"with --go-live: gifts earned this many days before it are still granted "
+        f"(default {GRANT_SINCE_DAYS})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,9 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="Kafka bootstrap servers (default: SIYU_BROKER)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("broker", help="start the local Kafka-protocol broker (noida-db)")
-    p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--data-dir", default=".siyu/broker")
+    p = sub.add_parser("broker", help="start a local broker: Apache Kafka, or noida-db")
+    p.add_argument("--port", type=int, default=9092, help="the (first) node's client port")
+    p.add_argument("--data-dir", help="default .siyu/kafka or .siyu/broker (embedded)")
+    p.add_argument(
+        "--engine",
+        choices=["kafka", "embedded"],
+        help="kafka: Apache Kafka (make kafka-jars), embedded: noida-db; "
+        "default kafka where a Java >= 17 is found",
+    )
+    p.add_argument("--nodes", type=int, default=1, help="Kafka nodes (broker+controller each)")
+    p.add_argument("--sasl", action="store_true", help="Kafka: add a SASL_SSL SCRAM listener")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create or describe every topic siyu-stream uses")

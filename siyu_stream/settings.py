@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from siyu_stream.core.errors import SettingsError
+from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
 
 StoreKind = Literal["memory://", "rocksdb://"]
 Guarantee = Literal["exactly_once", "at_least_once"]
@@ -152,8 +153,25 @@ class Settings:
     max_task_idle_ms: int = field(default=2_000, metadata=_env("SIYU_MAX_TASK_IDLE_MS"))
     """How long a partition waits for a lagging input topic that has nothing buffered before
     it goes on without it (the merge by event time then treats what comes later as late)."""
+    session_timeout_ms: int = field(default=10_000, metadata=_env("SIYU_SESSION_TIMEOUT_MS"))
+    """How long a worker that stopped answering (crashed, paused, cut off) keeps its
+    partitions before the group gives them to the others. Shorter fails over sooner; too
+    short evicts a worker in a long GC pause or restore. The broker bounds it
+    (group.min.session.timeout.ms, 6 s by default)."""
     log_level: str = field(default="info", metadata=_env("SIYU_LOG_LEVEL"))
     """debug, info, warning or error."""
+    go_live: str | None = field(default=None, metadata=_env("SIYU_GO_LIVE"))
+    """Go-live instant (RFC 3339) after a bootstrap: a gift or reminder due before it goes to
+    the suppressed topic (`before_go_live`), not to customers or staff. Unset: none held."""
+    grant_since_days: int = field(default=GRANT_SINCE_DAYS, metadata=_env("SIYU_GRANT_SINCE_DAYS"))
+    """With SIYU_GO_LIVE: gifts earned this many days before go-live are still granted."""
+
+    @property
+    def launch(self) -> GoLive | None:
+        """The go-live instant the rules apply (validated with the settings)."""
+        if self.go_live is None:
+            return None
+        return parse_go_live(self.go_live, self.grant_since_days)
 
     def __repr__(self) -> str:
         return _masked_repr(self)
@@ -209,6 +227,13 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if not 0 <= self.grant_since_days <= 366:
+            _fail("SIYU_GRANT_SINCE_DAYS", str(self.grant_since_days), "days in [0, 366]")
+        if self.go_live is not None:
+            try:
+                parse_go_live(self.go_live)
+            except ValueError:
+                _fail("SIYU_GO_LIVE", self.go_live, "an RFC 3339 instant with offset")
         if self.store not in get_args(StoreKind):
             _fail("SIYU_STORE", self.store, " or ".join(get_args(StoreKind)))
         if self.guarantee not in get_args(Guarantee):
@@ -226,6 +251,12 @@ class Settings:
         if not 0 <= self.max_task_idle_ms <= 600_000:
             _fail(
                 "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"
+            )
+        if not 1_000 <= self.session_timeout_ms <= 300_000:
+            _fail(
+                "SIYU_SESSION_TIMEOUT_MS",
+                str(self.session_timeout_ms),
+                "milliseconds in [1000, 300000]",
             )
         if self.api_auth:
             token = self.api_token or ""

@@ -5,12 +5,64 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from hypothesis import strategies as st
+
 from siyu_stream.core.actions import Action
-from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
+from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, parse_rfc3339
 from siyu_stream.core.events import from_dict
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.replay.engine import Engine, MemoryStore
+
+START = 1_772_330_400_000  # 2026-03-01T02:00:00Z
+CUSTOMERS = ["c1", "c2", "c3"]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Mixed events for a few customers: mostly forward in time, some late, some retried."""
+    events: list[dict[str, Any]] = []
+    now = START
+    for n in range(draw(st.integers(1, 60))):
+        now += draw(st.sampled_from([MINUTE, 20 * MINUTE, 3 * HOUR, 26 * HOUR, 9 * 24 * HOUR]))
+        at = now - draw(st.sampled_from([0, 0, 0, 2 * HOUR]))  # occasionally out of order
+        customer = draw(st.sampled_from(CUSTOMERS))
+        base = {"event_id": f"e{n}", "customer_id": customer, "occurred_at": format_rfc3339(at)}
+        kind = draw(
+            st.sampled_from(["paid", "paid", "refund", "member", "in", "out", "join", "leave"])
+        )
+        if kind in ("paid", "refund", "member"):
+            event = {
+                **base,
+                "type": "order",
+                "order_id": f"o{draw(st.integers(0, 8))}" if kind == "refund" else f"o{n}",
+                "status": "refunded" if kind == "refund" else "paid",
+                "amount": str(draw(st.integers(0, 60_000_00)) / 100),
+                "channel": "tmall",
+                "kind": "membership" if kind == "member" else "purchase",
+            }
+        elif kind in ("in", "out"):
+            direction = "inbound" if kind == "in" else "outbound"
+            event = {
+                **base,
+                "type": "chat",
+                "direction": direction,
+                "channel": "wecom",
+                "staff_id": "s1",
+            }
+        else:
+            other = draw(st.sampled_from([*CUSTOMERS, None]))
+            event = {
+                **base,
+                "type": "join",
+                "action": kind,
+                "carrier": draw(st.sampled_from(["wecom", "group"])),
+                "referrer_id": other,
+            }
+        events.append(event)
+        if draw(st.integers(0, 9)) == 0:
+            events.append(dict(event))  # a producer retry
+    return events
 
 
 class ListSink:

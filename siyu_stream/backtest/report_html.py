@@ -294,6 +294,17 @@ def _numbers(summary: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _go_live(run: dict[str, Any]) -> str:
+    """The go-live sentence of the run line, if the run had one."""
+    if not run.get("go_live"):
+        return ""
+    return (
+        f", going live at <code>{escape(run['go_live'])}</code> (gifts and reminders due "
+        f"before it withheld; gifts earned in the {run['grant_since_days']} days before it "
+        "granted)"
+    )
+
+
 def render(summary: dict[str, Any]) -> str:
     run = summary["run"]
     names = {"baseline": run["baseline_rules"], "new": run["new_rules"]}
@@ -320,7 +331,7 @@ def render(summary: dict[str, Any]) -> str:
 {sum(events.values()):,} events, actions {escape(span)}), {run["partitions"]} partitions,
 <code>--now {escape(run["now"])}</code>{
         f" <code>--until {escape(run['until'])}</code>" if run["until"] else ""
-    }. An action is <b>added</b> when only the new rules emit it,
+    }{_go_live(run)}. An action is <b>added</b> when only the new rules emit it,
 <b>removed</b> when only the baseline does, and <b>changed</b> when both emit it for the same
 firing (rule, customer and cause) with different content, for example a reminder the new
 contact policy holds back.</p>

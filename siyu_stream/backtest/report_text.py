@@ -24,12 +24,17 @@ def _stats(numbers: dict[str, int]) -> str:
     return f"p50 {numbers['p50']:,} / p95 {numbers['p95']:,} / max {numbers['max']:,}"
 
 
+def _go_live(run: dict[str, Any]) -> str:
+    return f" --go-live {run['go_live']} --grant-since-days {run['grant_since_days']}"
+
+
 def render(summary: dict[str, Any]) -> str:
     run = summary["run"]
     lines = [
         f"backtest: {run['new_rules']} vs {run['baseline_rules']} over "
         f"{', '.join(run['inputs'])} (--now {run['now']} --partitions {run['partitions']}"
         + (f" --until {run['until']}" if run["until"] else "")
+        + (_go_live(run) if run.get("go_live") else "")
         + ")",
         f"  rules_version: baseline {summary['rules_version']['baseline']}, "
         f"new {summary['rules_version']['new']} (on every action each run emits)",

@@ -23,7 +23,7 @@ from typing import IO, Any
 from siyu_stream.backtest.diff import Change, Spill, diff, spill_dir
 from siyu_stream.backtest.tally import Calendar, Tally, monday, percentiles
 from siyu_stream.core.clock import Millis
-from siyu_stream.core.ruleset import TIERS, Rules
+from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
@@ -160,8 +160,8 @@ def _plain(value: Any) -> Any:
 def rule_changes(baseline: Rules, new: Rules) -> list[dict[str, Any]]:
     """Every rules key whose value differs, as `section.key` with both values."""
     found = []
-    for section in dataclasses.fields(Rules):
-        old, now = getattr(baseline, section.name), getattr(new, section.name)
+    for name in RULE_SECTIONS:
+        old, now = getattr(baseline, name), getattr(new, name)
         if isinstance(old, dict):
             keys = sorted({*old, *now})
             pairs = [(k, old.get(k), now.get(k)) for k in keys]
@@ -171,7 +171,7 @@ def rule_changes(baseline: Rules, new: Rules) -> list[dict[str, Any]]:
                 for f in dataclasses.fields(old)
             ]
         found += [
-            {"key": f"{section.name}.{key}", "baseline": _plain(a), "new": _plain(b)}
+            {"key": f"{name}.{key}", "baseline": _plain(a), "new": _plain(b)}
             for key, a, b in pairs
             if a != b
         ]

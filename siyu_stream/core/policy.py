@@ -2,7 +2,8 @@
 
 Applies to customer-facing reminders only; the rules decide *whether* a reminder
 fires, the policy decides whether it reaches the customer. A held-back reminder is
-emitted as a `suppressed` action that embeds it, so the audit shows what was withheld.
+emitted as a `suppressed` action that embeds it, so the audit shows what was withheld
+(`withhold`; the go-live cut in `step` uses it too, for gifts and reminders alike).
 
 The frequency cap keeps its own state bounded: `touches` holds only due times inside
 the window of the latest reminder it let through, and gains one only below the cap,
@@ -116,14 +117,20 @@ def apply(state: CustomerState, reminder: Action, due: Millis, rules: Rules) -> 
             state.touches = sorted([*recent, due])
     if reason is None:
         return reminder
+    return withhold(reminder, reason, f"held back {reminder.detail['template']}: {explanation}")
+
+
+def withhold(action: Action, reason: str, because: str) -> Action:
+    """The `suppressed` action that holds `action` back for `reason`: the audit keeps it
+    whole, and its id is a digest of the withheld action's."""
     return Action(
-        action_id=action_id("suppressed", reminder.action_id),
+        action_id=action_id("suppressed", action.action_id),
         kind="suppressed",
-        rule=reminder.rule,
-        customer_id=reminder.customer_id,
-        occurred_at=reminder.occurred_at,
-        cause_event_id=reminder.cause_event_id,
-        detail={"reason": reason, "action": reminder.to_dict()},
-        because=f"held back {reminder.detail['template']}: {explanation}",
-        rules_version=reminder.rules_version,
+        rule=action.rule,
+        customer_id=action.customer_id,
+        occurred_at=action.occurred_at,
+        cause_event_id=action.cause_event_id,
+        detail={"reason": reason, "action": action.to_dict()},
+        because=because,
+        rules_version=action.rules_version,
     )

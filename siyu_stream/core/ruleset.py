@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from siyu_stream.core.errors import RulesError
+from siyu_stream.core.golive import GoLive
 
 TIERS = ("none", "silver", "gold", "platinum", "diamond")
 
@@ -219,6 +220,12 @@ class Rules:
         default_factory=_default_gifts, metadata=_within(0, 1_000_000)
     )
     """Value of each gift code in yuan (emitted as integer fen)."""
+    go_live: GoLive | None = None
+    """The run's go-live instant, if any (not from the rules file: see `GoLive`)."""
+
+    def going_live(self, go_live: GoLive | None) -> Rules:
+        """These rules for a run that goes live at `go_live` (None: emit everything)."""
+        return dataclasses.replace(self, go_live=go_live)
 
     def tier_code(self, threshold_yuan: int) -> str:
         return f"tier_{threshold_yuan}"
@@ -236,6 +243,9 @@ class Rules:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.engine.timezone)
 
+
+RULE_SECTIONS = tuple(f.name for f in dataclasses.fields(Rules) if f.name != "go_live")
+"""The sections of a rules file (every field of `Rules` but the run's go-live)."""
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]")
@@ -366,7 +376,7 @@ def parse_rules(text: str, path: str = "<rules>") -> Rules:
             continue
         default_section = getattr(defaults, name, None)
         if default_section is None or not dataclasses.is_dataclass(default_section):
-            known = ", ".join(f.name for f in dataclasses.fields(Rules))
+            known = ", ".join(RULE_SECTIONS)
             check.fail(name, "", f"unknown section (known: {known})")
         values = {}
         known_keys = {f.name for f in dataclasses.fields(default_section)}
@@ -392,6 +402,7 @@ def load_rules(path: Path | str | None) -> Rules:
     return parse_rules(text, str(path))
 
 
+_NO_GO_LIVE = b',"go_live":null}'
 _VERSIONS: OrderedDict[int, tuple[Rules, str]] = OrderedDict()
 """The digests of the last few Rules objects (computing one serializes every number)."""
 
@@ -400,7 +411,12 @@ def rules_version(rules: Rules) -> str:
     hit = _VERSIONS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
-    canonical = orjson.dumps(rules, option=orjson.OPT_SORT_KEYS)
+    # The go-live instant is a run parameter, not a rule: the digest is over the rule
+    # fields alone, byte for byte as before the field existed (it is the last field, so
+    # dropping it from the bytes keeps every version, and every action, as it was).
+    plain = rules if rules.go_live is None else dataclasses.replace(rules, go_live=None)
+    canonical = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    canonical = canonical.removesuffix(_NO_GO_LIVE) + b"}"
     digest = blake2b(canonical, digest_size=4).hexdigest()
     _VERSIONS[id(rules)] = (rules, digest)
     while len(_VERSIONS) > 32:

@@ -27,6 +27,8 @@ from siyu_stream.core.ruleset import TIERS, Rules
 from siyu_stream.core.state import LAYERS, CustomerState, Timer
 
 Outcome = Literal["ok", "duplicate", "rejected"]
+BEFORE_GO_LIVE = "before_go_live"
+"""The reason of a gift or reminder withheld because it fell due before go-live."""
 TRACKED = ("layer", "tier", "health", "membership")
 LATEST_DUE: Millis = 253_370_764_800_000
 """9999-01-01T00:00:00Z: the latest due time a timer can have (it has a calendar date)."""
@@ -132,7 +134,13 @@ class Ctx:
                 return
             self.s.gifts.append(code)
         value = self.rules.gift_fen(code)
-        self.emit("gift", rule, {"code": code, "value": value}, because, code)
+        action = self.emit("gift", rule, {"code": code, "value": value}, because, code)
+        go_live = self.rules.go_live
+        if go_live is not None and self.at < go_live.grant_from:
+            # recorded as granted all the same (`gifts`): the moment has passed, and a
+            # tier crossed before go-live is never granted after it
+            late = f"earned {format_rfc3339(self.at)}, before the go-live grant window"
+            self.step.actions[-1] = policy.withhold(action, BEFORE_GO_LIVE, late)
 
     def remind(
         self,
@@ -156,7 +164,13 @@ class Ctx:
             "priority": priority,
         }
         action = self.emit("reminder", rule, detail, because, template)
-        if facing:
+        go_live = self.rules.go_live
+        if go_live is not None and due < go_live.at:
+            # stale on the day the brand goes live; withheld before the contact policy,
+            # whose counters count only what reaches the customer
+            stale = f"due {detail['due_at']}, before go-live {format_rfc3339(go_live.at)}"
+            self.step.actions[-1] = policy.withhold(action, BEFORE_GO_LIVE, stale)
+        elif facing:
             delivered = policy.apply(self.s, action, due, self.rules)
             if delivered is not action:
                 self.step.actions[-1] = delivered

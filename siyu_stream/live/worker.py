@@ -181,8 +181,8 @@ class Worker:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, self.settings.session_timeout_ms // 3),
         )
         if not self.exactly_once:
             self._producer = await plain_producer(self.settings)

@@ -166,6 +166,9 @@ def summary(stats: Stats, seconds: float) -> str:
     total = sum(events.values())
     kinds = ", ".join(f"{k} {actions[k]:,}" for k in ("gift", "reminder", "change", "suppressed"))
     rate = total / seconds if seconds > 0 else 0.0
+    held = stats.suppressed.get("before_go_live", 0)
+    if held:
+        kinds += f" ({held:,} suppressed before go-live)"
     return (
         f"replay: {total:,} events ({events['ok']:,} ok, {events['duplicate']:,} duplicates, "
         f"{events['rejected']:,} rejected), {sum(actions.values()):,} actions ({kinds}), "

@@ -1,11 +1,15 @@
-"""Integration fixtures: no worker process outlives its test, whatever the test did."""
+"""Integration fixtures: no worker process outlives its test, whatever the test did; one
+Apache Kafka node (`kafka`) shared by the whole session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from live import WorkerProcess
+
+from siyu_stream.kafka.apache import KafkaCluster
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +19,19 @@ def _reap_workers() -> Iterator[None]:
         if worker.alive():
             worker.kill()
     WorkerProcess.started.clear()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka 4 node (KRaft, RF 1, transactions on) for the whole session: a JVM
+    start costs seconds, so tests share it and each uses topics and groups of its own.
+
+    No Java >= 17 or no jars (`make kafka-jars`) is an error, not a skip: CI has both.
+    """
+    cluster = KafkaCluster(Path(tmp_path_factory.mktemp("kafka")))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        print(f"kafka logs: {cluster.data_dir}/node-*/server.log")
+        cluster.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import os
 import re
@@ -10,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,15 +20,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from scenario import ListSink
 
-from siyu_stream.core.clock import MINUTE, format_rfc3339
+from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, to_datetime
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import from_dict
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.run import replay
 from siyu_stream.settings import Guarantee, Settings
+from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
 
 _app_ids = itertools.count()
@@ -90,6 +95,7 @@ class WorkerProcess:
             "SIYU_TIMER_INTERVAL": "0.2",
             "SIYU_TIMER_GRACE_MS": str(s.timer_grace_ms),
             "SIYU_MAX_TASK_IDLE_MS": str(s.max_task_idle_ms),
+            "SIYU_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
             "SIYU_LOG_LEVEL": "info",
         }
 
@@ -141,6 +147,15 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP: a zombie that holds its partitions and its open transactions."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
 
 class Traffic:
     """Events stamped with the wall clock when sent, and remembered exactly as sent."""
@@ -165,6 +180,19 @@ class Traffic:
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
             futures.append(await self.raw(event_topic(event), key_of(event), stamp(event)))
+        await asyncio.gather(*futures)
+
+    async def paced(
+        self, records: Iterable[tuple[str, bytes, bytes]], rate: float | None = None
+    ) -> None:
+        """Produce `records` (topic name, key, value), at `rate` a second if given, and wait
+        until every one is acknowledged."""
+        started = time.monotonic()
+        futures = []
+        for n, (topic, key, value) in enumerate(records):
+            if rate is not None:
+                await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            futures.append(await self.raw(topic, key, value))
         await asyncio.gather(*futures)
 
     async def raw(self, short: str, key: bytes | None, value: bytes) -> Any:
@@ -301,3 +329,110 @@ async def share(first: WorkerProcess, second: WorkerProcess, partitions: int = 4
         assert first.alive() and second.alive(), "a worker died"
         assert time.monotonic() < deadline, (first.owned(), second.owned())
         await asyncio.sleep(0.1)
+
+
+# ---------------------------------------------------------------- live = replay
+
+ALL = {0, 1, 2, 3}
+"""Every partition of a test's topics (settings_for: 4 partitions)."""
+
+
+def simulated(events: int, hours: float, seed: int = 5) -> list[tuple[str, bytes, bytes]]:
+    """`events` simulated records (topic name, key, value) whose event times span `hours`
+    and end an hour ago. No timer is due between then and the next week (the reply SLA is
+    30 minutes, repurchase cycles at least 7 days), so the comparison time does not matter."""
+    end = wall_clock() - HOUR
+    span = int(hours * HOUR)
+    config = SimConfig(
+        customers=max(20, events // 15),
+        rate=events / (span / 1000),
+        start=to_datetime(end - span),
+        seed=seed,
+    )
+    return [(r.topic, r.key.encode(), r.value) for r in generate(config, events)]
+
+
+async def backlog(settings: Settings, events: int, hours: float) -> Traffic:
+    """`simulated` records, produced while no worker runs."""
+    await ensure_topics(settings.kafka, Topology(settings).specs())
+    traffic = Traffic(settings)
+    async with traffic:
+        await traffic.paced(simulated(events, hours))
+    return traffic
+
+
+def replayed(sent: list[bytes], tmp: Path) -> dict[str, dict[str, Any]]:
+    path = tmp / "sent.jsonl"
+    path.write_bytes(b"".join(v + b"\n" for v in sent))
+    out = io.BytesIO()
+    now = wall_clock()
+    replay([path], out, Rules(), until=now, now=now, partitions=4, deadletters=io.BytesIO())
+    actions = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    return {a["action_id"]: a for a in actions}
+
+
+def layer_route(expected: dict[str, dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """Whether an action is a referrer's layer change: the one difference the design
+    allows (which credit raises the referrer to A5 first, and from where, may differ)."""
+    credited = {a["customer_id"] for a in expected.values() if a["rule"] == "referral"}
+
+    def route(a: dict[str, Any]) -> bool:
+        return (
+            a["kind"] == "change"
+            and a["detail"]["field"] == "layer"
+            and a["customer_id"] in credited
+        )
+
+    return route
+
+
+async def live_actions(
+    settings: Settings, expected: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The committed outputs once every action replay has (bar the allowed route) is there."""
+    route = layer_route(expected)
+    return await actions_until(settings, {i for i, a in expected.items() if not route(a)})
+
+
+def assert_live_equals_replay(
+    records: list[dict[str, Any]], expected: dict[str, dict[str, Any]], *, once: bool
+) -> None:
+    counts = Counter(r["action_id"] for r in records)
+    if once:
+        assert max(counts.values()) == 1, "a record was committed twice"
+    live = {r["action_id"]: r for r in records}
+    gifts = {i for i, a in expected.items() if a["kind"] == "gift"}
+    assert gifts <= set(live), "a gift was lost"
+    assert {i for i, a in live.items() if a["kind"] == "gift"} <= gifts, "a gift was invented"
+    credited = {a["customer_id"] for a in expected.values() if a["rule"] == "referral"}
+
+    def route(a: dict[str, Any]) -> bool:
+        """A referrer's layer change: the one difference the design allows."""
+        return (
+            a["kind"] == "change"
+            and a["detail"]["field"] == "layer"
+            and (a["customer_id"] in credited)
+        )
+
+    strict_live = {i: a for i, a in live.items() if not route(a)}
+    strict_expected = {i: a for i, a in expected.items() if not route(a)}
+    assert strict_live.keys() == strict_expected.keys(), difference(live, expected)
+    assert strict_live == strict_expected  # the same bytes, not only the same ids
+
+    def final_layers(actions: list[dict[str, Any]]) -> dict[str, str]:
+        return {a["customer_id"]: a["detail"]["to"] for a in actions if route(a)}
+
+    assert final_layers(records) == final_layers(list(expected.values()))
+
+
+async def run_to_the_end(
+    settings: Settings, expected: dict[str, dict[str, Any]], log: Path
+) -> list[dict[str, Any]]:
+    """Start a worker over what is already produced and stop it once it has caught up."""
+    worker = WorkerProcess(settings, log)
+    worker.start()
+    worker.wait_owns(ALL)
+    await quiesce(settings)
+    records = await live_actions(settings, expected)
+    worker.terminate()
+    return records

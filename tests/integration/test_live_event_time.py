@@ -13,135 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import live
 import orjson
 import pytest
-from live import Traffic, WorkerProcess, actions_until, difference, quiesce, read_topics
+from live import (
+    ALL,
+    Traffic,
+    WorkerProcess,
+    assert_live_equals_replay,
+    backlog,
+    live_actions,
+    quiesce,
+    read_topics,
+    replayed,
+    run_to_the_end,
+)
 
 from siyu_stream.core.clock import HOUR, to_datetime
-from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.observe.wall import wall_clock
-from siyu_stream.replay.run import replay
 from siyu_stream.settings import Guarantee, Settings
-from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
 
 pytestmark = pytest.mark.integration
-ALL = {0, 1, 2, 3}
 
 
 def settings_for(broker: LocalBroker, guarantee: Guarantee = "exactly_once") -> Settings:
     # the exact merge needs every lagging input read before going on; production keeps
     # a short bound so that one stuck topic cannot hold a partition back for long
     return live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)
-
-
-async def backlog(settings: Settings, events: int, hours: float) -> Traffic:
-    """`events` simulated records whose event times span `hours` and end an hour ago,
-    produced while no worker runs. No timer is due between then and the next week (the
-    reply SLA is 30 minutes, repurchase cycles at least 7 days), so the comparison time
-    does not matter."""
-    await ensure_topics(settings.kafka, Topology(settings).specs())
-    end = wall_clock() - HOUR
-    span = int(hours * HOUR)
-    config = SimConfig(
-        customers=max(20, events // 15),
-        rate=events / (span / 1000),
-        start=to_datetime(end - span),
-        seed=5,
-    )
-    traffic = Traffic(settings)
-    async with traffic:
-        futures = [
-            await traffic.raw(r.topic, r.key.encode(), r.value) for r in generate(config, events)
-        ]
-        await asyncio.gather(*futures)
-    return traffic
-
-
-def replayed(sent: list[bytes], tmp: Path) -> dict[str, dict[str, Any]]:
-    path = tmp / "sent.jsonl"
-    path.write_bytes(b"".join(v + b"\n" for v in sent))
-    out = io.BytesIO()
-    now = wall_clock()
-    replay([path], out, Rules(), until=now, now=now, partitions=4, deadletters=io.BytesIO())
-    actions = [orjson.loads(line) for line in out.getvalue().splitlines()]
-    return {a["action_id"]: a for a in actions}
-
-
-def layer_route(expected: dict[str, dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
-    """Whether an action is a referrer's layer change: the one difference the design
-    allows (which credit raises the referrer to A5 first, and from where, may differ)."""
-    credited = {a["customer_id"] for a in expected.values() if a["rule"] == "referral"}
-
-    def route(a: dict[str, Any]) -> bool:
-        return (
-            a["kind"] == "change"
-            and a["detail"]["field"] == "layer"
-            and a["customer_id"] in credited
-        )
-
-    return route
-
-
-async def live_actions(
-    settings: Settings, expected: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The committed outputs once every action replay has (bar the allowed route) is there."""
-    route = layer_route(expected)
-    return await actions_until(settings, {i for i, a in expected.items() if not route(a)})
-
-
-def assert_live_equals_replay(
-    records: list[dict[str, Any]], expected: dict[str, dict[str, Any]], *, once: bool
-) -> None:
-    counts = Counter(r["action_id"] for r in records)
-    if once:
-        assert max(counts.values()) == 1, "a record was committed twice"
-    live = {r["action_id"]: r for r in records}
-    gifts = {i for i, a in expected.items() if a["kind"] == "gift"}
-    assert gifts <= set(live), "a gift was lost"
-    assert {i for i, a in live.items() if a["kind"] == "gift"} <= gifts, "a gift was invented"
-    credited = {a["customer_id"] for a in expected.values() if a["rule"] == "referral"}
-
-    def route(a: dict[str, Any]) -> bool:
-        """A referrer's layer change: the one difference the design allows."""
-        return (
-            a["kind"] == "change"
-            and a["detail"]["field"] == "layer"
-            and (a["customer_id"] in credited)
-        )
-
-    strict_live = {i: a for i, a in live.items() if not route(a)}
-    strict_expected = {i: a for i, a in expected.items() if not route(a)}
-    assert strict_live.keys() == strict_expected.keys(), difference(live, expected)
-    assert strict_live == strict_expected  # the same bytes, not only the same ids
-
-    def final_layers(actions: list[dict[str, Any]]) -> dict[str, str]:
-        return {a["customer_id"]: a["detail"]["to"] for a in actions if route(a)}
-
-    assert final_layers(records) == final_layers(list(expected.values()))
-
-
-async def run_to_the_end(
-    settings: Settings, expected: dict[str, dict[str, Any]], log: Path
-) -> list[dict[str, Any]]:
-    """Start a worker over what is already produced and stop it once it has caught up."""
-    worker = WorkerProcess(settings, log)
-    worker.start()
-    worker.wait_owns(ALL)
-    await quiesce(settings)
-    records = await live_actions(settings, expected)
-    worker.terminate()
-    return records
 
 
 async def committed_actions(settings: Settings) -> list[dict[str, Any]]:

@@ -1,0 +1,99 @@
+"""The Kafka launcher's pieces that need no JVM: Java detection, engine choice, node
+settings, data dir bookkeeping, the certificates. The launcher itself runs in
+tests/integration/test_kafka_broker.py."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from siyu_stream.core.errors import BrokerError
+from siyu_stream.kafka import datadir, jvm, kraft, serve, tls
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "25" 2025-09-16', 25),
+        ('java version "1.8.0_392"', 8),
+        ("no version here", None),
+    ],
+)
+def test_java_major_version(text: str, expected: int | None) -> None:
+    assert jvm.major(text) == expected
+
+
+def test_engine_defaults_to_kafka_only_where_java_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serve, "find_java", lambda: None)
+    assert serve.pick_engine(None, nodes=1, sasl=False) == "embedded"
+    monkeypatch.setattr(serve, "find_java", lambda: (Path("java"), 'version "17"'))
+    assert serve.pick_engine(None, nodes=1, sasl=False) == "kafka"
+    assert serve.pick_engine("embedded", nodes=1, sasl=False) == "embedded"
+    with pytest.raises(BrokerError, match="need --engine kafka"):
+        serve.pick_engine("embedded", nodes=3, sasl=False)
+
+
+def test_replication_follows_the_node_count(tmp_path: Path) -> None:
+    ports = kraft.Ports(9092, 9093, 9094)
+    one = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=tmp_path, keystore=None)
+    three = kraft.node_properties(1, ports, voters="v", nodes=3, log_dir=tmp_path, keystore=None)
+    for props, replicas, min_isr in [(one, "1", "1"), (three, "3", "2")]:
+        assert props["default.replication.factor"] == replicas
+        assert props["offsets.topic.replication.factor"] == replicas
+        assert props["transaction.state.log.replication.factor"] == replicas
+        assert props["min.insync.replicas"] == min_isr
+        assert props["transaction.state.log.min.isr"] == min_isr
+    assert "SASL_SSL" not in one["listeners"]
+
+
+def test_sasl_adds_a_listener_with_a_pem_keystore(tmp_path: Path) -> None:
+    ports = kraft.Ports(9092, 9093, 9094)
+    keystore = tmp_path / "ks.pem"
+    props = kraft.node_properties(
+        0, ports, voters="v", nodes=1, log_dir=tmp_path, keystore=keystore
+    )
+    assert "SASL_SSL://127.0.0.1:9094" in props["advertised.listeners"]
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(keystore)
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+
+
+def test_a_data_dir_serves_one_cluster_shape(tmp_path: Path) -> None:
+    assert datadir.read_state(tmp_path, 1, sasl=False) is None
+    state = datadir.new_state(3, sasl=True)
+    assert len(state["cluster_id"]) == 22 and state["password"]
+    datadir.write_state(tmp_path, state)
+    assert datadir.read_state(tmp_path, 3, sasl=True) == state
+    with pytest.raises(BrokerError, match="holds a cluster of 3 node"):
+        datadir.read_state(tmp_path, 1, sasl=True)
+
+
+def test_a_second_launcher_on_a_data_dir_is_refused(tmp_path: Path) -> None:
+    held = datadir.lock(tmp_path)
+    try:
+        with pytest.raises(BrokerError, match="in use by another Kafka launcher"):
+            datadir.lock(tmp_path)
+    finally:
+        held.close()
+    datadir.lock(tmp_path).close()  # free again once closed
+
+
+def test_certificates_verify_for_127_0_0_1(tmp_path: Path) -> None:
+    certs = tls.make_certificates(tmp_path)
+    assert tls.make_certificates(tmp_path) == certs  # made once
+    keystore = certs.keystore.read_text()
+    assert keystore.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8, as Kafka reads it
+    assert keystore.count("BEGIN CERTIFICATE") == 2  # the broker's, then the CA's
+    leaf = tmp_path / "broker.pem"
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(certs.ca), "-verify_ip", "127.0.0.1", str(leaf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    ssl.create_default_context(cafile=str(certs.ca))  # a client can load the CA
