@@ -97,6 +97,7 @@ async def preflight(connection: KafkaConnection, timeout: float = PREFLIGHT_SECO
             # another bootstrap broker may answer: a client tries them all too
             failures.append(_explain(connection, f"{host}:{port}", exc, timeout))
             continue
+        advertised = [broker for broker in advertised if broker != (host, port)]  # done
         checks = [_log_in(connection, *broker, timeout) for broker in advertised]
         for (h, p), failure in zip(advertised, await asyncio.gather(*checks), strict=True):
             if failure is not None:
@@ -152,7 +153,9 @@ def _explain(connection: KafkaConnection, address: str, exc: BaseException, time
             "SIYU_SASL_PASSWORD and SIYU_SASL_MECHANISM"
         )
     if isinstance(exc, UnsupportedSaslMechanismError):
-        return f"{address} does not take SIYU_SASL_MECHANISM={connection.sasl_mechanism}: {exc}"
+        # the handshake's refusal names only the connection; the other names what it takes
+        said = "" if "AIOKafkaConnection" in str(exc) else f": {exc}"
+        return f"{address} does not take SIYU_SASL_MECHANISM={connection.sasl_mechanism}{said}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         trusted = str(connection.ssl_cafile) if connection.ssl_cafile else "unset: system CAs"
         return (
