@@ -1,5 +1,6 @@
 """Integration fixtures: no worker process outlives its test, whatever the test did; one
-Apache Kafka node (`kafka`) shared by the whole session."""
+Apache Kafka node (`kafka`) and one with a SASL_SSL listener (`kafka_sasl`), each shared by
+the whole session."""
 
 from __future__ import annotations
 
@@ -35,3 +36,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     finally:
         print(f"kafka logs: {cluster.data_dir}/node-*/server.log")
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka node with a SASL_SSL listener (SCRAM-SHA-512, a CA made at start)
+    beside PLAINTEXT; `sasl_connection` is how a client logs in. Shared like `kafka`."""
+    with KafkaCluster(Path(tmp_path_factory.mktemp("kafka-sasl")), sasl=True) as cluster:
+        yield cluster

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +149,6 @@ async def test_three_nodes_replicate_and_survive_a_crash(tmp_path: Path) -> None
 
 
 # ---------------------------------------------------------------- SASL_SSL
-
-
-@pytest.fixture(scope="module")
-def kafka_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    with KafkaCluster(Path(tmp_path_factory.mktemp("kafka-sasl")), sasl=True) as cluster:
-        yield cluster
 
 
 async def test_scram_over_tls_with_the_generated_ca(kafka_sasl: KafkaCluster) -> None:
