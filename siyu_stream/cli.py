@@ -122,7 +122,7 @@ def _kafka_history(stack: contextlib.ExitStack) -> tuple[list[Path], list[str]]:
     settings = Settings.from_env(api_auth=False)
     topics = Topology(settings).inputs
     directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="siyu-kafka-")))
-    paths = asyncio.run(snapshot(settings.broker, topics, directory, sys.stderr))
+    paths = asyncio.run(snapshot(settings.kafka, topics, directory, sys.stderr))
     return paths, [f"kafka {settings.broker}: {topic}" for topic in topics]
 
 
@@ -308,10 +308,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = _settings(args, api_auth=False)
     specs = Topology(settings).specs()
     if args.action == "create":
-        created = asyncio.run(ensure_topics(settings.broker, specs))
+        created = asyncio.run(ensure_topics(settings.kafka, specs))
         print(f"created {len(created)} of {len(specs)} topics: {', '.join(created) or '-'}")
         return 0
-    for info in asyncio.run(describe_topics(settings.broker, [s.name for s in specs])):
+    for info in asyncio.run(describe_topics(settings.kafka, [s.name for s in specs])):
         state = f"{info.partitions} partitions" if info.partitions else "missing"
         print(f"{info.name:40} {state:>14} {info.end_offsets:>12,} records")
     return 0

@@ -34,6 +34,17 @@ from siyu_stream.simulate import SimConfig, SimRecord, generate
 from siyu_stream.topology import Topology
 from siyu_stream.traffic import produce
 
+PLAINTEXT: dict[str, object] = {
+    "security_protocol": "PLAINTEXT",
+    "sasl_username": None,
+    "sasl_password": None,
+    "ssl_cafile": None,
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+    "ssl_key_password": None,
+}
+"""The demo's own broker is a local plaintext one: SIYU_* Kafka security does not apply."""
+
 
 def summary_line(worker: WorkerView, elapsed: float, last: tuple[float, int]) -> tuple[str, int]:
     stats = worker.stats
@@ -94,7 +105,7 @@ async def run_demo(
     # fresh one; only an explicit SIYU_API_AUTH=false turns the check off. Read before the
     # broker starts, so that a bad SIYU_* variable leaves nothing running.
     generated = {"api_token": secrets.token_urlsafe(24)}
-    settings = Settings.from_env(None, generated, data_dir=workdir / "worker")
+    settings = Settings.from_env(None, generated, data_dir=workdir / "worker", **PLAINTEXT)
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh broker every run: no stale topics
     name, broker = local_broker(workdir)
     started = time.monotonic()
@@ -113,7 +124,7 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await ensure_topics(settings.broker, Topology(settings).specs())
+        await ensure_topics(settings.kafka, Topology(settings).specs())
         worker_task = asyncio.create_task(worker.run())
         notifier_task = asyncio.create_task(notifier.run())
         print(f"notifier: gifts and reminders to {delivered.name} (docs/notify.md)", file=out)

@@ -21,20 +21,101 @@ from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
 
 StoreKind = Literal["memory://", "rocksdb://"]
 Guarantee = Literal["exactly_once", "at_least_once"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 _TOKEN_CHARS = re.compile(r"[!-~]+")
 """Visible ASCII (0x21-0x7e): what an `Authorization: Bearer` header can carry as is."""
 
 
+_MASK = "***"
+"""What a repr shows instead of a secret that is set."""
+
+
 def _env(name: str) -> dict[str, str]:
     return {"env": name}
+
+
+def _secret(name: str) -> dict[str, str | bool]:
+    """A field whose value no repr, log line or message may show."""
+    return {"env": name, "secret": True}
+
+
+def _masked_repr(obj: Any) -> str:
+    """A dataclass's repr with its secrets masked: settings end up in logs and tracebacks."""
+    shown = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        masked = f.metadata.get("secret") and value is not None
+        shown.append(f"{f.name}={_MASK if masked else repr(value)}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """Where Kafka is and how to log in: what every Kafka client the project starts needs,
+    so that the security travels with the address (`kafka.client.client_options` turns it
+    into aiokafka's arguments). From settings: `Settings.kafka`; a local plaintext broker:
+    `KafkaConnection(bootstrap)`."""
+
+    bootstrap: str
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, metadata={"secret": True})
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: str | None = field(default=None, metadata={"secret": True})
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def __str__(self) -> str:
+        """The brokers and how this client logs in, no secret: for log lines and errors."""
+        how: str = self.security_protocol
+        if self.sasl:
+            how += f" {self.sasl_mechanism} as {self.sasl_username}"
+        if self.ssl_certfile is not None:
+            how += " with a client certificate"
+        return f"{self.bootstrap} ({how})"
+
+    def __repr__(self) -> str:
+        return _masked_repr(self)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     broker: str = field(default="127.0.0.1:9092", metadata=_env("SIYU_BROKER"))
     """Kafka bootstrap servers, comma separated."""
+    security_protocol: SecurityProtocol = field(
+        default="PLAINTEXT", metadata=_env("SIYU_SECURITY_PROTOCOL")
+    )
+    """`PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or `SASL_SSL` (TLS and a user name and
+    password: what managed Kafka services ask for). Every Kafka client of the worker and
+    the commands uses it."""
+    sasl_mechanism: SaslMechanism = field(default="PLAIN", metadata=_env("SIYU_SASL_MECHANISM"))
+    """With a `SASL_*` protocol: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, as the
+    cluster's listener is configured."""
+    sasl_username: str | None = field(default=None, metadata=_env("SIYU_SASL_USERNAME"))
+    """SASL user name; required with a `SASL_*` protocol."""
+    sasl_password: str | None = field(default=None, metadata=_secret("SIYU_SASL_PASSWORD"))
+    """SASL password; required with a `SASL_*` protocol. Never printed or logged."""
+    ssl_cafile: Path | None = field(default=None, metadata=_env("SIYU_SSL_CAFILE"))
+    """With `SSL` or `SASL_SSL`: PEM file of the CA that signed the brokers' certificates;
+    unset = the system's CAs (enough for most managed services)."""
+    ssl_certfile: Path | None = field(default=None, metadata=_env("SIYU_SSL_CERTFILE"))
+    """Client certificate (PEM) for mutual TLS, when the cluster asks for one."""
+    ssl_keyfile: Path | None = field(default=None, metadata=_env("SIYU_SSL_KEYFILE"))
+    """Private key (PEM) of `SIYU_SSL_CERTFILE`; unset = the key is in that file."""
+    ssl_key_password: str | None = field(default=None, metadata=_secret("SIYU_SSL_KEY_PASSWORD"))
+    """Password of an encrypted client key. Never printed or logged."""
     app_id: str = field(default="siyu-stream", metadata=_env("SIYU_APP_ID"))
     """Consumer group and prefix of internal topics; workers with the same id share the work."""
     topic_prefix: str = field(default="siyu", metadata=_env("SIYU_TOPIC_PREFIX"))
@@ -60,7 +141,7 @@ class Settings:
     """Port of the HTTP server; each worker on one machine needs its own. 0 disables HTTP."""
     web_url: str | None = field(default=None, metadata=_env("SIYU_WEB_URL"))
     """URL other workers reach this one at (API routing); default http://<host>:<port>."""
-    api_token: str | None = field(default=None, metadata=_env("SIYU_API_TOKEN"))
+    api_token: str | None = field(default=None, metadata=_secret("SIYU_API_TOKEN"))
     """Bearer token for `/customers/{id}` (customer data). Required unless auth is disabled."""
     api_auth: bool = field(default=True, metadata=_env("SIYU_API_AUTH"))
     """`false` disables the API token check: a local run on loopback only."""
@@ -92,6 +173,24 @@ class Settings:
             return None
         return parse_go_live(self.go_live, self.grant_since_days)
 
+    def __repr__(self) -> str:
+        return _masked_repr(self)
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How every Kafka client reaches the cluster: the brokers and the security."""
+        return KafkaConnection(
+            self.broker,
+            self.security_protocol,
+            self.sasl_mechanism,
+            self.sasl_username,
+            self.sasl_password,
+            self.ssl_cafile,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.ssl_key_password,
+        )
+
     @property
     def advertised_url(self) -> str:
         if self.web_url:
@@ -121,7 +220,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
             if name in env and env[name] != "":
-                values[f.name] = _parse(name, env[name], f.default)
+                values[f.name] = _parse(f, env[name])
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -171,6 +270,52 @@ class Settings:
                     "(e.g. `openssl rand -hex 32`)"
                 )
                 raise SettingsError(msg)
+        _validate_security(self)
+
+
+def _validate_security(s: Settings) -> None:
+    """The Kafka security settings fit together, and the files they name are there. A
+    setting the protocol would ignore is refused: credentials or a CA file given with the
+    wrong protocol are a mistake that would otherwise show only as a refused connection."""
+    protocol = s.security_protocol
+    if protocol not in get_args(SecurityProtocol):
+        _fail("SIYU_SECURITY_PROTOCOL", protocol, " or ".join(get_args(SecurityProtocol)))
+    if s.sasl_mechanism not in get_args(SaslMechanism):
+        _fail("SIYU_SASL_MECHANISM", s.sasl_mechanism, " or ".join(get_args(SaslMechanism)))
+    connection = s.kafka
+    if connection.sasl:
+        if not (s.sasl_username or "").strip():
+            msg = f"SIYU_SASL_USERNAME: required with SIYU_SECURITY_PROTOCOL={protocol}"
+            raise SettingsError(msg)
+        if not s.sasl_password:
+            msg = f"SIYU_SASL_PASSWORD: required with SIYU_SECURITY_PROTOCOL={protocol}"
+            raise SettingsError(msg)
+    elif s.sasl_username or s.sasl_password:
+        msg = (
+            f"SIYU_SASL_USERNAME and SIYU_SASL_PASSWORD: SIYU_SECURITY_PROTOCOL={protocol} "
+            "sends no credentials (SASL_SSL does)"
+        )
+        raise SettingsError(msg)
+    files = {
+        "SIYU_SSL_CAFILE": s.ssl_cafile,
+        "SIYU_SSL_CERTFILE": s.ssl_certfile,
+        "SIYU_SSL_KEYFILE": s.ssl_keyfile,
+    }
+    for name, path in files.items():
+        if path is None:
+            continue
+        if not connection.tls:
+            msg = f"{name}: SIYU_SECURITY_PROTOCOL={protocol} uses no TLS (SSL or SASL_SSL do)"
+            raise SettingsError(msg)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            msg = f"{name}={str(path)!r}: no such readable file"
+            raise SettingsError(msg)
+    if s.ssl_keyfile is not None and s.ssl_certfile is None:
+        msg = "SIYU_SSL_KEYFILE: set without SIYU_SSL_CERTFILE, the certificate it belongs to"
+        raise SettingsError(msg)
+    if s.ssl_key_password and s.ssl_certfile is None:
+        msg = "SIYU_SSL_KEY_PASSWORD: set without a client certificate (SIYU_SSL_CERTFILE)"
+        raise SettingsError(msg)
 
 
 def _fail(name: str, value: str, expected: str) -> None:
@@ -178,7 +323,8 @@ def _fail(name: str, value: str, expected: str) -> None:
     raise SettingsError(msg)
 
 
-def _parse(name: str, raw: str, default: Any) -> Any:
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    name, default = f.metadata["env"], f.default
     if isinstance(default, bool):
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
             _fail(name, raw, "true or false")
@@ -188,7 +334,7 @@ def _parse(name: str, raw: str, default: Any) -> Any:
             return type(default)(raw)
         except ValueError:
             _fail(name, raw, f"a number ({type(default).__name__})")
-    if isinstance(default, Path) or name == "SIYU_RULES":
+    if isinstance(default, Path) or str(f.type).startswith("Path"):  # `Path | None`
         return Path(raw)
     return raw
 

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.simulate import SimConfig, SimCounts, SimRecord, generate
@@ -39,7 +40,7 @@ async def produce(
 ) -> SimCounts:
     """Send `records` at `rate` per second until they run out or `stop` is set."""
     counts = SimCounts()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), linger_ms=5)
     await producer.start()
     started = time.monotonic()
     try:
@@ -60,7 +61,7 @@ async def produce(
 
 
 async def simulate(settings: Settings, cfg: SimConfig, limit: int | None) -> SimCounts:
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     return await produce(generate(cfg, limit), settings, cfg.rate)
 
 

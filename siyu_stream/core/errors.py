@@ -41,6 +41,12 @@ class BrokerError(SiyuError):
     """The local broker could not be started, reached or stopped; the message says why."""
 
 
+class KafkaAccessError(BrokerError):
+    """Kafka refused this client or could not be reached: a wrong password, an untrusted
+    certificate, a listener of another protocol; the message names the broker and the
+    settings to check, never a secret."""
+
+
 class TopicError(SiyuError):
     """Topics could not be created or described, or exist with the wrong partition count."""
 

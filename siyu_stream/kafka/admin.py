@@ -19,6 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from siyu_stream.core.errors import TopicError
+from siyu_stream.kafka.client import client_options, preflight
+from siyu_stream.settings import KafkaConnection
 from siyu_stream.topology import TopicSpec
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -31,13 +33,16 @@ class TopicInfo(NamedTuple):
 
 
 @asynccontextmanager
-async def _admin(bootstrap: str) -> AsyncIterator[Any]:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _admin(connection: KafkaConnection) -> AsyncIterator[Any]:
+    """An admin client; first the preflight, the first contact of every command and of
+    the worker with Kafka, so that a refused login fails them at once and says why."""
+    await preflight(connection)
+    client = AIOKafkaAdminClient(**client_options(connection))
     try:
         await client.start()
     except KafkaError as exc:
         await client.close()
-        msg = f"cannot reach Kafka at {bootstrap}: {exc}"
+        msg = f"cannot reach Kafka at {connection}: {exc}"
         raise TopicError(msg) from exc
     try:
         yield client
@@ -52,7 +57,7 @@ async def _partition_counts(client: Any) -> dict[str, int]:
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 30.0
+    connection: KafkaConnection, specs: Sequence[TopicSpec], timeout: float = 30.0
 ) -> list[str]:
     """Create the topics of `specs` that do not exist yet; return the names created.
 
@@ -60,7 +65,7 @@ async def ensure_topics(
     TopicError (typically the topic was auto-created by a producer with 1 partition, and
     keys would land on other partitions than the state that belongs to them).
     """
-    async with _admin(bootstrap) as client:
+    async with _admin(connection) as client:
         existing = await _partition_counts(client)
         missing = [s for s in specs if s.name not in existing]
         created: list[str] = []
@@ -101,20 +106,20 @@ async def ensure_topics(
     return created
 
 
-async def describe_topics(bootstrap: str, names: Sequence[str]) -> list[TopicInfo]:
+async def describe_topics(connection: KafkaConnection, names: Sequence[str]) -> list[TopicInfo]:
     """Partition count and total end offset of each named topic, in the order given."""
-    async with _admin(bootstrap) as client:
+    async with _admin(connection) as client:
         counts = await _partition_counts(client)
     partitions = [TopicPartition(n, p) for n in names if n in counts for p in range(counts[n])]
     ends: dict[Any, int] = {}
     if partitions:
         # No group_id: only offsets are read, nothing joins or commits.
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(**client_options(connection))
         try:
             await consumer.start()
             ends = await consumer.end_offsets(partitions)
         except KafkaError as exc:
-            msg = f"cannot read end offsets from {bootstrap}: {exc}"
+            msg = f"cannot read end offsets from {connection}: {exc}"
             raise TopicError(msg) from exc
         finally:
             await consumer.stop()

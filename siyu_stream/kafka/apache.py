@@ -38,6 +38,7 @@ from siyu_stream.core.errors import BrokerError
 from siyu_stream.kafka import datadir, kraft, tls
 from siyu_stream.kafka.jvm import Jvm, locate
 from siyu_stream.kafka.metadata import Metadata, Partition, metadata
+from siyu_stream.settings import KafkaConnection
 
 
 def _free_ports(count: int) -> list[int]:
@@ -125,6 +126,16 @@ class KafkaCluster:
     @property
     def sasl_bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{node.ports.sasl}" for node in self.nodes)
+
+    @property
+    def connection(self) -> KafkaConnection:
+        """How a client reaches the PLAINTEXT listener: no login."""
+        return KafkaConnection(self.bootstrap)
+
+    @property
+    def sasl_connection(self) -> KafkaConnection:
+        """How a client reaches the SASL_SSL listener (with `sasl`), from client.json."""
+        return kraft.sasl_connection(self.client_file)
 
     @property
     def client_file(self) -> Path:

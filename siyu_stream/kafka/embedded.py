@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from siyu_stream.core.errors import BrokerError
+from siyu_stream.settings import KafkaConnection
 
 LOG_NAME = "noida-db.log"
 _RETRY_INTERVAL = 0.5
@@ -132,6 +133,11 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def connection(self) -> KafkaConnection:
+        """How a client reaches it: plaintext, no login."""
+        return KafkaConnection(self.bootstrap)
 
     @property
     def log_path(self) -> Path:

@@ -21,6 +21,8 @@ from aiokafka.errors import KafkaError
 
 from siyu_stream.core.errors import TopicError
 from siyu_stream.kafka.admin import describe_topics
+from siyu_stream.kafka.client import client_options
+from siyu_stream.settings import KafkaConnection
 
 STALL_SECONDS = 60.0
 """Give up when no record arrives for this long while partitions are still behind."""
@@ -36,7 +38,7 @@ def _line(value: bytes | None) -> bytes:
 
 
 async def snapshot(
-    broker: str,
+    connection: KafkaConnection,
     topics: Sequence[str],
     directory: Path,
     progress: IO[str] | None = None,
@@ -47,7 +49,8 @@ async def snapshot(
     topic partition, in topic then partition order. `until` ((topic, partition) -> offset)
     stops each partition it names before that offset instead of at its end (bootstrap: the
     history is what the worker will not read); it must not lie beyond the end."""
-    infos = await describe_topics(broker, topics)
+    infos = await describe_topics(connection, topics)
+    broker = connection.bootstrap
     missing = [info.name for info in infos if not info.partitions]
     if missing:
         msg = f"no such topic on {broker}: {', '.join(missing)}"
@@ -55,7 +58,7 @@ async def snapshot(
     tps = [TopicPartition(i.name, p) for i in infos for p in range(i.partitions)]
     paths = {tp: directory / f"{tp.topic}-{tp.partition}.jsonl" for tp in tps}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker, isolation_level="read_committed", enable_auto_commit=False
+        **client_options(connection), isolation_level="read_committed", enable_auto_commit=False
     )
     try:
         await consumer.start()

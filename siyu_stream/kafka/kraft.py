@@ -10,9 +10,10 @@ so the SASL_SSL listener needs no broker user: only the client user made at form
 from __future__ import annotations
 
 import json
-import ssl
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from siyu_stream.settings import KafkaConnection
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SCRAM_USER = "siyu"
@@ -117,14 +118,14 @@ def write_client_file(
     path.chmod(0o600)  # it holds a password
 
 
-def sasl_client_options(client_file: Path) -> dict[str, Any]:
-    """Keyword arguments for an aiokafka client on the SASL_SSL listener, from client.json."""
+def sasl_connection(client_file: Path) -> KafkaConnection:
+    """How a client reaches the SASL_SSL listener, from client.json."""
     sasl = json.loads(client_file.read_text())["sasl"]
-    return {
-        "bootstrap_servers": sasl["bootstrap"],
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": sasl["mechanism"],
-        "sasl_plain_username": sasl["username"],
-        "sasl_plain_password": sasl["password"],
-        "ssl_context": ssl.create_default_context(cafile=sasl["ca_file"]),
-    }
+    return KafkaConnection(
+        sasl["bootstrap"],
+        "SASL_SSL",
+        sasl["mechanism"],
+        sasl["username"],
+        sasl["password"],
+        ssl_cafile=Path(sasl["ca_file"]),
+    )

@@ -13,8 +13,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from siyu_stream.kafka.client import client_options
 from siyu_stream.live.polling import poll
 from siyu_stream.live.stores import Store
+from siyu_stream.settings import KafkaConnection
 
 IDLE_POLLS = 10
 """Empty polls before a restore stops short of the end offset (only transaction markers
@@ -31,7 +33,7 @@ def apply(store: Store, records: Iterable[Any]) -> int | None:
 
 
 async def restore(
-    broker: str, topic: str, partition: int, store: Store, stop: asyncio.Event
+    connection: KafkaConnection, topic: str, partition: int, store: Store, stop: asyncio.Event
 ) -> int:
     """Bring `store` up to the end of its changelog partition (read_committed); returns
     the records read. A store that remembers the offset it applied (RocksDB) reads only
@@ -40,7 +42,7 @@ async def restore(
     """
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker, isolation_level="read_committed", enable_auto_commit=False
+        **client_options(connection), isolation_level="read_committed", enable_auto_commit=False
     )
     await consumer.start()
     try:

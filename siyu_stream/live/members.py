@@ -12,13 +12,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from siyu_stream.kafka.client import client_options
 from siyu_stream.live.polling import poll
 from siyu_stream.observe.wall import wall_clock
+from siyu_stream.settings import KafkaConnection
 
 
 class Members:
-    def __init__(self, broker: str, topic: str, url: str) -> None:
-        self.broker = broker
+    def __init__(self, connection: KafkaConnection, topic: str, url: str) -> None:
+        self.connection = connection
         self.topic = topic
         self.url = url
         self.directory: dict[int, str] = {}
@@ -27,7 +29,7 @@ class Members:
         self._producer: Any = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.broker, acks="all")
+        self._producer = AIOKafkaProducer(**client_options(self.connection), acks="all")
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -40,7 +42,9 @@ class Members:
     async def follow(self) -> None:
         """Follow the members topic (one partition) from its beginning; runs until cancelled."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker, auto_offset_reset="earliest", enable_auto_commit=False
+            **client_options(self.connection),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
         )
         await consumer.start()
         consumer.assign([TopicPartition(self.topic, 0)])

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.kafka.client import client_options
 from siyu_stream.live.records import Out
 from siyu_stream.settings import Settings
 
@@ -38,7 +39,7 @@ def _partitioner(key: bytes | None, every: list[int], available: list[int]) -> i
 async def plain_producer(settings: Settings) -> Any:
     """at_least_once: one idempotent producer for every partition's records."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         acks="all",
         enable_idempotence=True,
         partitioner=_partitioner,
@@ -52,7 +53,7 @@ async def transactional_producer(settings: Settings, partition: int) -> Any:
     """exactly_once: partition `partition`'s producer. Its id is stable (`<app>-p<n>`):
     starting it fences the previous owner and aborts what that one left open."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         transactional_id=f"{settings.app_id}-p{partition}",
         acks="all",
         enable_idempotence=True,

@@ -50,7 +50,7 @@ class Restorer:
     async def resume(self, p: int, store: Store, producer: Any) -> Owned:
         """Partition `p` from its changelog: the store brought up to date, a new task."""
         restored = await changelog.restore(
-            self.settings.broker, self.topology.changelog, p, store, self.stop
+            self.settings.kafka, self.topology.changelog, p, store, self.stop
         )
         task = PartitionTask(
             self.rules,

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from siyu_stream.kafka.client import client_options
 from siyu_stream.live import changelog
 from siyu_stream.live.polling import poll
 from siyu_stream.live.stores import Store, open_store
@@ -44,7 +45,7 @@ class Standby:
         if not self.enabled:
             return
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker,
+            **client_options(self.settings.kafka),
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -44,20 +44,15 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    ConsumerRebalanceListener,
-    TopicPartition,
-)
-from aiokafka.coordinator.assignors.range import (
-    RangePartitionAssignor,
-)
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.live.commit import Owned, Work, flush, transact
 from siyu_stream.live.members import Members
 from siyu_stream.live.polling import poll_fair
@@ -112,7 +107,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._consumer: Any = None
         self._producer: Any = None  # at_least_once: one plain producer for everything
-        self.members = Members(settings.broker, self.topology.members, settings.advertised_url)
+        self.members = Members(settings.kafka, self.topology.members, settings.advertised_url)
         self._background: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
         self.running = False
@@ -178,9 +173,9 @@ class Worker:
         self._stop.set()
 
     async def run(self) -> None:
-        await ensure_topics(self.settings.broker, self.topology.specs())
+        await ensure_topics(self.settings.kafka, self.topology.specs())
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker,
+            **client_options(self.settings.kafka),
             group_id=self.settings.app_id,
             enable_auto_commit=False,  # offsets move only with a durable batch
             auto_offset_reset="earliest",
@@ -198,9 +193,8 @@ class Worker:
         await self._consumer.start()
         self._consumer.subscribe(self._topics, listener=_Listener(self))
         self.running = True
-        log.info(
-            "worker %s started (%s, %s)", self.settings.app_id, self.settings.guarantee, self.url
-        )
+        s = self.settings  # its Kafka connection logs no secret (KafkaConnection.__str__)
+        log.info("worker %s started (%s, %s) on %s", s.app_id, s.guarantee, self.url, s.kafka)
         try:
             await self._loop()
         finally:

@@ -1,6 +1,7 @@
 """Integration fixtures: no worker process outlives its test, whatever the test did; one
-Apache Kafka node (`kafka`, and `broker` for the guarantee tests) shared by the whole
-session, and a three-node cluster (`cluster3`) for the fault suite."""
+Apache Kafka node (`kafka`, and `broker` for the guarantee tests), one with a SASL_SSL
+listener (`kafka_sasl`), each shared by the whole session, and a three-node cluster
+(`cluster3`) for the fault suite."""
 
 from __future__ import annotations
 
@@ -56,3 +57,11 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]
     finally:
         print(f"kafka logs: {cluster.data_dir}/node-*/server.log")
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka node with a SASL_SSL listener (SCRAM-SHA-512, a CA made at start)
+    beside PLAINTEXT; `sasl_connection` is how a client logs in. Shared like `kafka`."""
+    with KafkaCluster(Path(tmp_path_factory.mktemp("kafka-sasl")), sasl=True) as cluster:
+        yield cluster

@@ -25,6 +25,7 @@ from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import from_dict
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.engine import Engine, MemoryStore
@@ -78,6 +79,14 @@ class WorkerProcess:
         return {
             **os.environ,
             "SIYU_BROKER": s.broker,
+            "SIYU_SECURITY_PROTOCOL": s.security_protocol,
+            "SIYU_SASL_MECHANISM": s.sasl_mechanism,
+            "SIYU_SASL_USERNAME": s.sasl_username or "",
+            "SIYU_SASL_PASSWORD": s.sasl_password or "",
+            "SIYU_SSL_CAFILE": str(s.ssl_cafile or ""),
+            "SIYU_SSL_CERTFILE": str(s.ssl_certfile or ""),
+            "SIYU_SSL_KEYFILE": str(s.ssl_keyfile or ""),
+            "SIYU_SSL_KEY_PASSWORD": s.ssl_key_password or "",
             "SIYU_APP_ID": s.app_id,
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
@@ -164,7 +173,7 @@ class Traffic:
         self.producer: Any = None
 
     async def __aenter__(self) -> Traffic:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+        self.producer = AIOKafkaProducer(**client_options(self.settings.kafka), acks="all")
         await self.producer.start()
         return self
 
@@ -233,7 +242,7 @@ def replay_ids(sent: list[bytes], rules: Rules | None = None) -> dict[str, dict[
 async def read_topics(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
     """Every committed record of `topics`, from the beginning to the current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
@@ -267,7 +276,7 @@ async def quiesce(settings: Settings) -> None:
     topics = [*topology.inputs, topology.commands]
     tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         group_id=settings.app_id,  # only reads the group's offsets; never joins
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -352,7 +361,7 @@ def simulated(events: int, hours: float, seed: int = 5) -> list[tuple[str, bytes
 
 async def backlog(settings: Settings, events: int, hours: float) -> Traffic:
     """`simulated` records, produced while no worker runs."""
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     traffic = Traffic(settings)
     async with traffic:
         await traffic.paced(simulated(events, hours))

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from siyu_stream.cli import main
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.apache import KafkaCluster
+from siyu_stream.kafka.client import client_options
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 
@@ -38,8 +39,8 @@ GHOST = {
 
 
 async def produce(settings: Settings, lines: list[bytes]) -> None:
-    await ensure_topics(settings.broker, Topology(settings).specs())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    await ensure_topics(settings.kafka, Topology(settings).specs())
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         for raw in lines:
@@ -48,7 +49,7 @@ async def produce(settings: Settings, lines: list[bytes]) -> None:
             await producer.send_and_wait(topic, raw, key=event["customer_id"].encode())
     finally:
         await producer.stop()
-    aborted = AIOKafkaProducer(bootstrap_servers=settings.broker, transactional_id="bt-abort")
+    aborted = AIOKafkaProducer(**client_options(settings.kafka), transactional_id="bt-abort")
     await aborted.start()
     try:
         await aborted.begin_transaction()

@@ -11,7 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from siyu_stream.core.errors import BrokerError, TopicError
 from siyu_stream.kafka.admin import describe_topics, ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
+from siyu_stream.settings import KafkaConnection
 from siyu_stream.topology import TopicSpec
 
 pytestmark = pytest.mark.integration
@@ -22,8 +24,8 @@ GIVE_UP_AFTER = 60.0
 Record = tuple[int, str, str]  # partition, key, value
 
 
-async def produce(bootstrap: str, topic: str, pairs: list[tuple[str, str]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(connection: KafkaConnection, topic: str, pairs: list[tuple[str, str]]) -> None:
+    producer = AIOKafkaProducer(**client_options(connection), acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, key=k.encode(), value=v.encode()) for k, v in pairs]
@@ -32,7 +34,9 @@ async def produce(bootstrap: str, topic: str, pairs: list[tuple[str, str]]) -> N
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, group: str, expected: int) -> list[Record]:
+async def consume(
+    connection: KafkaConnection, topic: str, group: str, expected: int
+) -> list[Record]:
     """Read with a group consumer until `expected` records arrived and one more poll is empty.
 
     The extra poll is what lets the caller see duplicates beyond `expected`.
@@ -40,7 +44,7 @@ async def consume(bootstrap: str, topic: str, group: str, expected: int) -> list
     """
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(connection),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -77,11 +81,11 @@ def assert_exactly_once(records: list[Record], pairs: list[tuple[str, str]]) -> 
 
 
 async def test_keyed_round_trip_on_four_partitions(embedded_broker: LocalBroker) -> None:
-    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("rt", partitions=4)])
+    await ensure_topics(embedded_broker.connection, [TopicSpec("rt", partitions=4)])
     pairs = keyed_pairs(200)
-    await produce(embedded_broker.bootstrap, "rt", pairs)
+    await produce(embedded_broker.connection, "rt", pairs)
 
-    records = await consume(embedded_broker.bootstrap, "rt", "g-rt", expected=len(pairs))
+    records = await consume(embedded_broker.connection, "rt", "g-rt", expected=len(pairs))
 
     assert_exactly_once(records, pairs)
     partitions_of_key: dict[str, set[int]] = {}
@@ -92,52 +96,48 @@ async def test_keyed_round_trip_on_four_partitions(embedded_broker: LocalBroker)
 
 
 async def test_records_and_offsets_survive_restart(embedded_broker: LocalBroker) -> None:
-    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("durable", partitions=4)])
+    await ensure_topics(embedded_broker.connection, [TopicSpec("durable", partitions=4)])
     before = keyed_pairs(100)
-    await produce(embedded_broker.bootstrap, "durable", before)
+    await produce(embedded_broker.connection, "durable", before)
 
     # Blocking (subprocess + sleeps): keep it off the event loop.
     await asyncio.to_thread(embedded_broker.restart)
 
     # Offsets must continue after the restart, not start over and shadow the old records.
     after = keyed_pairs(50, start=100)
-    await produce(embedded_broker.bootstrap, "durable", after)
-    records = await consume(embedded_broker.bootstrap, "durable", "g-durable", expected=150)
+    await produce(embedded_broker.connection, "durable", after)
+    records = await consume(embedded_broker.connection, "durable", "g-durable", expected=150)
     assert_exactly_once(records, before + after)
-    [info] = await describe_topics(embedded_broker.bootstrap, ["durable"])
+    [info] = await describe_topics(embedded_broker.connection, ["durable"])
     assert (info.partitions, info.end_offsets) == (4, 150)
 
 
 async def test_committed_offsets_survive_restart(embedded_broker: LocalBroker) -> None:
     """A group resumes where it committed: what a restarted worker relies on."""
-    await ensure_topics(embedded_broker.bootstrap, [TopicSpec("commits", partitions=2)])
+    await ensure_topics(embedded_broker.connection, [TopicSpec("commits", partitions=2)])
     first = keyed_pairs(40)
-    await produce(embedded_broker.bootstrap, "commits", first)
-    assert_exactly_once(
-        await consume(embedded_broker.bootstrap, "commits", "g", expected=40), first
-    )
+    await produce(embedded_broker.connection, "commits", first)
+    assert_exactly_once(await consume(embedded_broker.connection, "commits", "g", expected=40), first)
 
     await asyncio.to_thread(embedded_broker.restart)
 
     second = keyed_pairs(10, start=40)
-    await produce(embedded_broker.bootstrap, "commits", second)
-    assert_exactly_once(
-        await consume(embedded_broker.bootstrap, "commits", "g", expected=10), second
-    )
+    await produce(embedded_broker.connection, "commits", second)
+    assert_exactly_once(await consume(embedded_broker.connection, "commits", "g", expected=10), second)
 
 
 async def test_describe_topics_reports_partitions_and_end_offsets(
     embedded_broker: LocalBroker,
 ) -> None:
     specs = [TopicSpec("four", 4), TopicSpec("two", 2, config={"cleanup.policy": "compact"})]
-    await ensure_topics(embedded_broker.bootstrap, specs)
-    await produce(embedded_broker.bootstrap, "four", keyed_pairs(10))
+    await ensure_topics(embedded_broker.connection, specs)
+    await produce(embedded_broker.connection, "four", keyed_pairs(10))
 
-    infos = await describe_topics(embedded_broker.bootstrap, ["four", "two", "absent"])
+    infos = await describe_topics(embedded_broker.connection, ["four", "two", "absent"])
 
     assert [tuple(i) for i in infos] == [("four", 4, 10), ("two", 2, 0), ("absent", 0, 0)]
     # Describing must not auto-create (a metadata request naming a topic does on noida-db).
-    [absent] = await describe_topics(embedded_broker.bootstrap, ["absent"])
+    [absent] = await describe_topics(embedded_broker.connection, ["absent"])
     assert absent.partitions == 0
 
 
@@ -145,13 +145,13 @@ async def test_ensure_topics_is_idempotent_and_checks_partitions(
     embedded_broker: LocalBroker,
 ) -> None:
     spec = TopicSpec("orders", 4)
-    assert await ensure_topics(embedded_broker.bootstrap, [spec]) == ["orders"]
-    assert await ensure_topics(embedded_broker.bootstrap, [spec]) == []
+    assert await ensure_topics(embedded_broker.connection, [spec]) == ["orders"]
+    assert await ensure_topics(embedded_broker.connection, [spec]) == []
 
     # A producer writing first auto-creates the topic with 1 partition: that must be refused.
-    await produce(embedded_broker.bootstrap, "early", [("k", "v")])
+    await produce(embedded_broker.connection, "early", [("k", "v")])
     with pytest.raises(TopicError, match="early has 1 partitions, expected 4"):
-        await ensure_topics(embedded_broker.bootstrap, [TopicSpec("early", 4)])
+        await ensure_topics(embedded_broker.connection, [TopicSpec("early", 4)])
 
 
 def test_restart_keeps_port_and_data_dir(embedded_broker: LocalBroker) -> None:

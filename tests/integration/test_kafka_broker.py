@@ -4,6 +4,7 @@ over TLS with the certificates it made."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from aiokafka.errors import KafkaConnectionError
 
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.apache import KafkaCluster
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import free_port
-from siyu_stream.kafka.kraft import sasl_client_options
+from siyu_stream.settings import KafkaConnection
 from siyu_stream.topology import TopicSpec
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def produce(topic: str, values: list[bytes], **client: Any) -> None:
-    producer = AIOKafkaProducer(acks="all", **client)
+async def produce(connection: KafkaConnection, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(acks="all", **client_options(connection))
     await producer.start()
     try:
         for value in values:
@@ -47,9 +48,13 @@ async def produce(topic: str, values: list[bytes], **client: Any) -> None:
         await producer.stop()
 
 
-async def read_all(topic: str, expected: int, **client: Any) -> list[bytes]:
+async def read_all(
+    connection: KafkaConnection, topic: str, expected: int, **extra: Any
+) -> list[bytes]:
     """Every value from the start of `topic`: until `expected` came and a poll is empty."""
-    consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", **client)
+    consumer = AIOKafkaConsumer(
+        topic, auto_offset_reset="earliest", **client_options(connection), **extra
+    )
     await consumer.start()
     values: list[bytes] = []
     deadline = time.monotonic() + GIVE_UP_AFTER
@@ -98,8 +103,8 @@ def test_cli_broker_takes_topics_right_after_it_reports_ready(tmp_path: Path) ->
 
 async def test_transactions_on_one_node(kafka: KafkaCluster) -> None:
     topic = unique("tx")
-    await ensure_topics(kafka.bootstrap, [TopicSpec(topic, 1)])
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=unique("p"))
+    await ensure_topics(kafka.connection, [TopicSpec(topic, 1)])
+    producer = AIOKafkaProducer(**client_options(kafka.connection), transactional_id=unique("p"))
     await producer.start()
     try:
         async with producer.transaction():
@@ -112,11 +117,9 @@ async def test_transactions_on_one_node(kafka: KafkaCluster) -> None:
             await producer.send(topic, b"c")
     finally:
         await producer.stop()
-    committed = await read_all(
-        topic, 3, bootstrap_servers=kafka.bootstrap, isolation_level="read_committed"
-    )
+    committed = await read_all(kafka.connection, topic, 3, isolation_level="read_committed")
     assert committed == [b"a", b"b", b"c"]
-    everything = await read_all(topic, 4, bootstrap_servers=kafka.bootstrap)
+    everything = await read_all(kafka.connection, topic, 4)
     assert b"aborted" in everything  # it was written: read_committed is what hid it
 
 
@@ -127,18 +130,18 @@ async def test_three_nodes_replicate_and_survive_a_crash(tmp_path: Path) -> None
     with KafkaCluster(tmp_path / "kafka", nodes=3) as cluster:
         assert sorted(cluster.metadata().brokers) == [0, 1, 2]
         topic = unique("replicated")
-        client = {"bootstrap_servers": cluster.bootstrap}
-        await produce(topic, [b"before"], **client)  # auto-created: default RF
+        client = cluster.connection
+        await produce(client, topic, [b"before"])  # auto-created: default RF
         before = cluster.partition(topic)
         assert len(before.replicas) == 3
 
         cluster.kill_node(before.leader)
         # acks=all with min.insync.replicas=2: two live replicas are enough
-        await produce(topic, [b"after-%d" % i for i in range(20)], **client)
+        await produce(client, topic, [b"after-%d" % i for i in range(20)])
         after = cluster.partition(topic)
         assert after.leader != before.leader
         assert before.leader not in after.isr and len(after.isr) == 2
-        assert len(await read_all(topic, 21, **client)) == 21
+        assert len(await read_all(client, topic, 21)) == 21
 
         cluster.start_node(before.leader)
         assert sorted(cluster.metadata().brokers) == [0, 1, 2]
@@ -148,27 +151,21 @@ async def test_three_nodes_replicate_and_survive_a_crash(tmp_path: Path) -> None
 # ---------------------------------------------------------------- SASL_SSL
 
 
-@pytest.fixture(scope="module")
-def kafka_sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    with KafkaCluster(Path(tmp_path_factory.mktemp("kafka-sasl")), sasl=True) as cluster:
-        yield cluster
-
-
 async def test_scram_over_tls_with_the_generated_ca(kafka_sasl: KafkaCluster) -> None:
     written = json.loads(kafka_sasl.client_file.read_text())["sasl"]
     assert written["mechanism"] == "SCRAM-SHA-512"
     assert Path(written["ca_file"]).is_file()
-    client = sasl_client_options(kafka_sasl.client_file)
+    client = kafka_sasl.sasl_connection
     topic = unique("sasl")
-    await produce(topic, [b"secret"], **client)
-    assert await read_all(topic, 1, **client) == [b"secret"]
+    await produce(client, topic, [b"secret"])
+    assert await read_all(client, topic, 1) == [b"secret"]
 
 
 async def test_wrong_password_is_refused_within_seconds(
     kafka_sasl: KafkaCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = sasl_client_options(kafka_sasl.client_file) | {"sasl_plain_password": "wrong"}
-    producer = AIOKafkaProducer(**client)
+    wrong = dataclasses.replace(kafka_sasl.sasl_connection, sasl_password="wrong")
+    producer = AIOKafkaProducer(**client_options(wrong))
     started = time.monotonic()
     with caplog.at_level(logging.ERROR), pytest.raises(KafkaConnectionError):
         try:

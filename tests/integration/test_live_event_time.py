@@ -93,7 +93,7 @@ async def test_same_second_events_across_topics_are_taken_in_one_order(
     the reverse of the merge order; the worker must still take the join first (the
     customer was referred), as replay does."""
     settings = settings_for(broker)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     when = to_datetime(wall_clock() - 2 * HOUR).strftime("%Y-%m-%dT%H:%M:%SZ")
     async with Traffic(settings) as traffic:
         for n in range(40):

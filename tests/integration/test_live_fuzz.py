@@ -24,6 +24,7 @@ from siyu_stream.core.clock import DAY, format_rfc3339
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.apache import KafkaCluster
+from siyu_stream.kafka.client import client_options
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay
 from siyu_stream.topology import Topology
@@ -174,12 +175,12 @@ async def test_hostile_records_never_stop_the_worker(
 ) -> None:
     # the exact merge: see test_live_event_time
     settings = live.settings_for(broker.bootstrap, guarantee, max_task_idle_ms=60_000)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     now = wall_clock()
     valid = [orjson.dumps(e) for e in valid_events(now)]
     bad = bad_records(now)
     spammed = spam(now)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         topics = {"order": "orders", "chat": "chats", "join": "joins"}
