@@ -20,8 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from common import CACHE, log, rel
 
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
-from siyu_stream.settings import Settings
+from siyu_stream.settings import KafkaConnection, Settings
 from siyu_stream.topology import Topology
 
 PARTITIONS = 4
@@ -75,7 +76,7 @@ async def app(
         api_auth=False,
         web_port=0,
     )
-    await ensure_topics(broker.bootstrap, Topology(s).specs())
+    await ensure_topics(KafkaConnection(broker.bootstrap), Topology(s).specs())
     return s, Topology(s)
 
 
@@ -86,7 +87,9 @@ def partitions(topics: Iterable[str]) -> list[TopicPartition]:
 @contextlib.asynccontextmanager
 async def consumer(bootstrap: str, **config: Any) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer outside any group, stopped on the way out."""
-    started = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **config)
+    started = AIOKafkaConsumer(
+        **client_options(KafkaConnection(bootstrap)), enable_auto_commit=False, **config
+    )
     await started.start()
     try:
         yield started
@@ -100,7 +103,10 @@ async def produce_all(
     """Send (topic, key, value, partition) records as fast as the broker takes them, at
     most 10,000 unacknowledged: benchmark set-up, not a measured figure."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=batch_bytes, acks="all"
+        **client_options(KafkaConnection(bootstrap)),
+        linger_ms=20,
+        max_batch_size=batch_bytes,
+        acks="all",
     )
     await producer.start()
     try:
@@ -126,7 +132,7 @@ async def wait_consumed(
     the broker that the consumers under test share the CPU with.
     """
     tps, out_tps = partitions(topics), partitions(outputs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(KafkaConnection(bootstrap)))
     await admin.start()
     try:
         async with consumer(bootstrap) as c:

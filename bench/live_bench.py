@@ -34,6 +34,7 @@ from brokers import app, broker, consumer, partitions, wait_consumed
 from common import CACHE, cpu_seconds, log, percentile, rel, script_main
 from procs import WorkerProc, first_purchase, preproduce, running, summarize, time_consumer
 
+from siyu_stream.kafka.client import client_options
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 
@@ -160,7 +161,7 @@ async def latency_at(
         return n, time.monotonic() - started
 
     read = {"isolation_level": "read_committed", "fetch_max_wait_ms": 10}
-    producer = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(s.kafka), acks="all")
     async with consumer(s.broker, **read) as c:
         c.assign(outputs)
         await c.seek_to_end(*outputs)

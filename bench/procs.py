@@ -24,7 +24,7 @@ from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.observe.wall import wall_clock
-from siyu_stream.settings import Settings
+from siyu_stream.settings import KafkaConnection, Settings
 from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import INPUT_TYPES, TopicSpec
 from siyu_stream.traffic import restamp
@@ -216,7 +216,7 @@ async def prepare(broker: Broker, mode: Mode, group: str, prefix: str) -> Any:
 
         return workers, [*topology.inputs, topology.commands], topology.outputs
     inputs, out = [f"{prefix}.{t}" for t in INPUT_TYPES], f"{prefix}.{kind}-out"
-    await ensure_topics(broker.bootstrap, [TopicSpec(out, PARTITIONS)])
+    await ensure_topics(KafkaConnection(broker.bootstrap), [TopicSpec(out, PARTITIONS)])
 
     def launch(name: str) -> list[Child]:
         if kind == "raw":

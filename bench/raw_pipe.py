@@ -21,6 +21,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
 
+from siyu_stream.kafka.client import client_options
+from siyu_stream.settings import KafkaConnection
+
 MAX_RECORDS = 2_000  # the worker's batch size (siyu_stream.live.worker.MAX_RECORDS)
 
 
@@ -41,14 +44,16 @@ async def main(
 ) -> None:
     eos = guarantee == "exactly_once"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker,
+        **client_options(KafkaConnection(broker)),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
     tx = {"transactional_id": f"{group}-tx"} if eos else {}
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=True, **tx)
+    producer = AIOKafkaProducer(
+        **client_options(KafkaConnection(broker)), acks="all", enable_idempotence=True, **tx
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -18,9 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
-from siyu_stream.bootstrap.clients import kafka_client
 from siyu_stream.bootstrap.plan import CHUNK_BYTES, Start, Where, chunks, size, start_offsets
 from siyu_stream.core.errors import BootstrapError, TopicError
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.history import snapshot
 from siyu_stream.live.produce import BATCH_BYTES, produce, wait_all
 from siyu_stream.live.records import Out
@@ -51,7 +51,7 @@ def refusal(group: str, described: Sequence[Mapping[str, Any]]) -> str | None:
 
 async def ensure_idle(settings: Settings) -> None:
     """Raise BootstrapError, naming the group, while the app's consumer group has members."""
-    admin = kafka_client(settings, AIOKafkaAdminClient)
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     try:
         await admin.start()
         responses = await admin.describe_consumer_groups([settings.app_id])
@@ -74,8 +74,8 @@ async def find_offsets(settings: Settings, start: Start, go_live_at: int) -> dic
     inputs = [TopicPartition(t, p) for t in topology.inputs for p in range(count)]
     commands = [TopicPartition(topology.commands, p) for p in range(count)]
     # read_committed: an end offset is the last stable one (open transactions are not history)
-    consumer = kafka_client(
-        settings, AIOKafkaConsumer, isolation_level="read_committed", enable_auto_commit=False
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka), isolation_level="read_committed", enable_auto_commit=False
     )
     try:
         await consumer.start()
@@ -107,7 +107,7 @@ async def read_history(
     topics = Topology(settings).inputs
     until = {(w.topic, w.partition): o for w, o in offsets.items() if w.topic in topics}
     try:
-        return await snapshot(settings.broker, topics, directory, progress, until=until)
+        return await snapshot(settings.kafka, topics, directory, progress, until=until)
     except TopicError as exc:
         raise BootstrapError(str(exc)) from exc
 
@@ -122,9 +122,8 @@ async def write_partition(
     """Write one partition's records in transactions of at most `limit` bytes, the group's
     `offsets` for the partition with the last; returns (transactions, bytes)."""
     transactional_id = f"{settings.app_id}-p{partition}"
-    producer = kafka_client(
-        settings,
-        AIOKafkaProducer,
+    producer = AIOKafkaProducer(
+        **client_options(settings.kafka),
         transactional_id=transactional_id,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         acks="all",

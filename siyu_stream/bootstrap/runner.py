@@ -72,7 +72,7 @@ def run(
     async def prepare(directory: Path) -> tuple[dict[Where, int], list[Path]]:
         await publish.ensure_idle(settings)
         # the topics with the run's partition count, or an error before any work
-        await ensure_topics(settings.broker, Topology(settings).specs())
+        await ensure_topics(settings.kafka, Topology(settings).specs())
         offsets = await publish.find_offsets(settings, start, go_live.at)
         history: list[Path] = []
         if from_kafka:

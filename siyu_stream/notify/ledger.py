@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from siyu_stream.core.clock import Millis
-from siyu_stream.notify.clients import kafka_options
+from siyu_stream.kafka.client import client_options
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 
@@ -47,7 +47,7 @@ class Ledger:
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(
-            **kafka_options(self.settings), acks="all", enable_idempotence=True
+            **client_options(self.settings.kafka), acks="all", enable_idempotence=True
         )
         await self.producer.start()
 
@@ -79,7 +79,7 @@ class Ledger:
         tps = [TopicPartition(topic, p) for p in partitions if p not in self.seen]
         if not tps:
             return 0
-        consumer = AIOKafkaConsumer(**kafka_options(self.settings), enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**client_options(self.settings.kafka), enable_auto_commit=False)
         await consumer.start()
         count = 0
         try:

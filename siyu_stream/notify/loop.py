@@ -29,8 +29,8 @@ from siyu_stream.core.clock import SECOND, Millis
 from siyu_stream.core.deadletter import encode_bytes
 from siyu_stream.core.errors import InvalidAction
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.client import client_options
 from siyu_stream.notify.book import PartitionBook
-from siyu_stream.notify.clients import kafka_options
 from siyu_stream.notify.config import NotifyConfig
 from siyu_stream.notify.ledger import Ledger
 from siyu_stream.notify.metrics import NotifyMetrics, serve
@@ -94,7 +94,7 @@ class Notifier:
 
     async def run(self) -> None:
         s = self.settings
-        await ensure_topics(s.broker, self.topology.specs())
+        await ensure_topics(s.kafka, self.topology.specs())
         session = aiohttp.ClientSession()
         self.runners = [
             SinkRunner(sink, self.config, session, self.clock, self.out)
@@ -102,7 +102,7 @@ class Notifier:
         ]
         await self.ledger.start()
         self.consumer = AIOKafkaConsumer(
-            **kafka_options(s),
+            **client_options(s.kafka),
             group_id=self.topology.notify_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from live import GIVE_UP_AFTER, read_topics
 
 from siyu_stream.core.clock import MINUTE, Millis, format_rfc3339
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import free_port
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
@@ -125,7 +126,7 @@ async def produce(
 ) -> None:
     """(kind gift / reminder, key, value) to the action topics, acknowledged."""
     topology = Topology(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         futures = [

@@ -28,6 +28,7 @@ from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, parse_rfc3339, to_datetime
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay
@@ -53,7 +54,7 @@ async def changelog(settings: Settings) -> dict[tuple[int, bytes], bytes]:
     """The app's changelog by (partition, key), the last committed value of each (the
     clock's key is the same empty key on every partition)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker,
+        **client_options(settings.kafka),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
@@ -87,7 +88,7 @@ async def committed(settings: Settings) -> dict[str, int | None]:
         for p in range(settings.partitions)
     ]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker, group_id=settings.app_id, enable_auto_commit=False
+        **client_options(settings.kafka), group_id=settings.app_id, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -153,7 +154,7 @@ async def test_a_worker_after_a_bootstrap_emits_what_replay_emits_over_the_whole
 
 
 async def produce_lifecycle(settings: Settings) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         lines = (DATA / "lifecycle.jsonl").read_bytes().splitlines()
@@ -233,7 +234,7 @@ def test_a_bootstrap_beside_a_running_worker_is_refused(
 
 
 async def produce_stamped(settings: Settings, lines: list[bytes], stamps: list[int]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         for raw, stamp in zip(lines, stamps, strict=True):

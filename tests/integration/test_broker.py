@@ -117,13 +117,17 @@ async def test_committed_offsets_survive_restart(embedded_broker: LocalBroker) -
     await ensure_topics(embedded_broker.connection, [TopicSpec("commits", partitions=2)])
     first = keyed_pairs(40)
     await produce(embedded_broker.connection, "commits", first)
-    assert_exactly_once(await consume(embedded_broker.connection, "commits", "g", expected=40), first)
+    assert_exactly_once(
+        await consume(embedded_broker.connection, "commits", "g", expected=40), first
+    )
 
     await asyncio.to_thread(embedded_broker.restart)
 
     second = keyed_pairs(10, start=40)
     await produce(embedded_broker.connection, "commits", second)
-    assert_exactly_once(await consume(embedded_broker.connection, "commits", "g", expected=10), second)
+    assert_exactly_once(
+        await consume(embedded_broker.connection, "commits", "g", expected=10), second
+    )
 
 
 async def test_describe_topics_reports_partitions_and_end_offsets(
