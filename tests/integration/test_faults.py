@@ -89,7 +89,7 @@ async def test_a_leader_of_an_input_partition_killed_mid_stream(
     cluster: KafkaCluster, tmp_path: Path, guarantee: Guarantee
 ) -> None:
     settings = settings_for(cluster, guarantee)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     worker.wait_owns(ALL)
@@ -108,7 +108,7 @@ async def test_b_worker_killed_while_catching_up_no_broker_restart(
     cluster: KafkaCluster, tmp_path: Path, guarantee: Guarantee
 ) -> None:
     settings = settings_for(cluster, guarantee)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     async with Traffic(settings) as traffic:
         await traffic.paced(simulated(6_000, hours=4, seed=22))
     first = WorkerProcess(settings, tmp_path / "first.log")
@@ -125,7 +125,7 @@ async def test_c_a_zombie_writes_nothing_visible_after_its_partitions_moved(
     cluster: KafkaCluster, tmp_path: Path
 ) -> None:
     settings = settings_for(cluster)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     first, rest = _half(simulated(6_000, hours=4, seed=23))
     async with Traffic(settings) as traffic:
         await traffic.paced(first)
@@ -147,7 +147,7 @@ async def test_c_a_zombie_writes_nothing_visible_after_its_partitions_moved(
 
 async def test_d_workers_join_and_leave_under_load(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = dataclasses.replace(settings_for(cluster), standby_replicas=1)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     records = simulated(6_000, hours=4, seed=24)
     a, b, c = (WorkerProcess(settings, tmp_path / f"{n}.log") for n in "abc")
     a.start()
@@ -167,7 +167,7 @@ async def test_d_workers_join_and_leave_under_load(cluster: KafkaCluster, tmp_pa
 
 async def test_e_the_cluster_restarts_mid_stream(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = settings_for(cluster)
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     first, rest = _half(simulated(4_000, hours=3, seed=25))
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     async with Traffic(settings) as traffic:
