@@ -88,6 +88,8 @@ class WorkerProcess:
             "SIYU_SSL_KEYFILE": str(s.ssl_keyfile or ""),
             "SIYU_SSL_KEY_PASSWORD": s.ssl_key_password or "",
             "SIYU_APP_ID": s.app_id,
+            "SIYU_TOPIC_PREFIX": s.topic_prefix,
+            "SIYU_REPLICATION": str(s.replication),
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
             "SIYU_STORE": s.store,
