@@ -192,21 +192,41 @@ class Traffic:
         await asyncio.gather(*futures)
 
     async def paced(
-        self, records: Iterable[tuple[str, bytes, bytes]], rate: float | None = None
+        self,
+        records: Iterable[tuple[str, bytes, bytes]],
+        rate: float | None = None,
+        *,
+        now: bool = False,
     ) -> None:
         """Produce `records` (topic name, key, value), at `rate` a second if given, and wait
-        until every one is acknowledged."""
+        until every one is acknowledged. With `now`, each event's occurred_at becomes the
+        moment it is sent: live traffic, which a caught-up worker never sees as late
+        (an old event sent to a caught-up worker is late: the wall clock moved its
+        partition past it, which replay cannot reproduce)."""
         started = time.monotonic()
         futures = []
         for n, (topic, key, value) in enumerate(records):
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-            futures.append(await self.raw(topic, key, value))
+            futures.append(await self.raw(topic, key, restamped(value) if now else value))
         await asyncio.gather(*futures)
 
     async def raw(self, short: str, key: bytes | None, value: bytes) -> Any:
         self.sent.append(value)
         return await self.producer.send(self.settings.topic(short), value, key=key)
+
+
+def restamped(value: bytes) -> bytes:
+    """An event's bytes with occurred_at = now; anything else (the simulator's deliberately
+    bad records) as it is."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if not isinstance(event, dict) or not isinstance(event.get("occurred_at"), str):
+        return value
+    event["occurred_at"] = format_rfc3339(wall_clock())
+    return orjson.dumps(event)
 
 
 def stamp(event: dict[str, Any]) -> bytes:

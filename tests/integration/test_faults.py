@@ -1,8 +1,9 @@
 """Faults on a three-node Apache Kafka cluster (replication 3, min.insync.replicas 2).
 
-Each test produces a simulated history, breaks something while workers process it, and
-then counts every action id on the output topics (read_committed) against `replay` of
-exactly the bytes produced, and every input event against the causes replay saw:
+Each test produces a simulated backlog, breaks something while workers catch up and live
+traffic (stamped as it is sent) keeps coming, then counts every action id on the output
+topics (read_committed) against `replay` of exactly the bytes produced, and every input
+event against the causes replay saw:
 
 - (a) the leader of an input partition is SIGKILLed mid-stream;
 - (b) a worker is SIGKILLed while catching up, and no broker is restarted: the group
@@ -21,7 +22,6 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import live
 import pytest
@@ -30,6 +30,7 @@ from live import (
     Traffic,
     WorkerProcess,
     assert_live_equals_replay,
+    layer_route,
     live_actions,
     quiesce,
     replayed,
@@ -75,13 +76,12 @@ async def run_and_check(
     expected = replayed(traffic.sent, tmp)
     records = await live_actions(settings, expected)
     assert_live_equals_replay(records, expected, once=once)
-    causes = {a["cause_event_id"] for a in expected.values()}
-    assert causes == {r["cause_event_id"] for r in records}, "an event's effect is missing"
+    # every input event had its effect: the same causes (bar the one route the design
+    # lets differ, a referrer's layer change after a late credit)
+    route = layer_route(expected)
+    causes = {a["cause_event_id"] for a in expected.values() if not route(a)}
+    assert causes == {r["cause_event_id"] for r in records if not route(r)}
     assert worker.terminate() == 0
-
-
-def _half(records: list[Any]) -> tuple[list[Any], list[Any]]:
-    return records[: len(records) // 2], records[len(records) // 2 :]
 
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)
@@ -91,14 +91,13 @@ async def test_a_leader_of_an_input_partition_killed_mid_stream(
     settings = settings_for(cluster, guarantee)
     await ensure_topics(settings.kafka, Topology(settings).specs())
     worker = WorkerProcess(settings, tmp_path / "worker.log")
-    worker.start()
-    worker.wait_owns(ALL)
-    first, rest = _half(simulated(4_000, hours=3, seed=21))
     async with Traffic(settings) as traffic:
-        await traffic.paced(first, rate=2_000)
+        await traffic.paced(simulated(4_000, hours=3, seed=21))
+        worker.start()
+        worker.wait_owns(ALL)
         leader = await asyncio.to_thread(cluster.leader, settings.topic("orders"), 0)
-        cluster.kill_node(leader)  # SIGKILL, while the worker works through the first half
-        await traffic.paced(rest, rate=2_000)
+        cluster.kill_node(leader)  # SIGKILL, while the worker catches up
+        await traffic.paced(simulated(1_000, hours=1, seed=31), rate=500, now=True)
     assert worker.alive(), "the worker exited when a broker died"
     await run_and_check(settings, traffic, worker, tmp_path, once=guarantee == "exactly_once")
 
@@ -126,9 +125,8 @@ async def test_c_a_zombie_writes_nothing_visible_after_its_partitions_moved(
 ) -> None:
     settings = settings_for(cluster)
     await ensure_topics(settings.kafka, Topology(settings).specs())
-    first, rest = _half(simulated(6_000, hours=4, seed=23))
     async with Traffic(settings) as traffic:
-        await traffic.paced(first)
+        await traffic.paced(simulated(6_000, hours=4, seed=23))
         zombie = WorkerProcess(settings, tmp_path / "zombie.log")
         zombie.start()
         zombie.wait_owns(ALL)
@@ -137,7 +135,7 @@ async def test_c_a_zombie_writes_nothing_visible_after_its_partitions_moved(
         heir = WorkerProcess(settings, tmp_path / "heir.log")
         heir.start()
         heir.wait_owns(ALL)  # the zombie's session expired; its producers are fenced
-        await traffic.paced(rest, rate=2_000)
+        await traffic.paced(simulated(1_000, hours=1, seed=33), rate=500, now=True)
         zombie.resume()  # it wakes up mid-batch and tries to commit what it held
         await asyncio.sleep(2.0)  # what it does now is what must stay invisible
     if zombie.alive():  # fenced, it leaves; a restart would rejoin: let it go cleanly
@@ -148,12 +146,13 @@ async def test_c_a_zombie_writes_nothing_visible_after_its_partitions_moved(
 async def test_d_workers_join_and_leave_under_load(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = dataclasses.replace(settings_for(cluster), standby_replicas=1)
     await ensure_topics(settings.kafka, Topology(settings).specs())
-    records = simulated(6_000, hours=4, seed=24)
     a, b, c = (WorkerProcess(settings, tmp_path / f"{n}.log") for n in "abc")
-    a.start()
-    a.wait_owns(ALL)
     async with Traffic(settings) as traffic:
-        sender = asyncio.create_task(traffic.paced(records, rate=600))
+        await traffic.paced(simulated(3_000, hours=3, seed=24))
+        a.start()
+        a.wait_owns(ALL)
+        live_traffic = simulated(3_000, hours=1, seed=34)
+        sender = asyncio.create_task(traffic.paced(live_traffic, rate=400, now=True))
         b.start()
         await share(a, b)
         c.start()
@@ -168,16 +167,15 @@ async def test_d_workers_join_and_leave_under_load(cluster: KafkaCluster, tmp_pa
 async def test_e_the_cluster_restarts_mid_stream(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = settings_for(cluster)
     await ensure_topics(settings.kafka, Topology(settings).specs())
-    first, rest = _half(simulated(4_000, hours=3, seed=25))
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     async with Traffic(settings) as traffic:
-        await traffic.paced(first)
+        await traffic.paced(simulated(4_000, hours=3, seed=25))
     worker.start()
     worker.wait_owns(ALL)
     await asyncio.sleep(1.0)  # mid catch-up
     await asyncio.to_thread(cluster.restart)  # every node: controlled shutdown, then up
     async with Traffic(settings) as traffic_after:
-        await traffic_after.paced(rest, rate=2_000)
+        await traffic_after.paced(simulated(1_000, hours=1, seed=35), rate=500, now=True)
     assert worker.alive(), "the worker exited when the cluster went away"
     traffic.sent.extend(traffic_after.sent)
     await run_and_check(settings, traffic, worker, tmp_path, once=True)
