@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from common import CACHE, log, rel
 
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.settings import KafkaConnection, Settings
@@ -47,7 +48,21 @@ def noida_db(data: Path) -> Broker:
     return broker
 
 
-BROKERS: dict[str, Callable[[Path], Broker]] = {"noida-db": noida_db}
+class Kafka(KafkaCluster):
+    """A 1-node Apache Kafka cluster (KRaft); its CPU is its JVM's."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.node_pids[0]
+
+
+def kafka(data: Path) -> Broker:
+    cluster = Kafka(data)
+    cluster.start()
+    return cluster
+
+
+BROKERS: dict[str, Callable[[Path], Broker]] = {"noida-db": noida_db, "kafka": kafka}
 
 
 @contextlib.contextmanager
@@ -68,10 +83,10 @@ async def app(
 ) -> tuple[Settings, Topology]:
     """An app's settings and topology on `broker`, its topics created."""
     s = Settings(
-        broker.bootstrap,
-        app_id,
-        prefix,
-        PARTITIONS,
+        broker=broker.bootstrap,
+        app_id=app_id,
+        topic_prefix=prefix,
+        partitions=PARTITIONS,
         guarantee=guarantee,
         api_auth=False,
         web_port=0,
