@@ -56,7 +56,12 @@ from siyu_stream.kafka.client import client_options
 from siyu_stream.live.commit import Owned, Work, flush, transact
 from siyu_stream.live.members import Members
 from siyu_stream.live.polling import poll_fair
-from siyu_stream.live.produce import plain_producer, stop_failed, transactional_producer
+from siyu_stream.live.produce import (
+    TRANSACTION_TIMEOUT_MS,
+    plain_producer,
+    stop_failed,
+    transactional_producer,
+)
 from siyu_stream.live.records import Record
 from siyu_stream.live.restore import Restorer
 from siyu_stream.live.standby import Standby
@@ -72,7 +77,7 @@ log = logging.getLogger("siyu_stream.live.worker")
 
 MAX_RECORDS = 2_000
 """Records per poll: one batch, one transaction per partition."""
-COMMIT_TIMEOUT = 30.0
+COMMIT_TIMEOUT = TRANSACTION_TIMEOUT_MS / 1000
 """Seconds a batch may take to become durable before it counts as failed."""
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
 """Seconds before retrying a batch the broker did not take, doubling up to the last."""
