@@ -167,6 +167,11 @@ class Settings:
     """With SIYU_GO_LIVE: gifts earned this many days before go-live are still granted."""
 
     @property
+    def heartbeat_interval_ms(self) -> int:
+        """How often a group member says it is alive: well inside its session timeout."""
+        return min(1_000, self.session_timeout_ms // 3)
+
+    @property
     def launch(self) -> GoLive | None:
         """The go-live instant the rules apply (validated with the settings)."""
         if self.go_live is None:

@@ -187,7 +187,7 @@ class Worker:
             isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=min(1_000, self.settings.session_timeout_ms // 3),
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
         )
         if not self.exactly_once:
             self._producer = await plain_producer(self.settings)

@@ -111,7 +111,7 @@ class Notifier:
             max_poll_records=MAX_RECORDS,
             # the worker's: a crashed notifier's partitions move after the same time
             session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=min(1_000, s.session_timeout_ms // 3),
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         self.consumer.subscribe(self.topology.notify_inputs, listener=_Rebalance(self))
         web = None
