@@ -66,7 +66,13 @@ async def transactional_producer(settings: Settings, partition: int) -> Any:
         partitioner=_partitioner,
         max_batch_size=BATCH_BYTES,
     )
-    await producer.start()
+    try:
+        # aiokafka retries the producer id forever while the coordinator answers with a
+        # retriable error: a take-over must fail and be retried instead (`Worker._take_over`)
+        await asyncio.wait_for(producer.start(), TRANSACTION_TIMEOUT_MS / 1000)
+    except BaseException:
+        await stop_failed(producer)
+        raise
     return producer
 
 
