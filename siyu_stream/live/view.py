@@ -18,6 +18,11 @@ class OwnedView:
     owned: dict[int, Owned]
     members: Members
     _consumer: Any
+    running: bool
+
+    @property
+    def alive(self) -> bool:
+        return self.running
 
     def partitions(self) -> list[int]:
         return sorted(self.owned)

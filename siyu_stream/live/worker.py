@@ -118,10 +118,6 @@ class Worker(OwnedView):
         self.restorer = Restorer(rules, self.topology, self.stats, self.standby, self._stop)
 
     @property
-    def alive(self) -> bool:
-        return self.running
-
-    @property
     def is_ready(self) -> bool:
         """Partitions assigned and their state restored."""
         return self.running and self.ready.is_set() and not self._paused and not self._pending
@@ -186,8 +182,8 @@ class Worker(OwnedView):
                         taken = await self._take_over()
                         if self._stop.is_set():
                             continue  # a restore cut short: never process with its state
-                        # its records in hand were read before the seek to its offsets
-                        batch = {tp: m for tp, m in batch.items() if tp.partition != taken}
+                        # their records in hand were read before the seek to their offsets
+                        batch = {tp: m for tp, m in batch.items() if tp.partition not in taken}
                     await self._process(batch)
                     self._backoff = BACKOFF_FIRST
                 except ProducerFenced:
@@ -373,8 +369,7 @@ class Worker(OwnedView):
     # ------------------------------------------------------------ rebalancing
 
     async def in_callback(self, step: Awaitable[None]) -> None:
-        """Run a rebalance callback. aiokafka only logs a callback's exception and goes
-        on, which would leave the worker paused for good: the loop raises it instead."""
+        """aiokafka only logs a rebalance callback's exception: the loop raises it."""
         try:
             await step
         except Exception as exc:  # anything: it is raised again, by the loop
@@ -413,30 +408,33 @@ class Worker(OwnedView):
                 self.ready.set()
         await self.members.announce(sorted(self.owned))
 
-    async def _take_over(self) -> int | None:
-        """Take one pending partition over (one per loop turn: the consumer polls between
-        restores); returns it. One the broker refuses (its producer not started, its
-        changelog not read) is tried again with backoff while the others go on."""
+    async def _take_over(self) -> set[int]:
+        """Take the pending partitions over; returns those taken. One the broker refuses
+        (its producer not started, its changelog not read) is tried again with backoff,
+        while the partitions already owned go on."""
+        taken: set[int] = set()
         if time.monotonic() < self._retry_at:
-            return None
-        p = min(self._pending)
-        try:
-            owned = await self.restorer.take_over(p)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            wait = self._take_over_backoff
-            self._take_over_backoff = min(wait * 2, BACKOFF_LAST)
-            log.warning("taking partition %d over failed (%r); retrying in %.1f s", p, exc, wait)
-            self._retry_at = time.monotonic() + wait
-            return None
-        self.owned[p] = owned
-        self._pending.discard(p)
-        self._take_over_backoff = BACKOFF_FIRST
-        await self._seek_committed(p)
+            return taken
+        for p in sorted(self._pending):
+            try:
+                self.owned[p] = await self.restorer.take_over(p)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                wait = self._take_over_backoff
+                self._take_over_backoff = min(wait * 2, BACKOFF_LAST)
+                log.warning("partition %d not taken over (%r); retry in %.1f s", p, exc, wait)
+                self._retry_at = time.monotonic() + wait
+                break
+            self._pending.discard(p)
+            taken.add(p)
+            await self._seek_committed(p)
+            if self._stop.is_set():
+                return taken
         self._hold()
         if not self._pending:
+            self._take_over_backoff = BACKOFF_FIRST
             self.ready.set()
             await self.members.announce(sorted(self.owned))
-        return p
+        return taken
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
