@@ -69,6 +69,7 @@ class Restorer:
             Observer(self.stats, self.rules),
             idle_ms=self.settings.max_task_idle_ms,
             grace_ms=self.settings.timer_grace_ms,
+            reorder_ms=self.settings.reorder_ms,
         )
         for _ in task.index():
             if self.stop.is_set():

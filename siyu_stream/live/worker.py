@@ -91,18 +91,17 @@ class Worker(OwnedView):
         self._failed = False
         """A batch failed: the loop rewinds every partition before processing again."""
         self._fatal: BaseException | None = None
-        """Seen in a rebalance callback, which cannot raise (aiokafka only logs): the loop
-        raises it. A fencing (a newer owner), or a bug."""
+        """Raised by the loop: seen in a rebalance callback (which cannot raise)."""
         self._backoff = BACKOFF_FIRST
         self._paused = False
         self._behind = False
         """A partition stopped at the batch limit with work left: poll again at once."""
+        self._wake: Millis | None = None  # when a record held back for stragglers may go
         self._held: set[TopicPartition] = set()
         """Sources not fetched while their queues are full."""
         self._pending: set[int] = set()
         """Partitions assigned but not yet taken over (`_take_over`): not fetched."""
-        self._retry_at = 0.0
-        self._take_over_backoff = BACKOFF_FIRST
+        self._retry_at, self._take_over_backoff = 0.0, BACKOFF_FIRST
         self._topics = [*self.topology.inputs, self.topology.commands]
         self._stop = asyncio.Event()
         self._consumer: Any = None
@@ -112,7 +111,6 @@ class Worker(OwnedView):
         self.ready = asyncio.Event()
         self.running = False
         self.url = settings.advertised_url
-        """Partition -> URL of the worker that owns it (from the members topic)."""
         self.exporter = Exporter(self)
         self.standby = Standby(settings)
         self.restorer = Restorer(rules, self.topology, self.stats, self.standby, self._stop)
@@ -163,11 +161,12 @@ class Worker(OwnedView):
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
-            # a partition stopped at the batch limit, or one to take over: no waiting
-            hurry = self._behind or bool(self._pending)
-            batch = await poll_fair(
-                self._consumer, 0.0 if hurry else interval, MAX_RECORDS, first=FIRST_PAUSE
-            )
+            # a partition stopped at the batch limit, or one to take over: no waiting;
+            # a record held back for stragglers (`reorder_ms`): until it may be taken
+            timeout = 0.0 if self._behind or self._pending else interval
+            if self._wake is not None:
+                timeout = min(timeout, max(0.0, (self._wake - wall_clock()) / 1000))
+            batch = await poll_fair(self._consumer, timeout, MAX_RECORDS, first=FIRST_PAUSE)
             async with self._lock:
                 if self._fatal is not None:
                     raise self._fatal
@@ -195,9 +194,8 @@ class Worker(OwnedView):
                 self._backoff = min(self._backoff * 2, BACKOFF_LAST)
 
     def _fail(self, exc: BaseException) -> None:
-        """Not a record's fault (no record can make a batch fail: records are checked
-        before they are sent): the broker or the network. Nothing of the batches in hand
-        counts; the loop goes back to the committed offsets and tries again."""
+        """The broker or the network (records are checked before they are sent): nothing
+        of the batches in hand counts; the loop rewinds to the committed offsets."""
         log.warning("batch not committed (%r); retrying in %.1f s", exc, self._backoff)
         self._failed = True
         self.stats.latencies.clear()  # the batch will be processed again
@@ -331,6 +329,8 @@ class Worker(OwnedView):
                 await asyncio.sleep(0)  # as above
         self._hold()
         self._behind = any(owned.task.more for owned in self.owned.values())
+        wakes = [o.task.wake_at for o in self.owned.values() if o.task.wake_at is not None]
+        self._wake = min(wakes, default=None)
         latencies, self.stats.latencies = self.stats.latencies, []
         return work, latencies
 
@@ -411,27 +411,29 @@ class Worker(OwnedView):
     async def _take_over(self) -> set[int]:
         """Take the pending partitions over; returns those taken. One the broker refuses
         (its producer not started, its changelog not read) is tried again with backoff,
-        while the partitions already owned go on."""
+        while the others go on."""
         taken: set[int] = set()
         if time.monotonic() < self._retry_at:
             return taken
+        refused: dict[int, BaseException] = {}
         for p in sorted(self._pending):
             try:
                 self.owned[p] = await self.restorer.take_over(p)
             except (KafkaError, OSError, TimeoutError) as exc:
-                wait = self._take_over_backoff
-                self._take_over_backoff = min(wait * 2, BACKOFF_LAST)
-                log.warning("partition %d not taken over (%r); retry in %.1f s", p, exc, wait)
-                self._retry_at = time.monotonic() + wait
-                break
+                refused[p] = exc
+                continue
             self._pending.discard(p)
             taken.add(p)
             await self._seek_committed(p)
             if self._stop.is_set():
                 return taken
         self._hold()
-        if not self._pending:
-            self._take_over_backoff = BACKOFF_FIRST
+        wait, self._take_over_backoff = self._take_over_backoff, BACKOFF_FIRST
+        if refused:
+            log.warning("partitions not taken over, retrying in %.1f s: %r", wait, refused)
+            self._take_over_backoff = min(wait * 2, BACKOFF_LAST)
+            self._retry_at = time.monotonic() + wait
+        else:
             self.ready.set()
             await self.members.announce(sorted(self.owned))
         return taken

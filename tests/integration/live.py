@@ -101,6 +101,7 @@ class WorkerProcess:
             "SIYU_TIMER_INTERVAL": "0.2",
             "SIYU_TIMER_GRACE_MS": str(s.timer_grace_ms),
             "SIYU_MAX_TASK_IDLE_MS": str(s.max_task_idle_ms),
+            "SIYU_REORDER_MS": str(s.reorder_ms),
             "SIYU_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
             "SIYU_LOG_LEVEL": "info",
             # after a bootstrap: go live as it did (unset otherwise, as in production)
