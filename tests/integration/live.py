@@ -428,6 +428,7 @@ def assert_live_equals_replay(
     records: list[dict[str, Any]], expected: dict[str, dict[str, Any]], *, once: bool
 ) -> None:
     counts = Counter(r["action_id"] for r in records)
+    assert counts, "no action was committed"
     if once:
         assert max(counts.values()) == 1, "a record was committed twice"
     live = {r["action_id"]: r for r in records}

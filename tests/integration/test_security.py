@@ -118,6 +118,26 @@ async def test_the_right_password_creates_topics_and_runs_a_worker_end_to_end(
     assert password not in log and password not in out
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_the_other_mechanisms_managed_services_offer_log_in_or_refuse_clearly(
+    kafka_sasl: KafkaCluster, tmp_path: Path, mechanism: str
+) -> None:
+    """Alibaba Cloud and CKafka offer PLAIN, MSK and Confluent SCRAM or PLAIN: each
+    mechanism's settings reach the broker (the listener accepts all three)."""
+    settings = secured(kafka_sasl, sasl_mechanism=mechanism)
+    code, out, _ = run(settings, tmp_path, COMMANDS["topics"])
+    assert code == 0, out
+    specs = Topology(settings).specs()
+    assert f"created {len(specs)} of {len(specs)} topics" in out
+    right = settings.sasl_password
+    assert right
+    wrong = dataclasses.replace(settings, sasl_password="not-" + right[::-1])
+    code, out, _ = run(wrong, tmp_path, COMMANDS["topics"], REFUSED_WITHIN)
+    assert code == 2, out
+    assert f"authentication failed for user siyu on {settings.broker} (SASL {mechanism}): " in out
+    assert right not in out
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_wrong_password_ends_each_command_within_seconds(
     kafka_sasl: KafkaCluster, tmp_path: Path, command: str
