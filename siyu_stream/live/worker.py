@@ -96,7 +96,7 @@ class Worker(OwnedView):
         self._paused = False
         self._behind = False
         """A partition stopped at the batch limit with work left: poll again at once."""
-        self._wake: Millis | None = None  # when a record held back for stragglers may go
+        self._wake: Millis | None = None  # when a record held for stragglers may go
         self._held: set[TopicPartition] = set()
         """Sources not fetched while their queues are full."""
         self._pending: set[int] = set()
@@ -161,9 +161,11 @@ class Worker(OwnedView):
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
-            # a partition stopped at the batch limit, or one to take over: no waiting;
-            # a record held back for stragglers (`reorder_ms`): until it may be taken
-            timeout = 0.0 if self._behind or self._pending else interval
+            # no waiting with a partition stopped at the batch limit; else until a
+            # partition may be taken over, or a record held back for stragglers may go
+            timeout = 0.0 if self._behind else interval
+            if self._pending:
+                timeout = min(timeout, max(0.0, self._retry_at - time.monotonic()))
             if self._wake is not None:
                 timeout = min(timeout, max(0.0, (self._wake - wall_clock()) / 1000))
             batch = await poll_fair(self._consumer, timeout, MAX_RECORDS, first=FIRST_PAUSE)
@@ -353,8 +355,7 @@ class Worker(OwnedView):
         else:
             await flush(work, self._producer, self._consumer)
 
-    def _sources(self, partition: int) -> dict[str, TopicPartition]:
-        """The topic partitions a partition task reads, by topic."""
+    def _sources(self, partition: int) -> dict[str, TopicPartition]:  # by topic
         return {t: TopicPartition(t, partition) for t in self._topics}
 
     def _hold(self) -> None:
@@ -410,8 +411,7 @@ class Worker(OwnedView):
 
     async def _take_over(self) -> set[int]:
         """Take the pending partitions over; returns those taken. One the broker refuses
-        (its producer not started, its changelog not read) is tried again with backoff,
-        while the others go on."""
+        is tried again with backoff (`_retry_at`) while the others go on."""
         taken: set[int] = set()
         if time.monotonic() < self._retry_at:
             return taken
