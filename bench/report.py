@@ -86,7 +86,8 @@ def live(r: Results) -> Section:
         s.note += " Kafka Streams peer: bench/kstreams, the spend-tier rule alone (every event "
         s.note += "parsed, orders applied to a RocksDB store with its changelog; one stream "
         s.note += "thread) in Kafka Streams 4.4.0: much less work per event than the worker's "
-        s.note += "every rule." + gifts(r["live"]["sim"])
+        s.note += "every rule; its time and CPU include the JVM's warm-up (JIT compilation "
+        s.note += "while it runs)." + gifts(r["live"]["sim"])
     rate = throughput(r["live"]["sim"], "simulator mix", s)
     if fp := r["live"].get("first_purchase"):
         throughput(fp, "first purchases", s)
