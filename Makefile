@@ -72,11 +72,14 @@ demo: $(STAMP) kafka-jars
 	$(BIN)/siyu-stream demo
 
 # benchmarks (not tests): writes bench/results.{json,md} and the README's Performance section;
-# the extra `bench` adds faust-streaming, the peer bench/live_bench.py measures against
+# the extra `bench` adds faust-streaming, and bench/kstreams is the Kafka Streams peer, one
+# runnable jar (bench/kstreams/target/kstreams-peer.jar; ~80 s from an empty Maven
+# repository): the peers bench/live_bench.py measures against
 BENCH_STAMP := $(VENV)/.installed-bench
 
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/siyu/kstreams/*.java)
 	$(BIN)/python -m pip install -q -e '.[dev,local,bench]'
+	mvn -q -B -Dstyle.color=never -f bench/kstreams/pom.xml package
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -1,10 +1,11 @@
 """Live benchmarks on a local broker (bench/brokers.py: --broker kafka or noida-db).
 
 live_bench.py throughput [--events N] [--repeat R] [--workload sim|first-purchase]
-        [--modes raw1,worker1,worker2,faust1] [--guarantees G1,G2]
+        [--modes raw1,worker1,worker2,faust1,kstreams1] [--guarantees G1,G2]
     pre-produce N events (stamped now), then, per repetition, time each mode under each
-    guarantee (the Faust peer: at_least_once only), each in a new consumer group over
-    the same input: from ready until its committed offsets reach the input's ends.
+    guarantee (the Faust peer: at_least_once only; the Kafka Streams peer of bench/kstreams:
+    exactly_once is its exactly_once_v2), each in a new consumer group over the same
+    input: from ready until its committed offsets reach the input's ends.
 live_bench.py latency --guarantee G --rates R1,R2,... [--seconds S]
     one worker; first purchases of new customers at fixed rates; latency = arrival of
     the first action (read_committed, matched by cause_event_id) minus the send time.

@@ -1,5 +1,5 @@
-"""The processes the live benchmarks time (workers, the raw pipe, the Faust peer), the input
-they read, and one timed run of a consumer group over it."""
+"""The processes the live benchmarks time (workers, the raw pipe, the Faust and Kafka Streams
+peers), the input they read, and one timed run of a consumer group over it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from brokers import GIVE_UP, PARTITIONS, Broker, app, produce_all, wait_consumed
+from brokers import GIVE_UP, PARTITIONS, Broker, app, ends, produce_all, read, wait_consumed
 from common import BENCH, CACHE, PYTHON, SIM_CUSTOMERS, SIM_RATE, cpu_seconds, log, median, rel
 
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.embedded import free_port
+from siyu_stream.kafka.jvm import find_java
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import KafkaConnection, Settings
 from siyu_stream.simulate import SimConfig, generate
@@ -30,11 +32,14 @@ from siyu_stream.topology import INPUT_TYPES, TopicSpec
 from siyu_stream.traffic import restamp
 
 STOP_GRACE = 20.0  # seconds a process gets to stop after SIGTERM before it is killed
+# bench/kstreams: `mvn -q -B -f bench/kstreams/pom.xml package` (the Makefile's bench bootstrap)
+KSTREAMS_JAR = BENCH / "kstreams" / "target" / "kstreams-peer.jar"
 
 
 class Child:
     """A timed child process, its output in `log_path`; ready once `ready_file` exists (the
-    raw pipe and the Faust peer touch it once they have partitions)."""
+    raw pipe and the Faust peer touch it once they have partitions, the Kafka Streams peer
+    once it is RUNNING)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.name, self.log_path = name, CACHE / f"{name}.log"
@@ -137,7 +142,7 @@ async def preproduce(broker: Broker, name: str, prefix: str, n: int) -> int:
 
 
 Mode = tuple[str, str, int]
-"""(consumer: raw, worker or faust; guarantee; processes)"""
+"""(consumer: raw, worker, faust or kstreams; guarantee; processes)"""
 
 
 async def prepare(
@@ -157,12 +162,21 @@ async def prepare(
         return workers, [*topology.inputs, topology.commands], topology.outputs
     inputs, out = [f"{prefix}.{t}" for t in INPUT_TYPES], f"{prefix}.{kind}-out"
     await ensure_topics(KafkaConnection(b.bootstrap), [TopicSpec(out, PARTITIONS)])
+    state_dir = CACHE / f"kstreams-state-{group}"
+    if kind == "kstreams":  # a previous bench's stores, from another broker
+        shutil.rmtree(state_dir, ignore_errors=True)
 
     def launch(name: str) -> list[Child]:
         ready = CACHE / f"{kind}-{name}.ready"
         if kind == "raw":  # raw aiokafka consume -> produce, nothing in between
             argv = [BENCH / "raw_pipe.py", b.bootstrap, group, out, ready, guarantee, *inputs]
             return [Child(f"raw-{name}", [PYTHON, *map(str, argv)])]
+        if kind == "kstreams":  # bench/kstreams: the spend-tier rule in Kafka Streams
+            env = {"KSTREAMS_PEER_BROKER": b.bootstrap, "KSTREAMS_PEER_APP_ID": group}
+            env |= {"KSTREAMS_PEER_INPUTS": ",".join(inputs), "KSTREAMS_PEER_OUT": out}
+            env |= {"KSTREAMS_PEER_READY": str(ready), "KSTREAMS_PEER_GUARANTEE": guarantee}
+            env |= {"KSTREAMS_PEER_STATE_DIR": str(state_dir)}
+            return [Child(f"kstreams-{name}", kstreams_argv(), {**os.environ, **env})]
         env = {"FAUST_PEER_BROKER": b.bootstrap, "FAUST_PEER_APP_ID": group, "FAUST_PEER_OUT": out}
         env |= {"FAUST_PEER_PREFIX": prefix, "FAUST_PEER_READY": str(ready)}
         argv = [PYTHON, str(BENCH / "faust_peer.py"), "worker", "--without-web", "-l", "info"]
@@ -171,12 +185,37 @@ async def prepare(
     return launch, inputs, [out]
 
 
+def kstreams_argv() -> list[str]:
+    java = find_java()
+    if java is None or not KSTREAMS_JAR.exists():
+        msg = f"the Kafka Streams peer needs Java >= 17 and {rel(KSTREAMS_JAR)}: run `make bench`"
+        raise RuntimeError(msg)
+    # a fixed heap: the JVM would otherwise size it from the machine's RAM, not its share;
+    # log times, to see where a run's seconds went
+    heap, times = ["-Xms256m", "-Xmx512m"], "-Dorg.slf4j.simpleLogger.showDateTime=true"
+    return [str(java[0]), *heap, times, "-jar", str(KSTREAMS_JAR)]
+
+
+async def written(b: Broker, outputs: list[str], start: dict[Any, int]) -> dict[str, int]:
+    """What a run wrote to `outputs` after `start` (committed records): all of it, and its
+    spend-tier gifts (the one rule both the worker and the Kafka Streams peer apply)."""
+    records = await read(b.bootstrap, outputs, start)
+    gifts = 0
+    for m in records:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            action = orjson.loads(m.value or b"")
+            if isinstance(action, dict) and action.get("kind") == "gift":
+                gifts += action.get("rule") == "spend_tier"
+    return {"outputs_written": len(records), "spend_tier_gifts": gifts}
+
+
 async def time_consumer(
     b: Broker, mode: Mode, group: str, events: int, prefix: str, stall: float | None = None
 ) -> dict[str, Any]:
     """One new consumer group over the pre-produced input, timed from ready until its
     committed offsets reach the ends of what it consumes (or it stalls: no rate then)."""
     launch, topics, outputs = await prepare(b, mode, group, prefix)
+    start = await ends(b.bootstrap, outputs)
     broker_cpu = cpu_seconds(b.pid)
     procs = launch(group)
     async with running(procs) as ready:
@@ -184,14 +223,17 @@ async def time_consumer(
         cpu = sum(p.cpu() for p in procs)
     seconds, startup = end - ready, ready - procs[0].started
     broker_cpu = cpu_seconds(b.pid) - broker_cpu
+    out = await written(b, outputs, start)  # after the timed part, the processes stopped
     kind, guarantee, workers = mode
     log(
         f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s"
-        f" ({how['ended']}; ready after {startup:.1f} s; cpu {cpu:.1f} s, broker {broker_cpu:.1f})"
+        f" ({how['ended']}; ready after {startup:.1f} s; cpu {cpu:.1f} s, broker {broker_cpu:.1f};"
+        f" wrote {out['outputs_written']:,}, {out['spend_tier_gifts']:,} spend-tier gifts)"
     )
     return {
         **{"kind": kind, "guarantee": guarantee, "workers": workers, "events": events},
         **{"startup_seconds": startup, "seconds": seconds, **how, "log": rel(procs[0].log_path)},
+        **out,
         "events_per_s": events / seconds if how["ended"] == "consumed" else None,
         **{"process_cpu_seconds": cpu, "broker_cpu_seconds": broker_cpu},
     }
@@ -209,6 +251,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "events_per_s_median": median(done) if done else None,
             "events_per_s_runs": [r["events_per_s"] for r in mine],
             "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
+            "spend_tier_gifts_runs": [r["spend_tier_gifts"] for r in mine],
             **{
                 f"{who}_cpu_us_per_event_median": median(
                     [1e6 * r[f"{who}_cpu_seconds"] / r["events"] for r in mine]

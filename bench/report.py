@@ -22,7 +22,7 @@ Results = dict[str, Any]
 KAFKA = "Apache Kafka"
 GUARANTEES = ("at_least_once", "exactly_once")
 WHO = {"raw-1": "raw aiokafka", "worker-1": "1 worker", "worker-2": "2 workers"}
-WHO |= {"faust-1": "Faust peer"}
+WHO |= {"faust-1": "Faust peer", "kstreams-1": "Kafka Streams peer"}
 
 
 @dataclass
@@ -64,6 +64,8 @@ def throughput(res: dict[str, Any], what: str, s: Section) -> dict[str, float]:
             vs = ratio(rate[key], rate.get(f"worker-1-{g}"), "1 worker")
         if kind == "worker-1" and f"faust-1-{g}" in rate:
             vs += f"; **{ratio(rate[key], rate[f'faust-1-{g}'], 'Faust')}**"
+        if kind == "worker-1" and f"kstreams-1-{g}" in rate:
+            vs += f"; **{ratio(rate[key], rate[f'kstreams-1-{g}'], 'Kafka Streams')}**"
         runs = listed(x["events_per_s_runs"], lambda v: n(v) if v else "stalled")
         cpu = f"{n(x['process_cpu_us_per_event_median'])}; {n(x['broker_cpu_us_per_event_median'])}"
         median = f"**{n(x['events_per_s_median'])}** ({runs})"
@@ -80,6 +82,12 @@ def live(r: Results) -> Section:
     s.note = "Each consumer in a new group over the same pre-produced input, timed from ready "
     s.note += "until its committed offsets reach the input's ends. Faust peer: "
     s.note += "bench/faust_peer.py, the same rule core in a faust-streaming agent."
+    if any(key.startswith("kstreams-") for key in r["live"]["sim"]["summary"]):
+        s.note += " Kafka Streams peer: bench/kstreams, the spend-tier rule alone (every event "
+        s.note += "parsed, orders applied to a RocksDB store with its changelog; one stream "
+        s.note += "thread) in Kafka Streams 4.4.0: much less work per event than the worker's "
+        s.note += "every rule; its time and CPU include the JVM's warm-up (JIT compilation "
+        s.note += "while it runs)." + gifts(r["live"]["sim"])
     rate = throughput(r["live"]["sim"], "simulator mix", s)
     if fp := r["live"].get("first_purchase"):
         throughput(fp, "first purchases", s)
@@ -95,7 +103,22 @@ def live(r: Results) -> Section:
     f = rate.get("faust-1-at_least_once")
     value = f"**{ratio(w['at_least_once'], f)}** ({n(w['at_least_once'])} ÷ {n(f)} events/s)"
     s.readme.append((f"{KAFKA}: 1 worker ÷ Faust peer, at_least_once", value))
+    if k := rate.get("kstreams-1-exactly_once"):
+        value = f"**{ratio(w['exactly_once'], k)}** ({n(w['exactly_once'])} ÷ {n(k)} events/s)"
+        s.readme.append(
+            (f"{KAFKA}: 1 worker ÷ Kafka Streams peer (spend tier only), exactly_once", value)
+        )
     return s
+
+
+def gifts(res: dict[str, Any]) -> str:
+    """A sentence on the spend-tier gifts each mode wrote, which should agree."""
+    counts = [
+        f"{WHO[key.rsplit('-', 1)[0]]} {key.split('-', 2)[2]} {listed(x['spend_tier_gifts_runs'])}"
+        for key, x in res["summary"].items()
+        if key.startswith(("worker-", "kstreams-")) and "spend_tier_gifts_runs" in x
+    ]
+    return f" Spend-tier gifts written per run: {'; '.join(counts)}." if counts else ""
 
 
 def noida(r: Results) -> Section:

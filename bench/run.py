@@ -5,9 +5,10 @@ replace the README's `## Performance` section with a summary of them.
     .venv/bin/python bench/run.py --quick        # small sizes: bench/.cache/quick-results.*
     .venv/bin/python bench/run.py --only live,latency
 
-The live figures are on Apache Kafka (1 node, bench/brokers.py), raw aiokafka, the worker
-and the Faust peer on the same broker and input; a few are repeated on noida-db. Each
-figure comes from a script next to this one in a fresh interpreter, its command recorded.
+The live figures are on Apache Kafka (1 node, bench/brokers.py), raw aiokafka, the worker,
+the Faust peer and the Kafka Streams peer (bench/kstreams, a jar `make bench` builds) on the
+same broker and input; a few are repeated on noida-db. Each figure comes from a script next
+to this one in a fresh interpreter, its command recorded.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def main() -> None:
 
     def live() -> dict[str, Any]:
         fp = ("--workload", "first-purchase", "--modes", "worker1")
-        sim = bench(*throughput, "--modes", "raw1,worker1,worker2,faust1")
+        sim = bench(*throughput, "--modes", "raw1,worker1,worker2,faust1,kstreams1")
         return {"sim": sim, "first_purchase": bench(*throughput, *fp)}
 
     lived = step("live", live)
