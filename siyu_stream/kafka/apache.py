@@ -82,7 +82,8 @@ class _Node:
 
 class KafkaCluster:
     """`nodes` Kafka processes on 127.0.0.1, node i (its node.id) keeping its data in
-    `data_dir`/node-i; with `sasl`, a SASL_SSL listener (SCRAM and PLAIN) beside PLAINTEXT."""
+    `data_dir`/node-i; with `sasl`, a SASL_SSL listener (SCRAM and PLAIN) and a mutual-TLS
+    one beside PLAINTEXT."""
 
     def __init__(
         self,
@@ -108,12 +109,14 @@ class KafkaCluster:
         self._lib = lib
         self._located: Jvm | None = None
         self._lock_file: IO[str] | None = None
-        free = iter(_free_ports(3 * nodes))
+        free = iter(_free_ports(4 * nodes))
         self.nodes = [
             _Node(
                 i,
                 self.data_dir / f"node-{i}",
-                kraft.Ports(port if i == 0 and port else next(free), next(free), next(free)),
+                kraft.Ports(
+                    port if i == 0 and port else next(free), next(free), next(free), next(free)
+                ),
             )
             for i in range(nodes)
         ]
@@ -128,6 +131,10 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{node.ports.sasl}" for node in self.nodes)
 
     @property
+    def ssl_bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{node.ports.ssl}" for node in self.nodes)
+
+    @property
     def connection(self) -> KafkaConnection:
         """How a client reaches the PLAINTEXT listener: no login."""
         return KafkaConnection(self.bootstrap)
@@ -136,6 +143,11 @@ class KafkaCluster:
     def sasl_connection(self) -> KafkaConnection:
         """How a client reaches the SASL_SSL listener (with `sasl`), from client.json."""
         return kraft.sasl_connection(self.client_file)
+
+    @property
+    def ssl_connection(self) -> KafkaConnection:
+        """How a client reaches the mutual-TLS listener (with `sasl`), from client.json."""
+        return kraft.ssl_connection(self.client_file)
 
     @property
     def client_file(self) -> Path:
@@ -163,9 +175,9 @@ class KafkaCluster:
         kraft.write_client_file(
             self.client_file,
             self.bootstrap,
-            self.sasl_bootstrap if self.sasl else None,
+            (self.sasl_bootstrap, self.ssl_bootstrap) if self.sasl else None,
             state.get("password", ""),
-            self.data_dir / "tls" / "ca.pem",
+            tls.certificates(self.data_dir / "tls"),
         )
         for node in self.nodes:
             if not node.running:
@@ -324,7 +336,7 @@ class KafkaCluster:
         }
 
     def _write_configs(self, password: str | None) -> None:
-        keystore = tls.make_certificates(self.data_dir / "tls").keystore if self.sasl else None
+        certs = tls.make_certificates(self.data_dir / "tls") if self.sasl else None
         voters = ",".join(f"{n.index}@127.0.0.1:{n.ports.controller}" for n in self.nodes)
         for node in self.nodes:
             props = kraft.node_properties(
@@ -333,8 +345,9 @@ class KafkaCluster:
                 voters=voters,
                 nodes=len(self.nodes),
                 log_dir=node.directory / "data",
-                keystore=keystore,
+                keystore=certs.keystore if certs else None,
                 password=password,
+                truststore=certs.ca if certs else None,
             )
             kraft.write_properties(node.config, props)
 

@@ -170,7 +170,11 @@ def _explain(connection: KafkaConnection, address: str, exc: BaseException, time
     if isinstance(exc, TimeoutError):
         return f"no answer from {address} within {timeout:g} s: does it take {protocol}?"
     if isinstance(exc, KafkaConnectionError | EOFError | ConnectionResetError):
-        return f"{address} closed the connection while logging in ({exc}): does it take {protocol}?"
+        hint = f"does it take {protocol}"
+        if connection.tls and connection.ssl_certfile is None:
+            # under TLS 1.3 a broker that wants a client certificate says so by closing
+            hint += ", or want a client certificate (SIYU_SSL_CERTFILE, SIYU_SSL_KEYFILE)"
+        return f"{address} closed the connection while logging in ({exc}): {hint}?"
     if isinstance(exc, OSError):
         return f"cannot reach Kafka at {address}: {exc}"
     return f"{address} refused the connection ({protocol}): {exc}"

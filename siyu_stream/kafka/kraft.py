@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from siyu_stream.kafka import tls
 from siyu_stream.settings import KafkaConnection
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
@@ -36,6 +37,7 @@ class Ports(NamedTuple):
     client: int  # PLAINTEXT, also inter-broker
     controller: int
     sasl: int  # SASL_SSL, listened on only with sasl
+    ssl: int = 0  # SSL asking for a client certificate (mutual TLS), also only with sasl
 
 
 def node_properties(
@@ -47,14 +49,18 @@ def node_properties(
     log_dir: Path,
     keystore: Path | None,
     password: str | None = None,
+    truststore: Path | None = None,
 ) -> dict[str, str]:
     """server.properties of node `node_id`; `keystore` (PEM) adds the SASL_SSL listener,
-    where the client user logs in with `password`."""
+    where the client user logs in with `password`; `truststore` (the CA's PEM) adds the
+    mutual-TLS listener, which takes clients with a certificate it signed."""
     replicas = min(nodes, 3)
     min_isr = max(1, replicas - 1)  # 1 node: 1; 3 nodes: 2, so that one node may fail
     listeners = [f"PLAINTEXT://127.0.0.1:{ports.client}"]
     if keystore is not None:
         listeners.append(f"SASL_SSL://127.0.0.1:{ports.sasl}")
+    if keystore is not None and truststore is not None:
+        listeners.append(f"SSL://127.0.0.1:{ports.ssl}")
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
@@ -64,7 +70,7 @@ def node_properties(
         "advertised.listeners": ",".join(listeners),
         # listener name -> security protocol; the controllers talk plaintext on loopback
         "listener.security.protocol.map": (
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
         ),
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
@@ -101,6 +107,15 @@ def node_properties(
             f"{prefix}ssl.keystore.type": "PEM",
             f"{prefix}ssl.keystore.location": str(keystore),
         }
+    if keystore is not None and truststore is not None:
+        mutual = "listener.name.ssl."
+        props |= {
+            f"{mutual}ssl.keystore.type": "PEM",
+            f"{mutual}ssl.keystore.location": str(keystore),
+            f"{mutual}ssl.truststore.type": "PEM",
+            f"{mutual}ssl.truststore.location": str(truststore),
+            f"{mutual}ssl.client.auth": "required",
+        }
     return props
 
 
@@ -110,18 +125,30 @@ def write_properties(path: Path, props: dict[str, str]) -> None:
 
 
 def write_client_file(
-    path: Path, bootstrap: str, sasl_bootstrap: str | None, password: str, ca_file: Path
+    path: Path,
+    bootstrap: str,
+    secured: tuple[str, str] | None,
+    password: str,
+    certs: tls.Certificates,
 ) -> None:
-    """client.json: the PLAINTEXT bootstrap and, with SASL, what a SCRAM client needs."""
+    """client.json: the PLAINTEXT bootstrap and, on a secured launch (`secured`: the
+    SASL_SSL and the mutual-TLS bootstraps), what a SCRAM and a mutual-TLS client need."""
     client: dict[str, Any] = {"bootstrap": bootstrap}
-    if sasl_bootstrap is not None:
+    if secured is not None:
         client["sasl"] = {
-            "bootstrap": sasl_bootstrap,
+            "bootstrap": secured[0],
             "security_protocol": "SASL_SSL",
             "mechanism": SASL_MECHANISMS[0],
             "username": SASL_USER,
             "password": password,
-            "ca_file": str(ca_file),
+            "ca_file": str(certs.ca),
+        }
+        client["ssl"] = {
+            "bootstrap": secured[1],
+            "security_protocol": "SSL",
+            "ca_file": str(certs.ca),
+            "cert_file": str(certs.client_cert),
+            "key_file": str(certs.client_key),
         }
     path.write_text(json.dumps(client, indent=2) + "\n")
     path.chmod(0o600)  # it holds a password
@@ -137,4 +164,16 @@ def sasl_connection(client_file: Path) -> KafkaConnection:
         sasl["username"],
         sasl["password"],
         ssl_cafile=Path(sasl["ca_file"]),
+    )
+
+
+def ssl_connection(client_file: Path) -> KafkaConnection:
+    """How a client reaches the mutual-TLS listener, from client.json."""
+    mutual = json.loads(client_file.read_text())["ssl"]
+    return KafkaConnection(
+        mutual["bootstrap"],
+        "SSL",
+        ssl_cafile=Path(mutual["ca_file"]),
+        ssl_certfile=Path(mutual["cert_file"]),
+        ssl_keyfile=Path(mutual["key_file"]),
     )

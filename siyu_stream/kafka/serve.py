@@ -45,8 +45,9 @@ def serve_kafka(data_dir: Path, port: int, *, nodes: int, sasl: bool) -> int:
     ]
     if sasl:
         lines.append(
-            f"SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) on {cluster.sasl_bootstrap}: "
-            f"user, password and CA file in {cluster.client_file}"
+            f"SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) on {cluster.sasl_bootstrap}, "
+            f"SSL with a client certificate on {cluster.ssl_bootstrap}: user, password, CA "
+            f"and client certificate in {cluster.client_file}"
         )
     if nodes > 1:
         lines.append(f"topics replicated {min(nodes, 3)}x: export SIYU_REPLICATION={min(nodes, 3)}")

@@ -1,4 +1,5 @@
-"""A throwaway certificate authority and broker certificate for the SASL_SSL listener.
+"""A throwaway certificate authority, a broker certificate for the TLS listeners, and a
+client certificate for the one that asks for it (mutual TLS).
 
 Made with the `openssl` command rather than the `cryptography` package: openssl comes with
 the system's CA certificates package (on every Debian-based machine that has a JDK), so
@@ -21,8 +22,10 @@ _KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
 
 
 class Certificates(NamedTuple):
-    ca: Path  # PEM certificate clients trust
+    ca: Path  # PEM certificate clients trust, and the mutual-TLS listener trusts
     keystore: Path  # the broker's PEM keystore: private key, then its certificate chain
+    client_cert: Path  # a client's certificate for mutual TLS, signed by the CA
+    client_key: Path
 
 
 def _openssl(cwd: Path, *args: str) -> None:
@@ -36,11 +39,18 @@ def _openssl(cwd: Path, *args: str) -> None:
         raise BrokerError(msg)
 
 
+def certificates(directory: Path) -> Certificates:
+    """Where `make_certificates` puts them."""
+    names = ("ca.pem", "broker-keystore.pem", "client.pem", "client.key")
+    return Certificates(*(directory / name for name in names))
+
+
 def make_certificates(directory: Path) -> Certificates:
-    """Create (once) a CA and a broker certificate signed by it under `directory`."""
+    """Create (once) a CA, and a broker and a client certificate signed by it, under
+    `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    found = Certificates(directory / "ca.pem", directory / "broker-keystore.pem")
-    if found.ca.exists() and found.keystore.exists():
+    found = certificates(directory)
+    if all(path.exists() for path in found):
         return found
     # Arguments split on spaces: none of them contains one (the subjects are kept apart).
     ca = f"req -x509 -keyout ca.key -out ca.pem -days {_DAYS}"
@@ -55,6 +65,12 @@ def make_certificates(directory: Path) -> Certificates:
     # Kafka's PEM keystore file: the key first, then the chain from the leaf up.
     parts = [directory / name for name in ("broker.key", "broker.pem", "ca.pem")]
     found.keystore.write_text("".join(part.read_text() for part in parts))
+    csr = "req -keyout client.key -out client.csr"
+    _openssl(directory, *csr.split(), *_KEY, "-subj", "/CN=siyu")
+    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    sign = "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem"
+    _openssl(directory, *sign.split(), "-days", _DAYS, "-extfile", "client.ext")
     for secret in (directory / "ca.key", directory / "broker.key", found.keystore):
         secret.chmod(0o600)
+    found.client_key.chmod(0o600)
     return found

@@ -138,6 +138,27 @@ def test_the_other_mechanisms_managed_services_offer_log_in_or_refuse_clearly(
     assert right not in out
 
 
+def test_mutual_tls_takes_the_client_certificate_and_refuses_a_client_without(
+    kafka_sasl: KafkaCluster, tmp_path: Path
+) -> None:
+    """MSK's mutual TLS: SIYU_SECURITY_PROTOCOL=SSL with a client certificate and key."""
+    c = kafka_sasl.ssl_connection
+    mutual = {"security_protocol": "SSL", "ssl_cafile": c.ssl_cafile}
+    mutual |= {"ssl_certfile": c.ssl_certfile, "ssl_keyfile": c.ssl_keyfile}
+    settings = live.settings_for(c.bootstrap, **mutual)
+    code, out, _ = run(settings, tmp_path, COMMANDS["topics"])
+    assert code == 0, out
+    specs = Topology(settings).specs()
+    assert f"created {len(specs)} of {len(specs)} topics" in out
+    without = dataclasses.replace(settings, ssl_certfile=None, ssl_keyfile=None)
+    code, out, seconds = run(without, tmp_path, COMMANDS["topics"], REFUSED_WITHIN)
+    print(f"no client certificate: exit {code} after {seconds:.2f} s: {out.strip()}")
+    assert code == 2, out
+    assert "Traceback" not in out
+    assert c.bootstrap.split(",")[0] in out  # names the broker it tried
+    assert "SIYU_SSL_CERTFILE" in out  # and the setting to check
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_wrong_password_ends_each_command_within_seconds(
     kafka_sasl: KafkaCluster, tmp_path: Path, command: str
