@@ -77,7 +77,8 @@ demo: $(STAMP) kafka-jars
 # repository): the peers bench/live_bench.py measures against
 BENCH_STAMP := $(VENV)/.installed-bench
 
-$(BENCH_STAMP): $(STAMP) bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/siyu/kstreams/*.java)
+# the bench runs on Apache Kafka, and kafka-jars also installs Maven where it is missing
+$(BENCH_STAMP): $(STAMP) bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/siyu/kstreams/*.java) | kafka-jars
 	$(BIN)/python -m pip install -q -e '.[dev,local,bench]'
 	mvn -q -B -Dstyle.color=never -f bench/kstreams/pom.xml package
 	touch $(BENCH_STAMP)

@@ -112,7 +112,7 @@ def test_compose_runs_the_kafka_the_tests_run(compose: dict[str, Any]) -> None:
     kafka = compose["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{version.group(1)}"
     ports = kraft.Ports(9092, 9093, 9094)
-    tests = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=ROOT, keystore=None)
+    tests = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=ROOT, certs=None)
     env = kafka["environment"]
     for key in SHARED_SERVER_SETTINGS:
         assert env["KAFKA_" + key.upper().replace(".", "_")] == tests[key], key

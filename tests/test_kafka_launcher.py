@@ -41,8 +41,8 @@ def test_engine_defaults_to_kafka_only_where_java_is(monkeypatch: pytest.MonkeyP
 
 def test_replication_follows_the_node_count(tmp_path: Path) -> None:
     ports = kraft.Ports(9092, 9093, 9094)
-    one = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=tmp_path, keystore=None)
-    three = kraft.node_properties(1, ports, voters="v", nodes=3, log_dir=tmp_path, keystore=None)
+    one = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=tmp_path, certs=None)
+    three = kraft.node_properties(1, ports, voters="v", nodes=3, log_dir=tmp_path, certs=None)
     for props, replicas, min_isr in [(one, "1", "1"), (three, "3", "2")]:
         assert props["default.replication.factor"] == replicas
         assert props["offsets.topic.replication.factor"] == replicas
@@ -53,15 +53,18 @@ def test_replication_follows_the_node_count(tmp_path: Path) -> None:
 
 
 def test_sasl_adds_a_listener_with_a_pem_keystore(tmp_path: Path) -> None:
-    ports = kraft.Ports(9092, 9093, 9094)
-    keystore = tmp_path / "ks.pem"
+    ports = kraft.Ports(9092, 9093, 9094, 9095)
+    certs = tls.certificates(tmp_path)
     props = kraft.node_properties(
-        0, ports, voters="v", nodes=1, log_dir=tmp_path, keystore=keystore, password="pw"
+        0, ports, voters="v", nodes=1, log_dir=tmp_path, certs=certs, password="pw"
     )
     assert "SASL_SSL://127.0.0.1:9094" in props["advertised.listeners"]
+    assert "SSL://127.0.0.1:9095" in props["advertised.listeners"]
+    assert props["listener.name.ssl.ssl.client.auth"] == "required"
+    assert props["listener.name.ssl.ssl.truststore.location"] == str(certs.ca)
     assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"
     assert 'user_siyu="pw"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
-    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(keystore)
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(certs.keystore)
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
 
 

@@ -289,7 +289,7 @@ class KafkaCluster:
         fresh = state is None
         if state is None:
             state = datadir.new_state(len(self.nodes), self.sasl)
-        self._write_configs(state.get("password"))
+        self._write_configs(state.get("password", ""))
         if fresh:
             self._format(jvm, state)
             datadir.write_state(self.data_dir, state)
@@ -335,7 +335,7 @@ class KafkaCluster:
             "siyu.kafka.log": log,
         }
 
-    def _write_configs(self, password: str | None) -> None:
+    def _write_configs(self, password: str) -> None:
         certs = tls.make_certificates(self.data_dir / "tls") if self.sasl else None
         voters = ",".join(f"{n.index}@127.0.0.1:{n.ports.controller}" for n in self.nodes)
         for node in self.nodes:
@@ -345,9 +345,8 @@ class KafkaCluster:
                 voters=voters,
                 nodes=len(self.nodes),
                 log_dir=node.directory / "data",
-                keystore=certs.keystore if certs else None,
+                certs=certs,
                 password=password,
-                truststore=certs.ca if certs else None,
             )
             kraft.write_properties(node.config, props)
 

@@ -47,20 +47,17 @@ def node_properties(
     voters: str,
     nodes: int,
     log_dir: Path,
-    keystore: Path | None,
-    password: str | None = None,
-    truststore: Path | None = None,
+    certs: tls.Certificates | None,
+    password: str = "",
 ) -> dict[str, str]:
-    """server.properties of node `node_id`; `keystore` (PEM) adds the SASL_SSL listener,
-    where the client user logs in with `password`; `truststore` (the CA's PEM) adds the
-    mutual-TLS listener, which takes clients with a certificate it signed."""
+    """server.properties of node `node_id`; `certs` add the SASL_SSL listener, where the
+    client user logs in with `password`, and the mutual-TLS listener, which takes clients
+    with a certificate the CA signed."""
     replicas = min(nodes, 3)
     min_isr = max(1, replicas - 1)  # 1 node: 1; 3 nodes: 2, so that one node may fail
     listeners = [f"PLAINTEXT://127.0.0.1:{ports.client}"]
-    if keystore is not None:
-        listeners.append(f"SASL_SSL://127.0.0.1:{ports.sasl}")
-    if keystore is not None and truststore is not None:
-        listeners.append(f"SSL://127.0.0.1:{ports.ssl}")
+    if certs is not None:
+        listeners += [f"SASL_SSL://127.0.0.1:{ports.sasl}", f"SSL://127.0.0.1:{ports.ssl}"]
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
@@ -92,28 +89,23 @@ def node_properties(
         "broker.heartbeat.interval.ms": "1000",
         "broker.session.timeout.ms": "4000",
     }
-    if keystore is not None:
-        prefix = "listener.name.sasl_ssl."
+    if certs is not None:
+        prefix, mutual = "listener.name.sasl_ssl.", "listener.name.ssl."
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
         # the server side of SCRAM needs the login module, without credentials (they are
         # in the metadata); PLAIN's lists the users with their passwords
-        jaas = {m: scram for m in SCRAM_MECHANISMS}
-        if password is not None:
-            jaas["PLAIN"] = f'{plain} user_{SASL_USER}="{password}";'
+        jaas = dict.fromkeys(SCRAM_MECHANISMS, scram)
+        jaas["PLAIN"] = f'{plain} user_{SASL_USER}="{password}";'
         props |= {
             "sasl.enabled.mechanisms": ",".join(jaas),
             **{f"{prefix}{m.lower()}.sasl.jaas.config": config for m, config in jaas.items()},
             f"{prefix}ssl.keystore.type": "PEM",
-            f"{prefix}ssl.keystore.location": str(keystore),
-        }
-    if keystore is not None and truststore is not None:
-        mutual = "listener.name.ssl."
-        props |= {
+            f"{prefix}ssl.keystore.location": str(certs.keystore),
             f"{mutual}ssl.keystore.type": "PEM",
-            f"{mutual}ssl.keystore.location": str(keystore),
+            f"{mutual}ssl.keystore.location": str(certs.keystore),
             f"{mutual}ssl.truststore.type": "PEM",
-            f"{mutual}ssl.truststore.location": str(truststore),
+            f"{mutual}ssl.truststore.location": str(certs.ca),
             f"{mutual}ssl.client.auth": "required",
         }
     return props

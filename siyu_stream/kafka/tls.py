@@ -70,7 +70,11 @@ def make_certificates(directory: Path) -> Certificates:
     (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     sign = "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem"
     _openssl(directory, *sign.split(), "-days", _DAYS, "-extfile", "client.ext")
-    for secret in (directory / "ca.key", directory / "broker.key", found.keystore):
+    for secret in (
+        directory / "ca.key",
+        directory / "broker.key",
+        found.keystore,
+        found.client_key,
+    ):
         secret.chmod(0o600)
-    found.client_key.chmod(0o600)
     return found
