@@ -89,7 +89,7 @@ demo: $(STAMP) kafka-jars
 	$(BIN)/siyu-stream demo
 
 # benchmarks (not tests): writes bench/results.{json,md} and the README's Performance section;
-# the extra `bench` adds faust-streaming, the peer bench/faust_bench.py measures against
+# the extra `bench` adds faust-streaming, the peer bench/live_bench.py measures against
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)

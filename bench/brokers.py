@@ -1,9 +1,5 @@
-"""The broker the live benchmarks run on, and what they ask of it through a Kafka client.
-
-A broker kind is a function in BROKERS that starts one on an empty data dir and returns it;
-`broker(name, kind)` runs it for a block. The benches use only `Broker`'s members, so a
-second kind (Apache Kafka) plugs in there, beside noida-db, and every script's --broker.
-"""
+"""The broker the live benchmarks run on (BROKERS: `kafka`, a 1-node Apache Kafka cluster,
+or `noida-db`; every script's --broker), and what they ask of it through a Kafka client."""
 
 from __future__ import annotations
 
@@ -20,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from common import CACHE, log, rel
 
 from siyu_stream.kafka.admin import ensure_topics
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.kafka.client import client_options
 from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.settings import KafkaConnection, Settings
@@ -34,32 +31,33 @@ class Broker(Protocol):
     def bootstrap(self) -> str: ...
 
     @property
-    def pid(self) -> int | None: ...  # its process, whose CPU the benches report (None: not)
+    def pid(self) -> int | None: ...  # the process whose CPU the benches report
 
-    def restart(self) -> None: ...  # on the same data (recovery_bench: after a SIGKILL)
+    def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
 
-def noida_db(data: Path) -> Broker:
-    broker = LocalBroker(data)
-    broker.start()
-    return broker
+class Kafka(KafkaCluster):
+    @property
+    def pid(self) -> int | None:
+        return self.node_pids[0]  # the JVM
 
 
-BROKERS: dict[str, Callable[[Path], Broker]] = {"noida-db": noida_db}
+BROKERS: dict[str, Callable[[Path], Broker]] = {"kafka": Kafka, "noida-db": LocalBroker}
 
 
 @contextlib.contextmanager
-def broker(name: str, kind: str = "noida-db") -> Iterator[Broker]:
+def broker(name: str, kind: str) -> Iterator[Broker]:
     data = CACHE / f"broker-{name}"
     shutil.rmtree(data, ignore_errors=True)
-    started = BROKERS[kind](data)
-    log(f"{kind} pid {started.pid} on {started.bootstrap} ({rel(data)})")
+    b = BROKERS[kind](data)
+    b.start()
+    log(f"{kind} pid {b.pid} on {b.bootstrap} ({rel(data)})")
     try:
-        yield started
+        yield b
     finally:
-        started.stop()
+        b.stop()
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -68,15 +66,15 @@ async def app(
 ) -> tuple[Settings, Topology]:
     """An app's settings and topology on `broker`, its topics created."""
     s = Settings(
-        broker.bootstrap,
-        app_id,
-        prefix,
-        PARTITIONS,
+        broker=broker.bootstrap,
+        app_id=app_id,
+        topic_prefix=prefix,
+        partitions=PARTITIONS,
         guarantee=guarantee,
         api_auth=False,
         web_port=0,
     )
-    await ensure_topics(KafkaConnection(broker.bootstrap), Topology(s).specs())
+    await ensure_topics(s.kafka, Topology(s).specs())
     return s, Topology(s)
 
 
@@ -86,22 +84,20 @@ def partitions(topics: Iterable[str]) -> list[TopicPartition]:
 
 @contextlib.asynccontextmanager
 async def consumer(bootstrap: str, **config: Any) -> AsyncIterator[AIOKafkaConsumer]:
-    """A started consumer outside any group, stopped on the way out."""
-    started = AIOKafkaConsumer(
-        **client_options(KafkaConnection(bootstrap)), enable_auto_commit=False, **config
-    )
-    await started.start()
+    """A started consumer outside any group."""
+    c = AIOKafkaConsumer(**client_options(KafkaConnection(bootstrap)), **config)
+    await c.start()
     try:
-        yield started
+        yield c
     finally:
-        await started.stop()
+        await c.stop()
 
 
 async def produce_all(
     bootstrap: str, records: Iterable[tuple[str, bytes, bytes, int | None]], batch_bytes: int
 ) -> None:
-    """Send (topic, key, value, partition) records as fast as the broker takes them, at
-    most 10,000 unacknowledged: benchmark set-up, not a measured figure."""
+    """Send (topic, key, value, partition) records as fast as the broker takes them, at most
+    10,000 unacknowledged: set-up, not a measured figure."""
     producer = AIOKafkaProducer(
         **client_options(KafkaConnection(bootstrap)),
         linger_ms=20,
@@ -121,16 +117,17 @@ async def produce_all(
         await producer.stop()
 
 
+async def ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    async with consumer(bootstrap) as c:
+        return dict(await c.end_offsets(partitions(topics)))
+
+
 async def wait_consumed(
     bootstrap: str, group: str, topics: list[str], outputs: list[str], stall: float | None
 ) -> tuple[float, dict[str, Any]]:
-    """(monotonic time the run ended, how): the group's committed offsets reached the ends
-    of `topics` ("consumed"), or, with `stall`, neither they nor the ends of `outputs` moved
-    for that many seconds ("stalled", with the lag: Faust stops committing after a gap).
-
-    Two requests per poll (three with `stall`), every 50 ms (100): light enough not to load
-    the broker that the consumers under test share the CPU with.
-    """
+    """(monotonic time the run ended, how): the group's committed offsets reached the ends of
+    `topics` ("consumed"), or, with `stall`, neither they nor the ends of `outputs` moved for
+    that many seconds ("stalled", with the lag: Faust stops committing after a gap)."""
     tps, out_tps = partitions(topics), partitions(outputs)
     admin = AIOKafkaAdminClient(**client_options(KafkaConnection(bootstrap)))
     await admin.start()
@@ -138,10 +135,10 @@ async def wait_consumed(
         async with consumer(bootstrap) as c:
             deadline, seen, moved = time.monotonic() + GIVE_UP, None, time.monotonic()
             while (now := time.monotonic()) < deadline:
-                ends = await c.end_offsets(tps)
+                end = await c.end_offsets(tps)
                 offsets = await admin.list_consumer_group_offsets(group)
                 committed = {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
-                if (lag := sum(max(ends[tp] - committed[tp], 0) for tp in tps)) == 0:
+                if (lag := sum(max(end[tp] - committed[tp], 0) for tp in tps)) == 0:
                     return now, {"ended": "consumed", "lag": 0}
                 if stall is not None:
                     written = sum((await c.end_offsets(out_tps)).values())
@@ -160,26 +157,19 @@ async def wait_consumed(
 async def read(
     bootstrap: str, topics: list[str], start: dict[TopicPartition, int] | None = None
 ) -> list[Any]:
-    """Every committed record of `topics`, from `start` (an offset per partition; default:
-    their beginnings) to their current ends, in offset order per partition."""
+    """Every committed record of `topics` from `start` (default: their beginnings) to their
+    current ends."""
     tps = partitions(topics)
     async with consumer(bootstrap, isolation_level="read_committed") as c:
-        ends = await c.end_offsets(tps)
+        end = await c.end_offsets(tps)
         start = start or await c.beginning_offsets(tps)
         c.assign(tps)
         for tp in tps:
             c.seek(tp, start[tp])
         records: list[Any] = []
-        left = {tp for tp in tps if ends[tp] > start[tp]}
+        left = {tp for tp in tps if end[tp] > start[tp]}
         while left:
-            batch = await c.getmany(*left, timeout_ms=1000, max_records=10_000)
-            for tp, msgs in batch.items():
+            for msgs in (await c.getmany(*left, timeout_ms=1000)).values():
                 records += msgs
-                if msgs and msgs[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
+            left = {tp for tp in left if await c.position(tp) < end[tp]}  # past tx markers
         return records
-
-
-async def ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    async with consumer(bootstrap) as c:
-        return dict(await c.end_offsets(partitions(topics)))

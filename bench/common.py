@@ -1,8 +1,6 @@
 """What every benchmark script shares: paths, commands, its command line, statistics, machine
-facts and /proc readings.
-
-The benchmarks are not tests: they assert nothing about time. Each script prints one JSON
-object on stdout (its figures) and logs progress on stderr; `bench/run.py` runs them all.
+facts and /proc readings. The benchmarks assert nothing about time: each script prints one
+JSON object on stdout (its figures) and logs on stderr; `bench/run.py` runs them all.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -19,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +29,13 @@ SIM_RATE = 1_000
 
 
 def rel(path: Path | str) -> str:
-    """A path as the README should show it: relative to the project root when possible."""
+    """A path relative to the project root when it is under it."""
     p = Path(path).resolve()
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def command(*argv: object) -> str:
-    """The shell command for `argv`, with the venv's python shown as `.venv/bin/python`."""
+    """The shell command for `argv`, the venv's python shown as `.venv/bin/python`."""
     parts = [".venv/bin/python" if str(a) == PYTHON else str(a) for a in argv]
     return shlex.join(rel(a) if a.startswith(str(ROOT) + "/") else a for a in parts)
 
@@ -48,36 +45,28 @@ def log(message: str) -> None:
 
 
 def run_json(argv: list[str], *, timeout: float) -> dict[str, Any]:
-    """Run a benchmark script in a fresh interpreter; return the JSON it printed."""
+    """Run a benchmark script in a fresh interpreter; the JSON it printed, with its command."""
     log("$ " + command(*argv))
     proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, timeout=timeout, check=False)
     if proc.returncode != 0:
         msg = f"{command(*argv)} exited with {proc.returncode}"
         raise RuntimeError(msg)
-    result: dict[str, Any] = json.loads(proc.stdout)
-    result.setdefault("command", command(*argv))
-    return result
+    return {**json.loads(proc.stdout), "command": command(*argv)}
 
 
-Commands = dict[str, tuple[Callable[..., Any], dict[str, Any]]]
-"""A script's commands: name -> (function or coroutine function, its options)."""
-
-
-def script_main(doc: str | None, commands: Commands) -> None:
-    """`SCRIPT COMMAND [OPTIONS]`: runs the command's function on the parsed arguments and
-    prints what it returns as JSON. Options are `{name: default}`: a name without `--` is
-    positional, `...` a required text, False a flag, None a text; else the default's type.
-    A script with one command names it ""."""
+def script_main(
+    doc: str | None, commands: dict[str, tuple[Callable[..., Any], dict[str, Any]]]
+) -> None:
+    """`SCRIPT COMMAND [OPTIONS]`: runs the command's function (or coroutine function) on the
+    parsed arguments and prints what it returns as JSON. Options are `{name: default}`: a
+    name without `--` is positional, `...` required, False a flag, None a text; else the
+    default's type."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    if list(commands) == [""]:  # a script with one command: no name to give
-        parsers = {"": parser}
-    else:
-        sub = parser.add_subparsers(dest="cmd", required=True)
-        parsers = {name: sub.add_parser(name) for name in commands}
+    sub = parser.add_subparsers(dest="cmd", required=True)
     for name, (func, options) in commands.items():
-        p = parsers[name]
+        p = sub.add_parser(name)
         for flag, default in options.items():
             if not flag.startswith("--"):
                 p.add_argument(flag)
@@ -108,22 +97,23 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def machine() -> dict[str, Any]:
-    model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-    total = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    from siyu_stream.kafka.jvm import find_java, jars_dir, kafka_version  # noqa: PLC0415
+
+    def first(pattern: str, path: str) -> str:
+        found = re.search(pattern, Path(path).read_text(), re.M)
+        return found.group(1).strip() if found else "unknown"
+
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
-    packages = {}
-    for name in ("aiokafka", "orjson", "noida-db", "fastjsonschema", "pyinstrument"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = "not installed"
+    packages = {p: version(p) for p in ("aiokafka", "orjson", "noida-db", "faust-streaming")}
+    java = find_java()
     return {
         "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints
-        "cpu_model": model.group(1).strip() if model else platform.processor() or "unknown",
-        "ram_gib": round(int(total.group(1)) / 1024 / 1024, 1) if total else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        "cpu_model": first(r"^model name\s*:\s*(.+)$", "/proc/cpuinfo"),
+        "ram_gib": round(int(first(r"^MemTotal:\s*(\d+) kB", "/proc/meminfo")) / 2**20, 1),
+        "python": sys.version.split()[0],
+        "kafka": kafka_version(jars_dir()),
+        "java": java[1].splitlines()[0] if java else "none",
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "packages": packages,
         "git_commit": commit.strip() or "unknown",

@@ -3,22 +3,14 @@
     FAUST_PEER_BROKER=127.0.0.1:P FAUST_PEER_APP_ID=ID FAUST_PEER_PREFIX=siyu \\
     FAUST_PEER_OUT=TOPIC FAUST_PEER_READY=FILE python bench/faust_peer.py worker --without-web
 
-One agent reads the worker's input topics (`<prefix>.orders`, `.chats`, `.joins`, keyed by
-customer), keeps each customer's `state.dumps` bytes in a Faust table (memory store,
-changelog `<app id>-customers-changelog`), applies the worker's pure rule core
-(`rules.apply_event`) and sends each action's `to_json()` to FAUST_PEER_OUT; invalid events
-go to `<prefix>.faust-deadletter`. At-least-once, with the settings that worked on noida-db
-(Faust's exactly_once processes nothing there). Touches FAUST_PEER_READY when a rebalance
-ends with partitions assigned.
-
-To stay a fair peer for throughput and restart loss rather than a second runtime, it does
-not merge the inputs by stream time (it applies records in the order Faust hands them over,
-each at its own `occurred_at`), fire timers (none is due in a run: the events are stamped
-with the time they are sent), send referral credits, nor serve metrics or an API. It shares
-with the worker: decoding and schema checks, the wall-clock bound on event times,
-de-duplication by event id in the state, the contact policy and action ids, so that
-bench/faust_bench.py can count doubles by action id and losses by the event ids the final
-table states have seen.
+One agent reads the worker's input topics, keeps each customer's `state.dumps` bytes in a
+Faust table (memory store, changelog `<app id>-customers-changelog`, as the worker's), applies
+the pure rule core (`rules.apply_event`) and sends each action's JSON to FAUST_PEER_OUT;
+invalid events go to `<prefix>.faust-deadletter`. At-least-once. Touches FAUST_PEER_READY
+once a rebalance ends with partitions assigned. A peer for throughput and restart loss, not a
+second runtime: no merge by stream time, timers (none is due in a run), referral credits,
+metrics or API; it shares decoding, schema checks, the wall-clock bound on event times,
+de-duplication by event id in the state, the contact policy and action ids.
 """
 
 from __future__ import annotations

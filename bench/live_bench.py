@@ -1,21 +1,20 @@
-"""Live benchmarks on a local broker (bench/brokers.py; noida-db unless --broker).
+"""Live benchmarks on a local broker (bench/brokers.py: --broker kafka or noida-db).
 
-    live_bench.py throughput [--events N] [--repeat R] [--workload sim|first-purchase]
-        pre-produce N events (re-stamped to now), then, per repetition, time raw aiokafka
-        consume->produce, one worker and two workers, under both guarantees, each in a new
-        consumer group over the same input: from ready until the group's committed offsets
-        reach the ends of the input (and command) topics.
-    live_bench.py latency --guarantee G --rates R1,R2,... [--seconds S]
-        one worker; first paid purchases of new customers at fixed rates, each stamped with
-        its send time; latency = arrival of its first action (read_committed, matched by
-        cause_event_id) minus the send time.
-    live_bench.py profile [--events N]
-        one worker under cProfile over N pre-produced simulator events: its CPU by function
-        and by area (siyu_stream, aiokafka, asyncio, ...).
-    live_bench.py idle [--seconds S]
-        CPU used by an idle aiokafka consumer and by an idle worker (nothing to read).
-
-Every broker and worker started here is stopped before the script exits.
+live_bench.py throughput [--events N] [--repeat R] [--workload sim|first-purchase]
+        [--modes raw1,worker1,worker2,faust1] [--guarantees G1,G2]
+    pre-produce N events (stamped now), then, per repetition, time each mode under each
+    guarantee (the Faust peer: at_least_once only), each in a new consumer group over
+    the same input: from ready until its committed offsets reach the input's ends.
+live_bench.py latency --guarantee G --rates R1,R2,... [--seconds S]
+    one worker; first purchases of new customers at fixed rates; latency = arrival of
+    the first action (read_committed, matched by cause_event_id) minus the send time.
+live_bench.py restart [--events N] [--repeat R] [--stop-at F]
+    per app (Faust peer, worker; at_least_once): a clean run, then R runs stopped with
+    SIGTERM once F of the clean run's actions are out, restarted in the same group and
+    left to finish: events lost (applied by the clean run, in no final state of this
+    one) and action ids written twice.
+live_bench.py idle [--seconds S]
+    CPU used by an idle aiokafka consumer and by an idle worker, and the broker's.
 """
 
 from __future__ import annotations
@@ -23,117 +22,69 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import pstats
 import time
-from collections.abc import Callable
+from collections import Counter
 from typing import Any
 
 import orjson
+import procs
 from aiokafka import AIOKafkaProducer
-from brokers import app, broker, consumer, partitions, wait_consumed
-from common import CACHE, cpu_seconds, log, percentile, rel, script_main
-from procs import WorkerProc, first_purchase, preproduce, running, summarize, time_consumer
+from brokers import app, broker, consumer, ends, partitions, read, wait_consumed
+from common import log, percentile, script_main
+from procs import WorkerProc, first_purchase, prepare, preproduce, running, wait_ready
 
+from siyu_stream.core import state as state_format
+from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import digest
 from siyu_stream.kafka.client import client_options
-from siyu_stream.settings import Settings
-from siyu_stream.topology import Topology
-
-MODES = [
-    (kind, guarantee, workers)
-    for kind, workers in (("raw", 1), ("worker", 1), ("worker", 2))
-    for guarantee in ("at_least_once", "exactly_once")
-]
-"""(consumer, guarantee, processes) timed by `throughput`, in this order."""
+from siyu_stream.topology import INPUT_TYPES
 
 
 async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    modes = [m for m in MODES if f"{m[0]}{m[2]}" in args.modes.split(",")]
     prefix = "siyu" if args.workload == "sim" else args.workload.replace("-", "")
+    modes = [
+        (m[:-1], g, int(m[-1])) for g in args.guarantees.split(",") for m in args.modes.split(",")
+    ]
     with broker(f"throughput-{args.workload}", args.broker) as b:
-        per_topic = await preproduce(b, args.workload, prefix, args.events)
-        events = sum(per_topic.values())
+        events = await preproduce(b, args.workload, prefix, args.events)
         for rep in range(args.repeat):
-            for kind, guarantee, workers in modes:
-                if workers > 1 and rep >= args.repeat_scaling:
-                    continue
-                group = f"{prefix}-{kind}{workers}-{guarantee.split('_')[0]}-{rep}"
-                mode = (kind, guarantee, workers)
-                runs.append(await time_consumer(b, mode, group, events, prefix))
-    summary = summarize(runs)
+            for kind, g, n in modes:
+                if kind == "faust" and g != "at_least_once":
+                    continue  # Faust's exactly_once does not cover its sends
+                group = f"{prefix}-{kind}{n}-{g.split('_')[0]}-{rep}"
+                stall = args.stall if kind == "faust" else None
+                runs.append(
+                    await procs.time_consumer(b, (kind, g, n), group, events, prefix, stall)
+                )
+    summary = procs.summarize(runs)
     return {"workload": args.workload, "events": events, "summary": summary, "runs": runs}
 
 
-async def profile(args: argparse.Namespace) -> dict[str, Any]:
-    """One worker under cProfile over pre-produced simulator events: where live CPU goes."""
-    out = CACHE / "profile-worker.prof"
-    out.unlink(missing_ok=True)
-    with broker("profile-worker", args.broker) as b:
-        events = sum((await preproduce(b, "sim", "siyu", args.events)).values())
-        s, topology = await app(b, "profiled", args.guarantee)
-        async with running([WorkerProc(s, "profiled", profile=out)]):
-            topics = [*topology.inputs, topology.commands]
-            await wait_consumed(b.bootstrap, s.app_id, topics, [], None)
-    stats = pstats.Stats(str(out))
-    total = stats.total_tt  # type: ignore[attr-defined]  # set by Stats, not in the stubs
-    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
-    by_area: dict[str, float] = {}
-    for (file, _, name), (_, _, tottime, _, _) in rows:
-        by_area[_area(file, name)] = by_area.get(_area(file, name), 0.0) + tottime
-    log(f"worker profile over {events:,} events: {total:.1f} s profiled")
-    return {
-        "events": events,
-        "profiler": "cProfile (deterministic; slows the worker, so no rate is reported)",
-        "profiled_seconds": total,
-        "top_self": [
-            {"function": name, "where": f"{rel(file)}:{line}", "percent": 100 * tottime / total}
-            for (file, line, name), (_, _, tottime, _, _) in rows[: args.top]
-        ],
-        "by_area_percent": {k: 100 * v / total for k, v in sorted(by_area.items())},
-        "profile_file": rel(out),
-    }
-
-
-def _area(file: str, name: str) -> str:
-    """Where a profiled function belongs; C functions have no file, only a name."""
-    if "epoll" in name:
-        return "waiting for the broker (epoll)"
-    if file == "<string>" and name.startswith("validate_"):
-        return "fastjsonschema (generated validators)"
-    if "orjson" in name:
-        return "orjson"
-    areas = ("siyu_stream", "aiokafka", "asyncio", "prometheus_client")
-    return next((a for a in areas if a in file), "other (stdlib, builtins, C)")
-
-
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
-    results = []
+    levels = []
     with broker(f"latency-{args.guarantee}", args.broker) as b:
         s, topology = await app(b, f"lat-{args.guarantee.split('_')[0]}", args.guarantee)
         async with running([WorkerProc(s, f"latency-{args.guarantee}")]):
             for i, rate in enumerate(float(r) for r in args.rates.split(",")):
-                results.append(await latency_at(s, topology, rate, args, f"r{i}"))
-    return {"guarantee": args.guarantee, "levels": results}
-
-
-FETCH_PAUSE = 0.005
+                levels.append(await latency_at(s, topology.outputs, rate, args, f"r{i}"))
+    return {"guarantee": args.guarantee, "levels": levels}
 
 
 async def latency_at(
-    s: Settings, topology: Topology, rate: float, args: argparse.Namespace, tag: str
+    s: Any, topics: list[str], rate: float, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
-    outputs = partitions(topology.outputs)
+    outputs = partitions(topics)
     cpu_started, wall_started = time.process_time(), time.monotonic()
     sent: dict[str, float] = {}
     latencies: list[float] = []
     measured_from = time.monotonic() + args.warmup
-    stop_sending = asyncio.Event()
+    done = asyncio.Event()
 
     async def consume(c: Any) -> None:
-        # noida-db answers fetches at once, so an always-fetching consumer spins on a core
-        # that the worker and the broker need (measured: 0.7 cores in this generator).
-        # Fetch in short windows with a pause between: a measured latency can only grow,
-        # by at most FETCH_PAUSE.
+        # fetch in short windows with 5 ms pauses: a consumer that always fetches spins on a
+        # core the worker and broker need (noida-db answers fetches at once); a latency can
+        # only grow by the pause
         while True:
             batch = await c.getmany(timeout_ms=5, max_records=10_000)
             c.pause(*outputs)
@@ -142,13 +93,12 @@ async def latency_at(
                 t0 = sent.pop(orjson.loads(m.value).get("cause_event_id"), None)
                 if t0 is not None and t0 >= measured_from:
                     latencies.append(1000 * (now - t0))
-            if stop_sending.is_set() and not sent:
+            if done.is_set() and not sent:
                 return
-            await asyncio.sleep(FETCH_PAUSE)
+            await asyncio.sleep(0.005)
             c.resume(*outputs)
 
     async def send(producer: AIOKafkaProducer) -> tuple[int, float]:
-        """(events sent, seconds they took)"""
         n, started = 0, time.monotonic()
         while (now := time.monotonic()) < started + args.warmup + args.seconds:
             for _ in range(max(int((now - started) * rate) - n, 0)):
@@ -160,9 +110,8 @@ async def latency_at(
             await asyncio.sleep(0.002)
         return n, time.monotonic() - started
 
-    read = {"isolation_level": "read_committed", "fetch_max_wait_ms": 10}
     producer = AIOKafkaProducer(**client_options(s.kafka), acks="all")
-    async with consumer(s.broker, **read) as c:
+    async with consumer(s.broker, isolation_level="read_committed", fetch_max_wait_ms=10) as c:
         c.assign(outputs)
         await c.seek_to_end(*outputs)
         for tp in outputs:
@@ -172,7 +121,7 @@ async def latency_at(
         try:
             total, sending = await send(producer)
             await producer.flush()
-            stop_sending.set()
+            done.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), timeout=30)
         finally:
@@ -182,83 +131,102 @@ async def latency_at(
             await producer.stop()
     lat = sorted(latencies)
     result = {
-        "target_rate": rate,
-        "achieved_send_rate": total / sending,
-        "sent": total,
-        "measured": len(lat),
-        "unmatched_after_30s": len(sent),
+        **{"target_rate": rate, "achieved_send_rate": total / sending, "sent": total},
+        **{"measured": len(lat), "unmatched_after_30s": len(sent)},
         **{f"p{q}_ms": percentile(lat, q) for q in (50, 95, 99)},
         "max_ms": lat[-1] if lat else float("nan"),
-        # the load generator's own share of a core: it competes with the worker and broker
+        # the load generator's share of a core: it competes with the worker and the broker
         "generator_cores": (time.process_time() - cpu_started) / (time.monotonic() - wall_started),
     }
     log(
-        f"latency {s.guarantee} @ {rate:,.0f}/s (sent {total / sending:,.0f}/s): p50 "
-        f"{result['p50_ms']:.0f} p95 {result['p95_ms']:.0f} p99 {result['p99_ms']:.0f} ms; "
-        f"{len(sent)} unmatched"
+        f"latency {s.guarantee} @ {rate:,.0f}/s: p50 {result['p50_ms']:.0f} p99 "
+        f"{result['p99_ms']:.0f} ms; {len(sent)} unmatched"
     )
     return result
 
 
-async def idle(args: argparse.Namespace) -> dict[str, Any]:
-    """CPU used by consumers with nothing to read: a plain aiokafka consumer, and a worker."""
-    out: dict[str, Any] = {"seconds": args.seconds}
-
-    async def cores(who: str, cpu: Callable[[], float], pid: int | None, wait: Any) -> None:
-        """`who`'s CPU and the broker's while `wait` runs, in cores."""
-        t0, c0, b0 = time.monotonic(), cpu(), cpu_seconds(pid)
-        await wait
-        elapsed = time.monotonic() - t0
-        out[f"{who}_cores"] = (cpu() - c0) / elapsed
-        out[f"broker_cores_for_{who}"] = (cpu_seconds(pid) - b0) / elapsed
-
-    async def poll(c: Any) -> None:
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            await c.getmany(timeout_ms=1000)
-
-    with broker("idle", args.broker) as b:
-        s, topology = await app(b, "idle")
-        tps = partitions(topology.inputs)
-        # default fetch_max_wait_ms=500: the broker should hold an empty fetch that long
-        async with consumer(s.broker, isolation_level="read_committed") as c:
-            c.assign(tps)
-            await c.seek_to_end(*tps)
-            await c.getmany(timeout_ms=500)
-            await cores("plain_consumer", time.process_time, b.pid, poll(c))
-        worker = WorkerProc(s, "idle")
-        async with running([worker]):
-            await asyncio.sleep(1.0)
-            await cores("idle_worker", worker.cpu, b.pid, asyncio.sleep(args.seconds))
-    plain, busy = out["plain_consumer_cores"], out["idle_worker_cores"]
-    log(f"idle: plain consumer {plain:.2f} cores, idle worker {busy:.2f} cores")
-    return out
+async def restart(args: argparse.Namespace) -> dict[str, Any]:
+    apps: dict[str, Any] = {}
+    with broker("restart", args.broker) as b:
+        events = await preproduce(b, "sim", "siyu", args.events)
+        inputs: dict[str, tuple[bytes, bytes]] = {}  # event id -> (key, digest of the id)
+        for m in await read(b.bootstrap, [f"siyu.{name}" for name in INPUT_TYPES]):
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                if isinstance(event_id := orjson.loads(m.value).get("event_id"), str):
+                    inputs[event_id] = (m.key or b"", digest(event_id))
+        # a final state has seen every event it applied while the customer has no more
+        # events than the de-duplication window
+        assert max(Counter(k for k, _ in inputs.values()).values()) <= Rules().engine.dedup_window
+        for kind in args.apps.split(","):
+            clean = await one_run(b, kind, f"siyu-rs-{kind}-clean", None, inputs, args)
+            applied, runs = clean.pop("applied"), []
+            for rep in range(args.repeat):
+                stop_after = max(1, int(clean["actions"] * args.stop_at))
+                run = await one_run(b, kind, f"siyu-rs-{kind}-{rep}", stop_after, inputs, args)
+                lost = sorted(applied - run.pop("applied"))
+                runs.append(run | {"events_lost": len(lost), "events_lost_sample": lost[:5]})
+                log(f"{kind} restart {rep}: {len(lost)} lost, {run['doubled']} doubled")
+            apps[kind] = {"clean_applied": len(applied), **clean, "runs": runs}
+    return {"events": events, "stop_at": args.stop_at, "apps": apps}
 
 
-def main() -> None:
-    on = {"--broker": "noida-db"}
+async def one_run(
+    b: Any, kind: str, group: str, stop_after: int | None, inputs: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The app in a new group until it has consumed everything, stopped with SIGTERM once
+    `stop_after` actions are out and started again; what it applied and wrote."""
+    launch, topics, outputs = await prepare(b, (kind, "at_least_once", 1), group, "siyu")
+    start = await ends(b.bootstrap, outputs)
+    [proc], how = launch(f"{group}-1"), {}
+
+    async def written() -> int:
+        return sum(n - start[tp] for tp, n in (await ends(b.bootstrap, outputs)).items())
+
+    try:
+        await wait_ready([proc])
+        while stop_after and await written() < stop_after:
+            await asyncio.sleep(0.05)
+        if stop_after:
+            proc.stop()
+            [proc] = launch(f"{group}-2")  # the same group: it resumes from its commits
+            await wait_ready([proc])
+        how = (await wait_consumed(b.bootstrap, group, topics, outputs, args.stall))[1]
+    except RuntimeError as exc:
+        if stop_after is None:
+            raise
+        how = {"ended": f"failed: {exc}"}
+    finally:
+        proc.stop()
+    actions = Counter(
+        orjson.loads(m.value)["action_id"] for m in await read(b.bootstrap, outputs, start)
+    )
+    changelog = {m.key: m.value for m in await read(b.bootstrap, [f"{group}-customers-changelog"])}
+    states = {k: state_format.loads(v) for k, v in changelog.items() if k and v}
+    return {
+        "applied": {e for e, (k, d) in inputs.items() if k in states and states[k].has_seen(d)},
+        **{"actions": len(actions), "doubled": sum(c > 1 for c in actions.values()), **how},
+    }
+
+
+if __name__ == "__main__":
+    on = {"--broker": "kafka", "--stall": 30.0}
     script_main(
         __doc__,
         {
             "throughput": (
                 throughput,
-                # --modes: of raw1, worker1, worker2; --repeat-scaling: of the 2-worker runs
-                {"--events": 200_000, "--repeat": 3, "--repeat-scaling": 1, "--workload": "sim"}
-                | {"--modes": "raw1,worker1,worker2", **on},
-            ),
-            "profile": (
-                profile,
-                {"--events": 100_000, "--guarantee": "at_least_once", "--top": 5, **on},
+                {"--events": 40_000, "--repeat": 2, "--workload": "sim", **on}
+                | {"--modes": "raw1,worker1,worker2", "--guarantees": "at_least_once,exactly_once"},
             ),
             "latency": (
                 latency,
-                {"--guarantee": "at_least_once", "--rates": "1000", "--seconds": 15.0}
+                {"--guarantee": "at_least_once", "--rates": "1000", "--seconds": 12.0}
                 | {"--warmup": 2.0, **on},
             ),
-            "idle": (idle, {"--seconds": 5.0, **on}),
+            "restart": (
+                restart,
+                {"--events": 10_000, "--repeat": 3, "--apps": "faust,worker", "--stop-at": 0.4}
+                | on,
+            ),
         },
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -2,12 +2,10 @@
 
     raw_pipe.py BROKER GROUP OUT_TOPIC READY_FILE GUARANTEE TOPIC [TOPIC ...]
 
-A group member writes each record of TOPICs (same key, same value) to OUT_TOPIC, up to
-2,000 records per poll like the worker. at_least_once: send the batch, wait for the acks,
-commit. exactly_once: a transaction per poll with one transactional producer, consumer in
-read_committed; the worker has a transactional producer per partition (fencing needs it),
-so the ratio includes the cost of that choice. Touches READY_FILE once partitions are
-assigned; runs until SIGTERM.
+Writes each record of TOPICs to OUT_TOPIC, up to 2,000 per poll like the worker.
+at_least_once: send the batch, wait for the acks, commit. exactly_once: a transaction per
+poll with one transactional producer (the worker has one per partition: the ratio includes
+that choice). Touches READY_FILE once partitions are assigned; runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -55,8 +53,7 @@ async def main(
         **client_options(KafkaConnection(broker)), acks="all", enable_idempotence=True, **tx
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await producer.start()
     await consumer.start()
     consumer.subscribe(topics, listener=Ready(ready))
@@ -66,20 +63,17 @@ async def main(
             if not batch:
                 continue
             offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
+            records = [m for msgs in batch.values() for m in msgs]
             if eos:
                 async with producer.transaction():
-                    for msgs in batch.values():
-                        for m in msgs:
-                            await producer.send(out, m.value, key=m.key)
+                    for m in records:
+                        await producer.send(out, m.value, key=m.key)
                     committed = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                     await producer.send_offsets_to_transaction(committed, group)
             else:
-                futures = [
-                    await producer.send(out, m.value, key=m.key)
-                    for msgs in batch.values()
-                    for m in msgs
-                ]
-                await asyncio.gather(*futures)
+                await asyncio.gather(
+                    *[await producer.send(out, m.value, key=m.key) for m in records]
+                )
                 await consumer.commit(offsets)
     finally:
         await consumer.stop()

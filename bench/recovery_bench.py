@@ -1,13 +1,10 @@
-"""Recovery benchmark on a local broker (bench/brokers.py; noida-db unless --broker).
+"""Recovery benchmark on a local broker (bench/brokers.py: --broker kafka or noida-db).
 
-    recovery_bench.py --states FILE --sizes 0,100000,... [--store rocksdb] [--shift] [--warm]
-        write N customer states straight into a new app's changelog (on the partition the
-        worker would use), start one worker and time its restore from its log ("partition N
-        assigned: K changelog records restored") and start -> ready; --warm restarts it on
-        its data dir (RocksDB keeps what it applied); --shift moves the states' times to an
-        hour ago, so that their timers are not months overdue.
-
-Every broker and worker started here is stopped before the script exits.
+recovery_bench.py restore --states FILE --sizes 0,100000 [--store rocksdb] [--shift] [--warm]
+    write N customer states into a new app's changelog (on the partition the worker
+    would use), start one worker, time its restore from its log and start -> ready;
+    --warm starts it again on its data dir (RocksDB keeps what it applied); --shift
+    moves the states' times to an hour ago, so that their timers are not months overdue.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import asyncio
 import dataclasses
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +21,7 @@ from typing import Any
 
 from brokers import PARTITIONS, app, broker, produce_all
 from common import CACHE, log, rel, rss_bytes, script_main
-from procs import STOP_GRACE, WorkerProc, wait_ready
+from procs import WorkerProc, wait_ready
 
 from siyu_stream.core import state as state_format
 from siyu_stream.core.state import CustomerState
@@ -61,13 +57,9 @@ def log_time(line: str) -> float | None:
 
 
 def restore_spans(log_path: Path, changelog: str) -> tuple[int, list[float]]:
-    """(records restored, seconds per partition) from a worker's log.
-
-    Partitions are restored one after the other; each restore starts when its changelog
-    consumer is assigned the partition (aiokafka logs "Updating subscribed topics to:
-    frozenset({'<changelog>'})") and ends with the worker's "partition N assigned: K
-    changelog records restored" line, after the states are read and decoded.
-    """
+    """(records restored, seconds per partition) from a worker's log: each restore starts
+    when aiokafka logs "Updating subscribed topics to: frozenset({'<changelog>'})" and ends
+    with the worker's "partition N assigned: K changelog records restored"."""
     restored, spans = 0, []
     began: float | None = None
     for line in log_path.read_text(errors="replace").splitlines():
@@ -83,13 +75,10 @@ def restore_spans(log_path: Path, changelog: str) -> tuple[int, list[float]]:
 
 
 def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str, bytes]]:
-    """The same states with every time moved so that the latest `*_at` time is `latest`.
-
-    The states come from a replay of simulated January 2026 traffic: on the wall clock
-    every timer in them is months overdue and a worker would fire them all in its first
-    sweep. Shifted, they look like customers last seen an hour ago. Fields are found by
-    their annotations (`Millis`, lists and dicts of it, timers), so this follows the format.
-    """
+    """The same states with every time moved so that the latest `*_at` time is `latest`:
+    replayed from simulated January 2026 traffic, their timers are months overdue on the
+    wall clock. Fields are found by their annotations (`Millis`, lists and dicts of it,
+    timers), so this follows the format."""
     fields = [(f.name, str(f.type)) for f in dataclasses.fields(CustomerState)]
     decoded = [(k, state_format.loads(v)) for k, v in states]
     times = [name for name, kind in fields if name.endswith("_at") and "Millis" in kind]
@@ -113,40 +102,31 @@ def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str
     return out
 
 
-async def start_worker(s: Settings, name: str, data_dir: Path, timeout: float) -> dict[str, Any]:
-    """Start one worker on `s`, wait until ready, stop it; its restore figures.
-
-    A worker that is not ready within `timeout` is a result too (with its log), not a crash
-    of the benchmark: the other figures still get written.
-    """
+async def start_worker(
+    s: Settings, name: str, data_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Start one worker on `s`, wait until ready, stop it; its restore figures (a worker
+    not ready within `timeout` is a figure too, with its log)."""
     worker = WorkerProc(s, name, data_dir)
     result: dict[str, Any] = {"log": rel(worker.log_path)}
     try:
-        ready = await asyncio.wait_for(wait_ready([worker]), timeout)
+        ready = await asyncio.wait_for(wait_ready([worker]), args.ready_timeout)
         result["start_to_ready_seconds"] = ready - worker.started
         result["worker_rss_bytes"] = rss_bytes(worker.proc.pid)
-        result["worker_cpu_seconds"] = worker.cpu()
     except (TimeoutError, RuntimeError) as exc:
-        result["error"] = f"not ready {timeout:.0f} s after start ({exc or 'timeout'})"
+        result["error"] = f"not ready in {args.ready_timeout:.0f} s ({exc or 'timeout'})"
     finally:
-        stopping = time.monotonic()
-        worker.stop(grace=STOP_GRACE)
-        result["stop_seconds"] = time.monotonic() - stopping
+        worker.stop()
         result["stop_exit_code"] = worker.proc.returncode
     restored, spans = restore_spans(worker.log_path, Topology(s).changelog)
-    return result | {
-        "records_restored": restored,
-        "restore_seconds": sum(spans),
-        "restore_seconds_per_partition": spans,
-        "heartbeat_failures": worker.log_path.read_text(errors="replace").count("Heartbeat failed"),
-    }
+    return result | {"records_restored": restored, "restore_seconds": sum(spans)}
 
 
 async def recovery(args: argparse.Namespace) -> dict[str, Any]:
     states = read_states(Path(args.states))
     if args.shift:
         states = shift_states(states, wall_clock() - 3_600_000)
-    results = []
+    results: list[dict[str, Any]] = []
     with broker(f"recovery-{args.store}", args.broker) as b:
         for n in (int(x) for x in args.sizes.split(",")):
             name = f"rec-{args.store}-{n}"
@@ -154,37 +134,21 @@ async def recovery(args: argparse.Namespace) -> dict[str, Any]:
             s = dataclasses.replace(s, store=f"{args.store}://")
             data_dir = CACHE / f"worker-data-{name}"
             shutil.rmtree(data_dir, ignore_errors=True)
-            t = time.monotonic()
             await write_changelog(s, states, n)
-            log(f"changelog of {n:,} customers written in {time.monotonic() - t:.1f} s")
-            try:
-                cold = await start_worker(s, f"{name}-cold", data_dir, args.ready_timeout)
-                result = {"customers": n, **cold}
-                how = result.get("error", "ready")
-                log(f"recovery ({args.store}) of {n:,}: {cold['restore_seconds']:.1f} s, {how}")
-                if args.warm:
-                    if cold["stop_exit_code"] == -9:
-                        # a killed member never leaves the group, and noida-db then holds the
-                        # next rebalance for it (docs/design.md §8: restart the broker after a kill)
-                        b.restart()
-                        result["broker_restarted_before_warm"] = True
-                    # the same worker again on its data dir: RocksDB remembers what it applied
-                    warm = await start_worker(s, f"{name}-warm", data_dir, args.ready_timeout)
-                    result["warm"] = warm
-                    log(f"warm restart ({args.store}) of {n:,}: {warm['restore_seconds']:.1f} s")
-            finally:
-                shutil.rmtree(data_dir, ignore_errors=True)
+            result = {"customers": n, **await start_worker(s, f"{name}-cold", data_dir, args)}
+            if args.warm:  # the same worker again on its data dir
+                result["warm"] = await start_worker(s, f"{name}-warm", data_dir, args)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            log(f"restore ({args.store}) of {n:,}: {result['restore_seconds']:.1f} s")
             results.append(result)
-    base = next((r for r in results if r["customers"] == 0 and "worker_rss_bytes" in r), None)
     for r in results:
-        if base and r["customers"] and "worker_rss_bytes" in r:
-            rss = r["worker_rss_bytes"] - base["worker_rss_bytes"]
+        if r["customers"] and "worker_rss_bytes" in r and "worker_rss_bytes" in results[0]:
+            rss = r["worker_rss_bytes"] - results[0]["worker_rss_bytes"]
             r["rss_per_customer_bytes"] = rss / r["customers"]
-    source = {"source_states": rel(args.states), "distinct_source_states": len(states)}
-    return {"store": args.store, "shifted_to_now": args.shift, **source, "runs": results}
+    return {"store": args.store, "shifted_to_now": args.shift, "runs": results}
 
 
 if __name__ == "__main__":
     options = {"--states": ..., "--sizes": "0,100000", "--store": "memory", "--shift": False}
-    options |= {"--warm": False, "--ready-timeout": 90.0, "--broker": "noida-db"}
-    script_main(__doc__, {"": (recovery, options)})
+    options |= {"--warm": False, "--ready-timeout": 90.0, "--broker": "kafka"}
+    script_main(__doc__, {"restore": (recovery, options)})

@@ -1,21 +1,15 @@
-"""Replay benchmarks: core throughput, state size and memory, and profiles.
+"""Replay benchmarks: core throughput, state size and memory.
 
-replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--sizes]
-        [--dump-states FILE]
-    a raw JSON pipe over INPUT (each line orjson.loads, orjson.dumps: the floor of any
-    JSONL-in, JSONL-out tool), then one replay of INPUT (siyu_stream.replay.run.replay),
-    actions to a file: events/s and CPU per event of both, actions and timers fired, RSS,
-    customers. --until-days: as `replay --now END --until END+D days` (END: the last event
-    time), so every timer due within D days of the end fires; --partitions, --jobs: as
-    `replay`'s (--jobs: no customer, heap or memory figures, the engines live in the jobs).
-    --sizes: the serialized state size per customer; --dump-states: `customer<TAB>state`
-    lines (the changelog records a worker would write) for the recovery benchmark.
-replay_bench.py profile INPUT [--events N] [--until-days D]
-    pyinstrument over a replay of the first N events: the time per area of the replay path
-    and the top functions.
+replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--dump-states FILE]
+    a raw JSON pipe over INPUT (orjson.loads, orjson.dumps per line: the floor of any
+    JSONL-in, JSONL-out tool), then one replay of INPUT: events/s and CPU per event of both,
+    actions and timers fired; with one job also customers, RSS and state sizes.
+    --until-days: as `replay --now END --until END+D days` (END: the last event time);
+    --partitions, --jobs: as `replay`'s; --dump-states: `customer<TAB>state` lines (the
+    changelog records a worker would write) for the recovery benchmark.
 replay_bench.py processor [--events N]
-    the live worker's per-partition code (PartitionTask: decode, rules, output records,
-    changelog records, store) over N simulator events in batches of 2,000, no Kafka client.
+    the live worker's per-partition code (PartitionTask) over N simulator events in
+    batches of 2,000, no Kafka client.
 """
 
 from __future__ import annotations
@@ -23,12 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
-import itertools
 import resource
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,42 +109,25 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     rss_after = rss_bytes()
     events = sum(counts.events.values())
     result: dict[str, Any] = {
-        "input": rel(path),
-        "jobs": jobs,
-        "partitions": partitions,
-        "events": events,
-        "event_time_span_s": (last - first) / 1000,
-        "until_days_after_end": until_days,
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "events_per_s": events / seconds,
-        "cpu_us_per_event": 1e6 * cpu / events,
-        "pipe": pipe,
+        **{"input": rel(path), "jobs": jobs, "partitions": partitions, "events": events},
+        **{"event_time_span_s": (last - first) / 1000, "until_days_after_end": until_days},
+        **{"seconds": seconds, "cpu_seconds": cpu, "events_per_s": events / seconds},
+        **{"cpu_us_per_event": 1e6 * cpu / events, "pipe": pipe},
         "pipe_ratio": events / seconds / pipe["events_per_s"],
         "actions_per_event": sum(counts.by_kind().values()) / events,
         "timers_per_event": counts.timers_fired / events,
-        "counts": {"actions": dict(counts.by_kind()), "timers_fired": counts.timers_fired},
     }
-    rate = f"{events:,} events in {seconds:.1f} s = {events / seconds:,.0f}/s"
-    log(f"replay {rel(path)} --jobs {jobs}: {rate}, CPU {cpu:.1f} s")
+    log(f"replay {rel(path)} --jobs {jobs}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s")
     if jobs > 1:  # the engines lived in the job processes
         return result
     store = engines[0].store
     assert isinstance(store, MemoryStore)
+    sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
     result |= {
-        "customers": len(store.data),
-        "timer_heap_entries": sum(len(p.timers) for p in engines[0].partitions),
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
+        **{"customers": len(store.data), "rss_grew_bytes": rss_after - rss_before},
         "rss_per_customer_bytes": (rss_after - rss_before) / len(store.data),
+        "state_bytes": {"mean": sum(sizes) / len(sizes), "p99": percentile(sizes, 99)},
     }
-    if args.sizes:
-        sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
-        result["state_bytes"] = {
-            "mean": sum(sizes) / len(sizes),
-            **{f"p{q}": percentile(sizes, q) for q in (50, 99)},
-            "max": sizes[-1],
-        }
     if args.dump_states:
         with Path(args.dump_states).open("wb") as handle:
             for customer_id, state in store.data.items():
@@ -162,56 +135,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def profiled(fn: Callable[[], Any], interval: float, name: str, top: int) -> dict[str, Any]:
-    """`fn` under pyinstrument: its time by area and its top functions; the call tree in
-    bench/.cache/NAME.txt."""
-    from pyinstrument import Profiler  # noqa: PLC0415 - installed by bench/run.py
-
-    profiler = Profiler(interval=interval)
-    profiler.start()
-    fn()
-    profiler.stop()
-    assert profiler.last_session is not None
-    root = profiler.last_session.root_frame()
-    assert root is not None
-    text_report = CACHE / f"{name}.txt"
-    text_report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
-    return {
-        "profiled_seconds": root.time,
-        "percent_by_area": _areas(root),
-        "top_self": _top_self(root, top),
-        "text_report": rel(text_report),
-    }
-
-
-def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
-    path = CACHE / f"{Path(args.input).stem}.first-{args.events}.jsonl"
-    if not path.exists():
-        with Path(args.input).open("rb") as src, path.open("wb") as dst:
-            dst.writelines(itertools.islice(src, args.events))
-    bounds: dict[str, Any] = {}
-    if args.until_days is not None:  # as `run --until-days`: the history's timers fire
-        end = first_and_last_time(path)[1]
-        bounds = {"now": end, "until": end + int(float(args.until_days) * DAY)}
-    counts: list[Any] = []
-
-    def go() -> None:
-        with (CACHE / "profile-actions.jsonl").open("wb") as out, io.BytesIO() as dead:
-            counts.append(replay([path], out, Rules(), deadletters=dead, **bounds))
-
-    result = profiled(go, 0.0005, f"profile-replay-{path.stem}", args.top)
-    profiler = "pyinstrument (interval 0.5 ms, wall clock, one process)"
-    return {
-        "input": rel(path),
-        "events": sum(counts[0].events.values()),
-        "profiler": profiler,
-        **result,
-    }
-
-
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
-    """The worker's per-partition code (PartitionTask) without any Kafka client: where the
-    live worker's CPU goes before a single byte reaches the broker."""
     from siyu_stream.live.processor import PartitionTask  # noqa: PLC0415
     from siyu_stream.live.records import Record  # noqa: PLC0415
     from siyu_stream.observe.observer import Observer, Stats  # noqa: PLC0415
@@ -242,87 +166,16 @@ def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = len(records)
     log(f"PartitionTask: {n:,} events in {seconds:.1f} s = {n / seconds:,.0f}/s")
-    return {
-        "events": n,
-        "seconds": seconds,
-        "events_per_s": n / seconds,
-        "cpu_us_per_event": 1e6 * cpu / n,
-    }
-
-
-AREAS = {
-    "decode": ("core/events.py", "core/schemas.py", "core/clock.py", "<string>"),
-    "merge and input": (
-        *("replay/run.py", "replay/lines.py", "replay/jobloop.py", "replay/jobs.py"),
-        *("eventtime/merge.py", "eventtime/keys.py"),
-    ),
-    "rules and state copies": (
-        *("core/rules.py", "core/step.py", "core/policy.py", "core/timers.py", "core/state.py"),
-    ),
-    "clock, timer index, stats": (
-        "eventtime/partition.py",
-        "replay/engine.py",
-        "observe/observer.py",
-    ),
-    "actions out": ("core/actions.py",),
-}
-"""Where CPU goes, by the file whose code runs (its path under siyu_stream/; a C builtin
-counts for its caller's file: heappop for the timer index, orjson.dumps for the actions,
-msgspec for decoding)."""
-
-
-def _areas(root: Any) -> dict[str, float]:
-    """Share of the profiled time per area of the replay path (see AREAS)."""
-    seconds: dict[str, float] = defaultdict(float)
-
-    def area_of(path: str, inherited: str) -> str:
-        name = path.rpartition("siyu_stream/")[2]
-        for area, files in AREAS.items():
-            if name in files and (name != "<string>" or inherited == "decode"):
-                return area
-        return inherited if "siyu_stream" not in path else "other"
-
-    def walk(frame: Any, inherited: str) -> None:
-        if frame.is_synthetic:
-            return
-        area = area_of(frame.file_path or "", inherited)
-        children = [c for c in frame.children if not c.is_synthetic]
-        seconds[area] += frame.time - sum(c.time for c in children)
-        for child in children:
-            walk(child, area)
-
-    walk(root, "other")
-    return {area: 100 * t / root.time for area, t in sorted(seconds.items(), key=lambda kv: -kv[1])}
-
-
-def _top_self(root: Any, top: int) -> list[dict[str, Any]]:
-    """The `top` functions of a pyinstrument tree by self time."""
-    self_time: dict[tuple[str, str, int], float] = defaultdict(float)
-
-    def walk(frame: Any) -> None:
-        children = [c for c in frame.children if not c.is_synthetic]
-        key = (frame.function, frame.file_path_short or "", frame.line_no or 0)
-        self_time[key] += frame.time - sum(c.time for c in children)
-        for child in children:
-            walk(child)
-
-    walk(root)
-    ranked = sorted(self_time.items(), key=lambda kv: -kv[1])[:top]
-    return [
-        {"function": f, "where": f"{w}:{n}", "percent": 100 * t / root.time}
-        for (f, w, n), t in ranked
-    ]
+    return {"events": n, "events_per_s": n / seconds, "cpu_us_per_event": 1e6 * cpu / n}
 
 
 def main() -> None:
     tune_gc()  # as `siyu-stream` does for every command
     run = {"input": None, "--until-days": None, "--jobs": 1, "--partitions": 1}
-    profile = {"input": None, "--events": 200_000, "--top": 5, "--until-days": None}
     script_main(
         __doc__,
         {
-            "run": (cmd_run, run | {"--sizes": False, "--dump-states": None}),
-            "profile": (cmd_profile, profile),
+            "run": (cmd_run, run | {"--dump-states": None}),
             "processor": (cmd_processor, {"--events": 100_000}),
         },
     )

@@ -1,20 +1,17 @@
-"""bench/results.json -> bench/results.md (a section per figure group: the machine and its
-commands once, then one table) and the README's `## Performance` section (ten of those
-figures, each linking to its section).
+"""bench/results.json -> bench/results.md (per section: the machine, broker and commands once,
+then one table) and the README's `## Performance` section (figures linking to sections).
 
     .venv/bin/python bench/report.py               # results.md and the README's section
     .venv/bin/python bench/report.py RESULTS.json  # RESULTS.md only
 
-Ratios are of figures measured in the same run (replay to a raw JSON pipe over the same file,
-worker to raw aiokafka on the same broker, two workers to one, RocksDB to memory, warm to
-cold); nothing is compared to fixed numbers.
+Ratios are of figures measured in the same run (the worker to raw aiokafka on the same
+broker and input, replay to a raw JSON pipe over the same file, ...), never to fixed numbers.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,35 +19,33 @@ from pathlib import Path
 from typing import Any
 
 Results = dict[str, Any]
+KAFKA = "Apache Kafka"
+GUARANTEES = ("at_least_once", "exactly_once")
+WHO = {"raw-1": "raw aiokafka", "worker-1": "1 worker", "worker-2": "2 workers"}
+WHO |= {"faust-1": "Faust peer"}
 
 
 @dataclass
 class Section:
-    """A group of figures: the commands that measured them, one table (header and rows are
-    cells joined by " | "), a note under it, and the figures the README shows."""
+    """Commands, one table (header: cells joined by " | "), a note, the README's figures."""
 
     title: str
     header: str
+    broker: str = ""
     commands: list[tuple[str, str]] = field(default_factory=list)
     rows: list[str] = field(default_factory=list)
     note: str = ""
     readme: list[tuple[str, str]] = field(default_factory=list)
+
+    def row(self, *cells: object) -> None:
+        self.rows.append(" | ".join(map(str, cells)))
 
 
 def n(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}"
 
 
-def f1(x: float) -> str:
-    return f"{x:.1f}"
-
-
-def mib(b: float) -> str:
-    return f"{b / 2**20:,.0f} MiB"
-
-
 def ratio(a: float | None, b: float | None, of: str = "") -> str:
-    """`a` as a multiple of `b` (`of`: what `b` is); nothing where either is missing."""
     return f"×{a / b:.2f}{f' of {of}' if of else ''}" if a and b else ""
 
 
@@ -58,197 +53,80 @@ def listed(values: list[Any], fmt: Callable[[Any], str] = n) -> str:
     return ", ".join(fmt(v) for v in values)
 
 
-def med(values: list[float]) -> float:
-    return float(statistics.median(values))
+def throughput(res: dict[str, Any], what: str, s: Section) -> dict[str, float]:
+    """Rows of one `live_bench.py throughput` into `s`; its median rates by mode."""
+    s.commands.append((f"{what}, {res['events']:,} events", res["command"]))
+    rate = {k: x["events_per_s_median"] for k, x in res["summary"].items()}
+    for key, x in res["summary"].items():
+        kind, g = key.rsplit("-", 1)[0], key.split("-", 2)[2]
+        vs = ratio(rate[key], rate.get(f"raw-1-{g}"), "raw") if kind != "raw-1" else ""
+        if kind == "worker-2":
+            vs = ratio(rate[key], rate.get(f"worker-1-{g}"), "1 worker")
+        if kind == "worker-1" and f"faust-1-{g}" in rate:
+            vs += f"; **{ratio(rate[key], rate[f'faust-1-{g}'], 'Faust')}**"
+        runs = listed(x["events_per_s_runs"], lambda v: n(v) if v else "stalled")
+        cpu = f"{n(x['process_cpu_us_per_event_median'])}; {n(x['broker_cpu_us_per_event_median'])}"
+        median = f"**{n(x['events_per_s_median'])}** ({runs})"
+        s.row(what, WHO[kind], g, median, cpu, f"{x['startup_seconds_median']:.1f}", vs)
+    return rate
 
 
-STREAMS = {"main": "simulator stream", "history": "purchase history"}
-
-
-def replay(r: Results) -> Section:
-    s = Section(
-        "Replay, one process",
-        "stream | events/s, median (runs) | ÷ raw JSON pipe (pipe events/s) | µs CPU/event "
-        "(pipe) | s / CPU s per run | actions, timers fired per event | customers; timer heap "
-        "| actions",
-    )
-    for name, rep in r["replay"].items():
-        runs, x = rep["runs"], rep["runs"][0]
-        days = x["event_time_span_s"] / 86400
-        label = f"{STREAMS[name]}, {x['events']:,} events over "
-        label += f"{days:,.0f} days" if days >= 2 else f"{days * 1440:,.0f} min"
-        if x["until_days_after_end"]:
-            label += f", timers fired to {x['until_days_after_end']:.0f} days past its end"
-        if x["command"] != rep["command"]:
-            label += f" (run 1 adds `{x['command'].removeprefix(rep['command']).strip()}`)"
-        s.commands.append((label, rep["command"]))
-        pipes = [x["pipe"] for x in runs]
-        rate, cpu, pipe = (
-            rep[f"{k}_median"] for k in ("events_per_s", "cpu_us_per_event", "pipe_ratio")
-        )
-        s.rows.append(
-            f"{STREAMS[name]} | **{n(rate)}** ({listed(rep['events_per_s_runs'])}) | "
-            f"**×{pipe:.3f}** ({listed([p['events_per_s'] for p in pipes])}) | {cpu:.0f} "
-            f"({med([p['cpu_us_per_event'] for p in pipes]):.1f}) | "
-            + ", ".join(f"{x['seconds']:.1f} / {x['cpu_seconds']:.1f}" for x in runs)
-            + f" | {x['actions_per_event']:.2f}, {x['timers_per_event']:.2f} | "
-            f"{x['customers']:,}; {x['timer_heap_entries']:,} | "
-            + ", ".join(f"{k} {v:,}" for k, v in x["counts"]["actions"].items())
-        )
-        what = "365-day history, timers" if name == "history" else STREAMS[name]
-        value = f"**{n(rate)} events/s**, {cpu:.0f} µs CPU/event (×{pipe:.3f} of a raw JSON pipe)"
-        s.readme.append((f"replay, {what}", value))
-    return s
-
-
-def jobs(r: Results) -> Section:
-    s = Section(
-        "Replay, parallel jobs",
-        "replay of the history | partitions | events/s, median | s per run | CPU s per run",
-    )
-    j, parts, cpu = r["replay_jobs"], [], []
-    for key in ("jobs_1", "jobs_2"):
-        runs = j[key]["runs"]
-        label = f"`--jobs {runs[0].get('jobs', 1)}`"
-        parts.append(runs[0].get("partitions", 1))  # not recorded: replay_bench's default, 1
-        cpu.append(med([x["cpu_seconds"] for x in runs]))
-        s.commands.append((label, j[key]["command"]))
-        times = " | ".join(listed([x[k] for x in runs], f1) for k in ("seconds", "cpu_seconds"))
-        s.rows.append(f"{label} | {parts[-1]} | **{n(j[key]['events_per_s_median'])}** | {times}")
-    speedup = f"**×{j['speedup']:.2f}**"
-    s.rows.append(f"`--jobs 2` ÷ `--jobs 1` |  | {speedup} |  | ×{cpu[1] / cpu[0]:.2f}")
-    rates = f"{n(j['jobs_2']['events_per_s_median'])} ÷ {n(j['jobs_1']['events_per_s_median'])}"
-    value = f"{speedup} ({rates} events/s)"
-    if parts[0] != parts[1]:
-        s.note = "The two ran over different partitions: the speedup includes that difference."
-        value += f", over {parts[0]} and {parts[1]} partitions"
-    s.readme.append(("replay `--jobs 2` ÷ `--jobs 1`", value))
-    return s
-
-
-def memory(r: Results) -> Section:
-    s = Section(
-        "State size and memory",
-        "figure | customers | `state.dumps` bytes: mean, p50, p99, max | RSS per customer",
-        note="Worker: its RSS once restored, minus the same with no customers, per customer.",
-    )
-    per_customer = {}
-    for label, x in r["memory"].items():
-        sb, grew = x["state_bytes"], x["rss_after_bytes"] - x["rss_before_bytes"]
-        s.commands.append((f"replay, {label} stream", x["command"]))
-        s.rows.append(
-            f"replay, {label} stream | {x['customers']:,} | **{n(sb['mean'])}**, "
-            f"{listed([sb['p50'], sb['p99'], sb['max']])} | "
-            f"**{n(x['rss_per_customer_bytes'])} B** (RSS +{mib(grew)})"
-        )
-    for store in ("memory", "rocksdb"):
-        res = r.get("recovery", {}).get(store, {})
-        if runs := [x for x in res.get("runs", []) if "rss_per_customer_bytes" in x]:
-            x, per_customer[store] = runs[-1], runs[-1]["rss_per_customer_bytes"]
-            s.commands.append((f"live worker, {store} store", res["command"]))
-            s.rows.append(
-                f"live worker, {store} store | {x['customers']:,} | – | "
-                f"**{n(per_customer[store])} B** (RSS {mib(x['worker_rss_bytes'])})"
-            )
-    if "main" in r["memory"] and "memory" in per_customer:
-        main = r["memory"]["main"]
-        value = f"{n(main['state_bytes']['mean'])} B serialized; RSS "
-        value += f"{n(main['rss_per_customer_bytes'])} B in replay, "
-        s.readme.append(
-            ("state per customer", value + f"{n(per_customer['memory'])} B in a worker")
-        )
-    return s
-
-
-MODES = {"raw-1": "raw aiokafka consume→produce", "worker-1": "1 worker", "worker-2": "2 workers"}
-GUARANTEES = ("at_least_once", "exactly_once")
-
-
-def rates(x: dict[str, Any]) -> str:
-    """Events/s, CPU per event and start-up of a live or peer consumer: medians (runs)."""
-    runs = listed(x["events_per_s_runs"], lambda v: n(v) if v else "stalled")
-    return (
-        f"**{n(x['events_per_s_median'])}** ({runs}) | {n(x['process_cpu_us_per_event_median'])}"
-        f"; {n(x['broker_cpu_us_per_event_median'])} | {x['startup_seconds_median']:.1f}"
-    )
+THROUGHPUT = "workload | consumer | guarantee | events/s, median (runs) | "
+THROUGHPUT += "µs CPU/event: process; broker | ready after s | ratio"
 
 
 def live(r: Results) -> Section:
-    s = Section(
-        "Live throughput",
-        "workload | consumer | guarantee | events/s, median (runs) | µs CPU/event: process; "
-        "broker | ready after s | ratio",
-    )
-    for workload, what in (("sim", "simulator mix"), ("first_purchase", "first purchases")):
-        if not (res := r.get("live", {}).get(workload)):
-            continue
-        s.commands.append((f"{what}, {res['events']:,} events", res["command"]))
-        rate = {k: x["events_per_s_median"] for k, x in res["summary"].items()}
-        versus = {
-            f"{mode}-{g}": ratio(rate.get(f"{mode}-{g}"), rate.get(f"{base}-{g}"), who)
-            for mode, base, who in (
-                ("worker-1", "raw-1", "raw"),
-                ("worker-2", "worker-1", "1 worker"),
-            )
-            for g in GUARANTEES
-        }
-        for (mode, who), g in ((m, g) for m in MODES.items() for g in GUARANTEES):
-            if x := res["summary"].get(key := f"{mode}-{g}"):
-                s.rows.append(f"{what} | {who} | {g} | {rates(x)} | {versus.get(key, '')}")
-        if workload == "sim" and len(rate) == len(MODES) * len(GUARANTEES):
-            one = [
-                f"**{n(rate[f'worker-1-{g}'])}** ({versus[f'worker-1-{g}']} aiokafka)"
-                for g in GUARANTEES
-            ]
-            s.readme.append(
-                (f"live, 1 worker, events/s: {' / '.join(GUARANTEES)}", " / ".join(one))
-            )
-            two = [versus[f"worker-2-{g}"].removesuffix(" of 1 worker") for g in GUARANTEES]
-            s.readme.append(("live, 2 workers ÷ 1 worker", " / ".join(two)))
+    s = Section(f"Live throughput on {KAFKA}", THROUGHPUT, KAFKA)
+    s.note = "Each consumer in a new group over the same pre-produced input, timed from ready "
+    s.note += "until its committed offsets reach the input's ends. Faust peer: "
+    s.note += "bench/faust_peer.py, the same rule core in a faust-streaming agent."
+    rate = throughput(r["live"]["sim"], "simulator mix", s)
+    if fp := r["live"].get("first_purchase"):
+        throughput(fp, "first purchases", s)
     if x := r.get("processor"):
-        worker = (
-            r.get("live", {}).get("sim", {}).get("summary", {}).get("worker-1-at_least_once", {})
-        )
-        cpu = ratio(x["cpu_us_per_event"], worker.get("process_cpu_us_per_event_median"))
         s.commands.append(("adapter alone, batches of 2,000", x["command"]))
-        s.rows.append(
-            f"simulator mix | adapter alone (PartitionTask, no Kafka client) | – | "
-            f"{n(x['events_per_s'])} ({x['events']:,} events) | **{n(x['cpu_us_per_event'])}** "
-            f"| – | CPU/event {cpu} of 1 worker's"
-        )
+        what = "adapter alone (PartitionTask, no Kafka client)"
+        s.row("simulator mix", what, "–", n(x["events_per_s"]), n(x["cpu_us_per_event"]), "–", "")
+    w = {g: rate.get(f"worker-1-{g}") for g in GUARANTEES}
+    one = [f"**{n(w[g])}** ({ratio(w[g], rate.get(f'raw-1-{g}'))} of raw aiokafka)" for g in w]
+    s.readme.append((f"{KAFKA}: 1 worker, events/s, {' / '.join(w)}", " / ".join(one)))
+    two = [ratio(rate.get(f"worker-2-{g}"), w[g]) for g in GUARANTEES]
+    s.readme.append((f"{KAFKA}: 2 workers ÷ 1 worker", " / ".join(two)))
+    f = rate.get("faust-1-at_least_once")
+    value = f"**{ratio(w['at_least_once'], f)}** ({n(w['at_least_once'])} ÷ {n(f)} events/s)"
+    s.readme.append((f"{KAFKA}: 1 worker ÷ Faust peer, at_least_once", value))
+    return s
+
+
+def noida(r: Results) -> Section:
+    s = Section("noida-db, for comparison", THROUGHPUT, "noida-db")
+    rate = throughput(r["noida"], "simulator mix", s)
+    one = [ratio(rate.get(f"worker-1-{g}"), rate.get(f"raw-1-{g}")) for g in GUARANTEES]
+    s.readme.append(
+        (f"noida-db: 1 worker ÷ raw aiokafka, {' / '.join(GUARANTEES)}", " / ".join(one))
+    )
     return s
 
 
 def latency(r: Results) -> Section:
-    s = Section(
-        "Latency event→action",
-        "guarantee | load: share of the maximum | sent events/s | p50 ms | p95 ms | p99 ms | "
-        "max ms | measured | unmatched after 30 s | load generator cores",
-        note="One worker, first purchases at a fixed rate; the maximum: its rate above.",
-    )
+    header = "guarantee | load: share of the maximum | sent events/s | p50 ms | p95 ms | p99 ms | "
+    header += "max ms | measured | unmatched after 30 s | load generator cores"
+    s = Section(f"Latency event→action on {KAFKA}", header, KAFKA)
+    s.note = "One worker; first purchases of new customers at a fixed rate; the maximum: its "
+    s.note += "rate on them above."
     half = []
     for g, res in r["latency"].items():
         s.commands.append((g, res["command"]))
         top = res["max_events_per_s"]
         for x in res["levels"]:
-            s.rows.append(
-                f"{g} | {x['target_rate'] / top:.0%} of {n(top)} | {n(x['achieved_send_rate'])} "
-                f"| {n(x['p50_ms'])} | {n(x['p95_ms'])} | **{n(x['p99_ms'])}** | "
-                f"{n(x['max_ms'])} | {x['measured']:,} | {x['unmatched_after_30s']} | "
-                f"{x.get('generator_cores', 0):.2f}"
-            )
+            ms = [n(x[f"p{q}_ms"]) for q in (50, 95)] + [f"**{n(x['p99_ms'])}**", n(x["max_ms"])]
+            load = f"{x['target_rate'] / top:.0%} of {n(top)}"
+            sent, measured, cores = n(x["achieved_send_rate"]), x["measured"], x["generator_cores"]
+            s.row(g, load, sent, *ms, f"{measured:,}", x["unmatched_after_30s"], f"{cores:.2f}")
         x = min(res["levels"], key=lambda x: abs(x["target_rate"] / top - 0.5))
         half.append(f"**{n(x['p99_ms'])} ms** at {n(x['achieved_send_rate'])}/s")
-    s.readme.append((f"p99 event→action, half load: {' / '.join(r['latency'])}", " / ".join(half)))
-    return s
-
-
-def idle(r: Results) -> Section:
-    s = Section("Idle CPU", "with nothing to read | cores | broker cores")
-    s.commands.append((f"over {r['idle']['seconds']:.0f} s", r["idle"]["command"]))
-    for who, key in (("plain aiokafka consumer", "plain_consumer"), ("worker", "idle_worker")):
-        cores, broker = r["idle"][f"{key}_cores"], r["idle"][f"broker_cores_for_{key}"]
-        s.rows.append(f"{who} | **{cores:.2f}** | {broker:.2f}")
+    what = f"{KAFKA}: p99 event→action at half load, {' / '.join(r['latency'])}"
+    s.readme.append((what, " / ".join(half)))
     return s
 
 
@@ -256,178 +134,134 @@ STATES = {"memory": "memory store", "rocksdb": "rocksdb store", "overdue": "memo
 
 
 def recovery(r: Results) -> Section:
-    s = Section(
-        "Recovery from the changelog",
-        "states | customers | start | restore s (per partition) | records restored | "
-        "start→ready s | CPU s | RSS | heartbeat failures | stopped in s (exit)",
-    )
-    rec, notes, restored = r["recovery"], [], []
-    for store, res in rec.items():
+    header = "states | customers | start | restore s | records restored | start→ready s | "
+    header += "RSS MiB | exit"
+    s = Section(f"Recovery from the changelog on {KAFKA}", header, KAFKA)
+    s.note = "States moved to an hour ago, except overdue: as replayed, every timer fires in "
+    s.note += "the first sweep. Warm: the same worker again on its data dir."
+    done = []
+    for store, res in r["recovery"].items():
         s.commands.append((STATES[store], res["command"]))
         for x in res["runs"]:
-            starts = [("cold", x), *([("warm", x["warm"])] if "warm" in x else [])]
-            s.rows += [
-                f"{STATES[store]} | {x['customers']:,} | {a} | {restart(y)}" for a, y in starts
-            ]
-            if "warm" in x and x["customers"]:
-                warm = ratio(x["warm"]["restore_seconds"], x["restore_seconds"])
-                notes.append(f"warm ÷ cold restore, {store}, {x['customers']:,} customers: {warm}")
+            for start, y in [("cold", x)] + ([("warm", x["warm"])] if "warm" in x else []):
+                ready = f"{y['start_to_ready_seconds']:.1f}" if "error" not in y else y["error"]
+                rss = n(y.get("worker_rss_bytes", 0) / 2**20)
+                restore, restored = f"**{y['restore_seconds']:.1f}**", f"{y['records_restored']:,}"
+                customers, code = f"{x['customers']:,}", y["stop_exit_code"]
+                s.row(STATES[store], customers, start, restore, restored, ready, rss, code)
         if store != "overdue" and (x := res["runs"][-1])["customers"]:
             warm = f" ({x['warm']['restore_seconds']:.1f} s warm)" if "warm" in x else ""
-            restored.append(f"**{x['restore_seconds']:.1f} s** {store}{warm}")
-    memory_runs = {x["customers"]: x for x in rec.get("memory", {}).get("runs", [])}
-    for x in rec.get("rocksdb", {}).get("runs", []):
-        if x["customers"] and x["customers"] in memory_runs:
-            rocks = ratio(x["restore_seconds"], memory_runs[x["customers"]]["restore_seconds"])
-            notes.append(f"RocksDB ÷ memory restore, {x['customers']:,} customers: {rocks}")
-    s.note = "; ".join(notes) + ". Overdue: states as replayed, every timer fires at once."
-    if restored:
-        customers = max(x["runs"][-1]["customers"] for x in rec.values())
-        s.readme.append((f"restore {customers:,} customers", ", ".join(restored)))
+            done.append(f"**{x['restore_seconds']:.1f} s** {store}{warm}")
+    customers = max(x["runs"][-1]["customers"] for x in r["recovery"].values())
+    s.readme.append((f"{KAFKA}: restore {customers:,} customers", ", ".join(done)))
     return s
 
 
-def restart(x: dict[str, Any]) -> str:
-    """One worker start of a recovery run, in cells."""
-    ready = f1(x["start_to_ready_seconds"]) if "error" not in x else f"{x['error']} (`{x['log']}`)"
-    return (
-        f"**{x['restore_seconds']:.1f}** ({listed(x['restore_seconds_per_partition'], f1)}) | "
-        f"{x['records_restored']:,} | {ready} | {x.get('worker_cpu_seconds', 0):.1f} | "
-        f"{mib(x.get('worker_rss_bytes', 0))} | {x.get('heartbeat_failures', 0)} | "
-        f"{x.get('stop_seconds', 0):.1f} ({x.get('stop_exit_code')})"
-    )
-
-
-PEERS = {"raw": "raw aiokafka consume→produce", "worker": "1 worker", "faust": "Faust peer"}
-
-
-def peer_throughput(r: Results) -> Section:
-    s = Section(
-        "Faust peer: throughput",
-        "app | events/s, median (runs) | µs CPU/event: process; broker | ready after s | ratio",
-        note="Faust peer: bench/faust_peer.py, the same rule core in a faust-streaming app.",
-    )
-    tp = r["faust"]["throughput"]
-    s.commands.append((f"{tp['events']:,} simulator events, at_least_once", tp["command"]))
-    x = {k: tp["summary"].get(f"{k}-1-at_least_once") or {} for k in PEERS}
-    rate = {k: x[k].get("events_per_s_median") for k in PEERS}
-    cpu = {k: x[k].get("process_cpu_us_per_event_median") for k in PEERS}
-    versus = {
-        "worker": f"{ratio(rate['worker'], rate['raw'], 'raw')}; "
-        f"**{ratio(rate['worker'], rate['faust'], 'Faust')}**",
-        "faust": f"{ratio(rate['faust'], rate['raw'], 'raw')}; CPU/event "
-        f"{ratio(cpu['faust'], cpu['worker'], 'the worker')}",
-    }
-    s.rows = [f"{who} | {rates(x[k])} | {versus.get(k, '')}" for k, who in PEERS.items() if x[k]]
-    value = f"**{ratio(rate['worker'], rate['faust'])}** "
-    value += f"({n(rate['worker'])} ÷ {n(rate['faust'])} events/s)"
-    s.readme.append(("1 worker ÷ Faust peer, throughput", value))
+def restart(r: Results) -> Section:
+    res = r["restart"]
+    header = "app | clean run: events applied, actions | events lost, per restarted run | "
+    header += "action ids written twice | ended"
+    s = Section(f"SIGTERM restarts on {KAFKA}", header, KAFKA)
+    s.commands.append((f"{res['events']:,} simulator events, at_least_once", res["command"]))
+    s.note = f"Each run stopped with SIGTERM once {res['stop_at']:.0%} of the clean run's actions "
+    s.note += "were out, started again in the same group and left to finish. Lost: applied by "
+    s.note += "the clean run, in no final state of the restarted one."
+    lost = []
+    for kind, x in res["apps"].items():
+        runs, who = x["runs"], WHO[f"{kind}-1"]
+        counts = f"**{listed([y['events_lost'] for y in runs])}**"
+        lost.append(f"{who} {counts}")
+        clean = f"{x['clean_applied']:,}, {x['actions']:,}"
+        ended = ", ".join(sorted({y["ended"] for y in runs}))
+        s.row(who, clean, counts, listed([y["doubled"] for y in runs]), ended)
+    s.readme.append((f"{KAFKA}: events lost per SIGTERM restart", "; ".join(lost)))
     return s
 
 
-def peer_restart(r: Results) -> Section:
-    s = Section(
-        "Faust peer: SIGTERM restarts",
-        "app | run | events lost | of them, actions never sent | applied, actions never sent "
-        "| action ids doubled | action ids missing / new | ended",
-    )
-    rs, clean, lost = r["faust"]["restart"], [], []
-    s.commands.append((f"{rs['events']:,} simulator events, at_least_once", rs["command"]))
-    for kind, res in rs["apps"].items():
-        runs = [(str(i), x) for i, x in enumerate(res["runs"], start=1)]
-        for run, x in runs + [("control, no SIGTERM", x) for x in res.get("controls", [])]:
-            s.rows.append(
-                f"{PEERS[kind]} | {run} | **{x['events_lost']}** | "
-                f"{x['events_lost_actions_never_sent']} | {x.get('events_silenced', 0)} | "
-                f"{x['actions_doubled']} | {x['actions_missing']} / {x['actions_unexpected']} | "
-                + x["ended"]
-                + (f" ({x['lag']:,} behind)" if x["lag"] else "")
-            )
-        c = res["clean"]
-        clean.append(f"{PEERS[kind]} {c['events_applied']:,} events, {c['distinct_actions']:,}")
-        lost.append(f"{PEERS[kind]} **{listed([x['events_lost'] for x in res['runs']])}**")
-    s.note = (
-        f"Each run stopped after {rs['stop_at']:.0%} of the clean run's output, restarted in "
-        f"the same group and left to finish. Clean runs (events applied, action ids): "
-        f"{'; '.join(clean)}. Action ids missing or new against the clean run come from "
-        "order-dependent rules, not loss: the control shows their noise floor."
-    )
-    s.readme.append(("events lost per SIGTERM restart", "; ".join(lost)))
+STREAMS = {"main": "simulator stream", "history": "365-day history, timers to 400 days past it"}
+
+
+def replay(r: Results) -> Section:
+    header = "stream | events | events/s, median (runs) | ÷ raw JSON pipe (pipe events/s) | "
+    header += "µs CPU/event (pipe) | actions, timers fired per event"
+    s = Section("Replay, one process", header)
+    for name, rep in r["replay"].items():
+        runs, x = rep["runs"], rep["runs"][0]
+        s.commands.append((STREAMS[name], x["command"]))
+        pipe = listed([y["pipe"]["events_per_s"] for y in runs])
+        rate = f"**{n(rep['events_per_s_median'])}** ({listed([y['events_per_s'] for y in runs])})"
+        cpu = f"{rep['cpu_us_per_event_median']:.0f} ({x['pipe']['cpu_us_per_event']:.1f})"
+        per = f"{x['actions_per_event']:.2f}, {x['timers_per_event']:.2f}"
+        s.row(
+            STREAMS[name],
+            f"{x['events']:,}",
+            rate,
+            f"**×{rep['pipe_ratio_median']:.3f}** ({pipe})",
+            cpu,
+            per,
+        )
+    value = [
+        f"**{n(rep['events_per_s_median'])}** (×{rep['pipe_ratio_median']:.3f} of a raw JSON pipe)"
+        for rep in r["replay"].values()
+    ]
+    s.readme.append(("replay, events/s: simulator stream / history", " / ".join(value)))
     return s
 
 
-def profiled(prof: dict[str, Any], what: str) -> str:
-    return f"{what}, {prof['events']:,} events, {prof['profiled_seconds']:.1f} s profiled"
-
-
-def hottest(prof: dict[str, Any]) -> str:
-    """The top 5 functions by self time, each with its file (none for a C function)."""
-    where = [x["where"].rpartition("/")[2].partition(":")[0] for x in prof["top_self"]]
-    return ", ".join(
-        f"`{x['function']}`{f' ({w})' if w.endswith('.py') else ''} {x['percent']:.1f} %"
-        for x, w in zip(prof["top_self"][:5], where, strict=False)
-    )
-
-
-def areas(r: Results) -> Section:
-    """Where replay's CPU goes, per area of its path: the share of the profile, and that
-    share of the replay step's median CPU per event; then the hottest functions."""
-    s = Section("Replay CPU by area", "area: share of self time = µs/event")
-    shares: dict[str, dict[str, str]] = {}
-    tops, names = [], []
-    for name, key in (("main", "profile"), ("history", "profile_history")):
-        if not (prof := r.get(key)):
-            continue
-        cpu = r.get("replay", {}).get(name, {}).get("cpu_us_per_event_median", 0)
-        names.append(name)
-        s.header += f" | {STREAMS[name]}"
-        s.commands.append((profiled(prof, STREAMS[name]), prof["command"]))
-        for area, pct in prof["percent_by_area"].items():
-            shares.setdefault(area, {})[name] = f"{pct:.1f} % = {pct * cpu / 100:.0f}"
-        tops.append(f"{STREAMS[name].capitalize()}, top 5 functions by self time: {hottest(prof)}.")
-    s.note = " ".join(tops)
-    s.rows = [" | ".join([a, *(by.get(k, "–") for k in names)]) for a, by in shares.items()]
+def jobs(r: Results) -> Section:
+    header = "replay of the history, 4 partitions | events/s, median (runs) | CPU s, median"
+    s = Section("Replay, parallel jobs", header)
+    j, rate, cpu = r["replay_jobs"], [], []
+    for key in ("jobs_1", "jobs_2"):
+        runs = j[key]["runs"]
+        rate.append(j[key]["events_per_s_median"])
+        cpu.append(sorted(x["cpu_seconds"] for x in runs)[len(runs) // 2])
+        s.commands.append((f"`--jobs {runs[0]['jobs']}`", runs[0]["command"]))
+        runs_rates = listed([x["events_per_s"] for x in runs])
+        s.row(f"`--jobs {runs[0]['jobs']}`", f"**{n(rate[-1])}** ({runs_rates})", f"{cpu[-1]:.1f}")
+    s.row("`--jobs 2` ÷ `--jobs 1`", f"**{ratio(rate[1], rate[0])}**", ratio(cpu[1], cpu[0]))
+    value = f"**{ratio(rate[1], rate[0])}** ({n(rate[1])} ÷ {n(rate[0])} events/s)"
+    s.readme.append(("replay `--jobs 2` ÷ `--jobs 1`", value))
     return s
 
 
-def worker_areas(r: Results) -> Section:
-    """One row: the share of the worker's self time per area, largest first."""
-    prof = r["worker_profile"]
-    areas = sorted(prof["by_area_percent"].items(), key=lambda kv: -kv[1])
-    s = Section("Worker CPU by area", " | ".join(["cProfile self time", *dict(areas)]))
-    s.commands.append((profiled(prof, "1 worker"), prof["command"]))
-    s.rows = [" | ".join(["share", *(f"{pct:.1f} %" for _, pct in areas)])]
-    s.note = f"Top 5 functions by self time: {hottest(prof)}."
+def memory(r: Results) -> Section:
+    header = "where | customers | `state.dumps` bytes: mean, p99 | RSS per customer"
+    s = Section("State size and memory", header)
+    x = r["replay"]["main"]["runs"][0]
+    s.commands.append(("replay, simulator stream", x["command"]))
+    size, rss = x["state_bytes"], f"**{n(x['rss_per_customer_bytes'])} B**"
+    s.row("replay", f"{x['customers']:,}", f"**{n(size['mean'])}**, {n(size['p99'])}", rss)
+    worker = {}
+    for store in ("memory", "rocksdb"):
+        res = r.get("recovery", {}).get(store, {})
+        if runs := [y for y in res.get("runs", []) if "rss_per_customer_bytes" in y]:
+            worker[store] = runs[-1]["rss_per_customer_bytes"]
+            s.commands.append((f"worker, {store} store, restored", res["command"]))
+            where = f"worker on {KAFKA}, {store} store"
+            s.row(where, f"{runs[-1]['customers']:,}", "–", f"**{n(worker[store])} B**")
+    s.note = "Worker: its RSS once restored, minus the same with no customers, per customer."
+    value = f"{n(size['mean'])} B serialized; RSS {n(x['rss_per_customer_bytes'])} B in replay"
+    value += f", {n(worker['memory'])} B in a worker" if "memory" in worker else ""
+    s.readme.append(("state per customer", value))
     return s
 
 
 SECTIONS: list[tuple[Callable[[Results], Section], str]] = [
-    (replay, "replay"),
-    (jobs, "replay_jobs"),
-    (memory, "memory"),
     (live, "live"),
     (latency, "latency"),
-    (idle, "idle"),
     (recovery, "recovery"),
-    (peer_throughput, "faust"),
-    (peer_restart, "faust"),
-    (areas, "profile"),
-    (worker_areas, "worker_profile"),
+    (restart, "restart"),
+    (noida, "noida"),
+    (replay, "replay"),
+    (jobs, "replay_jobs"),
+    (memory, "replay"),
 ]
 """Each section, and the step of bench/run.py it needs (a run with --only has fewer)."""
 
 
 def table(header: str, rows: list[str]) -> list[str]:
     return [f"| {header} |", "|" + "---|" * (header.count(" | ") + 1), *(f"| {x} |" for x in rows)]
-
-
-def render_section(s: Section, machine: str) -> list[str]:
-    lines = [f"## {s.title}", "", f"Machine: {machine}."]
-    if len(s.commands) == 1:
-        lines.append("Command ({}): `{}`".format(*s.commands[0]))
-    else:
-        lines += ["", *(f"- {label}: `{cmd}`" for label, cmd in s.commands)]
-    return [*lines, "", *table(s.header, s.rows), "", *([s.note, ""] if s.note else [])]
 
 
 def anchor(title: str) -> str:
@@ -437,26 +271,34 @@ def anchor(title: str) -> str:
 
 def render(r: Results) -> tuple[str, str]:
     """(README section, full results.md)."""
-    m = r["machine"]
-    machine = f"{m['nproc']} CPUs {m['cpu_model']}, {m['ram_gib']} GiB, Python {m['python']}, "
-    machine += f"noida-db {m['packages'].get('noida-db')}, commit {m['git_commit']}"
-    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-    inputs = ", ".join(f"`{i['command']}`" for i in r.get("inputs", {}).values())
+    m, broker = r["machine"], {"": ""}
+    short = f"{m['nproc']} CPUs {m['cpu_model']}, {m['ram_gib']} GiB, Python {m['python']}"
+    short += f", commit {m['git_commit']}"
+    broker[KAFKA] = f"; broker: {KAFKA} {m['kafka']}, 1 node (KRaft), {m['java']}"
+    broker["noida-db"] = f"; broker: noida-db {m['packages']['noida-db']}"
+    load = f"{' '.join(m['loadavg'])} at start, {' '.join(m.get('loadavg_end', ['?']))} at end"
+    sizes = listed(list(r["sizes"].items()), lambda kv: f"{kv[0]} {kv[1]}")
+    inputs = listed([i["command"] for i in r["inputs"].values()], lambda c: f"`{c}`")
     lines = [
         "# siyu-stream benchmark results",
         "",
         f"`make bench` (`.venv/bin/python bench/run.py{' --quick' if r['quick'] else ''}`), "
         f"{r.get('wall_seconds', 0) / 60:.1f} min, finished {r.get('finished_at', '?')}; every "
         "run's figures: [`results.json`](results.json).",
-        f"Machine: {machine}; {m['platform']}; {packages}; load average {' '.join(m['loadavg'])} "
-        f"at start, {' '.join(m.get('loadavg_end', ['?']))} at end. Broker, workers and load "
-        "generator share these CPUs.",
-        f"Inputs: {inputs}.",
+        f"Machine: {short}; load average {load}; shared with other work (a test suite, a "
+        "compile) as it ran; broker, processes under test and load generator share its CPUs. "
+        f"Packages: {listed(list(m['packages'].items()), ' '.join)}.",
+        f"Sizes: {sizes}. Inputs: {inputs}.",
         "",
     ]
     built = [build(r) for build, step in SECTIONS if r.get(step)]
     for s in built:
-        lines += render_section(s, machine)
+        lines += [f"## {s.title}", "", f"Machine: {short}{broker[s.broker]}."]
+        if len(s.commands) == 1:
+            lines.append("Command ({}): `{}`".format(*s.commands[0]))
+        else:
+            lines += ["", *(f"- {label}: `{cmd}`" for label, cmd in s.commands)]
+        lines += ["", *table(s.header, s.rows), "", *([s.note, ""] if s.note else [])]
     if r["errors"]:
         lines += ["## Errors", "", *(f"- {k}: {v}" for k, v in r["errors"].items()), ""]
     rows = [
@@ -465,8 +307,9 @@ def render(r: Results) -> tuple[str, str]:
     section = [
         "## Performance",
         "",
-        f"Generated by `make bench` ({str(r.get('finished_at'))[:10]}) on {machine}. Every "
-        "figure's command, its runs, and the profiles: [`bench/results.md`](bench/results.md).",
+        f"Generated by `make bench` ({str(r.get('finished_at'))[:10]}) on {short}, load average "
+        f"{load} (shared); live figures on {broker[KAFKA].removeprefix('; broker: ')}. Every "
+        "figure's command and runs: [`bench/results.md`](bench/results.md).",
         "",
         *table("figure | value", rows),
         "",
@@ -488,9 +331,8 @@ def replace_readme_section(readme: Path, section: str) -> None:
 
 
 if __name__ == "__main__":
-    bench = Path(__file__).resolve().parent
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else bench / "results.json"
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results.json")
     section, full = render(json.loads(path.read_text()))
     path.with_suffix(".md").write_text(full)
     if len(sys.argv) == 1:
-        replace_readme_section(bench.parent / "README.md", section)
+        replace_readme_section(path.resolve().parent.parent / "README.md", section)

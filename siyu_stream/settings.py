@@ -150,6 +150,11 @@ class Settings:
     timer_grace_ms: int = field(default=2_000, metadata=_env("SIYU_TIMER_GRACE_MS"))
     """A caught-up partition fires a timer on the wall clock this long after it is due, so
     that a record already in flight with an earlier event time is taken first."""
+    reorder_ms: int = field(default=500, metadata=_env("SIYU_REORDER_MS"))
+    """A caught-up partition takes a record once it has waited this long since it was
+    fetched, so that a record of another input topic sent just before it, still on its
+    way from another broker, is taken first (live = replay under live traffic). 0: at
+    once, for lower latency; the order across topics is then best effort."""
     max_task_idle_ms: int = field(default=2_000, metadata=_env("SIYU_MAX_TASK_IDLE_MS"))
     """How long a partition waits for a lagging input topic that has nothing buffered before
     it goes on without it (the merge by event time then treats what comes later as late)."""
@@ -165,6 +170,11 @@ class Settings:
     the suppressed topic (`before_go_live`), not to customers or staff. Unset: none held."""
     grant_since_days: int = field(default=GRANT_SINCE_DAYS, metadata=_env("SIYU_GRANT_SINCE_DAYS"))
     """With SIYU_GO_LIVE: gifts earned this many days before go-live are still granted."""
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """How often a group member says it is alive: well inside its session timeout."""
+        return min(1_000, self.session_timeout_ms // 3)
 
     @property
     def launch(self) -> GoLive | None:
@@ -248,6 +258,8 @@ class Settings:
             _fail("SIYU_TIMER_INTERVAL", str(self.timer_interval), "a number of seconds in (0, 1]")
         if not 0 <= self.timer_grace_ms <= 3_600_000:
             _fail("SIYU_TIMER_GRACE_MS", str(self.timer_grace_ms), "milliseconds in [0, 3600000]")
+        if not 0 <= self.reorder_ms <= 60_000:
+            _fail("SIYU_REORDER_MS", str(self.reorder_ms), "milliseconds in [0, 60000]")
         if not 0 <= self.max_task_idle_ms <= 600_000:
             _fail(
                 "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"

@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from siyu_stream.kafka import kraft
 from siyu_stream.notify.metrics import metric_names as notify_metric_names
 from siyu_stream.observe.metrics import metric_names
 
@@ -84,6 +85,37 @@ def compose() -> dict[str, Any]:
     out = _run(binary, "-f", str(COMPOSE), "--profile", "sim", "config", env=env)
     config: dict[str, Any] = yaml.safe_load(out)
     return config
+
+
+# Server settings the tests' Kafka (siyu_stream/kafka/kraft.py) and docker-compose share;
+# the rest (listeners, ids, paths) name the machine they run on.
+SHARED_SERVER_SETTINGS = [
+    "process.roles",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.num.partitions",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+]
+
+
+def test_compose_runs_the_kafka_the_tests_run(compose: dict[str, Any]) -> None:
+    pom = (ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert version is not None
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{version.group(1)}"
+    ports = kraft.Ports(9092, 9093, 9094)
+    tests = kraft.node_properties(0, ports, voters="0@x", nodes=1, log_dir=ROOT, keystore=None)
+    env = kafka["environment"]
+    for key in SHARED_SERVER_SETTINGS:
+        assert env["KAFKA_" + key.upper().replace(".", "_")] == tests[key], key
 
 
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ TOPIC = {"order": "siyu.orders", "chat": "siyu.chats", "join": "siyu.joins"}
 class Broker:
     """Logs per (topic, partition), what each task was handed of them, and the outputs."""
 
-    def __init__(self, idle_ms: Millis = FOREVER) -> None:
+    def __init__(self, idle_ms: Millis = FOREVER, reorder_ms: Millis = 0) -> None:
         self.logs: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.delivered: dict[tuple[str, int], int] = defaultdict(int)
         self.tasks = {
@@ -54,6 +54,7 @@ class Broker:
                 Observer(Stats(), RULES),
                 idle_ms=idle_ms,
                 grace_ms=GRACE,
+                reorder_ms=reorder_ms,
             )
             for p in range(PARTITIONS)
         }
@@ -193,6 +194,46 @@ def test_a_lagging_worker_loses_no_reply_overdue(tmp_path: Path) -> None:
     assert templates(broker.actions).count("reply_overdue") == 1
     expected = replayed(broker.produced, now - GRACE, now, tmp_path)
     assert by_id(broker.actions) == by_id(expected)
+
+
+@pytest.mark.parametrize("reorder_ms", [500, 0])
+def test_a_join_fetched_just_after_a_later_order_is_taken_first(
+    tmp_path: Path, reorder_ms: Millis
+) -> None:
+    """Live traffic: a referred customer joins, then buys 50 ms later. On a cluster the
+    order's broker may answer first, so the task has the order while the join topic
+    looks caught up. With `reorder_ms` the order waits until it has been there that long;
+    the join, fetched 100 ms later, is taken first, as replay takes it. Without it the
+    join is late and the order was a stranger's, which the second case shows."""
+    now = T0 + 10 * DAY
+    broker = Broker(idle_ms=0, reorder_ms=reorder_ms)
+
+    def fetch(when: Millis) -> None:
+        for (topic, p), log in broker.logs.items():
+            for record in log[broker.delivered[(topic, p)] :]:
+                broker.tasks[p].enqueue(record, when)
+            broker.delivered[(topic, p)] = len(log)
+        broker.run(when)
+
+    sent = now - 200
+    order = {"event_id": "o", "type": "order", "customer_id": "c1", "occurred_at": at(sent + 50)}
+    broker.event(
+        order | {"order_id": "o1", "status": "paid", "amount": "99.00", "channel": "tmall"}
+    )
+    fetch(now)  # the order's broker answered first
+    p = partition_for(b"c1", PARTITIONS)
+    assert broker.tasks[p].wake_at == (now + reorder_ms if reorder_ms else None)
+    broker.event(join("j", sent, source="referral", referrer_id="c9"))
+    fetch(now + 100)
+    broker.run(now + 600)
+    fetch(now + 600)  # the referral credit, through the command topic
+    broker.run(now + 1200)
+    assert not any(task.queues for task in broker.tasks.values())
+    expected = replayed(broker.produced, now + 1200 - GRACE, now + 1200, tmp_path)
+    if reorder_ms:
+        assert by_id(broker.actions) == by_id(expected)
+    else:
+        assert by_id(broker.actions) != by_id(expected)
 
 
 def test_same_millisecond_join_and_order_take_one_order(tmp_path: Path) -> None:

@@ -56,10 +56,11 @@ def test_sasl_adds_a_listener_with_a_pem_keystore(tmp_path: Path) -> None:
     ports = kraft.Ports(9092, 9093, 9094)
     keystore = tmp_path / "ks.pem"
     props = kraft.node_properties(
-        0, ports, voters="v", nodes=1, log_dir=tmp_path, keystore=keystore
+        0, ports, voters="v", nodes=1, log_dir=tmp_path, keystore=keystore, password="pw"
     )
     assert "SASL_SSL://127.0.0.1:9094" in props["advertised.listeners"]
-    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"
+    assert 'user_siyu="pw"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
     assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(keystore)
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
 

@@ -9,6 +9,8 @@ bootstrap out (which then stops with an error) instead of both writing its chang
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +30,8 @@ from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
 
 IDLE_STATES = ("Empty", "Dead", "")
+COORDINATOR_WAIT = 30.0
+"""Seconds a group's coordinator may take to appear on a cluster that never had one."""
 """Group states without members: no worker of the app is running."""
 TRANSACTION_TIMEOUT_MS = 120_000
 """A chunk (plan.CHUNK_BYTES) must commit within this; the broker's default cap is 15 min."""
@@ -49,12 +53,26 @@ def refusal(group: str, described: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+async def _describe_group(admin: Any, group: str) -> Any:
+    """describe_consumer_groups, retried while the group's coordinator is not there yet: a
+    cluster that has never had a group creates its offsets topic on this first request
+    and answers "coordinator not available" until it is ready."""
+    deadline = time.monotonic() + COORDINATOR_WAIT
+    while True:
+        try:
+            return await admin.describe_consumer_groups([group])
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def ensure_idle(settings: Settings) -> None:
     """Raise BootstrapError, naming the group, while the app's consumer group has members."""
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     try:
         await admin.start()
-        responses = await admin.describe_consumer_groups([settings.app_id])
+        responses = await _describe_group(admin, settings.app_id)
     except KafkaError as exc:
         msg = f"cannot describe consumer group {settings.app_id!r} at {settings.broker}: {exc!r}"
         raise BootstrapError(msg) from exc

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from siyu_stream.core.errors import SiyuError
@@ -158,7 +157,7 @@ def cmd_check_notify(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from siyu_stream.kafka.embedded import LocalBroker  # noqa: PLC0415
-    from siyu_stream.kafka.serve import pick_engine, serve_kafka  # noqa: PLC0415
+    from siyu_stream.kafka.serve import pick_engine, serve_kafka, until_stopped  # noqa: PLC0415
 
     if pick_engine(args.engine, nodes=args.nodes, sasl=args.sasl) == "kafka":
         data_dir = Path(args.data_dir or ".siyu/kafka")
@@ -171,10 +170,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         f"noida-db running (data {data_dir}, log {broker.log_path}); Ctrl-C stops it",
         file=sys.stderr,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    until_stopped()
     broker.stop()
     return 0
 

@@ -82,7 +82,7 @@ class _Node:
 
 class KafkaCluster:
     """`nodes` Kafka processes on 127.0.0.1, node i (its node.id) keeping its data in
-    `data_dir`/node-i; with `sasl`, a SASL_SSL listener (SCRAM-SHA-512) beside PLAINTEXT."""
+    `data_dir`/node-i; with `sasl`, a SASL_SSL listener (SCRAM and PLAIN) beside PLAINTEXT."""
 
     def __init__(
         self,
@@ -274,9 +274,11 @@ class KafkaCluster:
         """Configs written for this start's ports; the log dirs formatted if not yet."""
         (self.data_dir / "log4j2.properties").write_text(kraft.LOG4J)
         state = datadir.read_state(self.data_dir, len(self.nodes), self.sasl)
-        self._write_configs()
+        fresh = state is None
         if state is None:
             state = datadir.new_state(len(self.nodes), self.sasl)
+        self._write_configs(state.get("password"))
+        if fresh:
             self._format(jvm, state)
             datadir.write_state(self.data_dir, state)
         return state
@@ -284,8 +286,9 @@ class KafkaCluster:
     def _format(self, jvm: Jvm, state: dict[str, Any]) -> None:
         scram = []
         if self.sasl:  # stored in the bootstrap metadata, so the user exists from the start
-            user = f"name={kraft.SCRAM_USER},password={state['password']}"
-            scram = ["--add-scram", f"{kraft.SCRAM_MECHANISM}=[{user}]"]
+            user = f"name={kraft.SASL_USER},password={state['password']}"
+            for mechanism in kraft.SCRAM_MECHANISMS:
+                scram += ["--add-scram", f"{mechanism}=[{user}]"]
         procs = []
         for node in self.nodes:
             shutil.rmtree(node.directory / "data", ignore_errors=True)
@@ -320,7 +323,7 @@ class KafkaCluster:
             "siyu.kafka.log": log,
         }
 
-    def _write_configs(self) -> None:
+    def _write_configs(self, password: str | None) -> None:
         keystore = tls.make_certificates(self.data_dir / "tls").keystore if self.sasl else None
         voters = ",".join(f"{n.index}@127.0.0.1:{n.ports.controller}" for n in self.nodes)
         for node in self.nodes:
@@ -331,6 +334,7 @@ class KafkaCluster:
                 nodes=len(self.nodes),
                 log_dir=node.directory / "data",
                 keystore=keystore,
+                password=password,
             )
             kraft.write_properties(node.config, props)
 

@@ -4,7 +4,8 @@ Every node is broker and controller (KRaft combined mode) on 127.0.0.1, with a s
 of all nodes. The settings below differ from Kafka's defaults only to fit one machine with
 few cores: replication capped by the node count, fast group and fencing timeouts for fault
 tests, fewer internal partitions. Inter-broker traffic uses the PLAINTEXT loopback listener,
-so the SASL_SSL listener needs no broker user: only the client user made at format time.
+so the SASL_SSL listener needs no broker user: only the client user, whose SCRAM
+credentials are made at format time and whose PLAIN password is in the listener's config.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any, NamedTuple
 
 from siyu_stream.settings import KafkaConnection
 
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-SCRAM_USER = "siyu"
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+SASL_MECHANISMS = (*SCRAM_MECHANISMS, "PLAIN")
+"""What the SASL_SSL listener accepts: what managed services offer (client.json: the first)."""
+SASL_USER = "siyu"
 # Every JVM logs to a file in its node's dir: server.log, or format.log for the format tool.
 LOG4J = """\
 appender.file.type = File
@@ -43,8 +46,10 @@ def node_properties(
     nodes: int,
     log_dir: Path,
     keystore: Path | None,
+    password: str | None = None,
 ) -> dict[str, str]:
-    """server.properties of node `node_id`; `keystore` (PEM) adds the SASL_SSL listener."""
+    """server.properties of node `node_id`; `keystore` (PEM) adds the SASL_SSL listener,
+    where the client user logs in with `password`."""
     replicas = min(nodes, 3)
     min_isr = max(1, replicas - 1)  # 1 node: 1; 3 nodes: 2, so that one node may fail
     listeners = [f"PLAINTEXT://127.0.0.1:{ports.client}"]
@@ -83,12 +88,16 @@ def node_properties(
     }
     if keystore is not None:
         prefix = "listener.name.sasl_ssl."
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        # the server side of SCRAM needs the login module, without credentials (they are
+        # in the metadata); PLAIN's lists the users with their passwords
+        jaas = {m: scram for m in SCRAM_MECHANISMS}
+        if password is not None:
+            jaas["PLAIN"] = f'{plain} user_{SASL_USER}="{password}";'
         props |= {
-            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
-            # the server side of SCRAM needs the login module, without credentials
-            f"{prefix}scram-sha-512.sasl.jaas.config": (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-            ),
+            "sasl.enabled.mechanisms": ",".join(jaas),
+            **{f"{prefix}{m.lower()}.sasl.jaas.config": config for m, config in jaas.items()},
             f"{prefix}ssl.keystore.type": "PEM",
             f"{prefix}ssl.keystore.location": str(keystore),
         }
@@ -109,8 +118,8 @@ def write_client_file(
         client["sasl"] = {
             "bootstrap": sasl_bootstrap,
             "security_protocol": "SASL_SSL",
-            "mechanism": SCRAM_MECHANISM,
-            "username": SCRAM_USER,
+            "mechanism": SASL_MECHANISMS[0],
+            "username": SASL_USER,
             "password": password,
             "ca_file": str(ca_file),
         }

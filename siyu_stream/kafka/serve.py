@@ -45,16 +45,21 @@ def serve_kafka(data_dir: Path, port: int, *, nodes: int, sasl: bool) -> int:
     ]
     if sasl:
         lines.append(
-            f"SASL_SSL (SCRAM-SHA-512) on {cluster.sasl_bootstrap}: user, password and CA "
-            f"file in {cluster.client_file}"
+            f"SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN) on {cluster.sasl_bootstrap}: "
+            f"user, password and CA file in {cluster.client_file}"
         )
     if nodes > 1:
         lines.append(f"topics replicated {min(nodes, 3)}x: export SIYU_REPLICATION={min(nodes, 3)}")
     lines.append("Ctrl-C stops it")
     print("\n".join(lines), file=sys.stderr, flush=True)
+    until_stopped()
+    cluster.stop()
+    return 0
+
+
+def until_stopped() -> None:
+    """Block until SIGINT or SIGTERM: a local broker runs in the foreground until told."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    cluster.stop()
-    return 0

@@ -82,6 +82,7 @@ class PartitionTask:
         *,
         idle_ms: Millis = 0,
         grace_ms: Millis = 0,
+        reorder_ms: Millis = 0,
     ) -> None:
         self.rules = rules
         self.topology = topology
@@ -90,6 +91,9 @@ class PartitionTask:
         self.observer = observer
         self.idle_ms = idle_ms
         self.grace_ms = grace_ms
+        self.reorder_ms = reorder_ms
+        self.wake_at: Millis | None = None
+        """Set by `run` while a record waits out `reorder_ms`: when it may be taken."""
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
         self.sources = [*self.type_of_topic, topology.commands]
@@ -205,6 +209,7 @@ class PartitionTask:
         records; `more` says so."""
         self._outs = list[Out]()
         self.more = False
+        self.wake_at = None
         self._run(now, {*caught_up, LOCAL}, limit)
         # a stop at the limit may fall between an order and its credit: the credit is next
         while (pending := self.queues.first(LOCAL)) is not None:
@@ -229,7 +234,7 @@ class PartitionTask:
             source, key, pending = head
             if key != FIRST:
                 # a local credit comes right after its order: nothing unread can precede it
-                if source != LOCAL and self._must_wait(now, caught_up):
+                if source != LOCAL and self._must_wait(now, caught_up, pending):
                     return
                 problem = self._time_problem(pending, now)
                 if problem is not None:
@@ -275,6 +280,7 @@ class PartitionTask:
             here=self.partition,
             forwarded=forwarded,
         )
+        pending.arrived = now
         self.queues.push(source, key, pending)
 
     def _enqueue_command(self, record: Record, now: Millis) -> None:
@@ -284,13 +290,28 @@ class PartitionTask:
             kind = self.type_of_topic.get(decoded.topic, "?")
             self._enqueue_input(decoded, source, record.offset, kind, now, forwarded=True)
         else:
-            self.queues.push(source, *decoded)
+            key, pending = decoded
+            pending.arrived = now
+            self.queues.push(source, key, pending)
 
-    def _must_wait(self, now: Millis, caught_up: Collection[str]) -> bool:
-        """An empty queue whose topic partition has more to read may hold an earlier
-        record: wait for it, up to idle_ms (then go on; what comes later is late)."""
-        if all(s in caught_up for s in self.queues.empty()):
+    def _must_wait(self, now: Millis, caught_up: Collection[str], head: Pending) -> bool:
+        """An empty queue may yet get a record that comes before the head:
+
+        - its topic partition has more to read: wait for it, up to idle_ms (then go on;
+          what comes later is late);
+        - caught up, an input topic: a record sent just before the head may still be on
+          its way (the fetch from its broker answers after the one from the head's, or
+          its producer sent it a moment later): take the head only once it has been here
+          `reorder_ms`. Seen without it, on a three-node cluster: a customer's order
+          taken after the chat sent 50 ms after it, which changed its health."""
+        empty = self.queues.empty()
+        if all(s in caught_up for s in empty):
             self._waiting_since = None
+            if self.reorder_ms and any(s in self.type_of_topic for s in empty):
+                ready = head.arrived + self.reorder_ms
+                if now < ready:
+                    self.wake_at = ready
+                    return True
             return False
         if self._waiting_since is None:
             self._waiting_since = now

@@ -26,6 +26,8 @@ BATCH_BYTES = 512 * 1024
 """Largest record batch per topic partition (aiokafka's default: 16 KiB). A poll's records
 for one topic partition then go in one produce request: with 16 KiB, 100 KiB of changelog
 took 7 requests in a row, each waiting for the one before it to be taken."""
+TRANSACTION_TIMEOUT_MS = 30_000
+"""The worker's own bound on a commit (`worker.COMMIT_TIMEOUT`), given to the broker too."""
 _DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
@@ -55,12 +57,22 @@ async def transactional_producer(settings: Settings, partition: int) -> Any:
     producer = AIOKafkaProducer(
         **client_options(settings.kafka),
         transactional_id=f"{settings.app_id}-p{partition}",
+        # the broker aborts a transaction left open this long: a crashed or paused owner
+        # blocks the partition's next owner for at most this (aiokafka's default: 60 s;
+        # found by the zombie fault test), and no healthy batch takes so long to commit
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         acks="all",
         enable_idempotence=True,
         partitioner=_partitioner,
         max_batch_size=BATCH_BYTES,
     )
-    await producer.start()
+    try:
+        # aiokafka retries the producer id forever while the coordinator answers with a
+        # retriable error: a take-over must fail and be retried instead (`Worker._take_over`)
+        await asyncio.wait_for(producer.start(), TRANSACTION_TIMEOUT_MS / 1000)
+    except BaseException:
+        await stop_failed(producer)
+        raise
     return producer
 
 

@@ -54,3 +54,5 @@ class Pending:
     """Dead-letter it with this reason."""
     forward: bool = False
     """Re-key it to its owner's partition."""
+    arrived: Millis = 0
+    """Wall-clock time it was queued (`PartitionTask.reorder_ms`)."""

@@ -15,7 +15,7 @@ from siyu_stream.core.ruleset import Rules
 from siyu_stream.live import changelog
 from siyu_stream.live.commit import Owned
 from siyu_stream.live.processor import PartitionTask
-from siyu_stream.live.produce import transactional_producer
+from siyu_stream.live.produce import stop_failed, transactional_producer
 from siyu_stream.live.standby import Standby
 from siyu_stream.live.stores import Store, open_store
 from siyu_stream.observe.observer import Observer, Stats
@@ -45,7 +45,16 @@ class Restorer:
         store = self.standby.take(p)
         if store is None:
             store = open_store(self.settings, p)
-        return await self.resume(p, store, producer)
+        try:
+            return await self.resume(p, store, producer)
+        except BaseException:
+            # the worker retries the take-over later: the store goes back to the standby
+            # (a RocksDB store left open would lock the next attempt out), what it applied
+            # is applied again from its checkpoint, and the producer is started anew
+            self.standby.give(p, store)
+            if producer is not None:
+                await stop_failed(producer)
+            raise
 
     async def resume(self, p: int, store: Store, producer: Any) -> Owned:
         """Partition `p` from its changelog: the store brought up to date, a new task."""
@@ -60,6 +69,7 @@ class Restorer:
             Observer(self.stats, self.rules),
             idle_ms=self.settings.max_task_idle_ms,
             grace_ms=self.settings.timer_grace_ms,
+            reorder_ms=self.settings.reorder_ms,
         )
         for _ in task.index():
             if self.stop.is_set():

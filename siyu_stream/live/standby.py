@@ -96,8 +96,9 @@ class Standby:
             checkpoint = self.stores[tp.partition].checkpoint
             if checkpoint is not None:
                 self._consumer.seek(tp, checkpoint + 1)
-            else:
-                self._consumer.seek_to_beginning(tp)
+            # else: a partition assigned without a position starts at the beginning
+            # (auto_offset_reset="earliest"); aiokafka's seek_to_beginning is a coroutine,
+            # and this method runs inside the rebalance callback's synchronous part
 
     async def _follow(self) -> None:
         while True:

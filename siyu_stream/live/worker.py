@@ -7,41 +7,32 @@
 
 Partitions are the unit of work: a consumer group with the range assignor gives each
 worker the same partition numbers of every co-partitioned topic; each owned partition
-has a `PartitionTask` holding its customers' state, restored from the compacted
-changelog when the partition is assigned.
+has a `PartitionTask` holding its customers' state. A newly assigned partition is taken
+over by the loop, not inside the rebalance (`_take_over`): its producer started, its
+state restored from the compacted changelog, then its records fetched.
 
-Each poll is one batch, handled partition by partition, then made durable (from a
-backlog, in the background while the next poll's batch is processed: its states read
-through the batch in flight, its commit starts when that one is done, so commits stay in
-order, and a failure of either discards both; see `_process`):
+Each poll is one batch, handled partition by partition, then made durable by one of the
+two commit protocols (`commit`: a transaction per partition under `exactly_once`; acks,
+then offsets under `at_least_once`). From a backlog, a batch is made durable in the
+background while the next poll's batch is processed: its states read through the batch
+in flight, its commit starts when that one is done, so commits stay in order, and a
+failure of either discards both (see `_process`).
 
-- `exactly_once`: one transactional producer per partition (`transactional_id` =
-  `<app>-p<n>`, stable, so a new owner fences the old one and aborts its open
-  transaction). Outputs, commands, changelog records and the consumed offsets of a
-  partition are committed in one transaction (a crash never loses or doubles a gift);
-  the partitions' transactions run concurrently.
-- `at_least_once`: the outputs of every partition are sent and acknowledged first,
-  then the changelog records, then the offsets are committed, once per poll. A crash
-  between the steps re-processes the batch: state de-duplicates the events by id, and
-  any record sent twice carries the same `action_id`. Nothing is lost.
-
-Records are taken in merge order and timers fire on stream time inside each
-partition task (`processor`); a caught-up partition's timers also fire on the wall clock
-after a poll (at least every `SIYU_TIMER_INTERVAL` seconds). A batch the broker does not
-take is retried with backoff from the committed offsets, never a crash.
+Records are merged and timers fire on stream time in each partition task (`processor`),
+and on the wall clock once caught up. A batch the broker does not take is retried with
+backoff from the committed offsets, never a crash.
 
 The loop, the retry and the rebalance callbacks stay in this module: they share the
 consumer, the owned partitions and the lock that keeps a rebalance out of a batch in
-flight. What they call has modules of its own: the commit protocols (`commit`), sending
-(`produce`) and taking a partition over (`restore`).
+flight. What they call has modules of its own (`commit`, `produce`, `restore`, `view`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -50,20 +41,24 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.client import client_options
 from siyu_stream.live.commit import Owned, Work, flush, transact
 from siyu_stream.live.members import Members
 from siyu_stream.live.polling import poll_fair
-from siyu_stream.live.produce import plain_producer, stop_failed, transactional_producer
+from siyu_stream.live.produce import (
+    TRANSACTION_TIMEOUT_MS,
+    plain_producer,
+    stop_failed,
+    transactional_producer,
+)
 from siyu_stream.live.records import Record
 from siyu_stream.live.restore import Restorer
 from siyu_stream.live.standby import Standby
+from siyu_stream.live.view import OwnedView
 from siyu_stream.observe import web
 from siyu_stream.observe.metrics import Exporter
 from siyu_stream.observe.observer import Stats
-from siyu_stream.observe.view import Customer
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
 from siyu_stream.topology import Topology
@@ -72,7 +67,7 @@ log = logging.getLogger("siyu_stream.live.worker")
 
 MAX_RECORDS = 2_000
 """Records per poll: one batch, one transaction per partition."""
-COMMIT_TIMEOUT = 30.0
+COMMIT_TIMEOUT = TRANSACTION_TIMEOUT_MS / 1000
 """Seconds a batch may take to become durable before it counts as failed."""
 BACKOFF_FIRST, BACKOFF_LAST = 0.5, 30.0
 """Seconds before retrying a batch the broker did not take, doubling up to the last."""
@@ -82,7 +77,7 @@ FIRST_PAUSE = 0.005
 """Seconds of the first pause of an idle poll (doubling to polling.IDLE_PAUSE): see `poll`."""
 
 
-class Worker:
+class Worker(OwnedView):
     def __init__(self, settings: Settings, rules: Rules) -> None:
         self.settings = settings
         self.rules = rules
@@ -95,14 +90,18 @@ class Worker:
         """The last processed batch being made durable while the next one is processed."""
         self._failed = False
         """A batch failed: the loop rewinds every partition before processing again."""
-        self._fenced: ProducerFenced | None = None
-        """Seen while settling for a rebalance: the loop raises it (a newer owner)."""
+        self._fatal: BaseException | None = None
+        """Raised by the loop: seen in a rebalance callback (which cannot raise)."""
         self._backoff = BACKOFF_FIRST
         self._paused = False
         self._behind = False
         """A partition stopped at the batch limit with work left: poll again at once."""
+        self._wake: Millis | None = None  # when a record held back for stragglers may go
         self._held: set[TopicPartition] = set()
         """Sources not fetched while their queues are full."""
+        self._pending: set[int] = set()
+        """Partitions assigned but not yet taken over (`_take_over`): not fetched."""
+        self._retry_at, self._take_over_backoff = 0.0, BACKOFF_FIRST
         self._topics = [*self.topology.inputs, self.topology.commands]
         self._stop = asyncio.Event()
         self._consumer: Any = None
@@ -112,60 +111,14 @@ class Worker:
         self.ready = asyncio.Event()
         self.running = False
         self.url = settings.advertised_url
-        """Partition -> URL of the worker that owns it (from the members topic)."""
         self.exporter = Exporter(self)
         self.standby = Standby(settings)
         self.restorer = Restorer(rules, self.topology, self.stats, self.standby, self._stop)
 
     @property
-    def alive(self) -> bool:
-        return self.running
-
-    @property
     def is_ready(self) -> bool:
         """Partitions assigned and their state restored."""
-        return self.running and self.ready.is_set() and not self._paused
-
-    # ------------------------------------------------------------ the view (view.WorkerView)
-
-    def partitions(self) -> list[int]:
-        return sorted(self.owned)
-
-    def customer(self, customer_id: str) -> Customer | None:
-        partition = partition_for(customer_id.encode(), self.settings.partitions)
-        owned = self.owned.get(partition)
-        if owned is None:
-            return None
-        task = owned.task
-        timeline = task.observer.timeline_of(customer_id)
-        return Customer(partition, task.committed_state(customer_id), timeline)
-
-    def owner(self, partition: int) -> str | None:
-        return self.members.directory.get(partition)
-
-    def population(self) -> Counter[tuple[str, str]]:
-        total: Counter[tuple[str, str]] = Counter()
-        for owned in self.owned.values():
-            total.update(owned.task.observer.population)
-        return total
-
-    def timers(self) -> dict[int, int]:
-        return {p: len(owned.task.events.timers) for p, owned in self.owned.items()}
-
-    def clocks(self) -> dict[int, int | None]:
-        return {p: owned.task.clock for p, owned in self.owned.items()}
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the broker's high watermark, per owned input partition."""
-        if self._consumer is None:
-            return {}
-        behind = {}
-        for owned in self.owned.values():
-            for tp, committed in owned.committed.items():
-                high = self._consumer.highwater(tp)
-                if high is not None:
-                    behind[(tp.topic, tp.partition)] = max(0, high - committed)
-        return behind
+        return self.running and self.ready.is_set() and not self._paused and not self._pending
 
     # ------------------------------------------------------------ lifecycle
 
@@ -182,7 +135,7 @@ class Worker:
             isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=min(1_000, self.settings.session_timeout_ms // 3),
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
         )
         if not self.exactly_once:
             self._producer = await plain_producer(self.settings)
@@ -208,13 +161,15 @@ class Worker:
     async def _loop(self) -> None:
         interval = self.settings.timer_interval
         while not self._stop.is_set():
-            # a partition stopped at the batch limit: the next batch comes without waiting
-            batch = await poll_fair(
-                self._consumer, 0.0 if self._behind else interval, MAX_RECORDS, first=FIRST_PAUSE
-            )
+            # a partition stopped at the batch limit, or one to take over: no waiting;
+            # a record held back for stragglers (`reorder_ms`): until it may be taken
+            timeout = 0.0 if self._behind or self._pending else interval
+            if self._wake is not None:
+                timeout = min(timeout, max(0.0, (self._wake - wall_clock()) / 1000))
+            batch = await poll_fair(self._consumer, timeout, MAX_RECORDS, first=FIRST_PAUSE)
             async with self._lock:
-                if self._fenced is not None:
-                    raise self._fenced
+                if self._fatal is not None:
+                    raise self._fatal
                 if self._paused:
                     continue
                 try:
@@ -222,6 +177,12 @@ class Worker:
                         await self._rewind()
                         self._failed = False
                         continue  # the batch in hand was read past the rewind: read again
+                    if self._pending:
+                        taken = await self._take_over()
+                        if self._stop.is_set():
+                            continue  # a restore cut short: never process with its state
+                        # their records in hand were read before the seek to their offsets
+                        batch = {tp: m for tp, m in batch.items() if tp.partition not in taken}
                     await self._process(batch)
                     self._backoff = BACKOFF_FIRST
                 except ProducerFenced:
@@ -233,9 +194,8 @@ class Worker:
                 self._backoff = min(self._backoff * 2, BACKOFF_LAST)
 
     def _fail(self, exc: BaseException) -> None:
-        """Not a record's fault (no record can make a batch fail: records are checked
-        before they are sent): the broker or the network. Nothing of the batches in hand
-        counts; the loop goes back to the committed offsets and tries again."""
+        """The broker or the network (records are checked before they are sent): nothing
+        of the batches in hand counts; the loop rewinds to the committed offsets."""
         log.warning("batch not committed (%r); retrying in %.1f s", exc, self._backoff)
         self._failed = True
         self.stats.latencies.clear()  # the batch will be processed again
@@ -254,7 +214,7 @@ class Worker:
         try:
             await self._settle()
         except ProducerFenced as exc:
-            self._fenced = exc
+            self._fatal = exc
         except (KafkaError, OSError, TimeoutError) as exc:
             self._fail(exc)
 
@@ -265,8 +225,8 @@ class Worker:
         records from the committed offsets, fresh producers (an idempotent producer's
         sequence may be broken; a new transactional one aborts what the old left open)."""
         await self._settle_quietly()  # a batch failed before it: it fails too, or it is done
-        if self._fenced is not None:
-            raise self._fenced
+        if self._fatal is not None:
+            raise self._fatal
         if self._producer is not None:
             await stop_failed(self._producer)
             self._producer = await plain_producer(self.settings)
@@ -277,12 +237,16 @@ class Worker:
                 producer = await transactional_producer(self.settings, p)
             owned.task.discard()
             self.owned[p] = await self.restorer.resume(p, owned.store, producer)
-            for tp in self._sources(p).values():
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+            await self._seek_committed(p)
+
+    async def _seek_committed(self, partition: int) -> None:
+        """Read the partition's sources again from their committed offsets."""
+        for tp in self._sources(partition).values():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     async def _shutdown(self) -> None:
         async with self._lock:
@@ -365,6 +329,8 @@ class Worker:
                 await asyncio.sleep(0)  # as above
         self._hold()
         self._behind = any(owned.task.more for owned in self.owned.values())
+        wakes = [o.task.wake_at for o in self.owned.values() if o.task.wake_at is not None]
+        self._wake = min(wakes, default=None)
         latencies, self.stats.latencies = self.stats.latencies, []
         return work, latencies
 
@@ -392,13 +358,22 @@ class Worker:
         return {t: TopicPartition(t, partition) for t in self._topics}
 
     def _hold(self) -> None:
-        """Stop fetching sources whose queues are full; fetch the others again."""
+        """Stop fetching sources whose queues are full, and those of partitions not yet
+        taken over; fetch the others again."""
+        held = self._held | {tp for p in self._pending for tp in self._sources(p).values()}
         assigned = self._consumer.assignment()
         paused = self._consumer.paused()
-        self._consumer.pause(*[tp for tp in self._held if tp in assigned])
-        self._consumer.resume(*[tp for tp in paused if tp not in self._held and tp in assigned])
+        self._consumer.pause(*[tp for tp in held if tp in assigned])
+        self._consumer.resume(*[tp for tp in paused if tp not in held and tp in assigned])
 
     # ------------------------------------------------------------ rebalancing
+
+    async def in_callback(self, step: Awaitable[None]) -> None:
+        """aiokafka only logs a rebalance callback's exception: the loop raises it."""
+        try:
+            await step
+        except Exception as exc:  # anything: it is raised again, by the loop
+            self._fatal = exc
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; keep the tasks (and their warm state) until
@@ -408,26 +383,60 @@ class Worker:
             self._paused = True
 
     async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the partitions that moved away; the new ones wait, unfetched, for the loop
+        to take them over (`_take_over`): a restore inside the rebalance held the whole
+        group up, and one that failed left the worker paused for good."""
         async with self._lock:
             await self._settle_quietly()
             partitions = {tp.partition for tp in tps}
             for p in sorted(set(self.owned) - partitions):
                 owned = self.owned.pop(p)
                 if owned.producer is not None:
-                    await owned.producer.stop()
+                    await stop_failed(owned.producer)  # nothing of it is needed any more
                 self.standby.give(p, owned.store)
                 log.info("partition %d revoked", p)
             for owned in self.owned.values():
                 # the consumer resumes a kept partition at its committed offsets, which are
                 # where its queues start: read those records again rather than twice
                 owned.task.discard()
-            for p in sorted(partitions - set(self.owned)):
-                self.owned[p] = await self.restorer.take_over(p)
-            self.standby.follow(set(self.owned))
-            # a restore cut short by SIGTERM left partial state: never process with it
-            self._paused = self._stop.is_set()
-            self.ready.set()
+            self._pending = partitions - set(self.owned)
+            self._retry_at, self._take_over_backoff = 0.0, BACKOFF_FIRST
+            self._hold()
+            self.standby.follow(set(self.owned))  # pending partitions stay warm until taken
+            self._paused = False
+            if not self._pending:
+                self.ready.set()
         await self.members.announce(sorted(self.owned))
+
+    async def _take_over(self) -> set[int]:
+        """Take the pending partitions over; returns those taken. One the broker refuses
+        (its producer not started, its changelog not read) is tried again with backoff,
+        while the others go on."""
+        taken: set[int] = set()
+        if time.monotonic() < self._retry_at:
+            return taken
+        refused: dict[int, BaseException] = {}
+        for p in sorted(self._pending):
+            try:
+                self.owned[p] = await self.restorer.take_over(p)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                refused[p] = exc
+                continue
+            self._pending.discard(p)
+            taken.add(p)
+            await self._seek_committed(p)
+            if self._stop.is_set():
+                return taken
+        self._hold()
+        wait, self._take_over_backoff = self._take_over_backoff, BACKOFF_FIRST
+        if refused:
+            log.warning("partitions not taken over, retrying in %.1f s: %r", wait, refused)
+            self._take_over_backoff = min(wait * 2, BACKOFF_LAST)
+            self._retry_at = time.monotonic() + wait
+        else:
+            self.ready.set()
+            await self.members.announce(sorted(self.owned))
+        return taken
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -435,7 +444,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.worker.revoked(revoked)
+        await self.worker.in_callback(self.worker.revoked(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.worker.assigned(assigned)
+        await self.worker.in_callback(self.worker.assigned(assigned))

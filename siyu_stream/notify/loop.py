@@ -109,6 +109,9 @@ class Notifier:
             # exactly_once workers write in transactions: never deliver an aborted action
             isolation_level="read_committed",
             max_poll_records=MAX_RECORDS,
+            # the worker's: a crashed notifier's partitions move after the same time
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
         )
         self.consumer.subscribe(self.topology.notify_inputs, listener=_Rebalance(self))
         web = None

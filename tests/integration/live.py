@@ -88,6 +88,8 @@ class WorkerProcess:
             "SIYU_SSL_KEYFILE": str(s.ssl_keyfile or ""),
             "SIYU_SSL_KEY_PASSWORD": s.ssl_key_password or "",
             "SIYU_APP_ID": s.app_id,
+            "SIYU_TOPIC_PREFIX": s.topic_prefix,
+            "SIYU_REPLICATION": str(s.replication),
             "SIYU_PARTITIONS": str(s.partitions),
             "SIYU_GUARANTEE": s.guarantee,
             "SIYU_STORE": s.store,
@@ -99,6 +101,7 @@ class WorkerProcess:
             "SIYU_TIMER_INTERVAL": "0.2",
             "SIYU_TIMER_GRACE_MS": str(s.timer_grace_ms),
             "SIYU_MAX_TASK_IDLE_MS": str(s.max_task_idle_ms),
+            "SIYU_REORDER_MS": str(s.reorder_ms),
             "SIYU_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
             "SIYU_LOG_LEVEL": "info",
             # after a bootstrap: go live as it did (unset otherwise, as in production)
@@ -190,21 +193,41 @@ class Traffic:
         await asyncio.gather(*futures)
 
     async def paced(
-        self, records: Iterable[tuple[str, bytes, bytes]], rate: float | None = None
+        self,
+        records: Iterable[tuple[str, bytes, bytes]],
+        rate: float | None = None,
+        *,
+        now: bool = False,
     ) -> None:
         """Produce `records` (topic name, key, value), at `rate` a second if given, and wait
-        until every one is acknowledged."""
+        until every one is acknowledged. With `now`, each event's occurred_at becomes the
+        moment it is sent: live traffic, which a caught-up worker never sees as late
+        (an old event sent to a caught-up worker is late: the wall clock moved its
+        partition past it, which replay cannot reproduce)."""
         started = time.monotonic()
         futures = []
         for n, (topic, key, value) in enumerate(records):
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-            futures.append(await self.raw(topic, key, value))
+            futures.append(await self.raw(topic, key, restamped(value) if now else value))
         await asyncio.gather(*futures)
 
     async def raw(self, short: str, key: bytes | None, value: bytes) -> Any:
         self.sent.append(value)
         return await self.producer.send(self.settings.topic(short), value, key=key)
+
+
+def restamped(value: bytes) -> bytes:
+    """An event's bytes with occurred_at = now; anything else (the simulator's deliberately
+    bad records) as it is."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if not isinstance(event, dict) or not isinstance(event.get("occurred_at"), str):
+        return value
+    event["occurred_at"] = format_rfc3339(wall_clock())
+    return orjson.dumps(event)
 
 
 def stamp(event: dict[str, Any]) -> bytes:
@@ -405,6 +428,7 @@ def assert_live_equals_replay(
     records: list[dict[str, Any]], expected: dict[str, dict[str, Any]], *, once: bool
 ) -> None:
     counts = Counter(r["action_id"] for r in records)
+    assert counts, "no action was committed"
     if once:
         assert max(counts.values()) == 1, "a record was committed twice"
     live = {r["action_id"]: r for r in records}

@@ -28,8 +28,8 @@ from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, parse_rfc3339, to_datetime
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.kafka.apache import KafkaCluster
 from siyu_stream.kafka.client import client_options
-from siyu_stream.kafka.embedded import LocalBroker
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay
 from siyu_stream.settings import Settings
@@ -98,7 +98,7 @@ async def committed(settings: Settings) -> dict[str, int | None]:
 
 
 async def test_a_worker_after_a_bootstrap_emits_what_replay_emits_over_the_whole_history(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     """Three hours of traffic ending an hour ago: the first two hours are the history (a
     file, bootstrapped), the last hour is produced to the input topics afterwards and taken
@@ -168,7 +168,7 @@ async def produce_lifecycle(settings: Settings) -> int:
 
 
 def test_a_bootstrap_run_twice_writes_the_same_changelog(
-    broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    broker: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """The history in the topics (--from-kafka); the second run also reads it from a file:
     every event twice, each taken once. The changelog is the same by key; the outputs
@@ -177,10 +177,10 @@ def test_a_bootstrap_run_twice_writes_the_same_changelog(
     for name, value in {
         "SIYU_BROKER": broker.bootstrap,
         "SIYU_APP_ID": settings.app_id,
+        "SIYU_TOPIC_PREFIX": settings.topic_prefix,
         "SIYU_PARTITIONS": "4",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("SIYU_TOPIC_PREFIX", raising=False)
     assert main(["topics", "create"]) == 0
     produced = asyncio.run(produce_lifecycle(settings))
 
@@ -206,14 +206,14 @@ def test_a_bootstrap_run_twice_writes_the_same_changelog(
 
 
 def test_a_bootstrap_beside_a_running_worker_is_refused(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     settings = live.settings_for(broker.bootstrap)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     worker.wait_owns(ALL)
     env = {**os.environ, "SIYU_BROKER": broker.bootstrap, "SIYU_APP_ID": settings.app_id}
-    env.pop("SIYU_TOPIC_PREFIX", None)
+    env["SIYU_TOPIC_PREFIX"] = settings.topic_prefix
     result = subprocess.run(
         [
             *(sys.executable, "-m", "siyu_stream.cli", "bootstrap"),
@@ -247,7 +247,7 @@ async def produce_stamped(settings: Settings, lines: list[bytes], stamps: list[i
 
 
 def test_start_at_go_live_reads_the_topics_up_to_it_in_several_transactions(
-    broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Upstream has published since go-live: `--start go-live --from-kafka` takes the
     records stamped before it as the history and leaves the rest to the workers. With
@@ -291,4 +291,4 @@ def test_start_at_go_live_reads_the_topics_up_to_it_in_several_transactions(
 async def run_topics(settings: Settings) -> None:
     from siyu_stream.kafka.admin import ensure_topics
 
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())

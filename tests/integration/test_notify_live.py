@@ -38,7 +38,8 @@ from scenario import Scenario
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, SECOND, Millis, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import ContactPolicy, Engine, Rules
 from siyu_stream.kafka.admin import ensure_topics
-from siyu_stream.kafka.embedded import LocalBroker, free_port
+from siyu_stream.kafka.apache import KafkaCluster
+from siyu_stream.kafka.embedded import free_port
 from siyu_stream.notify.config import parse_config
 from siyu_stream.notify.loop import Notifier
 from siyu_stream.notify.render import verify
@@ -70,7 +71,7 @@ backoff_max_seconds = 0.4
 
 
 async def ready(settings: Settings) -> Settings:
-    await ensure_topics(settings.broker, Topology(settings).specs())
+    await ensure_topics(settings.kafka, Topology(settings).specs())
     return settings
 
 
@@ -114,7 +115,7 @@ async def flaky(stand: Stand, request: web.Request, body: bytes) -> web.StreamRe
 
 
 async def test_every_action_arrives_signed_through_failures_rate_limits_and_stalls(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     settings = await ready(settings_for(broker.bootstrap))
     stand = await Stand({"/crm": flaky}).start()
@@ -160,7 +161,7 @@ async def test_every_action_arrives_signed_through_failures_rate_limits_and_stal
 
 
 async def test_no_customer_facing_reminder_arrives_before_quiet_hours_end(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     """Quiet hours ending "a minute from now" on a test clock: the rule core moves the
     invites to the quiet end (docs/design.md §4); the notifier holds them until then."""
@@ -240,7 +241,7 @@ def wecom_stand_in(limit: int, window: Millis) -> Any:
 
 
 async def test_wecom_robot_stays_within_its_rate_and_delivers_everything(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     limit, window = 5, SECOND
     settings = await ready(settings_for(broker.bootstrap))
@@ -288,7 +289,7 @@ backoff_max_seconds = 0.5
 
 
 async def test_two_notifiers_split_the_work_and_never_both_send_one_action(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     settings = await ready(settings_for(broker.bootstrap))
     stand = await Stand({"/a": ok, "/b": ok}).start()
@@ -327,7 +328,7 @@ async def rejects_some(stand: Stand, request: web.Request, body: bytes) -> web.S
 
 
 async def test_expired_actions_are_receipted_not_sent_and_bad_input_is_dead_lettered(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     settings = await ready(settings_for(broker.bootstrap))
     stand = await Stand({"/crm": rejects_some}).start()
@@ -375,6 +376,8 @@ def start_notifier(settings: Settings, config: Path, log: Path) -> subprocess.Po
         **os.environ,
         "SIYU_BROKER": settings.broker,
         "SIYU_APP_ID": settings.app_id,
+        "SIYU_TOPIC_PREFIX": settings.topic_prefix,
+        "SIYU_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "SIYU_PARTITIONS": str(settings.partitions),
         "HOOK_SECRET": SECRET,
     }
@@ -388,7 +391,7 @@ def start_notifier(settings: Settings, config: Path, log: Path) -> subprocess.Po
 
 
 async def test_sigkill_mid_way_loses_nothing_and_repeats_keep_their_key(
-    broker: LocalBroker, tmp_path: Path
+    broker: KafkaCluster, tmp_path: Path
 ) -> None:
     settings = await ready(settings_for(broker.bootstrap))
 
@@ -415,9 +418,8 @@ async def test_sigkill_mid_way_loses_nothing_and_repeats_keep_their_key(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at = len(stand.delivered("/crm"))
-        # noida-db never evicts a SIGKILLed member (docs/design.md §8); Kafka's session
-        # timeout does: restarting the broker stands in for it
-        broker.restart()
+        # the group evicts the killed member after its session timeout; then the
+        # restarted notifier gets every partition
         proc = start_notifier(settings, config, log)
         wanted = {f"{a['action_id']}/crm" for a in actions}
         receipts = await receipts_until(settings, wanted)
@@ -454,7 +456,7 @@ async def test_sigkill_mid_way_loses_nothing_and_repeats_keep_their_key(
 
 
 async def test_past_the_pending_bound_partitions_pause_and_nothing_is_lost(
-    broker: LocalBroker,
+    broker: KafkaCluster,
 ) -> None:
     settings = await ready(settings_for(broker.bootstrap))
     stand = await Stand({"/crm": ok}).start()

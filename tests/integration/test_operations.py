@@ -83,7 +83,7 @@ async def test_metrics_move_after_traffic(broker: KafkaCluster, tmp_path: Path) 
     # per scenario: 4 paid orders, 1 refund, the newcomer's and the leaver's orders
     assert sample(after, "siyu_events_total", type="order", outcome="ok") == 3 * 7
     assert sample(after, "siyu_events_total", type="order", outcome="duplicate") == 3
-    assert sample(after, "siyu_deadletters_total", topic="siyu.orders") == 1
+    assert sample(after, "siyu_deadletters_total", topic=settings.topic("orders")) == 1
     assert sample(after, "siyu_actions_total", kind="gift", rule="referral") == 3
     assert sample(after, "siyu_gift_value_fen_total", code="tier_5000") == 3 * 20_000
     assert sample(after, "siyu_customers", dimension="layer", value="A5") == 3
@@ -93,7 +93,9 @@ async def test_metrics_move_after_traffic(broker: KafkaCluster, tmp_path: Path) 
     assert sample(after, "siyu_buyers_outside_pool_total") >= 3
     assert (
         sum(
-            sample(after, "siyu_consumer_lag_records", topic="siyu.orders", partition=str(p))
+            sample(
+                after, "siyu_consumer_lag_records", topic=settings.topic("orders"), partition=str(p)
+            )
             for p in range(4)
         )
         == 0
