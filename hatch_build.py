@@ -41,9 +41,10 @@ COMPILED = [
     "siyu_stream/eventtime/keys.py",
     "siyu_stream/eventtime/merge.py",
     "siyu_stream/eventtime/partition.py",
-    # the replay merge loop
+    # the replay merge loop and its output
     "siyu_stream/replay/engine.py",
     "siyu_stream/replay/jobloop.py",
+    "siyu_stream/replay/jobs.py",
     "siyu_stream/replay/lines.py",
 ]
 
