@@ -18,7 +18,6 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from statistics import median
 from typing import Literal
 
 from siyu_stream.core import policy
@@ -231,5 +230,8 @@ def repurchase_cycle(order_times: list[Millis], rules: Rules) -> Millis:
     if len(order_times) < 2:
         return cfg.default_days * DAY
     recent = order_times[-(cfg.gaps + 1) :]
-    gaps = [b - a for a, b in itertools.pairwise(recent)]
-    return max(int(median(gaps)), cfg.floor_days * DAY)
+    gaps = sorted(b - a for a, b in itertools.pairwise(recent))
+    # the median (statistics.median's arithmetic, not its interpreted call), floored
+    mid = len(gaps) // 2
+    median = gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+    return max(int(median), cfg.floor_days * DAY)
