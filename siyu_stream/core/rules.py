@@ -54,8 +54,9 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     key = digest(event.event_id)
     if s.has_seen(key):
         return Step(state if state is not None else s, outcome="duplicate")
+    order_key = digest(event.order_id) if isinstance(event, Order) else b""
     paid = isinstance(event, Order) and event.status == "paid"
-    if paid and s.find_order(digest(event.order_id)) is not None:  # type: ignore[union-attr]  # paid implies Order
+    if paid and s.find_order(order_key) is not None:
         # the same order re-sent under a new event id must not count twice either
         return Step(state if state is not None else s, outcome="duplicate")
     reason = _over_bound(s, event, rules)
@@ -67,7 +68,7 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     ctx = Ctx(s, event.customer_id, event.at, event.event_id, event.event_id, rules)
     ctx.raise_layer("A1", "first seen")
     if isinstance(event, Order):
-        _order(ctx, event, clock)
+        _order(ctx, event, order_key, clock)
     elif isinstance(event, Chat):
         _chat(ctx, event)
     else:
@@ -98,9 +99,9 @@ def _over_bound(s: CustomerState, event: Event, rules: Rules) -> str | None:
     return None
 
 
-def _order(ctx: Ctx, order: Order, clock: Millis) -> None:
+def _order(ctx: Ctx, order: Order, order_key: bytes, clock: Millis) -> None:
+    """`order_key`: digest(order.order_id)."""
     s, rules = ctx.s, ctx.rules
-    order_key = digest(order.order_id)
     if order.status == "refunded":
         _refund(ctx, order, order_key)
         return
