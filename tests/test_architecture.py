@@ -193,6 +193,7 @@ def test_only_the_live_package_drives_the_processor(graph: dict[str, set[str]]) 
 # The room of each top-level module: configuration is read by every layer above the core,
 # the rest are edges (commands and tools) that may use anything.
 TOP_LEVEL = {
+    "build": "config",
     "settings": "config",
     "topology": "config",
     "demo": "edge",

@@ -46,16 +46,18 @@ class Action(NamedTuple):
     """Digest of the rules that produced it (`Rules.version`)."""
 
     def to_dict(self) -> dict[str, Any]:
+        # unpacked at once: compiled, a NamedTuple's field read by name is a generic getattr
+        ident, kind, rule, customer_id, occurred_at, cause, detail, because, version = self
         return {
-            "action_id": self.action_id,
-            "kind": self.kind,
-            "rule": self.rule,
-            "customer_id": self.customer_id,
-            "occurred_at": format_rfc3339(self.occurred_at),
-            "cause_event_id": self.cause_event_id,
-            "detail": self.detail,
-            "because": self.because,
-            "rules_version": self.rules_version,
+            "action_id": ident,
+            "kind": kind,
+            "rule": rule,
+            "customer_id": customer_id,
+            "occurred_at": format_rfc3339(occurred_at),
+            "cause_event_id": cause,
+            "detail": detail,
+            "because": because,
+            "rules_version": version,
         }
 
     def to_json(self) -> bytes:

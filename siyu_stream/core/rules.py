@@ -54,8 +54,9 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     key = digest(event.event_id)
     if s.has_seen(key):
         return Step(state if state is not None else s, outcome="duplicate")
+    order_key = digest(event.order_id) if isinstance(event, Order) else b""
     paid = isinstance(event, Order) and event.status == "paid"
-    if paid and s.find_order(digest(event.order_id)) is not None:  # type: ignore[union-attr]  # paid implies Order
+    if paid and s.find_order(order_key) is not None:
         # the same order re-sent under a new event id must not count twice either
         return Step(state if state is not None else s, outcome="duplicate")
     reason = _over_bound(s, event, rules)
@@ -67,7 +68,7 @@ def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules:
     ctx = Ctx(s, event.customer_id, event.at, event.event_id, event.event_id, rules)
     ctx.raise_layer("A1", "first seen")
     if isinstance(event, Order):
-        _order(ctx, event, clock)
+        _order(ctx, event, order_key, clock)
     elif isinstance(event, Chat):
         _chat(ctx, event)
     else:
@@ -98,9 +99,9 @@ def _over_bound(s: CustomerState, event: Event, rules: Rules) -> str | None:
     return None
 
 
-def _order(ctx: Ctx, order: Order, clock: Millis) -> None:
+def _order(ctx: Ctx, order: Order, order_key: bytes, clock: Millis) -> None:
+    """`order_key`: digest(order.order_id)."""
     s, rules = ctx.s, ctx.rules
-    order_key = digest(order.order_id)
     if order.status == "refunded":
         _refund(ctx, order, order_key)
         return
@@ -118,16 +119,18 @@ def _order(ctx: Ctx, order: Order, clock: Millis) -> None:
     s.first_order_at = order.at if s.first_order_at is None else min(s.first_order_at, order.at)
     s.last_order_at = order.at if newest else s.last_order_at
     s.order_times = sorted([*s.order_times, order.at])[-(rules.repurchase_due.gaps + 1) :]
-    ctx.raise_layer("A4", f"paid purchase {order.order_id} of {yuan(order.amount_fen)}")
+    ctx.raise_layer("A4", lambda: f"paid purchase {order.order_id} of {yuan(order.amount_fen)}")
 
     # spend_tier: one gift per threshold crossed upward, each once per customer ever
-    spend_note = f"net spend {yuan(before)} → {yuan(s.spend_fen)}"
+    def spend_note() -> str:
+        return f"net spend {yuan(before)} → {yuan(s.spend_fen)}"
+
     for threshold in rules.spend_tier.thresholds_yuan:
         if before < threshold * 100 <= s.spend_fen:
             ctx.gift(
                 "spend_tier",
                 rules.tier_code(threshold),
-                f"{spend_note} crossed {threshold:,}",
+                f"{spend_note()} crossed {threshold:,}",
                 True,
             )
     ctx.set("tier", tier_of(s.spend_fen, rules), "spend_tier", spend_note)
@@ -214,7 +217,7 @@ def _chat(ctx: Ctx, chat: Chat) -> None:
             chat.at if s.last_inbound_at is None else max(s.last_inbound_at, chat.at)
         )
         s.outbound_streak = 0
-        ctx.raise_layer("A3", f"inbound message on {chat.channel}")
+        ctx.raise_layer("A3", lambda: f"inbound message on {chat.channel}")
         ctx.activity("inbound chat")
         replied = s.last_outbound_at is not None and s.last_outbound_at >= chat.at
         if s.pending_reply_since is None and not replied:
@@ -276,7 +279,7 @@ def _join(ctx: Ctx, join: Join) -> None:
         s.referrer_id = join.referrer_id
     if join.staff_id:
         s.owner_staff = join.staff_id
-    ctx.raise_layer("A2", f"joined {join.carrier}")
+    ctx.raise_layer("A2", lambda: f"joined {join.carrier}")
     if not was_out:
         return
     if s.health == "lost":

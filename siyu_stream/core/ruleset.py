@@ -407,6 +407,17 @@ _VERSIONS: OrderedDict[int, tuple[Rules, str]] = OrderedDict()
 """The digests of the last few Rules objects (computing one serializes every number)."""
 
 
+def _canonical(value: Any) -> Any:
+    """`value` as orjson wrote the dataclasses themselves with OPT_SORT_KEYS: a dataclass
+    as an object in field order, a dict with sorted keys. Built by hand: orjson reads a
+    dataclass through its __dict__ or __slots__, which a mypyc-compiled class lacks."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    return value
+
+
 def rules_version(rules: Rules) -> str:
     hit = _VERSIONS.get(id(rules))
     if hit is not None and hit[0] is rules:
@@ -415,7 +426,7 @@ def rules_version(rules: Rules) -> str:
     # fields alone, byte for byte as before the field existed (it is the last field, so
     # dropping it from the bytes keeps every version, and every action, as it was).
     plain = rules if rules.go_live is None else dataclasses.replace(rules, go_live=None)
-    canonical = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(_canonical(plain))
     canonical = canonical.removesuffix(_NO_GO_LIVE) + b"}"
     digest = blake2b(canonical, digest_size=4).hexdigest()
     _VERSIONS[id(rules)] = (rules, digest)

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from yarl import URL
 
+from siyu_stream.build import build
 from siyu_stream.core.actions import yuan
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.core.state import CustomerState
@@ -153,7 +154,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     worker = request.app[_WORKER]
     ok = worker.alive
-    return web.json_response({"alive": ok}, status=200 if ok else 503)
+    # which build of the rule core this worker runs: "compiled" (mypyc) or "interpreted"
+    return web.json_response({"alive": ok, "build": build()}, status=200 if ok else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:

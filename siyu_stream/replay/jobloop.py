@@ -103,6 +103,23 @@ class Part:
         self.entries: tuple[deque[Entry], deque[Entry]] = (deque(), deque())
         self.queued: dict[str, int] = {}  # customer -> orders read, not taken
         self.referred: set[str] = set()
+        # the merge: the smallest head key of the queues the job takes from here (its own
+        # inputs if it owns the partition, and credits), kept by `refresh` on every change
+        self.owned = False
+        self.head: Key | None = None
+        self.head_queue = 0
+
+    def refresh(self) -> None:
+        """Recompute `head` and `head_queue` (0-2 input, 3 credit) after a queue changed."""
+        best: Key | None = None
+        which = 0
+        if self.owned:
+            for kind, queue in enumerate(self.inputs):
+                if queue and (best is None or queue[0][0] < best):
+                    best, which = queue[0][0], kind
+        if self.credits and (best is None or self.credits[0][0] < best):
+            best, which = self.credits[0][0], CREDIT
+        self.head, self.head_queue = best, which
 
 
 QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
@@ -129,6 +146,8 @@ class Job:
         self.peers = peers
         self.progress = progress
         self.parts = [Part(p) for p in range(len(engine.partitions))]
+        for p in owned:
+            self.parts[p].owned = True
         self.exhausted = False
         self.read = 0
         self.unseen = 0  # lines read, not yet made visible or rejected
@@ -198,7 +217,7 @@ class Job:
         while not (inputs[0] and inputs[1] and inputs[2]) and part.visible < LOOKAHEAD:
             if not part.pending:
                 if not self._read():
-                    return
+                    break
                 continue
             ordinal, line = part.pending.popleft()
             self.unseen -= 1
@@ -210,6 +229,7 @@ class Job:
             kind = QUEUE_OF[type(event)]
             inputs[kind].append(((sort_key(event), 4 * part.index + kind), line))
             part.visible += 1
+        part.refresh()
 
     def _reject(self, line: Line, reason: str, tag: Tag | None, *, count: bool = True) -> None:
         if count:  # (a step the rules rejected is counted by the engine)
@@ -224,16 +244,17 @@ class Job:
     # ---------------------------------------------------------------- the merge
     def _head(self) -> tuple[Key, Key, Part, int] | None:
         """(key, group, partition, queue: 0-2 input, 3 credit) of the next own step."""
-        best: tuple[Key, Key, Part, int] | None = None
+        best: Part | None = None
+        low: Key | None = None
         for part in self.parts:
-            if part.index in self.owned:
-                for kind, queue in enumerate(part.inputs):
-                    if queue and (best is None or queue[0][0] < best[0]):
-                        key = queue[0][0]
-                        best = (key, max(part.high, key), part, kind)
-            if part.credits and (best is None or part.credits[0][0] < best[0]):
-                best = (part.credits[0][0], part.credits[0][1], part, CREDIT)
-        return best
+            key = part.head
+            if key is not None and (low is None or key < low):
+                best, low = part, key
+        if best is None or low is None:
+            return None
+        if best.head_queue == CREDIT:
+            return low, best.credits[0][1], best, CREDIT
+        return low, max(best.high, low), best, best.head_queue
 
     def run(self) -> None:
         for p in sorted(self.owned):
@@ -266,6 +287,7 @@ class Job:
             self.seq += 1
             if kind == CREDIT:
                 _, _, credit = part.credits.popleft()
+                part.refresh()
                 if part.index in self.owned:
                     self._credit(credit, (1, group, self.seq))
                 else:
@@ -295,6 +317,7 @@ class Job:
     def _input(self, part: Part, kind: int, group: Key) -> None:
         _, line = part.inputs[kind].popleft()
         part.visible -= 1
+        part.refresh()
         part.high = group
         tag: Tag = (1, group, self.seq)
         self.out.begin(tag)
@@ -332,6 +355,7 @@ class Job:
         for credit in self.engine.credits:
             q = self._partition(credit.referrer_id)
             self.parts[q].credits.append(((credit_key(credit), 4 * q + CREDIT), group, credit))
+            self.parts[q].refresh()
         self.engine.credits.clear()
 
     # ---------------------------------------------------------------- look-ahead

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from siyu_stream.build import build
 from siyu_stream.core.actions import Action, ReferralCredit
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
@@ -172,5 +173,6 @@ def summary(stats: Stats, seconds: float) -> str:
     return (
         f"replay: {total:,} events ({events['ok']:,} ok, {events['duplicate']:,} duplicates, "
         f"{events['rejected']:,} rejected), {sum(actions.values()):,} actions ({kinds}), "
-        f"{stats.timers_fired:,} timers fired, {seconds:.1f} s, {rate:,.0f} events/s"
+        f"{stats.timers_fired:,} timers fired, {seconds:.1f} s, {rate:,.0f} events/s, "
+        f"{build()} build"
     )

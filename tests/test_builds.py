@@ -1,0 +1,118 @@
+"""The compiled build (mypyc, `make compiled`) and the interpreted one write the same bytes.
+
+Both run from the same install of a wheel built by hatch_build.py: as installed (the
+extension modules) and with SIYU_BUILD=interpreted (the .py files beside them), each in a
+subprocess, over simulator streams (replay, `--jobs 2` too, and backtest) and over the
+property tests' random histories (tests/builds_histories.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from scenario import histories
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILED = Path(os.environ.get("SIYU_COMPILED", ROOT / ".compiled" / "site"))
+"""Where `make compiled` installs the wheel (`make test` names it in SIYU_COMPILED)."""
+BUILDS = ("compiled", "interpreted")
+NOW = "2027-06-01T00:00:00Z"
+
+pytestmark = pytest.mark.skipif(
+    "SIYU_COMPILED" not in os.environ and not (COMPILED / "siyu_stream").is_dir(),
+    reason="no compiled build: `make compiled` (make test builds it)",
+)
+
+
+def _expected() -> str:
+    """What the compiled install holds: extensions, unless no compiler could build them."""
+    compiled = any((COMPILED / "siyu_stream").rglob("*.so"))
+    assert compiled or shutil.which("cc") is None, f"{COMPILED} holds no compiled module"
+    return "compiled" if compiled else "interpreted"
+
+
+def _run(build: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(COMPILED), str(ROOT / "tests")])}
+    env.pop("SIYU_BUILD", None)
+    if build == "interpreted":
+        env["SIYU_BUILD"] = "interpreted"
+    result = subprocess.run(
+        [sys.executable, *args], env=env, cwd=COMPILED, capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    here = tmp_path_factory.mktemp("streams")
+    found = {}
+    for name, extra in {"fast": [], "history": ["--days", "365"]}.items():
+        found[name] = here / f"{name}.jsonl"
+        simulate = ["-m", "siyu_stream.cli", "simulate", "--events", "4000", "--seed", "5"]
+        _run("interpreted", *simulate, *extra, "--out", str(found[name]))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", ["fast", "history"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_replay_writes_the_same_bytes_in_both_builds(
+    streams: dict[str, Path], stream: str, jobs: str, tmp_path: Path
+) -> None:
+    written = {}
+    for build in BUILDS:
+        out, dead = tmp_path / f"{build}.jsonl", tmp_path / f"{build}.dead"
+        replay = ["-m", "siyu_stream.cli", "replay", str(streams[stream]), "--now", NOW]
+        result = _run(build, *replay, "--jobs", jobs, "--out", str(out), "--deadletter", str(dead))
+        summary = result.stderr.decode().splitlines()[-2]
+        expected = _expected() if build == "compiled" else "interpreted"
+        assert summary.endswith(f", {expected} build"), summary
+        written[build] = (out.read_bytes(), dead.read_bytes())
+    assert written["compiled"][0], "no actions: nothing compared"
+    assert written["compiled"] == written["interpreted"]
+
+
+@pytest.mark.slow
+def test_backtest_writes_the_same_bytes_in_both_builds(
+    streams: dict[str, Path], tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[silence]\nstreak = 3\n[dormant]\ndays = 60\n")
+    written = {}
+    for build in BUILDS:
+        out = tmp_path / build
+        backtest = ["-m", "siyu_stream.cli", "backtest", str(streams["history"]), "--now", NOW]
+        _run(build, *backtest, "--rules", str(rules), "--out", str(out))
+        written[build] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert written["compiled"]["diff.jsonl"], "no differences: nothing compared"
+    assert written["compiled"] == written["interpreted"]
+
+
+@pytest.mark.slow
+def test_random_histories_give_the_same_bytes_in_both_builds(tmp_path: Path) -> None:
+    drawn: list[list[dict[str, Any]]] = []
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
+    @given(histories())
+    def draw(events: list[dict[str, Any]]) -> None:
+        drawn.append(events)
+
+    draw()
+    path = tmp_path / "histories.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(events) + b"\n" for events in drawn))
+    dumped = {}
+    for build in BUILDS:
+        result = _run(build, str(ROOT / "tests" / "builds_histories.py"), str(path))
+        expected = _expected() if build == "compiled" else "interpreted"
+        assert result.stderr.decode().startswith(f"{expected} build"), result.stderr
+        dumped[build] = result.stdout
+    assert dumped["compiled"].count(b"history\n") == len(drawn) == 300
+    assert dumped["compiled"] == dumped["interpreted"]
