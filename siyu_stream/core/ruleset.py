@@ -39,25 +39,30 @@ MAX_YUAN = 1_000_000_000
 """The largest amount of money a rules file may name (10^9 yuan)."""
 
 
-def _within(low: float, high: float) -> dict[str, tuple[float, float]]:
+Number = int | float
+"""A bound of a range. Not `float`: compiled (mypyc), a `float` variable turns an int into
+a float, and an int field's range must stay ints (its error text, the tests' draws)."""
+
+
+def _within(low: Number, high: Number) -> dict[str, tuple[Number, Number]]:
     """Field metadata: the value (or each element of a list or table) lies in [low, high]."""
     return {"range": (low, high)}
 
 
-def range_of(f: dataclasses.Field[Any]) -> tuple[float, float] | None:
+def range_of(f: dataclasses.Field[Any]) -> tuple[Number, Number] | None:
     """The (low, high) allowed for a rules field, both included; None for a non-number."""
-    bounds: tuple[float, float] | None = f.metadata.get("range")
+    bounds: tuple[Number, Number] | None = f.metadata.get("range")
     return bounds
 
 
-def _show(number: float) -> str:
+def _show(number: Number) -> str:
     if isinstance(number, float):
         return f"{number:g}"
     # grouped from five digits on: 10_080 and 1_000_000 read at a glance, years stay 1970
     return f"{number:_}" if abs(number) >= 10_000 else str(number)
 
 
-def range_text(low: float, high: float) -> str:
+def range_text(low: Number, high: Number) -> str:
     """A range as the rules file comments write it: `1..10_080`."""
     return f"{_show(low)}..{_show(high)}"
 
@@ -324,9 +329,6 @@ def _is_number(value: Any) -> bool:
 
 
 def _validate(check: _Checker, rules: Rules) -> None:
-    for code, value in rules.gifts_yuan.items():
-        if not _is_number(value):
-            check.fail("gifts_yuan", code, f"must be a whole number of yuan, got {value!r}")
     _check_ranges(check, "", rules)
     for section_field in dataclasses.fields(rules):
         section = getattr(rules, section_field.name)
@@ -372,6 +374,11 @@ def parse_rules(text: str, path: str = "<rules>") -> Rules:
         if not isinstance(table, dict):
             check.fail(name, "", "expected a [table]")
         if name == "gifts_yuan":
+            # checked before the table is a Rules field: compiled, reading a value of a
+            # dict[str, int] that holds a float fails with a TypeError, not our message
+            for code, value in table.items():
+                if not _is_number(value):
+                    check.fail(name, code, f"must be a whole number of yuan, got {value!r}")
             sections[name] = {**defaults.gifts_yuan, **table}
             continue
         default_section = getattr(defaults, name, None)

@@ -18,7 +18,7 @@ from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Outcome, Step
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.eventtime.partition import Partition, check_time
+from siyu_stream.eventtime.partition import Partition, StateStore, check_time
 from siyu_stream.observe.observer import Stats
 
 
@@ -26,6 +26,12 @@ class Sink(Protocol):
     """The output seam: one method."""
 
     def send(self, action: Action) -> None: ...
+
+
+class Store(StateStore, Protocol):
+    """The engine's states: a partition's store, and every state for the run's summaries."""
+
+    def items(self) -> Iterator[tuple[str, CustomerState]]: ...
 
 
 class MemoryStore:
@@ -48,7 +54,7 @@ class Engine:
     def __init__(
         self,
         rules: Rules,
-        store: MemoryStore,
+        store: Store,
         sink: Sink,
         *,
         partitions: int = 1,
