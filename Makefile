@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The compiled build (hatch_build.py): a wheel with the mypyc-compiled rule core, installed
-# into .compiled/site, beside the editable install that development and the test suite run
-# (PYTHONPATH=.compiled/site runs it; the summary line of replay says which build ran).
-# Where no C compiler exists the wheel is the pure one. Rebuilt when a module changes:
-# ~2 min of compiling on 2 cores.
+# into .compiled/site beside the editable install development runs. `make test` and `make
+# bench` run it (PYTHONPATH=.compiled/site; the summary line of replay and /healthz say which
+# build ran). Where no C compiler exists the wheel is the pure one. Rebuilt when a module
+# changes: ~2 min of compiling on 2 cores.
 COMPILED := .compiled/site
 COMPILED_STAMP := .compiled/.built
 
@@ -77,10 +77,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs on the compiled build: .compiled/site first on the path, PYTHONSAFEPATH so
+# that the processes the tests start with `python -m` in the checkout do not import its
+# source instead (tests/test_builds.py checks both). Then the byte-identity tests that need
+# no broker (golden files, properties, --jobs) run again on the interpreted build, and
+# tests/test_builds.py compares the two builds' bytes. Exit code 5 (no test collected, e.g.
+# a -k filter) is not a failure.
+IDENTITY := tests/test_replay.py tests/test_replay_jobs.py tests/test_backtest.py \
+	tests/test_go_live.py tests/test_properties.py tests/test_rules.py tests/test_state.py
 test: tools lint typecheck kafka-jars compiled
-	# pytest exit code 5 means no tests were collected (e.g. a -k filter): not a failure;
-	# tests/test_builds.py compares the compiled build's bytes with the interpreted one's
-	SIYU_COMPILED=$(CURDIR)/$(COMPILED) $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	PYTHONPATH=$(CURDIR)/$(COMPILED) PYTHONSAFEPATH=1 SIYU_COMPILED=$(CURDIR)/$(COMPILED) \
+		$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	SIYU_BUILD=interpreted $(BIN)/pytest -m "not integration" $(IDENTITY) $(PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration and not deploy" $(PYTEST_ARGS)
@@ -100,7 +109,7 @@ $(BENCH_STAMP): $(STAMP) bench/kstreams/pom.xml $(wildcard bench/kstreams/src/ma
 	mvn -q -B -Dstyle.color=never -f bench/kstreams/pom.xml package
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) compiled
 	$(BIN)/python bench/run.py
 
 clean:

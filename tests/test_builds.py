@@ -19,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from scenario import histories
 
+from siyu_stream.build import build as running_build
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = Path(os.environ.get("SIYU_COMPILED", ROOT / ".compiled" / "site"))
 """Where `make compiled` installs the wheel (`make test` names it in SIYU_COMPILED)."""
@@ -59,6 +61,19 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         simulate = ["-m", "siyu_stream.cli", "simulate", "--events", "4000", "--seed", "5"]
         _run("interpreted", *simulate, *extra, "--out", str(found[name]))
     return found
+
+
+def test_the_suite_runs_the_build_make_test_put_first() -> None:
+    """`make test` runs the suite on the compiled build: .compiled/site first on the path,
+    and PYTHONSAFEPATH so that `python -m` does not put the checkout's source before it."""
+    if str(COMPILED) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        pytest.skip("the suite runs the editable install (PYTHONPATH does not name the build)")
+    assert os.environ.get("PYTHONSAFEPATH"), "python -m from the checkout would run its source"
+    assert running_build() == _expected()
+    # and a process the tests start in the checkout (as the integration tests start workers)
+    code = "from siyu_stream.build import build; print(build())"
+    ran = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=True)
+    assert ran.stdout.decode().strip() == _expected()
 
 
 @pytest.mark.slow
@@ -116,3 +131,38 @@ def test_random_histories_give_the_same_bytes_in_both_builds(tmp_path: Path) -> 
         dumped[build] = result.stdout
     assert dumped["compiled"].count(b"history\n") == len(drawn) == 300
     assert dumped["compiled"] == dumped["interpreted"]
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_wheel_is_pure_python_and_writes_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    """A machine without a C compiler still installs and runs the project (hatch_build.py
+    falls back to the interpreted build); CC naming no program stands for it."""
+    env = {**os.environ, "CC": str(tmp_path / "no-cc")}
+    env.pop("PYTHONPATH", None)
+    wheel = ["-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)]
+    subprocess.run([sys.executable, *wheel], env=env, capture_output=True, check=True)
+    (built,) = (tmp_path / "dist").glob("*.whl")
+    assert built.name.endswith("-py3-none-any.whl"), built.name
+    site = tmp_path / "site"
+    install = ["-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(built)]
+    subprocess.run([sys.executable, *install], capture_output=True, check=True)
+    assert not list(site.rglob("*.so"))
+    written = {}
+    for where in (site, COMPILED):
+        out = tmp_path / f"{where.name}.jsonl"
+        argv = ["-m", "siyu_stream.cli", "replay", str(ROOT / "tests/data/lifecycle.jsonl")]
+        argv += ["--now", NOW, "--out", str(out), "--deadletter", os.devnull]
+        result = subprocess.run(
+            [sys.executable, *argv],
+            env={**env, "PYTHONPATH": str(where)},
+            cwd=tmp_path,
+            capture_output=True,
+            check=True,
+        )
+        written[where] = (result.stderr.decode().splitlines()[-2], out.read_bytes())
+    assert written[site][0].endswith(", interpreted build"), written[site][0]
+    assert written[COMPILED][0].endswith(f", {_expected()} build"), written[COMPILED][0]
+    assert written[site][1], "no actions: nothing compared"
+    assert written[site][1] == written[COMPILED][1]

@@ -14,6 +14,7 @@ from live import Traffic, WorkerProcess, quiesce, share
 from test_runtime import ALL, scenario, send_in_rounds, settings_for
 from yarl import URL
 
+from siyu_stream.build import build
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.kafka.apache import KafkaCluster
 
@@ -158,6 +159,9 @@ async def test_customer_api_auth_404_and_routing(broker: KafkaCluster, tmp_path:
         assert status == 200
         status, body = await get(f"{first.url}/healthz", token=None)
         assert status == 200
+        # the worker runs the build the suite runs (make test: the compiled one)
+        assert isinstance(body, dict)
+        assert body["build"] == build()
     finally:
         first.terminate()
         second.terminate()
