@@ -44,14 +44,26 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_json(argv: list[str], *, timeout: float) -> dict[str, Any]:
-    """Run a benchmark script in a fresh interpreter; the JSON it printed, with its command."""
-    log("$ " + command(*argv))
-    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, timeout=timeout, check=False)
+def run_json(
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a benchmark script in a fresh interpreter; the JSON it printed, with its command
+    (`env`: variables set on top of this process's, shown before the command)."""
+    shown = " ".join(f"{k}={rel(v) if v.startswith('/') else v}" for k, v in (env or {}).items())
+    line = f"{shown} {command(*argv)}".strip()
+    log("$ " + line)
+    proc = subprocess.run(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     if proc.returncode != 0:
-        msg = f"{command(*argv)} exited with {proc.returncode}"
+        msg = f"{line} exited with {proc.returncode}"
         raise RuntimeError(msg)
-    return {**json.loads(proc.stdout), "command": command(*argv)}
+    return {**json.loads(proc.stdout), "command": line}
 
 
 def script_main(

@@ -21,6 +21,7 @@ import orjson
 from brokers import GIVE_UP, PARTITIONS, Broker, app, ends, produce_all, read, wait_consumed
 from common import BENCH, CACHE, PYTHON, SIM_CUSTOMERS, SIM_RATE, cpu_seconds, log, median, rel
 
+from siyu_stream.build import build
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.embedded import free_port
@@ -82,14 +83,24 @@ class WorkerProc(Child):
         s = dataclasses.replace(s, web_port=self.port, data_dir=data_dir, log_level="info")
         values = {f.metadata["env"]: getattr(s, f.name) for f in dataclasses.fields(s)}
         env = {**os.environ, **{k: str(v) for k, v in values.items() if v is not None}}
-        super().__init__(f"worker-{name}", [PYTHON, "-m", "siyu_stream.cli", "worker"], env)
+        # the console script, not `python -m` from the checkout, whose source would come
+        # first on the path: the worker runs the build this script runs (PYTHONPATH)
+        script = str(Path(PYTHON).parent / "siyu-stream")
+        super().__init__(f"worker-{name}", [script, "worker"], env)
 
     def _ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
+                if r.status != 200:
+                    return False
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                ran = orjson.loads(r.read())["build"]
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
+        if ran != build():  # a figure of the other build would be misread
+            msg = f"{self.name} runs the {ran} build, the bench the {build()} one"
+            raise RuntimeError(msg)
+        return True
 
 
 @contextlib.asynccontextmanager

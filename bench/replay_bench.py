@@ -7,6 +7,9 @@ replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--dump-s
     --until-days: as `replay --now END --until END+D days` (END: the last event time);
     --partitions, --jobs: as `replay`'s; --dump-states: `customer<TAB>state` lines (the
     changelog records a worker would write) for the recovery benchmark.
+replay_bench.py backtest INPUT [--until-days D]
+    `siyu-stream backtest` of INPUT (both engines: the built-in rules and BACKTEST_RULES),
+    in this process: events/s and CPU per event.
 replay_bench.py processor [--events N]
     the live worker's per-partition code (PartitionTask) over N simulator events in
     batches of 2,000, no Kafka client.
@@ -25,9 +28,11 @@ from typing import Any
 import orjson
 from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
 
+from siyu_stream.build import build
+from siyu_stream.cli import main as cli
 from siyu_stream.cli import tune_gc
 from siyu_stream.core import state as state_format
-from siyu_stream.core.clock import DAY, parse_rfc3339
+from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.run import replay
@@ -73,17 +78,27 @@ def first_and_last_time(path: Path) -> tuple[int, int]:
     return min(times(head)), max(times(tail))
 
 
+BACKTEST_RULES = "[silence]\nstreak = 3\n[dormant]\ndays = 60\n"
+"""The rule change the backtest benchmark tries: both change actions over a year."""
+
+
 def cpu_now() -> float:
     """This process's CPU and its reaped children's (the --jobs processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + usage.ru_utime + usage.ru_stime
 
 
+def bounds_of(path: Path, until_days: float | None) -> dict[str, int]:
+    """`now` and `until` of `--until-days`: the last event time, and that many days on."""
+    _, last = first_and_last_time(path)
+    return {"now": last, "until": last + round(until_days * DAY)} if until_days else {}
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     path, jobs, partitions = Path(args.input), int(args.jobs), int(args.partitions)
     first, last = first_and_last_time(path)
     until_days = float(args.until_days) if args.until_days else None
-    bounds = {"now": last, "until": last + round(until_days * DAY)} if until_days else {}
+    bounds = bounds_of(path, until_days)
     pipe = json_pipe(path)  # first: it also brings the file into the page cache for replay
     engines: list[Engine] = []  # the engine the replay builds, to look at its store after
     init = Engine.__init__
@@ -110,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     events = sum(counts.events.values())
     result: dict[str, Any] = {
         **{"input": rel(path), "jobs": jobs, "partitions": partitions, "events": events},
+        "build": build(),
         **{"event_time_span_s": (last - first) / 1000, "until_days_after_end": until_days},
         **{"seconds": seconds, "cpu_seconds": cpu, "events_per_s": events / seconds},
         **{"cpu_us_per_event": 1e6 * cpu / events, "pipe": pipe},
@@ -133,6 +149,30 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             for customer_id, state in store.data.items():
                 handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
     return result
+
+
+def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.input)
+    until_days = float(args.until_days) if args.until_days else None
+    bounds = bounds_of(path, until_days)
+    rules, out = CACHE / "backtest-rules.toml", CACHE / "backtest-out"
+    rules.write_text(BACKTEST_RULES)
+    argv = ["backtest", str(path), "--rules", str(rules), "--out", str(out)]
+    argv += [x for k, v in bounds.items() for x in (f"--{k}", format_rfc3339(v))]
+    started, cpu = time.perf_counter(), time.process_time()
+    code = cli(argv)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if code != 0:
+        msg = f"siyu-stream {' '.join(argv)} exited with {code}"
+        raise RuntimeError(msg)
+    counts = orjson.loads((out / "summary.json").read_bytes())["events"]["new"]
+    events = sum(counts.values())
+    log(f"backtest {rel(path)}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s, {build()}")
+    return {
+        **{"input": rel(path), "events": events, "build": build(), "seconds": seconds},
+        **{"events_per_s": events / seconds, "cpu_us_per_event": 1e6 * cpu / events},
+        "until_days_after_end": until_days,
+    }
 
 
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,6 +216,7 @@ def main() -> None:
         __doc__,
         {
             "run": (cmd_run, run | {"--dump-states": None}),
+            "backtest": (cmd_backtest, {"input": None, "--until-days": None}),
             "processor": (cmd_processor, {"--events": 100_000}),
         },
     )

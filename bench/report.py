@@ -205,29 +205,63 @@ STREAMS = {"main": "simulator stream", "history": "365-day history, timers to 40
 
 
 def replay(r: Results) -> Section:
-    header = "stream | events | events/s, median (runs) | ÷ raw JSON pipe (pipe events/s) | "
-    header += "µs CPU/event (pipe) | actions, timers fired per event"
+    header = "stream | build | events | events/s, median (runs) | ÷ raw JSON pipe (pipe events/s) "
+    header += "| µs CPU/event (pipe) | actions, timers fired per event"
     s = Section("Replay, one process", header)
-    for name, rep in r["replay"].items():
-        runs, x = rep["runs"], rep["runs"][0]
-        s.commands.append((STREAMS[name], x["command"]))
-        pipe = listed([y["pipe"]["events_per_s"] for y in runs])
-        rate = f"**{n(rep['events_per_s_median'])}** ({listed([y['events_per_s'] for y in runs])})"
-        cpu = f"{rep['cpu_us_per_event_median']:.0f} ({x['pipe']['cpu_us_per_event']:.1f})"
-        per = f"{x['actions_per_event']:.2f}, {x['timers_per_event']:.2f}"
-        s.row(
-            STREAMS[name],
-            f"{x['events']:,}",
-            rate,
-            f"**×{rep['pipe_ratio_median']:.3f}** ({pipe})",
-            cpu,
-            per,
-        )
+    s.note = "Compiled: the mypyc build `make bench` builds (.compiled/site); interpreted: "
+    s.note += "the same install's Python source (SIYU_BUILD=interpreted)."
+    builds = {"compiled": r["replay"], "interpreted": r.get("replay_interpreted", {})}
+    for name in r["replay"]:
+        for build, reps in builds.items():
+            if name not in reps:
+                continue
+            rep = reps[name]
+            runs, x = rep["runs"], rep["runs"][0]
+            s.commands.append((f"{STREAMS[name]}, {build}", x["command"]))
+            pipe = listed([y["pipe"]["events_per_s"] for y in runs])
+            rate = (
+                f"**{n(rep['events_per_s_median'])}** ({listed([y['events_per_s'] for y in runs])})"
+            )
+            cpu = f"{rep['cpu_us_per_event_median']:.0f} ({x['pipe']['cpu_us_per_event']:.1f})"
+            per = f"{x['actions_per_event']:.2f}, {x['timers_per_event']:.2f}"
+            ran = x.get("build", build)  # the build the script reports it ran
+            pipe_ratio = f"**×{rep['pipe_ratio_median']:.3f}** ({pipe})"
+            s.row(STREAMS[name], ran, f"{x['events']:,}", rate, pipe_ratio, cpu, per)
+        if name in builds["interpreted"]:
+            faster = ratio(
+                r["replay"][name]["events_per_s_median"],
+                builds["interpreted"][name]["events_per_s_median"],
+            )
+            s.row(STREAMS[name], "compiled ÷ interpreted", "", f"**{faster}**", "", "", "")
     value = [
         f"**{n(rep['events_per_s_median'])}** (×{rep['pipe_ratio_median']:.3f} of a raw JSON pipe)"
         for rep in r["replay"].values()
     ]
     s.readme.append(("replay, events/s: simulator stream / history", " / ".join(value)))
+    if builds["interpreted"]:
+        value = [
+            ratio(r["replay"][k]["events_per_s_median"], x["events_per_s_median"])
+            for k, x in builds["interpreted"].items()
+        ]
+        s.readme.append(
+            ("replay, compiled ÷ interpreted: simulator stream / history", " / ".join(value))
+        )
+    return s
+
+
+def backtest(r: Results) -> Section:
+    header = "build | events | events/s | µs CPU/event"
+    s = Section("Backtest, one process", header)
+    s.note = "Two engines over the history (the built-in rules and a silence and dormant change)."
+    rate = {}
+    for build, x in r["backtest"].items():
+        s.commands.append((build, x["command"]))
+        rate[build] = x["events_per_s"]
+        s.row(x["build"], f"{x['events']:,}", f"**{n(rate[build])}**", n(x["cpu_us_per_event"]))
+    faster = ratio(rate.get("compiled"), rate.get("interpreted"))
+    s.row("compiled ÷ interpreted", "", f"**{faster}**", "")
+    value = f"**{n(rate.get('compiled'))}** ({faster} of the interpreted build)"
+    s.readme.append(("backtest of the history, events/s", value))
     return s
 
 
@@ -277,6 +311,7 @@ SECTIONS: list[tuple[Callable[[Results], Section], str]] = [
     (restart, "restart"),
     (noida, "noida"),
     (replay, "replay"),
+    (backtest, "backtest"),
     (jobs, "replay_jobs"),
     (memory, "replay"),
 ]

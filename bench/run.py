@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,11 +44,19 @@ SIZES = {  # (--quick, full)
     "restart_events": (4_000, 10_000),
     "restart_repeat": (1, 3),
 }
-STEPS = "replay,replay_jobs,processor,live,latency,recovery,restart,noida"
+STEPS = (
+    "replay,replay_interpreted,backtest,replay_jobs,processor,live,latency,recovery,restart,noida"
+)
+COMPILED = ROOT / ".compiled" / "site"
+"""The compiled build `make bench` builds: every figure's, unless it says interpreted."""
+INTERPRETED = {"SIYU_BUILD": "interpreted"}
+"""The same install's Python source (siyu_stream/__init__.py): the figures to compare with."""
 
 
-def bench(*argv: object, timeout: float = 1800) -> dict[str, Any]:
-    return common.run_json([str(a) for a in argv], timeout=timeout)
+def bench(
+    *argv: object, timeout: float = 1800, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return common.run_json([str(a) for a in argv], timeout=timeout, env=env)
 
 
 def simulate(path: Path, *options: object) -> dict[str, Any]:
@@ -69,6 +78,9 @@ def main() -> None:
     only = set((args.only or STEPS).split(","))
     size = {k: v[0] if args.quick else v[1] for k, v in SIZES.items()}
     CACHE.mkdir(parents=True, exist_ok=True)
+    # every script and process below imports the compiled build first (the worker through
+    # its console script: `python -m` from the checkout would import the source)
+    os.environ["PYTHONPATH"] = str(COMPILED)
     began = time.monotonic()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -94,14 +106,28 @@ def main() -> None:
     path = {name: ROOT / x["path"] for name, x in results["inputs"].items()}
     states = CACHE / f"states-{path['main'].stem}.tsv"
 
-    def replay_runs(name: str, *flags: object) -> dict[str, Any]:
+    def replay_runs(name: str, *flags: object, env: dict[str, str] | None = None) -> dict[str, Any]:
         argv = [*REPLAY, "run", path[name], *flags]
-        dump = ("--dump-states", states) if name == "main" and not flags else ()
-        runs = [bench(*argv, *(dump if i == 0 else ())) for i in range(size["replay_runs"])]
+        dump = ("--dump-states", states) if name == "main" and not flags and not env else ()
+        runs = [
+            bench(*argv, *(dump if i == 0 else ()), env=env) for i in range(size["replay_runs"])
+        ]
         keys = ("events_per_s", "pipe_ratio", "cpu_us_per_event")
         return {**{f"{x}_median": median([r[x] for r in runs]) for x in keys}, "runs": runs}
 
-    step("replay", lambda: {"main": replay_runs("main"), "history": replay_runs("history", *UNTIL)})
+    def replays(env: dict[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "main": replay_runs("main", env=env),
+            "history": replay_runs("history", *UNTIL, env=env),
+        }
+
+    step("replay", replays)
+    step("replay_interpreted", lambda: replays(INTERPRETED))
+
+    def backtest(env: dict[str, str] | None = None) -> dict[str, Any]:
+        return bench(*REPLAY, "backtest", path["history"], *UNTIL, env=env)
+
+    step("backtest", lambda: {"compiled": backtest(), "interpreted": backtest(INTERPRETED)})
 
     def replay_jobs() -> dict[str, Any]:
         """--jobs 2 against --jobs 1, both over 4 partitions, on the timer-heavy history."""
