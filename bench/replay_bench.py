@@ -3,7 +3,7 @@
 replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--dump-states FILE]
     a raw JSON pipe over INPUT (orjson.loads, orjson.dumps per line: the floor of any
     JSONL-in, JSONL-out tool), then one replay of INPUT: events/s and CPU per event of both,
-    actions and timers fired; with one job also customers, RSS and state sizes.
+    actions and timers fired; with --dump-states also customers, RSS and state sizes.
     --until-days: as `replay --now END --until END+D days` (END: the last event time);
     --partitions, --jobs: as `replay`'s; --dump-states: `customer<TAB>state` lines (the
     changelog records a worker would write) for the recovery benchmark.
@@ -21,6 +21,8 @@ import argparse
 import contextlib
 import gc
 import resource
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,13 @@ from typing import Any
 import orjson
 from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
 
-from siyu_stream.build import build
+from siyu_stream.bootstrap.build import build
+from siyu_stream.build import build as running_build
 from siyu_stream.cli import main as cli
 from siyu_stream.cli import tune_gc
 from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.run import replay
 
 
@@ -100,16 +102,6 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     until_days = float(args.until_days) if args.until_days else None
     bounds = bounds_of(path, until_days)
     pipe = json_pipe(path)  # first: it also brings the file into the page cache for replay
-    engines: list[Engine] = []  # the engine the replay builds, to look at its store after
-    init = Engine.__init__
-
-    def spy(self: Engine, *a: Any, **k: Any) -> None:
-        init(self, *a, **k)
-        engines.append(self)
-
-    Engine.__init__ = spy  # type: ignore[method-assign]
-    gc.collect()
-    rss_before = rss_bytes()
     with (
         (CACHE / "replay-actions.jsonl").open("wb") as out,
         (CACHE / "replay-deadletters.jsonl").open("wb") as dead,
@@ -120,12 +112,10 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         )
         out.flush()
         seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
-    gc.collect()
-    rss_after = rss_bytes()
     events = sum(counts.events.values())
     result: dict[str, Any] = {
         **{"input": rel(path), "jobs": jobs, "partitions": partitions, "events": events},
-        "build": build(),
+        "build": running_build(),
         **{"event_time_span_s": (last - first) / 1000, "until_days_after_end": until_days},
         **{"seconds": seconds, "cpu_seconds": cpu, "events_per_s": events / seconds},
         **{"cpu_us_per_event": 1e6 * cpu / events, "pipe": pipe},
@@ -134,21 +124,31 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         "timers_per_event": counts.timers_fired / events,
     }
     log(f"replay {rel(path)} --jobs {jobs}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s")
-    if jobs > 1:  # the engines lived in the job processes
-        return result
-    store = engines[0].store
-    assert isinstance(store, MemoryStore)
-    sizes = sorted(len(state_format.dumps(s)) for s in store.data.values())
-    result |= {
-        **{"customers": len(store.data), "rss_grew_bytes": rss_after - rss_before},
-        "rss_per_customer_bytes": (rss_after - rss_before) / len(store.data),
+    if args.dump_states:
+        result |= states(path, bounds.get("now", last), Path(args.dump_states))
+    return result
+
+
+def states(path: Path, now: int, dump: Path) -> dict[str, Any]:
+    """The states of a second pass over `path` (`bootstrap`'s, which keeps them in memory:
+    replay's engine lives inside it, and compiled it cannot be spied on): customers, RSS and
+    state sizes, and `customer<TAB>state` lines in `dump`."""
+    gc.collect()
+    rss_before = rss_bytes()
+    with tempfile.TemporaryDirectory(dir=CACHE) as spill:
+        built = build([path], Rules(), partitions=1, now=now, spill_dir=Path(spill))
+        gc.collect()
+        rss_after = rss_bytes()
+    store = built.store.data
+    sizes = sorted(len(state_format.dumps(s)) for s in store.values())
+    with dump.open("wb") as handle:
+        for customer_id, state in store.items():
+            handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
+    return {
+        **{"customers": len(store), "rss_grew_bytes": rss_after - rss_before},
+        "rss_per_customer_bytes": (rss_after - rss_before) / len(store),
         "state_bytes": {"mean": sum(sizes) / len(sizes), "p99": percentile(sizes, 99)},
     }
-    if args.dump_states:
-        with Path(args.dump_states).open("wb") as handle:
-            for customer_id, state in store.data.items():
-                handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
-    return result
 
 
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,16 +160,17 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     argv = ["backtest", str(path), "--rules", str(rules), "--out", str(out)]
     argv += [x for k, v in bounds.items() for x in (f"--{k}", format_rfc3339(v))]
     started, cpu = time.perf_counter(), time.process_time()
-    code = cli(argv)
+    with contextlib.redirect_stdout(sys.stderr):  # its report: stdout is this script's JSON
+        code = cli(argv)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if code != 0:
         msg = f"siyu-stream {' '.join(argv)} exited with {code}"
         raise RuntimeError(msg)
     counts = orjson.loads((out / "summary.json").read_bytes())["events"]["new"]
     events = sum(counts.values())
-    log(f"backtest {rel(path)}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s, {build()}")
+    log(f"backtest {rel(path)}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s")
     return {
-        **{"input": rel(path), "events": events, "build": build(), "seconds": seconds},
+        **{"input": rel(path), "events": events, "build": running_build(), "seconds": seconds},
         **{"events_per_s": events / seconds, "cpu_us_per_event": 1e6 * cpu / events},
         "until_days_after_end": until_days,
     }
