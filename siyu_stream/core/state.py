@@ -94,55 +94,116 @@ def _meta(key: str) -> dict[str, str]:
     return {"key": key}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CustomerState:
-    layer: str | None = field(default=None, metadata=_meta("l"))
+    layer: str | None = field(metadata=_meta("l"))
     """5A layer, monotone; None until the customer is first seen."""
-    tier: str = field(default="none", metadata=_meta("t"))
-    health: str = field(default="active", metadata=_meta("h"))
-    membership: str = field(default="none", metadata=_meta("m"))
-    spend_fen: int = field(default=0, metadata=_meta("s"))
+    tier: str = field(metadata=_meta("t"))
+    health: str = field(metadata=_meta("h"))
+    membership: str = field(metadata=_meta("m"))
+    spend_fen: int = field(metadata=_meta("s"))
     """Net spend on purchases (refunds subtracted, never below 0), integer fen."""
-    orders: int = field(default=0, metadata=_meta("o"))
+    orders: int = field(metadata=_meta("o"))
     """Paid purchase orders (membership fees excluded)."""
-    first_order_at: Millis | None = field(default=None, metadata=_meta("fo"))
-    last_order_at: Millis | None = field(default=None, metadata=_meta("lo"))
-    order_times: list[Millis] = field(default_factory=list, metadata=_meta("ot"))
+    first_order_at: Millis | None = field(metadata=_meta("fo"))
+    last_order_at: Millis | None = field(metadata=_meta("lo"))
+    order_times: list[Millis] = field(metadata=_meta("ot"))
     """Most recent paid purchase times, ascending, for the repurchase cycle; at most
     RepurchaseDue.gaps + 1, oldest dropped."""
-    recent_orders: list[OrderRecord] = field(default_factory=list, metadata=_meta("ro"))
+    recent_orders: list[OrderRecord] = field(metadata=_meta("ro"))
     """At most Engine.recent_orders, oldest dropped."""
-    carriers: dict[str, Millis] = field(default_factory=dict, metadata=_meta("c"))
+    carriers: dict[str, Millis] = field(metadata=_meta("c"))
     """Carriers the customer is in now, with the time they joined each; at most
     Engine.max_carriers (a join to one more is rejected), keys at most NAME_CHARS."""
-    join_source: str | None = field(default=None, metadata=_meta("js"))
+    join_source: str | None = field(metadata=_meta("js"))
     """At most NAME_CHARS."""
-    referrer_id: str | None = field(default=None, metadata=_meta("r"))
+    referrer_id: str | None = field(metadata=_meta("r"))
     """At most ID_CHARS."""
-    owner_staff: str | None = field(default=None, metadata=_meta("os"))
+    owner_staff: str | None = field(metadata=_meta("os"))
     """Staff of the latest join that named one; at most ID_CHARS."""
-    last_staff: str | None = field(default=None, metadata=_meta("ls"))
+    last_staff: str | None = field(metadata=_meta("ls"))
     """Staff who last wrote to the customer; at most ID_CHARS."""
-    last_inbound_at: Millis | None = field(default=None, metadata=_meta("li"))
-    last_outbound_at: Millis | None = field(default=None, metadata=_meta("lu"))
-    pending_reply_since: Millis | None = field(default=None, metadata=_meta("p"))
-    outbound_streak: int = field(default=0, metadata=_meta("u"))
-    last_activity_at: Millis | None = field(default=None, metadata=_meta("a"))
+    last_inbound_at: Millis | None = field(metadata=_meta("li"))
+    last_outbound_at: Millis | None = field(metadata=_meta("lu"))
+    pending_reply_since: Millis | None = field(metadata=_meta("p"))
+    outbound_streak: int = field(metadata=_meta("u"))
+    last_activity_at: Millis | None = field(metadata=_meta("a"))
     """Latest order or inbound chat (for `dormant`)."""
-    referrals: int = field(default=0, metadata=_meta("rc"))
-    member_until: Millis | None = field(default=None, metadata=_meta("mu"))
+    referrals: int = field(metadata=_meta("rc"))
+    member_until: Millis | None = field(metadata=_meta("mu"))
     """At most Engine.max_member_ahead_days after the payment that set it."""
-    gifts: list[str] = field(default_factory=list, metadata=_meta("g"))
+    gifts: list[str] = field(metadata=_meta("g"))
     """Once-ever gift codes already granted (each at most once: as many as there are)."""
-    touches: list[Millis] = field(default_factory=list, metadata=_meta("x"))
+    touches: list[Millis] = field(metadata=_meta("x"))
     """Due times of recent customer-facing reminders (frequency cap); at most
     ContactPolicy.max_per_window."""
-    last_invite_at: Millis | None = field(default=None, metadata=_meta("iv"))
-    seen: bytes = field(default=b"", metadata=_meta("e"))
+    last_invite_at: Millis | None = field(metadata=_meta("iv"))
+    seen: bytes = field(metadata=_meta("e"))
     """Digests of recent event ids, oldest first, DIGEST_BYTES each; at most
     Engine.dedup_window of them, oldest dropped."""
-    timers: dict[str, Timer] = field(default_factory=dict, metadata=_meta("tm"))
+    timers: dict[str, Timer] = field(metadata=_meta("tm"))
     """At most one per name in step.TIMER_NAMES."""
+
+    # The constructor written out, not the dataclass one: compiled, a generated __init__
+    # runs as interpreted code (~5x the cost), and a state is built for every event and
+    # timer (clone). The defaults live here; the fields above carry the JSON keys.
+    def __init__(  # noqa: PLR0917 - one parameter per field, as the dataclass's
+        self,
+        layer: str | None = None,
+        tier: str = "none",
+        health: str = "active",
+        membership: str = "none",
+        spend_fen: int = 0,
+        orders: int = 0,
+        first_order_at: Millis | None = None,
+        last_order_at: Millis | None = None,
+        order_times: list[Millis] | None = None,
+        recent_orders: list[OrderRecord] | None = None,
+        carriers: dict[str, Millis] | None = None,
+        join_source: str | None = None,
+        referrer_id: str | None = None,
+        owner_staff: str | None = None,
+        last_staff: str | None = None,
+        last_inbound_at: Millis | None = None,
+        last_outbound_at: Millis | None = None,
+        pending_reply_since: Millis | None = None,
+        outbound_streak: int = 0,
+        last_activity_at: Millis | None = None,
+        referrals: int = 0,
+        member_until: Millis | None = None,
+        gifts: list[str] | None = None,
+        touches: list[Millis] | None = None,
+        last_invite_at: Millis | None = None,
+        seen: bytes = b"",
+        timers: dict[str, Timer] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.tier = tier
+        self.health = health
+        self.membership = membership
+        self.spend_fen = spend_fen
+        self.orders = orders
+        self.first_order_at = first_order_at
+        self.last_order_at = last_order_at
+        self.order_times = [] if order_times is None else order_times
+        self.recent_orders = [] if recent_orders is None else recent_orders
+        self.carriers = {} if carriers is None else carriers
+        self.join_source = join_source
+        self.referrer_id = referrer_id
+        self.owner_staff = owner_staff
+        self.last_staff = last_staff
+        self.last_inbound_at = last_inbound_at
+        self.last_outbound_at = last_outbound_at
+        self.pending_reply_since = pending_reply_since
+        self.outbound_streak = outbound_streak
+        self.last_activity_at = last_activity_at
+        self.referrals = referrals
+        self.member_until = member_until
+        self.gifts = [] if gifts is None else gifts
+        self.touches = [] if touches is None else touches
+        self.last_invite_at = last_invite_at
+        self.seen = seen
+        self.timers = {} if timers is None else timers
 
     def clone(self) -> CustomerState:
         """A copy the core may change: containers copied, their (frozen) items shared."""

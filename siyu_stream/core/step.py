@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -44,20 +44,35 @@ Because = str | Callable[[], str]
 steps change nothing, and formatting amounts for them cost a few percent of replay)."""
 
 
-@dataclass(slots=True)
+# Constructors written out (init=False): compiled, a dataclass's generated __init__ runs
+# as interpreted code, at several times the cost, and one Step is built per event or timer.
+@dataclass(slots=True, init=False)
 class Step:
     state: CustomerState
-    actions: list[Action] = field(default_factory=list)
-    credits: list[ReferralCredit] = field(default_factory=list)
-    outcome: Outcome = "ok"
-    reason: str | None = None
+    actions: list[Action]
+    credits: list[ReferralCredit]
+    outcome: Outcome
+    reason: str | None
     """Why the event was rejected (outcome `rejected` only): one sentence naming the bound."""
 
+    def __init__(
+        self, state: CustomerState, outcome: Outcome = "ok", reason: str | None = None
+    ) -> None:
+        self.state = state
+        self.actions = []
+        self.credits = []
+        self.outcome = outcome
+        self.reason = reason
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Why:
     rule: str
     because: str
+
+    def __init__(self, rule: str, because: str) -> None:
+        self.rule = rule
+        self.because = because
 
 
 def tracked(state: CustomerState) -> tuple[str | None, str, str, str]:
