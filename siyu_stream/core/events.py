@@ -8,9 +8,10 @@ fields the rules need are kept: message text, phone numbers and other PII are dr
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import fastjsonschema
 import msgspec
@@ -21,11 +22,13 @@ from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.ruleset import Input
 from siyu_stream.core.schemas import SCHEMA_OF_TYPE, input_decoder, validator
 
-# NamedTuples, not frozen dataclasses: one is built per input record, and a frozen
-# dataclass's __init__ (a object.__setattr__ per field) cost 3x as much
+# One is built per input record, and never changed: dataclasses with constructors written
+# out, neither NamedTuples (compiled, built by interpreted code and read by a generic
+# lookup) nor frozen dataclasses (an object.__setattr__ per field, 3x the cost).
 
 
-class Order(NamedTuple):
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Order:
     event_id: str
     customer_id: str
     at: Millis
@@ -36,8 +39,29 @@ class Order(NamedTuple):
     membership: bool
     """kind == membership: a fee, not a purchase; never counts toward spend or tiers."""
 
+    def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
+        self,
+        event_id: str,
+        customer_id: str,
+        at: Millis,
+        order_id: str,
+        status: Literal["paid", "refunded"],
+        amount_fen: int,
+        channel: str,
+        membership: bool,
+    ) -> None:
+        self.event_id = event_id
+        self.customer_id = customer_id
+        self.at = at
+        self.order_id = order_id
+        self.status = status
+        self.amount_fen = amount_fen
+        self.channel = channel
+        self.membership = membership
 
-class Chat(NamedTuple):
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Chat:
     event_id: str
     customer_id: str
     at: Millis
@@ -45,8 +69,25 @@ class Chat(NamedTuple):
     channel: str
     staff_id: str | None
 
+    def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
+        self,
+        event_id: str,
+        customer_id: str,
+        at: Millis,
+        inbound: bool,
+        channel: str,
+        staff_id: str | None,
+    ) -> None:
+        self.event_id = event_id
+        self.customer_id = customer_id
+        self.at = at
+        self.inbound = inbound
+        self.channel = channel
+        self.staff_id = staff_id
 
-class Join(NamedTuple):
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Join:
     event_id: str
     customer_id: str
     at: Millis
@@ -55,6 +96,26 @@ class Join(NamedTuple):
     source: str | None
     staff_id: str | None
     referrer_id: str | None
+
+    def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
+        self,
+        event_id: str,
+        customer_id: str,
+        at: Millis,
+        leave: bool,
+        carrier: str,
+        source: str | None,
+        staff_id: str | None,
+        referrer_id: str | None,
+    ) -> None:
+        self.event_id = event_id
+        self.customer_id = customer_id
+        self.at = at
+        self.leave = leave
+        self.carrier = carrier
+        self.source = source
+        self.staff_id = staff_id
+        self.referrer_id = referrer_id
 
 
 Event = Order | Chat | Join

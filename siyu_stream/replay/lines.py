@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -24,14 +25,25 @@ _TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.ite
 """Dead letters name the topic a line's event would have come from (default prefix)."""
 
 
-class Line(NamedTuple):
-    """One non-blank input line (a NamedTuple, as events are: one is built per line)."""
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Line:
+    """One non-blank input line (a dataclass with its constructor written out, as events
+    are: one is built per line)."""
 
     path: str
     number: int
     raw: bytes
     event: Event | None
     error: InvalidEvent | None
+
+    def __init__(
+        self, path: str, number: int, raw: bytes, event: Event | None, error: InvalidEvent | None
+    ) -> None:
+        self.path = path
+        self.number = number
+        self.raw = raw
+        self.event = event
+        self.error = error
 
 
 def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
