@@ -79,7 +79,8 @@ typecheck: $(STAMP)
 
 # The suite runs on the compiled build: .compiled/site first on the path, PYTHONSAFEPATH so
 # that the processes the tests start with `python -m` in the checkout do not import its
-# source instead (tests/test_builds.py checks both). Then the byte-identity tests that need
+# source instead (tests/test_builds.py checks both); the Kafka jars named, since an
+# installed package cannot find the checkout's .kafka/lib from its own path. Then the byte-identity tests that need
 # no broker (golden files, properties, --jobs) run again on the interpreted build, and
 # tests/test_builds.py compares the two builds' bytes. Exit code 5 (no test collected, e.g.
 # a -k filter) is not a failure.
@@ -87,7 +88,7 @@ IDENTITY := tests/test_replay.py tests/test_replay_jobs.py tests/test_backtest.p
 	tests/test_go_live.py tests/test_properties.py tests/test_rules.py tests/test_state.py
 test: tools lint typecheck kafka-jars compiled
 	PYTHONPATH=$(CURDIR)/$(COMPILED) PYTHONSAFEPATH=1 SIYU_COMPILED=$(CURDIR)/$(COMPILED) \
-		$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+		SIYU_KAFKA_LIB=$(CURDIR)/.kafka/lib $(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	SIYU_BUILD=interpreted $(BIN)/pytest -m "not integration" $(IDENTITY) $(PYTEST_ARGS) \
 		|| [ $$? -eq 5 ]
 

@@ -81,6 +81,7 @@ def main() -> None:
     # every script and process below imports the compiled build first (the worker through
     # its console script: `python -m` from the checkout would import the source)
     os.environ["PYTHONPATH"] = str(COMPILED)
+    os.environ.setdefault("SIYU_KAFKA_LIB", str(ROOT / ".kafka" / "lib"))  # not beside it
     began = time.monotonic()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
