@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -650,3 +651,22 @@ def test_k8s_prometheus_scrape_snippet_passes_promtool(tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     out = _run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
     assert "1 rule files found" in out
+
+
+def test_the_image_copies_what_the_wheel_build_reads() -> None:
+    """Docker does not run here: the Dockerfile is checked against what the wheel build
+    reads (pyproject.toml names hatch_build.py as its hook), and the wheel is built in a
+    stage with a C compiler, so that the image runs the compiled build."""
+    text = (ROOT / "Dockerfile").read_text()
+    copied = {
+        source
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
+    }
+    hook = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    assert "custom" in hook["targets"]["wheel"]["hooks"]
+    assert {"pyproject.toml", "README.md", "hatch_build.py", "siyu_stream", "topics"} <= copied
+    stages = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert stages == ["python:3.11", "python:3.11-slim"]  # the full image carries gcc
+    assert "COPY --from=wheel /wheels /wheels" in text
