@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
@@ -28,3 +28,51 @@ def test_offsets_and_fractions() -> None:
     assert format_rfc3339(parse_rfc3339("2026-11-25T08:00:00.123456789z")) == (
         "2026-11-25T08:00:00.123Z"
     )
+
+
+def _reference(text: str) -> int | None:
+    """What datetime makes of `text` (None: refused), in epoch milliseconds."""
+    try:
+        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _parsed(text: str) -> int | None:
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        return None
+
+
+@given(st.datetimes(timezones=st.just(UTC)), st.sampled_from(["T", "t", " "]), st.booleans())
+def test_the_integer_path_agrees_with_datetime_on_utc_stamps(
+    at: datetime, sep: str, millis: bool
+) -> None:
+    fraction = f".{at.microsecond // 1000:03d}" if millis else ""
+    date = f"{at.year:04d}-{at.month:02d}-{at.day:02d}"  # strftime drops a year's zeros
+    text = f"{date}{sep}{at:%H:%M:%S}{fraction}Z"
+    assert _parsed(text) == _reference(text) is not None
+
+
+@given(st.text(alphabet="0123456789", min_size=14, max_size=17), st.sampled_from(["Z", "z"]))
+@example("19000229000000", "Z")  # not a leap year: divisible by 100
+@example("20000229000000", "Z")  # a leap year: divisible by 400
+@example("20230229000000", "Z")
+@example("20240229235959999", "Z")
+@example("20260431000000", "Z")
+@example("20261301000000", "Z")
+@example("20260001000000", "Z")
+@example("20260101240000", "Z")
+@example("20260101236000", "Z")
+@example("20260101235960", "Z")
+@example("00000101000000", "Z")
+@example("00010101000000", "z")
+def test_the_integer_path_refuses_what_datetime_refuses(digits: str, zone: str) -> None:
+    """Any digits in the shape (month 13, 30 February, hour 24, second 60, year 0000):
+    parsed exactly when datetime parses them, to the same instant."""
+    d = digits.ljust(17, "0")
+    text = f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}"
+    text += (f".{d[14:17]}" if len(digits) > 14 else "") + zone
+    assert _parsed(text) == _reference(text)

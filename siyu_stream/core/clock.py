@@ -28,12 +28,53 @@ _RFC3339 = re.compile(
 )
 
 
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _utc_fast(text: str) -> Millis | None:
+    """`YYYY-MM-DDTHH:MM:SSZ` and `...SS.mmmZ` (what every producer and our own output
+    write) by integer arithmetic; None for any other form or an impossible value, which
+    the general parser then reads or refuses. The regular expression and
+    `datetime.fromisoformat` cost ~10,000 instructions a timestamp, compiled."""
+    n = len(text)
+    if not (n == 20 or (n == 24 and text[19] == ".")) or text[n - 1] not in "Zz":
+        return None
+    if text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":":
+        return None
+    digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+    if text[16] != ":" or not (digits + text[20 : n - 1]).isdigit() or not text.isascii():
+        return None
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if year < 1 or not 1 <= month <= 12 or hour > 23 or minute > 59 or second > 59:
+        return None
+    leap = month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= _MONTH_DAYS[month] + leap:
+        return None
+    millis = int(text[20:23]) if n == 24 else 0
+    days = _days_from_civil(year, month, day)
+    return ((days * 24 + hour) * 60 + minute) * MINUTE + second * SECOND + millis
+
+
 @lru_cache(maxsize=4096)  # events arrive in bursts that share a timestamp
 def parse_rfc3339(text: str) -> Millis:
     """Parse an RFC 3339 timestamp with offset to epoch milliseconds (UTC).
 
     Raises ValueError with a readable message when the text is not RFC 3339.
     """
+    fast = _utc_fast(text)
+    if fast is not None:
+        return fast
     match = _RFC3339.match(text)
     if match is None:
         msg = f"not an RFC 3339 timestamp with offset: {text!r}"
