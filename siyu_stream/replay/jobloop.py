@@ -58,10 +58,13 @@ LOOKAHEAD = 100_000
 live worker waits for a lagging topic partition instead); beyond it, it goes on without."""
 READ_AHEAD = 20_000
 """Lines a job with peers keeps read (not yet visible) to look ahead for its bound."""
+WAIT_READ_AHEAD = 2 * READ_AHEAD  # lines it may have read while it waits for a peer
 
 
 class Peers(Protocol):
     """The other jobs, as `jobs` connects them."""
+
+    heard: int  # messages received so far
 
     def receive(self, *, block: bool) -> list[Credit]: ...
     def allows(self, group: Key, sender: int | None = None) -> bool: ...
@@ -303,9 +306,20 @@ class Job:
             self._publish(None)
 
     def _wait(self, need: Key | None) -> None:
-        assert self.peers is not None
+        """Tell the peers what the merge waits for, and read on (lines it decodes later
+        anyway) while nothing comes: a peer is often a few steps away. Then block."""
+        peers = self.peers
+        assert peers is not None
         self._publish(need)
-        for item in self.peers.receive(block=True):
+        heard = peers.heard
+        credits: list[Credit] = []
+        while peers.heard == heard and self.unseen < WAIT_READ_AHEAD and not self.exhausted:
+            for _ in range(8):  # ~0.1 ms of decoding between looks
+                self._read()
+            credits = peers.receive(block=False)
+        if peers.heard == heard:
+            credits = peers.receive(block=True)
+        for item in credits:
             heapq.heappush(self.foreign, item)
 
     def _publish(self, need: Key | None) -> None:

@@ -182,6 +182,7 @@ class Pipes:
         self.needs: dict[int, Key] = {}
         self.need: Key | None = None
         self.sent = LOWEST
+        self.heard = 0
         self.poller = select.poll()  # one system call per look, every step
         self.by_fd = {conn.fileno(): job for job, conn in inbox.items()}
         for fd in self.by_fd:
@@ -202,6 +203,7 @@ class Pipes:
                 except EOFError:
                     msg = f"replay job {job} stopped before its end"
                     raise SiyuError(msg) from None
+                self.heard += 1
                 got.extend(credits)
                 if bound < self.bounds[job]:
                     msg = f"replay job {job} lowered its bound"
