@@ -30,8 +30,9 @@ from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.observe.observer import Stats
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.jobloop import HIGHEST, LOWEST, Credit, Job, Key, Tag
+from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import Line, dead_letter, owned_lines
+from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key, Tag
 
 PROGRESS_SECONDS = 2.0
 BUFFER = 1 << 20
@@ -172,7 +173,7 @@ def _job(  # noqa: PLR0917
 
 
 class Pipes:
-    """The other jobs: a pipe from each and to each (`jobloop.Peers`)."""
+    """The other jobs: a pipe from each and to each (`parts.Peers`)."""
 
     def __init__(self, inbox: dict[int, Connection], outbox: dict[int, Connection]) -> None:
         self.inbox = dict(inbox)
