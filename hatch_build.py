@@ -46,6 +46,7 @@ COMPILED = [
     "siyu_stream/replay/jobloop.py",
     "siyu_stream/replay/jobs.py",
     "siyu_stream/replay/lines.py",
+    "siyu_stream/replay/parts.py",
 ]
 
 

@@ -180,9 +180,10 @@ def test_a_credit_crosses_jobs_in_the_referrers_millisecond(tmp_path: Path) -> N
 
 def test_many_lines_and_far_look_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A small look-ahead (a partition goes on without an empty queue) and a short read
-    ahead for the bound change nothing between one job and several."""
+    ahead for the bound and while waiting change nothing between one job and several."""
     monkeypatch.setattr(jobloop, "LOOKAHEAD", 5)
     monkeypatch.setattr(jobloop, "READ_AHEAD", 7)
+    monkeypatch.setattr(jobloop, "WAIT_READ_AHEAD", 9)
     events = stream(11, 300, late=0.4)
     events += [event("chat", f"x{i}", "solo", T0 + i * HOUR) for i in range(40)]
     same_for_jobs(write(tmp_path, events))

@@ -26,8 +26,9 @@ from siyu_stream.core.clock import Millis
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.jobloop import Job, Tag
+from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import Line, dead_letter, owned_lines
+from siyu_stream.replay.parts import Tag
 
 DESTINATIONS = ("gift", "reminder", "change", "suppressed", "deadletter")
 """What a spilled record is (its code is the index here): an action kind, or a dead letter."""

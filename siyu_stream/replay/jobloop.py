@@ -29,97 +29,34 @@ made the partition read further. A line without a customer id belongs to partiti
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
 
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
 from siyu_stream.eventtime.keys import partition_for
-from siyu_stream.eventtime.partition import SortKey, check_time, credit_key, sort_key
+from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
 from siyu_stream.replay.engine import Engine
 from siyu_stream.replay.lines import Line
+from siyu_stream.replay.parts import (
+    CREDIT,
+    HIGHEST,
+    LOWEST,
+    Credit,
+    Entry,
+    Key,
+    Out,
+    Part,
+    Peers,
+    Tag,
+)
 
-Key = tuple[SortKey, int]
-"""(sort key, source): source = 4 x partition + (order 0, chat 1, join 2, credit 3), the
-order in which one merge over every queue breaks ties."""
-LOWEST: Key = ((-(2**63), -1, ""), -1)
-HIGHEST: Key = ((2**63, 0, ""), 0)
-Tag = tuple[int, Key, int]
-"""(phase: 0 lines rejected before the first step, 1 merge, 2 final timers; group or
-partition; sequence): the order of a step's outputs."""
-Credit = tuple[Key, int, ReferralCredit]
-"""A credit for another job: its group, the emitting job's sequence, the credit."""
-CREDIT = 3
 LOOKAHEAD = 100_000
 """Records a partition reads ahead to find the next record of a queue that is empty (the
 live worker waits for a lagging topic partition instead); beyond it, it goes on without."""
 READ_AHEAD = 20_000
 """Lines a job with peers keeps read (not yet visible) to look ahead for its bound."""
-
-
-class Peers(Protocol):
-    """The other jobs, as `jobs` connects them."""
-
-    def receive(self, *, block: bool) -> list[Credit]: ...
-    def allows(self, group: Key, sender: int | None = None) -> bool: ...
-    def done(self) -> bool: ...
-    def send(self, credits: list[tuple[int, Credit]], bound: Key, need: Key | None) -> None: ...
-    def wanted(self) -> Key | None: ...
-
-
-class Out(Protocol):
-    def begin(self, tag: Tag) -> None: ...
-    def dead(self, line: Line, reason: str) -> None: ...
-    def end(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Entry:
-    """A read record that may earn a credit for another job (see `Job.bound`)."""
-
-    low: Key
-    customer: str
-    seq: int
-
-
-class Part:
-    """A partition's queues: read lines not yet visible, one FIFO per input type, credits."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.pending: deque[tuple[int, Line]] = deque()
-        self.inputs: tuple[deque[tuple[Key, Line]], ...] = (deque(), deque(), deque())
-        self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
-        self.visible = 0
-        self.high = LOWEST
-        """The running maximum of the input keys taken: the group of the last one."""
-        # look-ahead for peers (several jobs only)
-        self.tops = [LOWEST, LOWEST]  # largest order / join key read
-        self.read = [0, 0]  # orders, joins read
-        self.taken = [0, 0]
-        self.entries: tuple[deque[Entry], deque[Entry]] = (deque(), deque())
-        self.queued: dict[str, int] = {}  # customer -> orders read, not taken
-        self.referred: set[str] = set()
-        # the merge: the smallest head key of the queues the job takes from here (its own
-        # inputs if it owns the partition, and credits), kept by `refresh` on every change
-        self.owned = False
-        self.head: Key | None = None
-        self.head_queue = 0
-
-    def refresh(self) -> None:
-        """Recompute `head` and `head_queue` (0-2 input, 3 credit) after a queue changed."""
-        best: Key | None = None
-        which = 0
-        if self.owned:
-            for kind, queue in enumerate(self.inputs):
-                if queue and (best is None or queue[0][0] < best):
-                    best, which = queue[0][0], kind
-        if self.credits and (best is None or self.credits[0][0] < best):
-            best, which = self.credits[0][0], CREDIT
-        self.head, self.head_queue = best, which
+WAIT_READ_AHEAD = 2 * READ_AHEAD  # lines it may have read while it waits for a peer
 
 
 QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
@@ -303,9 +240,20 @@ class Job:
             self._publish(None)
 
     def _wait(self, need: Key | None) -> None:
-        assert self.peers is not None
+        """Tell the peers what the merge waits for, and read on (lines it decodes later
+        anyway) while nothing comes: a peer is often a few steps away. Then block."""
+        peers = self.peers
+        assert peers is not None
         self._publish(need)
-        for item in self.peers.receive(block=True):
+        heard = peers.heard
+        credits: list[Credit] = []
+        while peers.heard == heard and self.unseen < WAIT_READ_AHEAD and not self.exhausted:
+            for _ in range(8):  # ~0.1 ms of decoding between looks
+                self._read()
+            credits = peers.receive(block=False)
+        if peers.heard == heard:
+            credits = peers.receive(block=True)
+        for item in credits:
             heapq.heappush(self.foreign, item)
 
     def _publish(self, need: Key | None) -> None:

@@ -30,8 +30,9 @@ from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.observe.observer import Stats
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.jobloop import HIGHEST, LOWEST, Credit, Job, Key, Tag
+from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import Line, dead_letter, owned_lines
+from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key, Tag
 
 PROGRESS_SECONDS = 2.0
 BUFFER = 1 << 20
@@ -172,14 +173,17 @@ def _job(  # noqa: PLR0917
 
 
 class Pipes:
-    """The other jobs: a pipe from each and to each (`jobloop.Peers`)."""
+    """The other jobs: a pipe from each and to each (`parts.Peers`)."""
 
     def __init__(self, inbox: dict[int, Connection], outbox: dict[int, Connection]) -> None:
         self.inbox = dict(inbox)
         self.outbox = outbox
         self.bounds: dict[int, Key] = dict.fromkeys(inbox, LOWEST)
+        self.low = LOWEST  # the smallest bound: `allows` and `wanted` are asked every step
         self.needs: dict[int, Key] = {}
+        self.need: Key | None = None
         self.sent = LOWEST
+        self.heard = 0
         self.poller = select.poll()  # one system call per look, every step
         self.by_fd = {conn.fileno(): job for job, conn in inbox.items()}
         for fd in self.by_fd:
@@ -200,6 +204,7 @@ class Pipes:
                 except EOFError:
                     msg = f"replay job {job} stopped before its end"
                     raise SiyuError(msg) from None
+                self.heard += 1
                 got.extend(credits)
                 if bound < self.bounds[job]:
                     msg = f"replay job {job} lowered its bound"
@@ -210,24 +215,30 @@ class Pipes:
                 if bound == HIGHEST:  # its last message
                     del self.inbox[job]
                     self.poller.unregister(fd)
+            self.low = min(self.bounds.values())
+            self.need = min(self.needs.values(), default=None)
         return got
 
     def allows(self, group: Key, sender: int | None = None) -> bool:
         """Every credit of a group below `group` is here (`sender`'s own credits of that
         group come in order: its bound may still equal it)."""
+        if self.low > group:
+            return True
         return all(bound > group for job, bound in self.bounds.items() if job != sender)
 
     def done(self) -> bool:
         return all(bound == HIGHEST for bound in self.bounds.values())
 
     def wanted(self) -> Key | None:
-        return min(self.needs.values(), default=None)
+        return self.need
 
     def send(self, credits: list[tuple[int, Credit]], bound: Key, need: Key | None) -> None:
         if self.sent == HIGHEST and not credits:
             return
         self.sent = bound
-        self.needs = {job: n for job, n in self.needs.items() if n >= bound}
+        if self.need is not None and self.need < bound:
+            self.needs = {job: n for job, n in self.needs.items() if n >= bound}
+            self.need = min(self.needs.values(), default=None)
         for job, conn in self.outbox.items():
             mine = [credit for to, credit in credits if to == job]
             conn.send((mine, bound, need))

@@ -1,0 +1,88 @@
+"""The job loop's vocabulary (`jobloop`): merge keys and step tags, a partition's queues,
+and what a job sees of its peers and its output."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from siyu_stream.core.actions import ReferralCredit
+from siyu_stream.eventtime.partition import SortKey
+from siyu_stream.replay.lines import Line
+
+Key = tuple[SortKey, int]
+"""(sort key, source): source = 4 x partition + (order 0, chat 1, join 2, credit 3), the
+order in which one merge over every queue breaks ties."""
+LOWEST: Key = ((-(2**63), -1, ""), -1)
+HIGHEST: Key = ((2**63, 0, ""), 0)
+Tag = tuple[int, Key, int]
+"""(phase: 0 lines rejected before the first step, 1 merge, 2 final timers; group or
+partition; sequence): the order of a step's outputs."""
+Credit = tuple[Key, int, ReferralCredit]
+"""A credit for another job: its group, the emitting job's sequence, the credit."""
+CREDIT = 3
+
+
+class Peers(Protocol):
+    """The other jobs, as `jobs` connects them."""
+
+    heard: int  # messages received so far
+
+    def receive(self, *, block: bool) -> list[Credit]: ...
+    def allows(self, group: Key, sender: int | None = None) -> bool: ...
+    def done(self) -> bool: ...
+    def send(self, credits: list[tuple[int, Credit]], bound: Key, need: Key | None) -> None: ...
+    def wanted(self) -> Key | None: ...
+
+
+class Out(Protocol):
+    def begin(self, tag: Tag) -> None: ...
+    def dead(self, line: Line, reason: str) -> None: ...
+    def end(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Entry:
+    """A read record that may earn a credit for another job (see `Job.bound`)."""
+
+    low: Key
+    customer: str
+    seq: int
+
+
+class Part:
+    """A partition's queues: read lines not yet visible, one FIFO per input type, credits."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pending: deque[tuple[int, Line]] = deque()
+        self.inputs: tuple[deque[tuple[Key, Line]], ...] = (deque(), deque(), deque())
+        self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
+        self.visible = 0
+        self.high = LOWEST
+        """The running maximum of the input keys taken: the group of the last one."""
+        # look-ahead for peers (several jobs only)
+        self.tops = [LOWEST, LOWEST]  # largest order / join key read
+        self.read = [0, 0]  # orders, joins read
+        self.taken = [0, 0]
+        self.entries: tuple[deque[Entry], deque[Entry]] = (deque(), deque())
+        self.queued: dict[str, int] = {}  # customer -> orders read, not taken
+        self.referred: set[str] = set()
+        # the merge: the smallest head key of the queues the job takes from here (its own
+        # inputs if it owns the partition, and credits), kept by `refresh` on every change
+        self.owned = False
+        self.head: Key | None = None
+        self.head_queue = 0
+
+    def refresh(self) -> None:
+        """Recompute `head` and `head_queue` (0-2 input, 3 credit) after a queue changed."""
+        best: Key | None = None
+        which = 0
+        if self.owned:
+            for kind, queue in enumerate(self.inputs):
+                if queue and (best is None or queue[0][0] < best):
+                    best, which = queue[0][0], kind
+        if self.credits and (best is None or self.credits[0][0] < best):
+            best, which = self.credits[0][0], CREDIT
+        self.head, self.head_queue = best, which
