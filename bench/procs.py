@@ -230,6 +230,8 @@ async def time_consumer(
     broker_cpu = cpu_seconds(b.pid)
     procs = launch(group)
     async with running(procs) as ready:
+        # the CPU of starting up (imports, joining the group, restoring) is no event's
+        at_ready = sum(p.cpu() for p in procs)
         end, how = await wait_consumed(b.bootstrap, group, topics, outputs, stall)
         cpu = sum(p.cpu() for p in procs)
     seconds, startup = end - ready, ready - procs[0].started
@@ -238,7 +240,8 @@ async def time_consumer(
     kind, guarantee, workers = mode
     log(
         f"{kind} x{workers} {guarantee}: {events:,} in {seconds:.1f} s = {events / seconds:,.0f}/s"
-        f" ({how['ended']}; ready after {startup:.1f} s; cpu {cpu:.1f} s, broker {broker_cpu:.1f};"
+        f" ({how['ended']}; ready after {startup:.1f} s; cpu {cpu:.1f} s, {cpu - at_ready:.1f} s"
+        f" after ready, broker {broker_cpu:.1f};"
         f" wrote {out['outputs_written']:,}, {out['spend_tier_gifts']:,} spend-tier gifts)"
     )
     return {
@@ -247,6 +250,7 @@ async def time_consumer(
         **out,
         "events_per_s": events / seconds if how["ended"] == "consumed" else None,
         **{"process_cpu_seconds": cpu, "broker_cpu_seconds": broker_cpu},
+        "process_after_ready_cpu_seconds": cpu - at_ready,
     }
 
 
@@ -267,7 +271,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 f"{who}_cpu_us_per_event_median": median(
                     [1e6 * r[f"{who}_cpu_seconds"] / r["events"] for r in mine]
                 )
-                for who in ("process", "broker")
+                for who in ("process", "broker", "process_after_ready")
             },
         }
     return summary

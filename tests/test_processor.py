@@ -18,7 +18,9 @@ from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
 from siyu_stream.observe.timeline import Timeline
 from siyu_stream.settings import Settings
+from siyu_stream.simulate import SimConfig, generate
 from siyu_stream.topology import Topology
+from siyu_stream.traffic import restamp
 
 NOW = 1_795_564_800_000  # 2026-11-25T00:00:00Z
 TOPOLOGY = Topology(Settings(api_auth=False, partitions=4))
@@ -301,6 +303,25 @@ def test_population_follows_changes_incrementally() -> None:
     assert (pop[("layer", "A4")], pop[("tier", "silver")], pop[("health", "active")]) == (1, 1, 1)
     c.send("orders", **order("e2", amount="6000"))
     assert (pop[("tier", "silver")], pop[("tier", "gold")]) == (0, 1)
+
+
+def test_population_kept_incrementally_is_a_recount_of_the_states() -> None:
+    # a simulated stream moves customers through layers, tiers, health, memberships and
+    # their first and second orders: what each step adjusts must add up to a recount
+    settings = Settings(partitions=1, api_auth=False, web_port=0)
+    observer = Observer(Stats(), Rules())
+    task = PartitionTask(Rules(), Topology(settings), 0, {}, observer)
+    for i, r in enumerate(generate(SimConfig(customers=300, rate=1_000, seed=3), 3_000)):
+        record = Record(settings.topic(r.topic), 0, i, r.key.encode(), restamp(r, NOW), NOW)
+        task.handle(record, NOW)
+    task.committed()
+    recount = Observer(Stats(), Rules())
+    for customer_id, raw in task.store.items():
+        if customer_id:  # not the partition clock
+            recount.indexed(customer_id, state_format.loads(raw))
+    kept = {k: n for k, n in observer.population.items() if n}
+    assert kept == {k: n for k, n in recount.population.items() if n}
+    assert kept[("buyers", "treated|2+")] > 0 and len({k for k, _ in kept}) == 5
 
 
 def test_business_figures_follow_the_events() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -15,6 +16,15 @@ from pathlib import Path
 from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import load_rules
 from siyu_stream.settings import Settings
+
+WORKER_YOUNG_OBJECTS = 500_000
+"""The worker's threshold of the collector's youngest generation (`tune_gc`: 50,000).
+
+A batch's objects (consumed records, events, outputs, states) live until its commit, and
+a young collection traverses them and what they reference: at 50,000 the worker spent
+~4 % of its CPU after startup collecting (measured through gc.callbacks: 0.22 s of ~5 s
+per 30,000 events of the live bench), at 500,000 none ran in those events. Reference
+counting frees a batch's objects either way; cycles are collected after more allocations."""
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,6 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     rules = load_rules(settings.rules).going_live(settings.launch)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gc.set_threshold(WORKER_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
     async def run() -> None:
         worker = Worker(settings, rules)

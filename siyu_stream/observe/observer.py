@@ -80,8 +80,10 @@ Profile = tuple[str | None, str, str, str, int]
 
 
 def _profile(state: CustomerState | None) -> Profile | None:
-    if state is None:
-        return None
+    return None if state is None else _known(state)
+
+
+def _known(state: CustomerState) -> Profile:
     return (*tracked(state), min(state.orders, 2))
 
 
@@ -120,22 +122,31 @@ class Observer:
         payloads: Sequence[bytes],
     ) -> None:
         """A step was applied; `payloads` are its actions as produced (JSON bytes)."""
-        old, new = _profile(before), _profile(step.state)
-        if old != new:
-            if old is None or new is None:
-                self._count(customer_id, old, -1)
-                self._count(customer_id, new, +1)
-            else:
-                self._moved(customer_id, old, new)
-        stats = self.stats
+        after = step.state
+        if before is None:
+            self._count(customer_id, _profile(after), +1)
+        # most steps change none of the profile's fields: compared one by one (the TRACKED
+        # fields, then orders up to 2), without building two profiles for every step
+        elif (
+            before.layer != after.layer
+            or before.tier != after.tier
+            or before.health != after.health
+            or before.membership != after.membership
+            or min(before.orders, 2) != min(after.orders, 2)
+        ):
+            self._moved(customer_id, _known(before), _known(after))
+        if not payloads:
+            return
+        stats, record_ts, add = self.stats, self.record_ts, self.timeline.action
         for action, payload in zip(step.actions, payloads, strict=True):
-            stats.actions[(action.kind, action.rule)] += 1
-            stats.latencies.append((self.record_ts, action.occurred_at))
-            if action.kind == "gift":
+            kind = action.kind
+            stats.actions[(kind, action.rule)] += 1
+            stats.latencies.append((record_ts, action.occurred_at))
+            if kind == "gift":
                 stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
-            elif action.kind == "suppressed":
+            elif kind == "suppressed":
                 stats.suppressed[str(action.detail["reason"])] += 1
-            self.timeline.action(customer_id, payload)
+            add(customer_id, payload)
 
     def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
         return self.timeline.of(customer_id)
