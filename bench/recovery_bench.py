@@ -24,7 +24,7 @@ from common import CACHE, log, rel, rss_bytes, script_main
 from procs import WorkerProc, wait_ready
 
 from siyu_stream.core import state as state_format
-from siyu_stream.core.state import CustomerState
+from siyu_stream.core.state import CustomerState, Timer
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.settings import Settings
@@ -74,30 +74,38 @@ def restore_spans(log_path: Path, changelog: str) -> tuple[int, list[float]]:
     return restored, spans
 
 
+TIMES = {
+    "scalar": ("first_order_at", "last_order_at", "last_inbound_at", "last_outbound_at"),
+    "more": ("pending_reply_since", "last_activity_at", "member_until", "last_invite_at"),
+    "list": ("order_times", "touches"),
+    "dict": ("carriers",),
+}
+"""The state's times by shape (`Millis` is `int` at run time, and compiled the fields'
+annotations are not the source's, so they are named here; timers are moved too)."""
+
+
 def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str, bytes]]:
     """The same states with every time moved so that the latest `*_at` time is `latest`:
     replayed from simulated January 2026 traffic, their timers are months overdue on the
-    wall clock. Fields are found by their annotations (`Millis`, lists and dicts of it,
-    timers), so this follows the format."""
-    fields = [(f.name, str(f.type)) for f in dataclasses.fields(CustomerState)]
+    wall clock."""
+    names = {f.name for f in dataclasses.fields(CustomerState)}
+    named = {n for shape in TIMES.values() for n in shape}
+    # a new time field of the format must be named above
+    assert {n for n in names if n.endswith(("_at", "_since", "_until"))} <= named, names
     decoded = [(k, state_format.loads(v)) for k, v in states]
-    times = [name for name, kind in fields if name.endswith("_at") and "Millis" in kind]
-    delta = latest - max(getattr(st, name) or 0 for _, st in decoded for name in times)
+    scalars = (*TIMES["scalar"], *TIMES["more"])
+    stamps = [n for n in scalars if n.endswith("_at")]  # not member_until, a year ahead
+    delta = latest - max((getattr(st, n) or 0 for _, st in decoded for n in stamps), default=0)
     out = []
     for key, st in decoded:
-        for name, kind in fields:
-            value = getattr(st, name)
-            if value is None or ("Millis" not in kind and "Timer" not in kind):
-                continue
-            if "Timer" in kind:
-                value = {n: t._replace(due=t.due + delta) for n, t in value.items()}
-            elif kind.startswith("list"):
-                value = [v + delta for v in value]
-            elif kind.startswith("dict"):
-                value = {n: v + delta for n, v in value.items()}
-            else:
-                value = value + delta
-            setattr(st, name, value)
+        for name in scalars:
+            if (value := getattr(st, name)) is not None:
+                setattr(st, name, value + delta)
+        for name in TIMES["list"]:
+            setattr(st, name, [v + delta for v in getattr(st, name)])
+        for name in TIMES["dict"]:
+            setattr(st, name, {n: v + delta for n, v in getattr(st, name).items()})
+        st.timers = {n: Timer(t.due + delta, t.cause, t.note) for n, t in st.timers.items()}
         out.append((key, state_format.dumps(st)))
     return out
 

@@ -101,7 +101,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     first, last = first_and_last_time(path)
     until_days = float(args.until_days) if args.until_days else None
     bounds = bounds_of(path, until_days)
-    pipe = json_pipe(path)  # first: it also brings the file into the page cache for replay
+    # the states first, in a fresh heap: after a replay, freed memory would be reused
+    dumped = (
+        states(path, bounds.get("now", last), Path(args.dump_states)) if args.dump_states else {}
+    )
+    pipe = json_pipe(path)  # it also brings the file into the page cache for replay
     with (
         (CACHE / "replay-actions.jsonl").open("wb") as out,
         (CACHE / "replay-deadletters.jsonl").open("wb") as dead,
@@ -124,9 +128,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         "timers_per_event": counts.timers_fired / events,
     }
     log(f"replay {rel(path)} --jobs {jobs}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s")
-    if args.dump_states:
-        result |= states(path, bounds.get("now", last), Path(args.dump_states))
-    return result
+    return result | dumped
 
 
 def states(path: Path, now: int, dump: Path) -> dict[str, Any]:

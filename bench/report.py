@@ -232,9 +232,8 @@ def replay(r: Results) -> Section:
             faster = ratio(one["events_per_s_median"], other["events_per_s_median"])
             # CPU too: less moved by the machine's other work than events/s
             cpu = ratio(other["cpu_us_per_event_median"], one["cpu_us_per_event_median"])
-            s.row(
-                STREAMS[name], "compiled ÷ interpreted", "", f"**{faster}**", "", f"{cpu} less", ""
-            )
+            less = f"{cpu} less CPU"
+            s.row(STREAMS[name], "compiled ÷ interpreted", "", f"**{faster}**", "", less, "")
     value = [
         f"**{n(rep['events_per_s_median'])}** (×{rep['pipe_ratio_median']:.3f} of a raw JSON pipe)"
         for rep in r["replay"].values()
@@ -263,7 +262,7 @@ def backtest(r: Results) -> Section:
     faster = ratio(rate.get("compiled"), rate.get("interpreted"))
     cpu = {build: x["cpu_us_per_event"] for build, x in r["backtest"].items()}
     less = ratio(cpu.get("interpreted"), cpu.get("compiled"))
-    s.row("compiled ÷ interpreted", "", f"**{faster}**", f"CPU {less} less")
+    s.row("compiled ÷ interpreted", "", f"**{faster}**", f"{less} less CPU")
     value = f"**{n(rate.get('compiled'))}** ({faster} of the interpreted build)"
     s.readme.append(("backtest of the history, events/s", value))
     return s
@@ -351,6 +350,7 @@ def render(r: Results) -> tuple[str, str]:
         "compile) as it ran; broker, processes under test and load generator share its CPUs. "
         f"Packages: {listed(list(m['packages'].items()), ' '.join)}.",
         f"Sizes: {sizes}. Inputs: {inputs}.",
+        *(f"Re-run on its own: {step}: {why}." for step, why in r.get("reruns", {}).items()),
         "",
     ]
     built = [build(r) for build, step in SECTIONS if r.get(step)]
