@@ -47,6 +47,10 @@ COMPILED = [
     "siyu_stream/replay/jobs.py",
     "siyu_stream/replay/lines.py",
     "siyu_stream/replay/parts.py",
+    "siyu_stream/replay/run.py",
+    # backtest's per-action work: tallies and the diff of the two runs
+    "siyu_stream/backtest/diff.py",
+    "siyu_stream/backtest/tally.py",
 ]
 
 

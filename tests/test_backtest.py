@@ -270,13 +270,8 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentiles(list(range(1, 21))) == {"p50": 10, "p95": 19, "max": 20}
 
 
-class _Spill:
-    def add(self, action: object) -> None:
-        pass
-
-
-def test_contact_peak_is_the_fullest_rolling_window_whatever_the_order() -> None:
-    tally = Tally(Calendar(Rules().zone), _Spill())  # type: ignore[arg-type]
+def test_contact_peak_is_the_fullest_rolling_window_whatever_the_order(tmp_path: Path) -> None:
+    tally = Tally(Calendar(Rules().zone), actiondiff.Spill(tmp_path, "run"))
     start = parse_rfc3339("2026-03-02T00:00:00Z")
 
     def remind(customer: str, day: float) -> None:

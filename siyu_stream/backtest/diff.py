@@ -101,11 +101,13 @@ Differs = Callable[[str, Change, dict[str, Any] | None, dict[str, Any] | None], 
 def diff(baseline: Spill, new: Spill, out: IO[bytes] | None, told: Differs) -> None:
     """Join the two runs by key; write each difference to `out` as one JSON line
     (`{"action_id", "change", "baseline", "new"}`, in key order) and tell `told`."""
-    end: tuple[str, list[bytes]] = ("\U0010ffff", [])  # sorts after every hex key
+    # sorts after every hex key; compared by key, not by identity: compiled, a tuple is
+    # unboxed, and `a is not end` would never be false again (the loop would not end)
+    end: tuple[str, list[bytes]] = ("\U0010ffff", [])
     with ExitStack() as stack:
         left, right = _grouped(baseline.sorted(stack)), _grouped(new.sorted(stack))
         a, b = next(left, end), next(right, end)
-        while a is not end or b is not end:
+        while a[0] != end[0] or b[0] != end[0]:
             if a[0] == b[0]:
                 key, olds, news = a[0], a[1], b[1]
                 a, b = next(left, end), next(right, end)
