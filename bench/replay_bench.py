@@ -90,9 +90,8 @@ def cpu_now() -> float:
     return time.process_time() + usage.ru_utime + usage.ru_stime
 
 
-def bounds_of(path: Path, until_days: float | None) -> dict[str, int]:
+def bounds_of(last: int, until_days: float | None) -> dict[str, int]:
     """`now` and `until` of `--until-days`: the last event time, and that many days on."""
-    _, last = first_and_last_time(path)
     return {"now": last, "until": last + round(until_days * DAY)} if until_days else {}
 
 
@@ -100,11 +99,9 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     path, jobs, partitions = Path(args.input), int(args.jobs), int(args.partitions)
     first, last = first_and_last_time(path)
     until_days = float(args.until_days) if args.until_days else None
-    bounds = bounds_of(path, until_days)
+    bounds = bounds_of(last, until_days)
     # the states first, in a fresh heap: after a replay, freed memory would be reused
-    dumped = (
-        states(path, bounds.get("now", last), Path(args.dump_states)) if args.dump_states else {}
-    )
+    dumped = states(path, last, Path(args.dump_states)) if args.dump_states else {}
     pipe = json_pipe(path)  # it also brings the file into the page cache for replay
     with (
         (CACHE / "replay-actions.jsonl").open("wb") as out,
@@ -156,7 +153,7 @@ def states(path: Path, now: int, dump: Path) -> dict[str, Any]:
 def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.input)
     until_days = float(args.until_days) if args.until_days else None
-    bounds = bounds_of(path, until_days)
+    bounds = bounds_of(first_and_last_time(path)[1], until_days)
     rules, out = CACHE / "backtest-rules.toml", CACHE / "backtest-out"
     rules.write_text(BACKTEST_RULES)
     argv = ["backtest", str(path), "--rules", str(rules), "--out", str(out)]
