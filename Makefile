@@ -79,11 +79,11 @@ typecheck: $(STAMP)
 
 # The suite runs on the compiled build: .compiled/site first on the path, PYTHONSAFEPATH so
 # that the processes the tests start with `python -m` in the checkout do not import its
-# source instead (tests/test_builds.py checks both); the Kafka jars named, since an
-# installed package cannot find the checkout's .kafka/lib from its own path. Then the byte-identity tests that need
-# no broker (golden files, properties, --jobs) run again on the interpreted build, and
-# tests/test_builds.py compares the two builds' bytes. Exit code 5 (no test collected, e.g.
-# a -k filter) is not a failure.
+# source instead (tests/test_builds.py checks both), and the Kafka jars named, since an
+# installed package cannot find the checkout's .kafka/lib from its own path. Then the
+# byte-identity tests that need no broker (golden files, properties, --jobs, backtest) run
+# again on the interpreted build; tests/test_builds.py compares the two builds' bytes.
+# Exit code 5 (no test collected, e.g. a -k filter) is not a failure.
 IDENTITY := tests/test_replay.py tests/test_replay_jobs.py tests/test_backtest.py \
 	tests/test_go_live.py tests/test_properties.py tests/test_rules.py tests/test_state.py
 test: tools lint typecheck kafka-jars compiled
