@@ -27,7 +27,7 @@ from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.run import Line, Merge, merged
+from siyu_stream.replay.run import Line, Merge, collector_paused, merged
 
 KINDS = ("gift", "reminder", "change", "suppressed")
 ORDER = {"layer": LAYERS, "tier": TIERS, "health": ("active", "at_risk", "dormant", "lost")}
@@ -139,7 +139,7 @@ def backtest(
     summary (see `summary`)."""
     calendar = Calendar(new.zone)
     differences = Differences()
-    with spill_dir() as tmp:
+    with spill_dir() as tmp, collector_paused():
         runs = []
         for name, rules in (("baseline", baseline), ("new", new)):
             tally = Tally(calendar, Spill(Path(tmp), name))

@@ -29,6 +29,7 @@ from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import Line, dead_letter, owned_lines
 from siyu_stream.replay.parts import Tag
+from siyu_stream.replay.run import collector_paused
 
 DESTINATIONS = ("gift", "reminder", "change", "suppressed", "deadletter")
 """What a spilled record is (its code is the index here): an action kind, or a dead letter."""
@@ -156,8 +157,9 @@ def build(
             yield item
 
     job = Job(engine, counted(), owned, [0] * partitions, outputs)
-    job.run()
-    job.finish(None)  # each partition's timers up to its own clock, as replay ends
+    with collector_paused():
+        job.run()
+        job.finish(None)  # each partition's timers up to its own clock, as replay ends
     spill.close()
     built.seconds = time.monotonic() - started
     meter.report(built)

@@ -43,7 +43,9 @@ class Line:
         self.number = number
         self.raw = raw
         self.event = event
-        self.error = error
+        # without its traceback: the reason is all a dead letter needs, and the traceback
+        # holds the frame that read the line, a reference cycle per rejected line
+        self.error = error if error is None else error.with_traceback(None)
 
 
 def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
