@@ -42,6 +42,7 @@ from siyu_stream.replay.parts import (
     CREDIT,
     HIGHEST,
     LOWEST,
+    SOURCE,
     Credit,
     Entry,
     Key,
@@ -50,6 +51,7 @@ from siyu_stream.replay.parts import (
     Peers,
     Tag,
 )
+from siyu_stream.replay.parts import key as merge_key
 
 LOOKAHEAD = 100_000
 """Records a partition reads ahead to find the next record of a queue that is empty (the
@@ -127,7 +129,7 @@ class Job:
         kind = QUEUE_OF[type(event)]
         if kind == 1:
             return
-        key = (sort_key(event), 4 * part.index + kind)
+        key = merge_key(sort_key(event), 4 * part.index + kind)
         i = kind // 2  # order 0, join 1
         part.tops[i] = max(part.tops[i], key)
         customer = event.customer_id
@@ -164,7 +166,7 @@ class Job:
             event = line.event
             assert event is not None
             kind = QUEUE_OF[type(event)]
-            inputs[kind].append(((sort_key(event), 4 * part.index + kind), line))
+            inputs[kind].append((merge_key(sort_key(event), 4 * part.index + kind), line))
             part.visible += 1
         part.refresh()
 
@@ -206,7 +208,7 @@ class Job:
                 group = self.foreign[0][0]
                 # every credit of an earlier group is here once the other peers are past it
                 assert peers is not None
-                if not peers.allows(group, self.job_of[group[1] // 4]):
+                if not peers.allows(group, self.job_of[group[SOURCE] // 4]):
                     self._wait(group)
                     continue
                 group, rank, credit = heapq.heappop(self.foreign)
@@ -302,7 +304,9 @@ class Job:
         queued here all the same, to be sent when the merge takes it)."""
         for credit in self.engine.credits:
             q = self._partition(credit.referrer_id)
-            self.parts[q].credits.append(((credit_key(credit), 4 * q + CREDIT), group, credit))
+            self.parts[q].credits.append(
+                (merge_key(credit_key(credit), 4 * q + CREDIT), group, credit)
+            )
             self.parts[q].refresh()
         self.engine.credits.clear()
 
@@ -351,7 +355,7 @@ class Job:
         for p in sorted(self.owned):
             partition = self.engine.partitions[p]
             self.seq += 1
-            self.out.begin((2, ((0, 0, ""), p), self.seq))
+            self.out.begin((2, (0, 0, "", p), self.seq))
             target = until if until is not None else partition.clock
             if target is not None:
                 partition.advance(target)

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.eventtime.partition import SortKey
 from siyu_stream.replay.lines import Line
 
-Key = tuple[SortKey, int]
-"""(sort key, source): source = 4 x partition + (order 0, chat 1, join 2, credit 3), the
-order in which one merge over every queue breaks ties."""
-LOWEST: Key = ((-(2**63), -1, ""), -1)
-HIGHEST: Key = ((2**63, 0, ""), 0)
+Key = tuple[int, int, str, int]
+"""(the three fields of a sort key, source): source = 4 x partition + (order 0, chat 1,
+join 2, credit 3), which breaks ties in one merge over every queue. Flat, not (sort key,
+source): the same order, and one tuple comparison where nesting made it three; the merge
+compares keys several times per record."""
+LOWEST: Key = (-(2**63), -1, "", -1)
+HIGHEST: Key = (2**63, 0, "", 0)
+SOURCE: Final = 3
+"""The index of the source in a key."""
+
+
+def key(sort: SortKey, source: int) -> Key:
+    at, rank, name = sort
+    return (at, rank, name, source)
+
+
 Tag = tuple[int, Key, int]
 """(phase: 0 lines rejected before the first step, 1 merge, 2 final timers; group or
 partition; sequence): the order of a step's outputs."""
