@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from siyu_stream.core import clock
 from siyu_stream.core.clock import format_rfc3339, parse_rfc3339
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -76,3 +77,27 @@ def test_the_integer_path_refuses_what_datetime_refuses(digits: str, zone: str) 
     text = f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}"
     text += (f".{d[14:17]}" if len(digits) > 14 else "") + zone
     assert _parsed(text) == _reference(text)
+
+
+@given(
+    st.datetimes(timezones=st.just(UTC)),
+    st.booleans(),
+    st.integers(0, 23),
+    st.characters(codec="utf-8"),
+)
+@example(datetime(2026, 1, 2, tzinfo=UTC), False, 6, "\u0663")  # ARABIC-INDIC DIGIT THREE
+@example(datetime(2026, 1, 2, tzinfo=UTC), False, 6, "/")  # one below "0"
+@example(datetime(2026, 1, 2, tzinfo=UTC), False, 6, ":")  # one above "9": month "0:" would read 10
+@example(datetime(2026, 1, 2, tzinfo=UTC), True, 19, ",")
+def test_the_integer_path_takes_only_rfc3339(
+    at: datetime, millis: bool, where: int, char: str
+) -> None:
+    """One character of a UTC stamp replaced by any other: what the integer path takes,
+    the RFC 3339 pattern takes too, and datetime reads as the same instant."""
+    fraction = f".{at.microsecond // 1000:03d}" if millis else ""
+    text = f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at:%H:%M:%S}{fraction}Z"
+    text = text[:where] + char + text[where + 1 :]
+    fast = clock._utc_fast(text)
+    if fast is not None:
+        assert clock._RFC3339.match(text) is not None
+        assert fast == _reference(text)

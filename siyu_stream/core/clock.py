@@ -41,27 +41,46 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 _MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+def _number(raw: bytes, start: int, end: int) -> int:
+    """The decimal digits raw[start:end] as an int; -1 if any is not an ASCII digit."""
+    value = 0
+    for i in range(start, end):
+        digit = raw[i] - 48
+        if digit < 0 or digit > 9:
+            return -1
+        value = value * 10 + digit
+    return value
+
+
 def _utc_fast(text: str) -> Millis | None:
     """`YYYY-MM-DDTHH:MM:SSZ` and `...SS.mmmZ` (what every producer and our own output
-    write) by integer arithmetic; None for any other form or an impossible value, which
-    the general parser then reads or refuses. The regular expression and
-    `datetime.fromisoformat` cost ~10,000 instructions a timestamp, compiled."""
+    write) by integer arithmetic on the bytes; None for any other form or an impossible
+    value, which the general parser then reads or refuses. The regular expression and
+    `datetime.fromisoformat` cost ~10,000 instructions a timestamp compiled, and slicing
+    and `int()` of each field still ~5,000."""
     n = len(text)
-    if not (n == 20 or (n == 24 and text[19] == ".")) or text[n - 1] not in "Zz":
+    if not (n == 20 or n == 24) or not text.isascii():
         return None
-    if text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":":
+    raw = text.encode()
+    # the separators by their codes: - - : : T|t|space Z|z and the fraction's .
+    if raw[4] != 45 or raw[7] != 45 or raw[13] != 58 or raw[16] != 58:
         return None
-    digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
-    if text[16] != ":" or not (digits + text[20 : n - 1]).isdigit() or not text.isascii():
+    sep, zone = raw[10], raw[n - 1]
+    if (sep != 84 and sep != 116 and sep != 32) or (zone != 90 and zone != 122):
         return None
-    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
-    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
-    if year < 1 or not 1 <= month <= 12 or hour > 23 or minute > 59 or second > 59:
+    if n == 24 and raw[19] != 46:
+        return None
+    # a field with a character other than a digit reads -1, which every check refuses
+    year, month, day = _number(raw, 0, 4), _number(raw, 5, 7), _number(raw, 8, 10)
+    hour, minute, second = _number(raw, 11, 13), _number(raw, 14, 16), _number(raw, 17, 19)
+    millis = _number(raw, 20, 23) if n == 24 else 0
+    if year < 1 or month < 1 or month > 12 or day < 1 or millis < 0:
+        return None
+    if hour < 0 or hour > 23 or minute < 0 or minute > 59 or second < 0 or second > 59:
         return None
     leap = month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    if not 1 <= day <= _MONTH_DAYS[month] + leap:
+    if day > _MONTH_DAYS[month] + leap:
         return None
-    millis = int(text[20:23]) if n == 24 else 0
     days = _days_from_civil(year, month, day)
     return ((days * 24 + hour) * 60 + minute) * MINUTE + second * SECOND + millis
 
