@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from scenario import Scenario
 
 from siyu_stream.core.state import CustomerState, Timer
@@ -81,3 +83,36 @@ def test_the_dormant_timer_moving_on_every_message_does_not_grow_the_index() -> 
         run.chat(f"2026-03-01 10:{minute:02d}")  # each inbound chat moves `dormant` later
     assert "dormant" in run.state().timers
     assert sum(len(p.timers) for p in run.engine.partitions) <= len(run.state().timers) + 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.dictionaries(st.sampled_from(["x", "y", "z"]), st.integers(0, 40), max_size=3),
+            st.integers(0, 12),
+        ),
+        max_size=40,
+    )
+)
+def test_the_index_fires_what_the_states_hold_in_due_order(
+    changes: list[tuple[str, dict[str, int], int]],
+) -> None:
+    """States rewritten at random (timers added, moved either way, cancelled; due times
+    that tie across customers) while the clock moves on: each drain fires exactly the
+    timers the states hold due by then, in (due, customer, name) order."""
+    index = TimerIndex()
+    states: dict[str, CustomerState] = {}
+    now = 0
+    for customer_id, timers, step in changes:
+        after = with_timers(**{name: now + due for name, due in timers.items()})
+        index.track(customer_id, states.get(customer_id), after)
+        states[customer_id] = after
+        now += step
+        expected = sorted(
+            (timer.due, c, name)
+            for c, state in states.items()
+            for name, timer in state.timers.items()
+            if timer.due <= now
+        )
+        assert drain(index, now, states) == expected

@@ -110,16 +110,42 @@ class TimerIndex:
     one per reschedule (the dormant timer moves on every order and inbound chat).
     Entries popped since the last `settle()` can be put back by `rollback()` (a live
     batch that failed fires its timers again).
+
+    Laid out as a heap of due times over one small heap of (customer, name) per due time:
+    the same order as one heap of triples, but a pop compares integers, where triples
+    cost three comparisons each (a pop makes ~2 log n of them). Due times rarely tie.
     """
 
     def __init__(self, *, undo: bool = True) -> None:
-        self._heap: list[tuple[Millis, str, str]] = []
+        self._dues: list[Millis] = []
+        self._at: dict[Millis, list[tuple[str, str]]] = {}
+        self._size = 0
         self._popped: list[tuple[Millis, str, str]] = []
         self._undo = undo
         """Keep popped entries for `rollback()`; replay never rolls back (nor settles)."""
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._size
+
+    def _push(self, due: Millis, customer_id: str, name: str) -> None:
+        entries = self._at.get(due)
+        if entries is None:
+            self._at[due] = [(customer_id, name)]
+            heapq.heappush(self._dues, due)
+        else:
+            heapq.heappush(entries, (customer_id, name))
+        self._size += 1
+
+    def _pop(self) -> tuple[Millis, str, str]:
+        """The smallest entry (the index is not empty)."""
+        due = self._dues[0]
+        entries = self._at[due]
+        customer_id, name = heapq.heappop(entries) if len(entries) > 1 else entries.pop()
+        if not entries:
+            heapq.heappop(self._dues)
+            del self._at[due]
+        self._size -= 1
+        return due, customer_id, name
 
     def track(
         self,
@@ -134,33 +160,35 @@ class TimerIndex:
         for name, timer in after.timers.items():
             previous = old.get(name) if name != fired else None
             if previous is None or timer.due < previous.due:
-                heapq.heappush(self._heap, (timer.due, customer_id, name))
+                self._push(timer.due, customer_id, name)
 
     def pop_due(
         self, now: Millis, state_of: Callable[[str], CustomerState | None]
     ) -> tuple[Millis, str, str, CustomerState] | None:
         """The next timer due by `now`, with its customer's state; None when there is none."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
+        dues = self._dues
+        while dues and dues[0] <= now:
+            entry = self._pop()
             if self._undo:
                 self._popped.append(entry)
-            while heap and heap[0] == entry:
-                heapq.heappop(heap)  # the same timer indexed twice
             due, customer_id, name = entry
+            entries = self._at.get(due)
+            while entries and entries[0] == (customer_id, name):
+                self._pop()  # the same timer indexed twice
+                entries = self._at.get(due)
             state = state_of(customer_id)
             timer = None if state is None else state.timers.get(name)
             if timer is None or timer.due < due:
                 continue  # cancelled, or already fired from an earlier entry
             if timer.due > due:
-                heapq.heappush(heap, (timer.due, customer_id, name))  # moved later
+                self._push(timer.due, customer_id, name)  # moved later
                 continue
             assert state is not None  # a timer was found in it
             return due, customer_id, name, state
         return None
 
     def next_due(self) -> Millis | None:
-        return self._heap[0][0] if self._heap else None
+        return self._dues[0] if self._dues else None
 
     def settle(self) -> None:
         """The states the popped entries were checked against are durable."""
@@ -168,8 +196,8 @@ class TimerIndex:
 
     def rollback(self) -> None:
         """Put back the entries popped since `settle()` (stale ones are skipped later)."""
-        for entry in self._popped:
-            heapq.heappush(self._heap, entry)
+        for due, customer_id, name in self._popped:
+            self._push(due, customer_id, name)
         self._popped.clear()
 
 
