@@ -166,3 +166,30 @@ def test_without_a_c_compiler_the_wheel_is_pure_python_and_writes_the_same_bytes
     assert written[COMPILED][0].endswith(f", {_expected()} build"), written[COMPILED][0]
     assert written[site][1], "no actions: nothing compared"
     assert written[site][1] == written[COMPILED][1]
+
+
+def test_compiled_records_refuse_assignment() -> None:
+    """Events, lines, timers, order records and actions declare their fields `Final`:
+    mypy refuses an assignment to one, and the compiled build makes them read-only."""
+    code = (
+        "from siyu_stream.core.actions import Action\n"
+        "from siyu_stream.core.events import Order\n"
+        "from siyu_stream.core.state import OrderRecord, Timer\n"
+        "from siyu_stream.replay.lines import Line\n"
+        "records = [\n"
+        "    (Order('e', 'c', 1, 'o', 'paid', 100, 'tmall', False), 'amount_fen'),\n"
+        "    (Line('f', 1, b'', None, None), 'event'),\n"
+        "    (Timer(1, 'e', ''), 'due'),\n"
+        "    (OrderRecord(b'k', 100, False), 'remaining_fen'),\n"
+        "    (Action('i', 'gift', 'r', 'c', 1, 'e', {}, 'b', 'v'), 'detail'),\n"
+        "]\n"
+        "for record, field in records:\n"
+        "    try:\n"
+        "        setattr(record, field, None)\n"
+        "    except AttributeError:\n"
+        "        print('refused')\n"
+        "    else:\n"
+        "        print('assigned')\n"
+    )
+    ran = _run("compiled", "-c", code).stdout.decode().split()
+    assert ran == ["refused" if _expected() == "compiled" else "assigned"] * 5

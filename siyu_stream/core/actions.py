@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -36,15 +36,15 @@ class Action:
     """One decision of the rules, never changed once built (a native class compiled, built
     and read as a C struct: the core builds about two per input event)."""
 
-    action_id: str
-    kind: Kind
-    rule: str
-    customer_id: str
-    occurred_at: Millis
-    cause_event_id: str
-    detail: dict[str, Any]
-    because: str
-    rules_version: str
+    action_id: Final[str]
+    kind: Final[Kind]
+    rule: Final[str]
+    customer_id: Final[str]
+    occurred_at: Final[Millis]
+    cause_event_id: Final[str]
+    detail: Final[dict[str, Any]]
+    because: Final[str]
+    rules_version: Final[str]
     """Digest of the rules that produced it (`Rules.version`)."""
 
     def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import fastjsonschema
 import msgspec
@@ -29,14 +29,14 @@ from siyu_stream.core.schemas import SCHEMA_OF_TYPE, input_decoder, validator
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class Order:
-    event_id: str
-    customer_id: str
-    at: Millis
-    order_id: str
-    status: Literal["paid", "refunded"]
-    amount_fen: int
-    channel: str
-    membership: bool
+    event_id: Final[str]
+    customer_id: Final[str]
+    at: Final[Millis]
+    order_id: Final[str]
+    status: Final[Literal["paid", "refunded"]]
+    amount_fen: Final[int]
+    channel: Final[str]
+    membership: Final[bool]
     """kind == membership: a fee, not a purchase; never counts toward spend or tiers."""
 
     def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
@@ -62,12 +62,12 @@ class Order:
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class Chat:
-    event_id: str
-    customer_id: str
-    at: Millis
-    inbound: bool
-    channel: str
-    staff_id: str | None
+    event_id: Final[str]
+    customer_id: Final[str]
+    at: Final[Millis]
+    inbound: Final[bool]
+    channel: Final[str]
+    staff_id: Final[str | None]
 
     def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
         self,
@@ -88,14 +88,14 @@ class Chat:
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class Join:
-    event_id: str
-    customer_id: str
-    at: Millis
-    leave: bool
-    carrier: str
-    source: str | None
-    staff_id: str | None
-    referrer_id: str | None
+    event_id: Final[str]
+    customer_id: Final[str]
+    at: Final[Millis]
+    leave: Final[bool]
+    carrier: Final[str]
+    source: Final[str | None]
+    staff_id: Final[str | None]
+    referrer_id: Final[str | None]
 
     def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
         self,

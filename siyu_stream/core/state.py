@@ -47,7 +47,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -79,10 +79,10 @@ def digest(text: str) -> bytes:
 # and read as C structs. Interpreted, they build faster than NamedTuples too.
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class Timer:
-    due: Millis
-    cause: str
+    due: Final[Millis]
+    cause: Final[str]
     """Event id that scheduled it; becomes the action's cause_event_id. At most ID_CHARS."""
-    note: str
+    note: Final[str]
     """Small per-timer detail (e.g. the channel the customer wrote on); at most NAME_CHARS."""
 
     def __init__(self, due: Millis, cause: str, note: str = "") -> None:
@@ -93,10 +93,10 @@ class Timer:
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class OrderRecord:
-    key: bytes
+    key: Final[bytes]
     """digest(order_id)"""
-    remaining_fen: int
-    membership: bool
+    remaining_fen: Final[int]
+    membership: Final[bool]
 
     def __init__(self, key: bytes, remaining_fen: int, membership: bool) -> None:
         self.key = key

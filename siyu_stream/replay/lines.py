@@ -8,7 +8,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -30,11 +30,11 @@ class Line:
     """One non-blank input line (a dataclass with its constructor written out, as events
     are: one is built per line)."""
 
-    path: str
-    number: int
-    raw: bytes
-    event: Event | None
-    error: InvalidEvent | None
+    path: Final[str]
+    number: Final[int]
+    raw: Final[bytes]
+    event: Final[Event | None]
+    error: Final[InvalidEvent | None]
 
     def __init__(
         self, path: str, number: int, raw: bytes, event: Event | None, error: InvalidEvent | None
