@@ -111,3 +111,24 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(datadir.uuid, "uuid4", lambda: next(drawn))
     cluster_id = datadir.new_cluster_id()
     assert cluster_id == base64.urlsafe_b64encode(b"\x10" + bytes(15)).decode().rstrip("=")
+
+
+def test_the_jars_are_found_where_named_else_beside_the_source_else_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$SIYU_KAFKA_LIB wins; without it, .kafka/lib of the package's source tree, then of
+    the working directory (a checkout whose compiled wheel is installed elsewhere)."""
+    named, here = tmp_path / "named", tmp_path / "checkout"
+    for lib in (named, here / ".kafka" / "lib"):
+        lib.mkdir(parents=True)
+        (lib / "kafka_2.13-4.4.0.jar").touch()
+    source = Path(jvm.__file__).resolve().parents[2] / ".kafka" / "lib"
+    monkeypatch.chdir(here)
+    monkeypatch.setenv(jvm.LIB_ENV, str(named))
+    assert jvm.jars_dir() == named
+    monkeypatch.delenv(jvm.LIB_ENV)
+    expected = source if any(source.glob("kafka_2.13-*.jar")) else here / ".kafka" / "lib"
+    assert jvm.jars_dir() == expected
+    monkeypatch.setenv(jvm.LIB_ENV, str(tmp_path / "empty"))
+    with pytest.raises(BrokerError, match=r"no Kafka jars in .*empty"):
+        jvm.jars_dir()

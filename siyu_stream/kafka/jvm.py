@@ -95,13 +95,21 @@ def find_java() -> tuple[Path, str] | None:
 
 
 def jars_dir() -> Path:
-    """The Kafka jars: $SIYU_KAFKA_LIB, else .kafka/lib in the source tree (editable install)."""
-    default = Path(__file__).resolve().parents[2] / ".kafka" / "lib"
-    lib = Path(os.environ.get(LIB_ENV) or default)
-    if not any(lib.glob("kafka_2.13-*.jar")):
-        msg = f"no Kafka jars in {lib}: run `make kafka-jars` (or set {LIB_ENV})"
-        raise BrokerError(msg)
-    return lib
+    """The Kafka jars: $SIYU_KAFKA_LIB; else .kafka/lib of the source tree this package
+    runs from (an editable install), then of the working directory (a checkout whose
+    wheel is installed elsewhere, e.g. the compiled build)."""
+    named = os.environ.get(LIB_ENV)
+    if named:
+        places = [Path(named)]
+    else:
+        places = [Path(__file__).resolve().parents[2] / ".kafka" / "lib"]
+        places.append(Path.cwd() / ".kafka" / "lib")
+    for lib in places:
+        if any(lib.glob("kafka_2.13-*.jar")):
+            return lib
+    looked = " nor ".join(str(lib) for lib in places)
+    msg = f"no Kafka jars in {looked}: run `make kafka-jars` (or set {LIB_ENV})"
+    raise BrokerError(msg)
 
 
 def locate(java: Path | None = None, lib: Path | None = None) -> Jvm:
