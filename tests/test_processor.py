@@ -7,12 +7,15 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import murmur2, partition_for
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
@@ -389,3 +392,8 @@ def test_repurchase_gaps_are_bucketed_not_kept() -> None:
     for n in range(100_000):
         stats.gap(n % 400)
     assert len(stats.gap_buckets) == 12 and sum(stats.gap_buckets) == 100_000
+
+
+@given(st.binary(max_size=64))
+def test_murmur2_agrees_with_aiokafkas(key: bytes) -> None:
+    assert murmur2(key) == aiokafka_murmur2(key)

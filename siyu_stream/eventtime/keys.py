@@ -12,24 +12,32 @@ _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
 
+def _times_m(k: int) -> int:
+    """(k * _M) mod 2**32 for a 32-bit k, in two halves: each product stays below 2**48,
+    where the full one can pass 2**62, the largest int the compiled build keeps unboxed."""
+    return ((k & 0xFFFF) * _M + ((((k >> 16) * _M) & 0xFFFF) << 16)) & _MASK
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of `data` (seed 0x9747b28c), as an unsigned 32-bit integer."""
     length = len(data)
     h = (0x9747B28C ^ length) & _MASK
     whole = length - length % 4
     for i in range(0, whole, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * _M) & _MASK
+        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+        k = _times_m(k)
         k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
+        k = _times_m(k)
+        h = _times_m(h) ^ k
     rest = length % 4
     if rest:
-        tail = int.from_bytes(data[whole:], "little")
+        tail = 0
+        for i in range(length - 1, whole - 1, -1):
+            tail = tail << 8 | data[i]
         h ^= tail
-        h = (h * _M) & _MASK
+        h = _times_m(h)
     h ^= h >> 13
-    h = (h * _M) & _MASK
+    h = _times_m(h)
     h ^= h >> 15
     return h
 
