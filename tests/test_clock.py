@@ -101,3 +101,14 @@ def test_the_integer_path_takes_only_rfc3339(
     if fast is not None:
         assert clock._RFC3339.match(text) is not None
         assert fast == _reference(text)
+
+
+@given(st.lists(st.integers(YEAR_1900, YEAR_2200), max_size=6), st.sampled_from(["", "x", "Z"]))
+def test_the_last_stamp_memo_never_answers_for_another(times: list[int], junk: str) -> None:
+    """parse and format remember their last stamp: repeated, alternated or refused
+    inputs all get their own answer."""
+    for ms in [*times, *times[::-1], *times]:
+        text = format_rfc3339(ms)
+        assert parse_rfc3339(text) == ms
+        assert format_rfc3339(parse_rfc3339(text)) == text
+    assert _parsed(junk) is None
