@@ -1,7 +1,8 @@
 """Integration fixtures: no worker process outlives its test, whatever the test did; one
 Apache Kafka node (`kafka`, and `broker` for the guarantee tests), one with a SASL_SSL
 listener (`kafka_sasl`), each shared by the whole session, and a three-node cluster
-(`cluster3`) for the fault suite."""
+(`cluster3`, and `cluster` for a test that kills or stops its nodes) for the fault suite
+and the launcher's replication test."""
 
 from __future__ import annotations
 
@@ -57,6 +58,16 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]
     finally:
         print(f"kafka logs: {cluster.data_dir}/node-*/server.log")
         cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster3: KafkaCluster) -> Iterator[KafkaCluster]:
+    """The session's three-node cluster, every node running again after the test (one that
+    kills or stops a node gives it back, whatever it did)."""
+    yield cluster3
+    for index, pid in enumerate(cluster3.node_pids):
+        if pid is None:
+            cluster3.start_node(index)
 
 
 @pytest.fixture(scope="session")

@@ -303,16 +303,21 @@ async def quiesce(settings: Settings) -> None:
         group_id=settings.app_id,  # only reads the group's offsets; never joins
         isolation_level="read_committed",
         enable_auto_commit=False,
+        # end_offsets learns the topics' leaders one topic per retry: 4 x 100 ms (the
+        # default backoff) before the first answer, on every call
+        retry_backoff_ms=10,
     )
     await consumer.start()
     try:
         deadline = time.monotonic() + GIVE_UP_AFTER
         settled = 0
-        while settled < 2:
+        while True:
             assert time.monotonic() < deadline, "the worker did not catch up"
             ends = await consumer.end_offsets(tps)
             done = [((await consumer.committed(tp)) or 0) >= ends[tp] for tp in tps]
             settled = settled + 1 if all(done) else 0
+            if settled == 2:  # caught up, and still so 0.2 s later
+                return
             await asyncio.sleep(0.2)
     finally:
         await consumer.stop()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import live
@@ -49,15 +48,6 @@ pytestmark = [
     pytest.mark.slow,
 ]
 GUARANTEES = ["exactly_once", "at_least_once"]
-
-
-@pytest.fixture
-def cluster(cluster3: KafkaCluster) -> Iterator[KafkaCluster]:
-    """The session's three-node cluster, every node running again after the test."""
-    yield cluster3
-    for index, pid in enumerate(cluster3.node_pids):
-        if pid is None:
-            cluster3.start_node(index)
 
 
 def settings_for(cluster: KafkaCluster, guarantee: Guarantee = "exactly_once") -> Settings:
