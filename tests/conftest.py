@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from siyu_stream.kafka.embedded import LocalBroker
+
+# No property test asserts how long an example takes (speed is `make bench`'s): without a
+# deadline, an example slowed by a busy machine (`make test` runs most tests under nice 19
+# beside the broker tests) is not reported as a failure.
+settings.register_profile("siyu", deadline=None)
+settings.load_profile("siyu")
 
 
 @pytest.fixture
