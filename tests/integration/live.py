@@ -323,22 +323,21 @@ async def quiesce(settings: Settings) -> None:
         await consumer.stop()
 
 
-async def actions_until(
-    settings: Settings, expected: set[str], *, settle: float = 1.5
-) -> list[dict[str, Any]]:
-    """Read the action topics until every expected id arrived and nothing new came for a while."""
+async def actions_until(settings: Settings, expected: set[str]) -> list[dict[str, Any]]:
+    """Read the action topics until every expected id arrived, then once more after the
+    group has consumed every input and command record (`quiesce`): whatever the inputs
+    still cause, a late duplicate included, is written by then (at_least_once sends a
+    batch's outputs before it commits its offsets; exactly_once commits both at once)."""
     topics = Topology(settings).outputs
     deadline = time.monotonic() + GIVE_UP_AFTER
-    previous = -1
     while True:
         records = await read_topics(settings, topics)
-        ids = {r["action_id"] for r in records}
-        if expected <= ids and len(records) == previous:
-            return records
+        if expected <= {r["action_id"] for r in records}:
+            await quiesce(settings)
+            return await read_topics(settings, topics)
         if time.monotonic() > deadline:
             return records  # the caller's assertion shows what is missing
-        previous = len(records) if expected <= ids else -1
-        await asyncio.sleep(settle)
+        await asyncio.sleep(0.5)
 
 
 def difference(got: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) -> str:
