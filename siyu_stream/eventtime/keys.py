@@ -31,10 +31,7 @@ def murmur2(data: bytes) -> int:
         h = _times_m(h) ^ k
     rest = length % 4
     if rest:
-        tail = 0
-        for i in range(length - 1, whole - 1, -1):
-            tail = tail << 8 | data[i]
-        h ^= tail
+        h ^= int.from_bytes(data[whole:], "little")  # under 2**24: stays unboxed
         h = _times_m(h)
     h ^= h >> 13
     h = _times_m(h)

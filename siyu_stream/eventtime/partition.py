@@ -140,7 +140,7 @@ class TimerIndex:
         """The smallest entry (the index is not empty)."""
         due = self._dues[0]
         entries = self._at[due]
-        customer_id, name = heapq.heappop(entries) if len(entries) > 1 else entries.pop()
+        customer_id, name = heapq.heappop(entries)
         if not entries:
             heapq.heappop(self._dues)
             del self._at[due]
