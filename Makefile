@@ -93,12 +93,12 @@ typecheck: $(STAMP)
 IDENTITY := tests/test_replay.py tests/test_replay_jobs.py tests/test_backtest.py \
 	tests/test_go_live.py tests/test_properties.py tests/test_rules.py tests/test_state.py
 # The compiled run is two pytest processes at once. tests/integration (brokers and workers:
-# mostly waiting on them, ~0.6 of a core) and the tests that time themselves (a bound on
-# wall-clock time, hypothesis's default 200 ms deadline) run at normal priority; every
-# other test runs beside them under `nice -n 19`, so that it takes only the CPU they leave
+# mostly waiting on them, ~0.6 of a core) and the tests that bound wall-clock time run at
+# normal priority (hypothesis has no deadline: tests/conftest.py); every other test runs
+# beside them under `nice -n 19`, so that it takes only the CPU they leave
 # (the kernel weighs nice 19 at 15 against 1024): brokers, workers and timed tests see the
 # machine they saw before. Its output follows theirs; both exit codes count.
-TIMED := tests/test_kafka_client.py tests/test_clock.py tests/test_fuzz.py
+TIMED := tests/test_kafka_client.py
 COMPILED_ENV := PYTHONPATH=$(CURDIR)/$(COMPILED) PYTHONSAFEPATH=1 \
 	SIYU_COMPILED=$(CURDIR)/$(COMPILED) SIYU_KAFKA_LIB=$(CURDIR)/.kafka/lib
 test: tools lint typecheck
