@@ -50,6 +50,28 @@ class MemoryStore:
         return iter(self.data.items())
 
 
+class _Applied:
+    """What the partitions call with each applied step: its actions counted and sent, its
+    credits queued. Not a bound method of `Engine`: the engine and its partitions would be
+    a reference cycle, and with the cycle collector paused for the run
+    (`replay.run.collector_paused`) every state of the run would then wait for one
+    collection over the whole heap when it ends (1.2 s of a 9.5 s replay of a year's
+    history). Without the cycle, reference counting frees them when the engine goes."""
+
+    __slots__ = ("credits", "sink", "stats")
+
+    def __init__(self, sink: Sink, stats: Stats, credits: list[ReferralCredit]) -> None:
+        self.sink = sink
+        self.stats = stats
+        self.credits = credits
+
+    def __call__(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
+        for action in step.actions:
+            self.stats.actions[(action.kind, action.rule)] += 1
+            self.sink.send(action)
+        self.credits.extend(step.credits)
+
+
 class Engine:
     def __init__(
         self,
@@ -65,13 +87,12 @@ class Engine:
         self.sink = sink
         self.now = now
         """Events further ahead of this than the rules allow are rejected (None: no bound)."""
-        self.partitions = [
-            Partition(rules, store, self._applied, undo=False) for _ in range(partitions)
-        ]
         self.stats = Stats()
         self.credits: list[ReferralCredit] = []
         """Credits emitted and not yet applied: `handle` applies them at once; the replay
         merge queues them on the referrer's partition instead."""
+        applied = _Applied(sink, self.stats, self.credits)
+        self.partitions = [Partition(rules, store, applied, undo=False) for _ in range(partitions)]
 
     @property
     def clock(self) -> Millis | None:
@@ -118,12 +139,6 @@ class Engine:
             for credit in self.credits:
                 self.credit(credit)
             self.credits.clear()
-
-    def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
-        for action in step.actions:
-            self.stats.actions[(action.kind, action.rule)] += 1
-            self.sink.send(action)
-        self.credits.extend(step.credits)
 
     @property
     def timers_fired(self) -> int:
