@@ -48,6 +48,14 @@ COMPILED = [
     "siyu_stream/replay/lines.py",
     "siyu_stream/replay/parts.py",
     "siyu_stream/replay/run.py",
+    # the live worker's per-record work: decoding on arrival, the partition task, its
+    # state batch, and the observation of every step (its asyncio loop stays Python)
+    "siyu_stream/live/arrival.py",
+    "siyu_stream/live/batch.py",
+    "siyu_stream/live/processor.py",
+    "siyu_stream/live/records.py",
+    "siyu_stream/observe/observer.py",
+    "siyu_stream/observe/timeline.py",
     # backtest's per-action work: tallies and the diff of the two runs
     "siyu_stream/backtest/diff.py",
     "siyu_stream/backtest/tally.py",

@@ -25,6 +25,12 @@ class InvalidEvent(SiyuError):  # noqa: N818 - reads as a verdict on the input, 
         return str(self)
 
 
+class OutputTooLarge(InvalidEvent):
+    """A step whose outputs would not fit a Kafka record: the live worker dead-letters
+    the event that caused it (here, not in the worker's module: the compiled build cannot
+    subclass this module's classes in a compiled module)."""
+
+
 class RulesError(SiyuError):
     """A rules file that cannot be used; the message names file, line and key."""
 

@@ -36,7 +36,7 @@ import orjson
 
 from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import Millis
-from siyu_stream.core.errors import InvalidEvent
+from siyu_stream.core.errors import InvalidEvent, OutputTooLarge
 from siyu_stream.core.events import Event
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
@@ -349,7 +349,7 @@ class PartitionTask:
             self._event = pending.event
             try:
                 step = self.events.apply(pending.event)
-            except _TooLarge as exc:
+            except OutputTooLarge as exc:
                 self._dead(pending, str(exc), now)
                 return
             finally:
@@ -379,7 +379,7 @@ class PartitionTask:
             largest = max((len(o.value) for o in outs), default=0)
         if largest > MAX_RECORD_BYTES:
             msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
-            raise _TooLarge(msg)
+            raise OutputTooLarge(msg)
         self._outs.extend(outs)
         if self._event is not None and customer_id == self._event.customer_id:
             self.observer.event(before, step.state, self._event)
@@ -391,7 +391,3 @@ class PartitionTask:
         self.observer.outcome(pending.kind, "rejected")
         key = None if record.key is None else record.key[:1024]
         self._outs.append(Out(self.topology.deadletter, key, dead_letter(record, reason, now)))
-
-
-class _TooLarge(InvalidEvent):
-    """A step whose outputs would not fit a Kafka record."""
