@@ -49,7 +49,16 @@ def test_missing_fields_read_as_defaults_so_older_writers_stay_readable() -> Non
 
 
 @pytest.mark.parametrize(
-    "raw", [b'{"v": 2}', b'{"s": 1}', b"[]", b"not json", b'{"v": 1, "tm": {"x": 5}}']
+    "raw",
+    [
+        b'{"v": 2}',
+        b'{"s": 1}',
+        b"[]",
+        b"not json",
+        b'{"v": 1, "tm": {"x": 5}}',
+        b'{"v": 1, "e": 5}',  # digests not as base64 text
+        b'{"v": 1, "ro": [["AAAAAAAA", 1]]}',  # an order record short of a field
+    ],
 )
 def test_unreadable_state_is_an_error_not_a_guess(raw: bytes) -> None:
     with pytest.raises(StateError):
