@@ -15,17 +15,30 @@ CLOCK_KEY = ""
 {"clock": ms}; the worker writes it with its batches, a bootstrap once per partition."""
 
 
-@dataclass(slots=True)
+# Constructors written out (init=False): compiled, a dataclass's generated __init__ runs as
+# interpreted code, and the adapter builds one Record and Pending per consumed record and
+# an Out per action and changed state.
+
+
+@dataclass(slots=True, init=False)
 class Out:
     """One record to produce."""
 
     topic: str
     key: bytes | None
     value: bytes
-    partition: int | None = None
+    partition: int | None
+
+    def __init__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.partition = partition
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Record:
     """One consumed record."""
 
@@ -35,11 +48,27 @@ class Record:
     key: bytes | None
     value: bytes | None
     """None: a record with a null value (a tombstone)."""
-    timestamp: Millis = 0
+    timestamp: Millis
     """Kafka record timestamp (producer create time): the start of processing latency."""
 
+    def __init__(  # noqa: PLR0917 - a record's fields, by position as a tuple's
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: Millis = 0,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Pending:
     """A queued record and what it will do when its turn comes."""
 
@@ -48,11 +77,32 @@ class Pending:
     record: Record
     """What a dead letter names (for a re-keyed event: the original input record)."""
     kind: str
-    event: Event | None = None
-    credit: ReferralCredit | None = None
-    reason: str | None = None
+    event: Event | None
+    credit: ReferralCredit | None
+    reason: str | None
     """Dead-letter it with this reason."""
-    forward: bool = False
+    forward: bool
     """Re-key it to its owner's partition."""
-    arrived: Millis = 0
+    arrived: Millis
     """Wall-clock time it was queued (`PartitionTask.reorder_ms`)."""
+
+    def __init__(
+        self,
+        offset: int,
+        record: Record,
+        kind: str,
+        event: Event | None = None,
+        *,
+        credit: ReferralCredit | None = None,
+        reason: str | None = None,
+        forward: bool = False,
+        arrived: Millis = 0,
+    ) -> None:
+        self.offset = offset
+        self.record = record
+        self.kind = kind
+        self.event = event
+        self.credit = credit
+        self.reason = reason
+        self.forward = forward
+        self.arrived = arrived
