@@ -130,6 +130,33 @@ def test_backtest_loop_builds_no_cycle_per_event(year: Path) -> None:
     assert gc.collect() == 0  # the engine, its partitions and states were no cycle
 
 
+def test_what_a_run_leaves_alive_is_not_scanned_when_the_collector_resumes() -> None:
+    """Survivors go to the oldest generation: left in the youngest, resuming would scan
+    them all at once (a backtest's states while its summary is written)."""
+    gc.collect()
+    with collector_paused():
+        kept = [[n] for n in range(5_000)]
+    young = {id(o) for o in gc.get_objects(generation=0)}
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert not any(id(o) in young for o in kept)
+    assert all(id(o) in oldest for o in kept)
+    assert gc.get_freeze_count() == 0  # nothing left frozen on the way
+
+
+def test_collector_paused_leaves_what_the_caller_froze_frozen() -> None:
+    gc.collect()
+    frozen = [[n] for n in range(100)]
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        with collector_paused():
+            kept = [[n] for n in range(100)]
+        assert gc.get_freeze_count() == before  # not unfrozen by the run
+        assert frozen and kept
+    finally:
+        gc.unfreeze()
+
+
 def test_collector_paused_restores_a_disabled_collector() -> None:
     gc.disable()
     with collector_paused():

@@ -50,8 +50,21 @@ def collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        _to_oldest()
         if enabled:
             gc.enable()
+
+
+def _to_oldest() -> None:
+    """Move what the run left alive to the oldest generation, unscanned. Resumed, the
+    collector would otherwise scan all of it at once, as the youngest generation: a
+    backtest's two engines' states while its summary is written, 7 % of a backtest's time.
+    In the oldest generation they wait for a full collection, like any long-lived object.
+    (Through the permanent generation, and only when the caller froze nothing there:
+    unfreezing moves all of it.)"""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 class JsonlSink:
