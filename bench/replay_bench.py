@@ -7,7 +7,7 @@ replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--dump-s
     --until-days: as `replay --now END --until END+D days` (END: the last event time);
     --partitions, --jobs: as `replay`'s; --dump-states: `customer<TAB>state` lines (the
     changelog records a worker would write) for the recovery benchmark.
-replay_bench.py backtest INPUT [--until-days D]
+replay_bench.py backtest INPUT [--until-days D] [--jobs N]
     `siyu-stream backtest` of INPUT (both engines: the built-in rules and BACKTEST_RULES),
     in this process: events/s and CPU per event.
 replay_bench.py processor [--events N]
@@ -158,18 +158,21 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     rules.write_text(BACKTEST_RULES)
     argv = ["backtest", str(path), "--rules", str(rules), "--out", str(out)]
     argv += [x for k, v in bounds.items() for x in (f"--{k}", format_rfc3339(v))]
-    started, cpu = time.perf_counter(), time.process_time()
+    argv += ["--jobs", str(args.jobs)]
+    started, cpu = time.perf_counter(), cpu_now()
     with contextlib.redirect_stdout(sys.stderr):  # its report: stdout is this script's JSON
         code = cli(argv)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
     if code != 0:
         msg = f"siyu-stream {' '.join(argv)} exited with {code}"
         raise RuntimeError(msg)
     counts = orjson.loads((out / "summary.json").read_bytes())["events"]["new"]
     events = sum(counts.values())
-    log(f"backtest {rel(path)}: {events:,} events in {seconds:.1f} s, CPU {cpu:.1f} s")
+    what = f"backtest {rel(path)} --jobs {args.jobs}: {events:,} events"
+    log(f"{what} in {seconds:.1f} s, CPU {cpu:.1f} s")
     return {
         **{"input": rel(path), "events": events, "build": running_build(), "seconds": seconds},
+        "jobs": int(args.jobs),
         **{"events_per_s": events / seconds, "cpu_us_per_event": 1e6 * cpu / events},
         "until_days_after_end": until_days,
     }
@@ -216,7 +219,7 @@ def main() -> None:
         __doc__,
         {
             "run": (cmd_run, run | {"--dump-states": None}),
-            "backtest": (cmd_backtest, {"input": None, "--until-days": None}),
+            "backtest": (cmd_backtest, {"input": None, "--until-days": None, "--jobs": 1}),
             "processor": (cmd_processor, {"--events": 100_000}),
         },
     )

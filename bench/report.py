@@ -251,20 +251,29 @@ def replay(r: Results) -> Section:
 
 
 def backtest(r: Results) -> Section:
-    header = "build | events | events/s | µs CPU/event"
-    s = Section("Backtest, one process", header)
-    s.note = "Two engines over the history (the built-in rules and a silence and dormant change)."
+    header = "build | jobs | events | events/s | µs CPU/event"
+    s = Section("Backtest", header)
+    s.note = (
+        "Two engines over the history (the built-in rules and a silence and dormant change); "
+        "`--jobs 2` runs each in a process of its own (CPU: both processes)."
+    )
     rate = {}
-    for build, x in r["backtest"].items():
-        s.commands.append((build, x["command"]))
-        rate[build] = x["events_per_s"]
-        s.row(x["build"], f"{x['events']:,}", f"**{n(rate[build])}**", n(x["cpu_us_per_event"]))
+    for key, x in r["backtest"].items():
+        s.commands.append((key.replace("_", " "), x["command"]))
+        rate[key] = x["events_per_s"]
+        jobs = x.get("jobs", 1)
+        cpu = n(x["cpu_us_per_event"])
+        s.row(x["build"], str(jobs), f"{x['events']:,}", f"**{n(rate[key])}**", cpu)
     faster = ratio(rate.get("compiled"), rate.get("interpreted"))
-    cpu = {build: x["cpu_us_per_event"] for build, x in r["backtest"].items()}
-    less = ratio(cpu.get("interpreted"), cpu.get("compiled"))
-    s.row("compiled ÷ interpreted", "", f"**{faster}**", f"{less} less CPU")
+    cpu_of = {key: x["cpu_us_per_event"] for key, x in r["backtest"].items()}
+    less = ratio(cpu_of.get("interpreted"), cpu_of.get("compiled"))
+    s.row("compiled ÷ interpreted", "1", "", f"**{faster}**", f"{less} less CPU")
+    parallel = ratio(rate.get("compiled_jobs_2"), rate.get("compiled"))
+    s.row("`--jobs 2` ÷ `--jobs 1`", "", "", f"**{parallel}**", "")
     value = f"**{n(rate.get('compiled'))}** ({faster} of the interpreted build)"
     s.readme.append(("backtest of the history, events/s", value))
+    value = f"**{parallel}** ({n(rate.get('compiled_jobs_2'))} ÷ {n(rate.get('compiled'))})"
+    s.readme.append(("backtest `--jobs 2` ÷ `--jobs 1`", value))
     return s
 
 

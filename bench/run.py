@@ -125,10 +125,17 @@ def main() -> None:
     step("replay", replays)
     step("replay_interpreted", lambda: replays(INTERPRETED))
 
-    def backtest(env: dict[str, str] | None = None) -> dict[str, Any]:
-        return bench(*REPLAY, "backtest", path["history"], *UNTIL, env=env)
+    def backtest(env: dict[str, str] | None = None, jobs: int = 1) -> dict[str, Any]:
+        return bench(*REPLAY, "backtest", path["history"], *UNTIL, "--jobs", jobs, env=env)
 
-    step("backtest", lambda: {"compiled": backtest(), "interpreted": backtest(INTERPRETED)})
+    step(
+        "backtest",
+        lambda: {
+            "compiled": backtest(),
+            "interpreted": backtest(INTERPRETED),
+            "compiled_jobs_2": backtest(jobs=2),
+        },
+    )
 
     def replay_jobs() -> dict[str, Any]:
         """--jobs 2 against --jobs 1, both over 4 partitions, on the timer-heavy history."""

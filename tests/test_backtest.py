@@ -3,6 +3,7 @@ tests/data/lifecycle.jsonl, the refusal of a bad rules file, and bounded-memory 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -12,11 +13,15 @@ import orjson
 import pytest
 
 from siyu_stream.backtest import diff as actiondiff
+from siyu_stream.backtest.run import backtest as run_backtest
 from siyu_stream.backtest.tally import Calendar, Tally, percentiles
 from siyu_stream.cli import main
 from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
+from siyu_stream.core.errors import BacktestError
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.simulate import generate, write_jsonl
+from siyu_stream.simulate import history as history_config
 
 DATA = Path(__file__).resolve().parent / "data"
 UPDATE = os.environ.get("SIYU_UPDATE_GOLDEN") == "1"
@@ -190,18 +195,45 @@ def test_a_different_input_section_decodes_each_run_its_own_way(tmp_path: Path) 
     assert {d["baseline"]["customer_id"] for d in diff} == {"big"}
 
 
-def test_golden_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_golden_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
     # relative paths, as the golden summary names its inputs and rules files
     monkeypatch.chdir(DATA)
     out = tmp_path / "out"
     args = ["backtest", "lifecycle.jsonl", "--rules", "lifecycle.backtest.toml", *PINNED]
-    assert main([*args, "--until", "2026-12-31T00:00:00Z", "--out", str(out)]) == 0
+    until = ["--until", "2026-12-31T00:00:00Z"]
+    assert main([*args, *until, "--out", str(out), "--jobs", jobs]) == 0
     for name in ("summary.json", "diff.jsonl"):
         golden = DATA / f"lifecycle.backtest.{name}"
         if UPDATE:
             golden.write_bytes((out / name).read_bytes())
         assert (out / name).read_bytes() == golden.read_bytes(), name
     assert (DATA / "lifecycle.backtest.diff.jsonl").read_bytes().count(b"\n") >= 3
+
+
+def test_two_jobs_write_the_same_bytes_as_one_over_a_simulated_year(tmp_path: Path) -> None:
+    """`--jobs 2`: each rule set in its own process, decoding the input its own way (the
+    new rules refuse large orders at the edge), timers firing to past the end."""
+    year = tmp_path / "year.jsonl"
+    config = dataclasses.replace(history_config(3_000, 365, seed=11), bad_ratio=0.02)
+    write_jsonl(generate(config, 3_000), year)
+    rules = tmp_path / "new.toml"
+    rules.write_text("[input]\nmax_order_yuan = 2000\n[silence]\nstreak = 2\n")
+    args = ["backtest", str(year), "--rules", str(rules), "--partitions", "4"]
+    args += ["--now", "2027-01-02T00:00:00Z", "--until", "2027-06-01T00:00:00Z"]
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        assert main([*args, "--out", str(out), "--jobs", jobs]) == 0
+        outs[jobs] = {n: (out / n).read_bytes() for n in ("summary.json", "diff.jsonl")}
+    assert outs["1"]["diff.jsonl"].count(b"\n") > 100
+    assert outs["2"] == outs["1"]
+
+
+def test_a_failed_job_fails_the_backtest_by_name(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.jsonl"  # the command checks inputs first; the API does not
+    with pytest.raises(BacktestError, match=re.escape("backtest-baseline (exit 1)")):
+        run_backtest([missing], Rules(), Rules(), now=0, jobs=2)
 
 
 def test_an_empty_history_gives_empty_numbers(

@@ -51,6 +51,17 @@ class Spill:
         if len(self.pending) >= self.chunk:
             self._flush()
 
+    @classmethod
+    def of(cls, directory: Path, name: str, files: list[Path]) -> Spill:
+        """The spill of a finished run (`finish`), maybe made by another process."""
+        spill = cls(directory, name)
+        spill.files = list(files)
+        return spill
+
+    def finish(self) -> None:
+        """Every action added is in `files` (sorted per file)."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self.pending:
             return

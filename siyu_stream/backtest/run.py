@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
 
 from siyu_stream.backtest.diff import Change, Spill, diff, spill_dir
 from siyu_stream.backtest.tally import Calendar, Tally, monday, percentiles
 from siyu_stream.core.clock import Millis
+from siyu_stream.core.errors import BacktestError
 from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
@@ -43,13 +46,60 @@ class _Run:
     tally: Tally
 
 
+@dataclasses.dataclass
+class Figures:
+    """A `Tally`'s numbers, as the summary reads them (a plain record: it pickles)."""
+
+    actions: Counter[tuple[str, str]]
+    per_day: Counter[tuple[date, str]]
+    gift_fen: Counter[str]
+    gift_count: Counter[str]
+    gift_week: Counter[date]
+    staff_day: Counter[tuple[str, date]]
+    unassigned: int
+    suppressed: Counter[str]
+    peak: dict[str, int]
+
+    @classmethod
+    def of(cls, tally: Tally) -> Figures:
+        return cls(
+            *(tally.actions, tally.per_day, tally.gift_fen, tally.gift_count, tally.gift_week),
+            *(tally.staff_day, tally.unassigned, tally.suppressed, tally.peak),
+        )
+
+
+@dataclasses.dataclass
+class _Ran:
+    """What the summary reads of one rule set's run. A `jobs=2` process sends back all of
+    it but the rules, pickled (the compiled build cannot unpickle a frozen class); the
+    engine's states stay in the process that built them."""
+
+    rules: Rules
+    outcomes: dict[str, int]
+    population: dict[str, dict[str, int]]
+    tally: Figures
+    spilled: list[Path]
+    """The run's actions: sorted files of its `Spill`, for the diff."""
+
+    @classmethod
+    def of(cls, run: _Run) -> _Ran:
+        run.tally.spill.finish()
+        return cls(
+            run.rules,
+            _outcomes(run.engine),
+            _population(run.engine),
+            Figures.of(run.tally),
+            list(run.tally.spill.files),
+        )
+
+
 def _noop(line: Line, reason: str) -> None:
     """Rejected lines are counted by the engine's stats; `replay --deadletter` lists them."""
 
 
 def _drive(paths: list[Path], runs: list[_Run], progress: IO[str] | None) -> None:
-    if runs[0].rules.input == runs[1].rules.input:
-        streams: tuple[Iterator[Line], ...] = itertools.tee(merged(paths, runs[0].rules), 2)
+    if all(run.rules.input == runs[0].rules.input for run in runs):
+        streams: tuple[Iterator[Line], ...] = itertools.tee(merged(paths, runs[0].rules), len(runs))
     else:  # decoding reads [input]: each rule set decodes the lines its own way
         streams = tuple(merged(paths, run.rules) for run in runs)
     steps = [Merge(r.engine, lines, _noop).run() for r, lines in zip(runs, streams, strict=True)]
@@ -134,23 +184,72 @@ def backtest(
     partitions: int = 1,
     diff_out: IO[bytes] | None = None,
     progress: IO[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Both rule sets over `paths`; writes the differences to `diff_out` and returns the
-    summary (see `summary`)."""
+    summary (see `summary`). `jobs=2` runs each rule set in a process of its own (each
+    reads and decodes the input itself): the same summary and differences."""
     calendar = Calendar(new.zone)
     differences = Differences()
+    named = (("baseline", baseline), ("new", new))
     with spill_dir() as tmp, collector_paused():
-        runs = []
-        for name, rules in (("baseline", baseline), ("new", new)):
-            tally = Tally(calendar, Spill(Path(tmp), name))
-            engine = Engine(rules, MemoryStore(), tally, partitions=partitions, now=now)
-            runs.append(_Run(rules, engine, tally))
-        _drive(paths, runs, progress)
-        for run in runs:
-            run.engine.advance(until)
-            run.engine.stats.timers_fired = run.engine.timers_fired
-        diff(runs[0].tally.spill, runs[1].tally.spill, diff_out, differences.told)
-    return summary(runs[0], runs[1], differences, calendar)
+        directory = Path(tmp)
+
+        def run(which: list[tuple[str, Rules]], report: IO[str] | None) -> list[_Ran]:
+            runs = []
+            for name, rules in which:
+                tally = Tally(calendar, Spill(directory, name))
+                engine = Engine(rules, MemoryStore(), tally, partitions=partitions, now=now)
+                runs.append(_Run(rules, engine, tally))
+            _drive(paths, runs, report)
+            for one in runs:
+                one.engine.advance(until)
+            return [_Ran.of(one) for one in runs]
+
+        ran = run(list(named), progress) if jobs == 1 else _apart(named, run, directory, progress)
+        diff(
+            Spill.of(directory, "baseline", ran[0].spilled),
+            Spill.of(directory, "new", ran[1].spilled),
+            diff_out,
+            differences.told,
+        )
+    return summary(ran[0], ran[1], differences, calendar)
+
+
+def _apart(
+    named: tuple[tuple[str, Rules], ...],
+    run: Callable[[list[tuple[str, Rules]], IO[str] | None], list[_Ran]],
+    directory: Path,
+    progress: IO[str] | None,
+) -> list[_Ran]:
+    """`run` each rule set in a forked process; their results, in `named` order."""
+    context = get_context("fork")
+
+    def main(index: int) -> None:
+        report = progress if index == 0 else None  # one progress line, not two interleaved
+        (ran,) = run([named[index]], report)
+        sent = (ran.outcomes, ran.population, ran.tally, ran.spilled)
+        with (directory / f"ran-{index}").open("wb") as handle:
+            pickle.dump(sent, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    processes = [
+        context.Process(target=main, args=(i,), name=f"backtest-{name}")
+        for i, (name, _) in enumerate(named)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode != 0]
+    if failed:
+        msg = f"{', '.join(failed)} failed; its error is above"
+        raise BacktestError(msg)
+    found = []
+    for index, (_, rules) in enumerate(named):
+        with (directory / f"ran-{index}").open("rb") as handle:
+            sent = pickle.load(handle)  # written by our own process above
+        found.append(_Ran(rules, *sent))
+    return found
 
 
 def _plain(value: Any) -> Any:
@@ -178,7 +277,7 @@ def rule_changes(baseline: Rules, new: Rules) -> list[dict[str, Any]]:
     return found
 
 
-def _series(runs: dict[str, _Run]) -> dict[str, Any]:
+def _series(runs: dict[str, _Ran]) -> dict[str, Any]:
     """The charts' numbers: every day (and week) from the first to the last, zeros included."""
     days = {d for r in runs.values() for d, _ in r.tally.per_day}
     days |= {d for r in runs.values() for _, d in r.tally.staff_day}
@@ -215,9 +314,9 @@ def _series(runs: dict[str, _Run]) -> dict[str, Any]:
     }
 
 
-def _population(run: _Run) -> dict[str, dict[str, int]]:
+def _population(engine: Engine) -> dict[str, dict[str, int]]:
     counts: Counter[tuple[str, str]] = Counter()
-    for _, state in run.engine.store.items():
+    for _, state in engine.store.items():
         for name in TRACKED:
             counts[(name, str(getattr(state, name)))] += 1
     found = {}
@@ -239,7 +338,7 @@ def _gift_row(code: str, counts: tuple[int, int], fen: tuple[int, int]) -> dict[
     }
 
 
-def _gift_rows(old: Tally, new: Tally) -> list[dict[str, Any]]:
+def _gift_rows(old: Figures, new: Figures) -> list[dict[str, Any]]:
     """Per gift code, then the total: how many and their value in fen, both runs."""
     rows = [
         _gift_row(
@@ -257,13 +356,13 @@ def _gift_rows(old: Tally, new: Tally) -> list[dict[str, Any]]:
     return [*rows, total]
 
 
-def _outcomes(run: _Run) -> dict[str, int]:
-    found = run.engine.stats.by_outcome()
+def _outcomes(engine: Engine) -> dict[str, int]:
+    found = engine.stats.by_outcome()
     return {outcome: found[outcome] for outcome in ("ok", "duplicate", "rejected")}
 
 
 def summary(
-    baseline: _Run, new: _Run, differences: Differences, calendar: Calendar
+    baseline: _Ran, new: _Ran, differences: Differences, calendar: Calendar
 ) -> dict[str, Any]:
     """Every number of the report, as plain JSON data (money in fen)."""
     runs = {"baseline": baseline, "new": new}
@@ -290,7 +389,7 @@ def summary(
         "zone": calendar.zone.key,
         "rules_version": {n: r.rules.version for n, r in runs.items()},
         "rule_changes": rule_changes(baseline.rules, new.rules),
-        "events": {n: _outcomes(r) for n, r in runs.items()},
+        "events": {n: r.outcomes for n, r in runs.items()},
         "differences_total": {
             **{c: totals[c] for c in ("added", "removed", "changed")},
             "customers": len(differences.customers),
@@ -321,7 +420,7 @@ def summary(
             }
             for n, r in runs.items()
         },
-        "population": {n: _population(r) for n, r in runs.items()},
+        "population": {n: r.population for n, r in runs.items()},
         "differences": groups,
         "series": _series(runs),
     }

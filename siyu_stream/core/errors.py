@@ -62,6 +62,10 @@ class BootstrapError(SiyuError):
     another producer took a partition over, Kafka could not be read or written."""
 
 
+class BacktestError(SiyuError):
+    """A backtest that could not finish: one of its processes failed (`--jobs 2`)."""
+
+
 class NotifyError(SiyuError):
     """The notifier (`siyu-stream notify`) cannot run as configured."""
 
