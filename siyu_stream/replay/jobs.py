@@ -315,7 +315,8 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
             actions.append((directory / f"actions-{me}").open("rb", buffering=BUFFER))
             deads.append((directory / f"dead-{me}").open("rb", buffering=BUFFER))
         streams = [[(tag, me, a, d) for tag, a, d in index] for me, index in enumerate(indexes)]
-        for _, me, a, d in heapq.merge(*streams, key=lambda entry: entry[:2]):
+        # by (tag, job): tags are unique within a job, so the byte counts are never compared
+        for _, me, a, d in heapq.merge(*streams):
             if a:
                 out.write(actions[me].read(a))
             if d:
