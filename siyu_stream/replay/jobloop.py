@@ -59,6 +59,15 @@ live worker waits for a lagging topic partition instead); beyond it, it goes on 
 READ_AHEAD = 20_000
 """Lines a job with peers keeps read (not yet visible) to look ahead for its bound."""
 WAIT_READ_AHEAD = 2 * READ_AHEAD  # lines it may have read while it waits for a peer
+LOOK_EVERY = 16
+"""Steps between two looks at the peers' pipes (a system call each) while nothing waits:
+what they sent only raises their bounds, and a merge that finds a bound too low for its
+next step looks at once (`_wait`)."""
+PUBLISH_EVERY = 64
+"""Steps between two messages to the peers (a pickle and a system call each) unless one
+waits for this job. Replay of the year's history, 4 partitions, 2 jobs, looking and
+publishing every (1, 16) steps: 6.2 s; (8, 16): 5.9 s; (8, 32): 5.8 s; (16, 64): 5.6 s;
+(32, 128): 5.9 s, the peers waiting longer. One job: 8.9 s."""
 
 
 QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
@@ -200,7 +209,7 @@ class Job:
             self._fill(self.parts[p], start=True)
         peers = self.peers
         while True:
-            if peers is not None:
+            if peers is not None and self.seq % LOOK_EVERY == 0:
                 for item in peers.receive(block=False):
                     heapq.heappush(self.foreign, item)
             head = self._head()
@@ -236,7 +245,7 @@ class Job:
             if peers is not None:
                 self.since += 1
                 wanted = peers.wanted()
-                if self.since >= 16 or (wanted is not None and self.bound() > wanted):
+                if self.since >= PUBLISH_EVERY or (wanted is not None and self.bound() > wanted):
                     self._publish(None)
         if peers is not None:
             self._publish(None)
