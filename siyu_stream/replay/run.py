@@ -57,11 +57,11 @@ def collector_paused() -> Iterator[None]:
 
 def _to_oldest() -> None:
     """Move what the run left alive to the oldest generation, unscanned. Resumed, the
-    collector would otherwise scan all of it at once, as the youngest generation: a
-    backtest's two engines' states while its summary is written, 7 % of a backtest's time.
-    In the oldest generation they wait for a full collection, like any long-lived object.
-    (Through the permanent generation, and only when the caller froze nothing there:
-    unfreezing moves all of it.)"""
+    collector would otherwise scan all of it at once, as the youngest generation: the
+    states a bootstrap keeps to write them out (for a backtest that kept its engines to
+    its summary: 0.4 s of 5.5 s over 40,000 events). In the oldest generation they wait
+    for a full collection, like any long-lived object. (Through the permanent generation,
+    and only when the caller froze nothing there: unfreezing moves all of it.)"""
     if gc.get_freeze_count() == 0:
         gc.freeze()
         gc.unfreeze()
