@@ -62,7 +62,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--jobs",
         type=int,
         default=1,
-        help="2: each rule set in a process of its own (~2x on 2 cores); the same output",
+        help="2: each rule set in a process of its own (x1.6 on 2 cores); the same output",
     )
     p.set_defaults(func=cmd_backtest)
 
