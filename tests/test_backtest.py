@@ -4,6 +4,7 @@ tests/data/lifecycle.jsonl, the refusal of a bad rules file, and bounded-memory 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -232,8 +233,9 @@ def test_two_jobs_write_the_same_bytes_as_one_over_a_simulated_year(tmp_path: Pa
 
 def test_a_failed_job_fails_the_backtest_by_name(tmp_path: Path) -> None:
     missing = tmp_path / "gone.jsonl"  # the command checks inputs first; the API does not
-    with pytest.raises(BacktestError, match=re.escape("backtest-baseline (exit 1)")):
+    with pytest.raises(BacktestError, match=r"backtest-(baseline|new) failed \(exit 1\)"):
         run_backtest([missing], Rules(), Rules(), now=0, jobs=2)
+    assert multiprocessing.active_children() == []  # the other process stopped too
 
 
 def test_an_empty_history_gives_empty_numbers(

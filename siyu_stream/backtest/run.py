@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import IO, Any
 
@@ -238,12 +239,18 @@ def _apart(
     ]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
-    failed = [f"{p.name} (exit {p.exitcode})" for p in processes if p.exitcode != 0]
-    if failed:
-        msg = f"{', '.join(failed)} failed; its error is above"
-        raise BacktestError(msg)
+    running = {process.sentinel: process for process in processes}
+    while running:
+        for sentinel in wait(list(running)):
+            assert isinstance(sentinel, int)  # a process sentinel
+            process = running.pop(sentinel)
+            process.join()
+            if process.exitcode != 0:  # the other's result is of no use: stop it now
+                for other in running.values():
+                    other.terminate()
+                    other.join()
+                msg = f"{process.name} failed (exit {process.exitcode}); its error is above"
+                raise BacktestError(msg)
     found = []
     for index, (_, rules) in enumerate(named):
         with (directory / f"ran-{index}").open("rb") as handle:
