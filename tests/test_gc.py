@@ -132,7 +132,7 @@ def test_backtest_loop_builds_no_cycle_per_event(year: Path) -> None:
 
 def test_what_a_run_leaves_alive_is_not_scanned_when_the_collector_resumes() -> None:
     """Survivors go to the oldest generation: left in the youngest, resuming would scan
-    them all at once (a backtest's states while its summary is written)."""
+    them all at once (the states a bootstrap keeps to write them out)."""
     gc.collect()
     with collector_paused():
         kept = [[n] for n in range(5_000)]
