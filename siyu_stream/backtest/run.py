@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from multiprocessing import get_context
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +30,7 @@ from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.jobs import join_all
 from siyu_stream.replay.run import Line, Merge, collector_paused, merged
 
 KINDS = ("gift", "reminder", "change", "suppressed")
@@ -239,18 +239,10 @@ def _apart(
     ]
     for process in processes:
         process.start()
-    running = {process.sentinel: process for process in processes}
-    while running:
-        for sentinel in wait(list(running)):
-            assert isinstance(sentinel, int)  # a process sentinel
-            process = running.pop(sentinel)
-            process.join()
-            if process.exitcode != 0:  # the other's result is of no use: stop it now
-                for other in running.values():
-                    other.terminate()
-                    other.join()
-                msg = f"{process.name} failed (exit {process.exitcode}); its error is above"
-                raise BacktestError(msg)
+    failed = join_all(processes)
+    if failed is not None:
+        msg = f"{failed.name} failed (exit {failed.exitcode}); its error is above"
+        raise BacktestError(msg)
     found = []
     for index, (_, rules) in enumerate(named):
         with (directory / f"ran-{index}").open("rb") as handle:

@@ -16,9 +16,10 @@ import select
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import IO
 
@@ -286,6 +287,15 @@ def _start(  # noqa: PLR0917
     for reader, writer in pipes.values():
         reader.close()
         writer.close()
+    failed = join_all(processes)
+    if failed is not None:
+        msg = f"{failed.name} failed (exit code {failed.exitcode})"
+        raise SiyuError(msg)
+
+
+def join_all(processes: Sequence[BaseProcess]) -> BaseProcess | None:
+    """Wait for every started process; the first to fail, once the others are stopped
+    (their work is of no use without its part), or None when all succeeded."""
     running = {process.sentinel: process for process in processes}
     while running:
         for sentinel in wait(list(running)):
@@ -296,8 +306,8 @@ def _start(  # noqa: PLR0917
                 for other in running.values():
                     other.terminate()
                     other.join()
-                msg = f"{process.name} failed (exit code {process.exitcode})"
-                raise SiyuError(msg)
+                return process
+    return None
 
 
 def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], object]) -> Stats:
