@@ -5,6 +5,7 @@ jobs, and on hostile lines; plus the CLI's limits."""
 from __future__ import annotations
 
 import io
+import multiprocessing
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from siyu_stream.cli import main
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, format_rfc3339, parse_rfc3339
+from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.observer import Stats
@@ -262,3 +264,10 @@ def test_summary_is_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert lines["1"][0] == lines["3"][0]
     rejected = [line for line in lines["3"][1].splitlines() if ": rejected:" in line]
     assert [line for line in lines["1"][1].splitlines() if ": rejected:" in line] == rejected
+
+
+def test_a_failed_job_stops_the_others_and_fails_the_replay_by_name(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.jsonl"  # the command checks inputs first; the API does not
+    with pytest.raises(SiyuError, match=r"replay-job-\d failed \(exit code 1\)"):
+        replay([missing], io.BytesIO(), Rules(), now=0, partitions=4, jobs=2)
+    assert multiprocessing.active_children() == []
