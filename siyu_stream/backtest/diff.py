@@ -17,14 +17,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Final, Literal
 
 import orjson
 
 from siyu_stream.core.actions import Action
 
 Change = Literal["added", "removed", "changed"]
-CHUNK_LINES = 50_000
+CHUNK_LINES: Final = 50_000
 """Lines sorted in memory at a time; a run's actions beyond it go to more chunk files."""
 
 

@@ -12,6 +12,7 @@ import bisect
 import math
 from collections import Counter
 from datetime import date, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from siyu_stream.backtest.diff import Spill
@@ -19,7 +20,7 @@ from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, MINUTE, Millis, parse_rfc3339, to_datetime
 from siyu_stream.core.policy import CUSTOMER_FACING
 
-WINDOW = 7 * DAY
+WINDOW: Final = 7 * DAY
 """The contact-pressure window: fixed, so that both rule sets are measured alike even when
 they set different `[contact_policy] window_days`."""
 

@@ -24,11 +24,21 @@ def action_id(*parts: str | int) -> str:
     return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+_CENTS: Final = tuple(f"{cents:02d}" for cents in range(100))
+
+
 def yuan(fen: int) -> str:
     """Fen as a yuan amount for humans: 530000 -> '5,300.00'."""
+    # grouped by slicing: format specs (`,` and `02d`) cost ~3,000 instructions a call
+    # compiled, and a step that crosses a tier writes four amounts
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
+    digits = str(whole)
+    if len(digits) > 3:
+        head = len(digits) % 3 or 3
+        rest = [digits[i : i + 3] for i in range(head, len(digits), 3)]
+        digits = ",".join([digits[:head], *rest])
+    return f"{sign}{digits}.{_CENTS[cents]}"
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)

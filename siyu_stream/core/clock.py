@@ -10,20 +10,21 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Final
 
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
+SECOND: Final = 1000
+MINUTE: Final = 60 * SECOND
+HOUR: Final = 60 * MINUTE
+DAY: Final = 24 * HOUR
 
 Millis = int
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 
 # RFC 3339 date-time: full date, 'T' or space, time with optional fraction, and a
 # mandatory offset. fromisoformat alone would accept dates without time or offset.
-_RFC3339 = re.compile(
+_RFC3339: Final = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 
@@ -38,7 +39,7 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
-_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_MONTH_DAYS: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _number(raw: bytes, start: int, end: int) -> int:
@@ -99,7 +100,7 @@ class _Last:
         self.formatted: tuple[Millis, str] = (0, "1970-01-01T00:00:00Z")
 
 
-_LAST = _Last()
+_LAST: Final = _Last()
 
 
 def parse_rfc3339(text: str) -> Millis:
@@ -137,9 +138,9 @@ def _date(days: int) -> str:
     return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
 
 
-_HOUR_MINUTE = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]
+_HOUR_MINUTE: Final = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]
 """`HH:MM` of each minute of a day."""
-_SECOND = [f"{s:02d}" for s in range(60)]
+_SECOND: Final = [f"{s:02d}" for s in range(60)]
 
 
 def format_rfc3339(ms: Millis) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import Any, Final
 
-PREFIX_BYTES = 4_096
+PREFIX_BYTES: Final = 4_096
 """How much of a rejected value the dead letter keeps (the digest identifies the rest)."""
-REASON_CHARS = 1_000
+REASON_CHARS: Final = 1_000
 """Reasons quote the offending value; a huge value must not make a huge reason."""
 
 

@@ -11,10 +11,11 @@ set included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from siyu_stream.core.clock import DAY, Millis, parse_rfc3339
 
-GRANT_SINCE_DAYS = 7
+GRANT_SINCE_DAYS: Final = 7
 """Default window before go-live whose gifts are still granted (see `GoLive`)."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from functools import lru_cache
 from hashlib import sha256
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from siyu_stream.core.actions import Action, action_id
@@ -22,7 +23,7 @@ from siyu_stream.core.clock import DAY, HOUR, MINUTE, Millis, to_datetime
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 
-CUSTOMER_FACING = frozenset(
+CUSTOMER_FACING: Final = frozenset(
     {"invite_join", "repurchase_followup", "reengage", "winback", "vip_call", "membership_renewal"}
 )
 

@@ -15,6 +15,8 @@ applied: its step has outcome `rejected`, the unchanged state and the reason.
 
 from __future__ import annotations
 
+from typing import Final
+
 from siyu_stream.core.actions import ReferralCredit, yuan
 from siyu_stream.core.clock import DAY, MINUTE, Millis, format_rfc3339
 from siyu_stream.core.events import Chat, Event, Join, Order
@@ -42,8 +44,8 @@ from siyu_stream.core.step import (
     tier_of,
 )
 
-THIRD_ORDER_GIFT = "third_order_reward"
-MEMBER_GIFT = "member_welcome_pack"
+THIRD_ORDER_GIFT: Final = "third_order_reward"
+MEMBER_GIFT: Final = "member_welcome_pack"
 
 # ------------------------------------------------------------------ events
 
@@ -326,10 +328,10 @@ def once_gift_codes(rules: Rules) -> tuple[str, ...]:
     return (*tiers, THIRD_ORDER_GIFT, MEMBER_GIFT)
 
 
-_WIDE = "".join(chr(c) for c in range(0x20) if chr(c) not in "\b\t\n\f\r")
+_WIDE: Final = "".join(chr(c) for c in range(0x20) if chr(c) not in "\b\t\n\f\r")
 """Characters JSON writes as a 6-byte \\u00XX escape, the most any one character takes
 (the 5 with a 2-byte escape left out; non-ASCII takes at most 4 bytes as UTF-8)."""
-_BIG = 2**64 - 1
+_BIG: Final = 2**64 - 1
 """An integer with the most digits orjson writes (20); it refuses larger ones."""
 
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -31,11 +31,11 @@ import orjson
 from siyu_stream.core.errors import RulesError
 from siyu_stream.core.golive import GoLive
 
-TIERS = ("none", "silver", "gold", "platinum", "diamond")
+TIERS: Final = ("none", "silver", "gold", "platinum", "diamond")
 
-WEEK_MINUTES = 7 * 24 * 60
-TEN_YEARS_DAYS = 3_650
-MAX_YUAN = 1_000_000_000
+WEEK_MINUTES: Final = 7 * 24 * 60
+TEN_YEARS_DAYS: Final = 3_650
+MAX_YUAN: Final = 1_000_000_000
 """The largest amount of money a rules file may name (10^9 yuan)."""
 
 
@@ -249,11 +249,11 @@ class Rules:
         return ZoneInfo(self.engine.timezone)
 
 
-RULE_SECTIONS = tuple(f.name for f in dataclasses.fields(Rules) if f.name != "go_live")
+RULE_SECTIONS: Final = tuple(f.name for f in dataclasses.fields(Rules) if f.name != "go_live")
 """The sections of a rules file (every field of `Rules` but the run's go-live)."""
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\]")
+_HHMM: Final = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HEADER: Final = re.compile(r"^\[\s*([^\[\]]+?)\s*\]")
 
 
 def _line_of(text: str, section: str, key: str) -> int | None:
@@ -409,7 +409,7 @@ def load_rules(path: Path | str | None) -> Rules:
     return parse_rules(text, str(path))
 
 
-_NO_GO_LIVE = b',"go_live":null}'
+_NO_GO_LIVE: Final = b',"go_live":null}'
 _VERSIONS: OrderedDict[int, tuple[Rules, str]] = OrderedDict()
 """The digests of the last few Rules objects (computing one serializes every number)."""
 

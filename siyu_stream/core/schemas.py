@@ -11,19 +11,19 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Final, Literal, Union
 from urllib.parse import urljoin
 
 import fastjsonschema
 import msgspec
 import orjson
 
-_ID_PREFIX = "https://siyu-stream.dev/topics/"
+_ID_PREFIX: Final = "https://siyu-stream.dev/topics/"
 
-SCHEMA_OF_TYPE = {"order": "siyu.orders", "chat": "siyu.chats", "join": "siyu.joins"}
+SCHEMA_OF_TYPE: Final = {"order": "siyu.orders", "chat": "siyu.chats", "join": "siyu.joins"}
 """The schema of each input type. Schemas are named after the default topic names; the
 topic names themselves come from the topology (their prefix is a setting)."""
-DEADLETTER_SCHEMA = "siyu.deadletter"
+DEADLETTER_SCHEMA: Final = "siyu.deadletter"
 
 Validator = Callable[[Any], Any]
 
@@ -63,12 +63,12 @@ def validator(name: str) -> Validator:
 
 # ---- typed decoding: msgspec structs built from the same schema files
 
-_NUMBER_MAX = 2**63 - 1
+_NUMBER_MAX: Final = 2**63 - 1
 """msgspec bounds fit in int64; a larger amount takes the slow path (orjson reads one past
 2**64 as a float), which rejects it in its own words."""
 
 
-_END = re.compile(r"(?<!\\)\$")
+_END: Final = re.compile(r"(?<!\\)\$")
 """An unescaped `$`: JSON Schema's end of input, which in Python's `re` would also match
 before a final newline; `\\Z` is what the schema means (fastjsonschema does the same)."""
 

@@ -55,17 +55,17 @@ import orjson
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import StateError
 
-FORMAT_VERSION = 1
-DIGEST_BYTES = 6
+FORMAT_VERSION: Final = 1
+DIGEST_BYTES: Final = 6
 """Event ids and order ids are remembered as 48-bit digests: a collision inside one
 customer's short window is ~1e-12 likely, and the state stays small."""
 
-LAYERS = ("A1", "A2", "A3", "A4", "A5")
+LAYERS: Final = ("A1", "A2", "A3", "A4", "A5")
 
-ID_CHARS = 128
+ID_CHARS: Final = 128
 """Longest id the input schemas allow (event_id, staff_id, referrer_id): the bound of
 Timer.cause, referrer_id, owner_staff and last_staff."""
-NAME_CHARS = 64
+NAME_CHARS: Final = 64
 """Longest carrier, channel or source the input schemas allow: the bound of the carrier
 keys, join_source and Timer.note."""
 
@@ -273,8 +273,8 @@ class CustomerState:
         return None
 
 
-_FIELDS = dataclasses.fields(CustomerState)
-_DEFAULTS = CustomerState()
+_FIELDS: Final = dataclasses.fields(CustomerState)
+_DEFAULTS: Final = CustomerState()
 
 
 def _b64(raw: bytes) -> str:
@@ -314,8 +314,8 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
 # attrgetter call, not a getattr by name per field; a state read is set field by field
 # on a fresh default state, not built by a call with keyword arguments (compiled, that
 # call parsed 27 keywords: twice the cost of the whole read interpreted).
-_VALUES = operator.attrgetter(*(f.name for f in _FIELDS))
-_ENCODE = [
+_VALUES: Final = operator.attrgetter(*(f.name for f in _FIELDS))
+_ENCODE: Final = [
     (
         f.metadata["key"],
         getattr(_DEFAULTS, f.name),
@@ -323,7 +323,7 @@ _ENCODE = [
     )
     for f in _FIELDS
 ]
-_DECODE = {
+_DECODE: Final = {
     f.metadata["key"]: (f.name, _CODECS[f.name][1] if f.name in _CODECS else None) for f in _FIELDS
 }
 

@@ -18,7 +18,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 from siyu_stream.core import policy
 from siyu_stream.core.actions import Action, ReferralCredit, action_id
@@ -27,16 +27,22 @@ from siyu_stream.core.ruleset import TIERS, Rules
 from siyu_stream.core.state import LAYERS, CustomerState, Timer
 
 Outcome = Literal["ok", "duplicate", "rejected"]
-BEFORE_GO_LIVE = "before_go_live"
+BEFORE_GO_LIVE: Final = "before_go_live"
 """The reason of a gift or reminder withheld because it fell due before go-live."""
-TRACKED = ("layer", "tier", "health", "membership")
-LATEST_DUE: Millis = 253_370_764_800_000
+TRACKED: Final = ("layer", "tier", "health", "membership")
+LATEST_DUE: Final[Millis] = 253_370_764_800_000
 """9999-01-01T00:00:00Z: the latest due time a timer can have (it has a calendar date)."""
 # timer names; one timer of each name per customer at most
-REPLY_SLA, REPURCHASE, REPURCHASE_RISK = "reply_sla", "repurchase", "repurchase_risk"
-RENEWAL, EXPIRY, DORMANT = "renewal", "expiry", "dormant"
-TIMER_NAMES = (REPLY_SLA, REPURCHASE, REPURCHASE_RISK, RENEWAL, EXPIRY, DORMANT)
+REPLY_SLA: Final = "reply_sla"
+REPURCHASE: Final = "repurchase"
+REPURCHASE_RISK: Final = "repurchase_risk"
+RENEWAL: Final = "renewal"
+EXPIRY: Final = "expiry"
+DORMANT: Final = "dormant"
+TIMER_NAMES: Final = (REPLY_SLA, REPURCHASE, REPURCHASE_RISK, RENEWAL, EXPIRY, DORMANT)
 """Every timer name: a customer holds at most this many timers."""
+_RANK: Final = {layer: rank for rank, layer in enumerate(LAYERS)}
+"""The rank of each 5A layer (a dict: `LAYERS.index` is a method call, twice a step)."""
 
 
 Because = str | Callable[[], str]
@@ -110,7 +116,7 @@ class Ctx:
 
     def raise_layer(self, layer: str, because: Because) -> None:
         current = self.s.layer
-        if current is None or LAYERS.index(layer) > LAYERS.index(current):
+        if current is None or _RANK[layer] > _RANK[current]:
             self.set("layer", layer, "layer", because)
 
     def finish(self) -> Step:

@@ -6,6 +6,8 @@ indexes them and calls `fire_timer` once the clock passes their due time.
 
 from __future__ import annotations
 
+from typing import Final
+
 from siyu_stream.core.clock import DAY, Millis, format_rfc3339
 from siyu_stream.core.ruleset import TIERS, Rules
 from siyu_stream.core.state import CustomerState, Timer
@@ -118,7 +120,7 @@ def _fire_dormant(ctx: Ctx, timer: Timer) -> None:
         ctx.set("health", "dormant", "dormant", f"{days} days with neither order nor inbound chat")
 
 
-_TIMERS = {
+_TIMERS: Final = {
     REPLY_SLA: _fire_reply_sla,
     REPURCHASE: _fire_repurchase,
     REPURCHASE_RISK: _fire_repurchase_risk,

@@ -7,9 +7,10 @@ customers exactly as the live topics do without loading a Kafka client.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Final
 
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
+_M: Final = 0x5BD1E995
+_MASK: Final = 0xFFFFFFFF
 
 
 def _times_m(k: int) -> int:

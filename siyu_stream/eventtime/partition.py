@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Protocol
+from typing import Final, Protocol
 
 from siyu_stream.core import rules as core
 from siyu_stream.core.actions import ReferralCredit
@@ -39,11 +39,13 @@ from siyu_stream.core.timers import fire_timer
 SortKey = tuple[Millis, int, str]
 """(event time, type rank, event id): one total order for a partition's records."""
 
-JOIN_RANK, CHAT_RANK, ORDER_RANK = 0, 1, 2
+JOIN_RANK: Final = 0
+CHAT_RANK: Final = 1
+ORDER_RANK: Final = 2
 """Same-millisecond records: a join before a chat before an order, so that a customer
 who joins through a referral and buys in the same instant is a referred buyer."""
 
-LAST_YEAR = 9000
+LAST_YEAR: Final = 9000
 """Event times from this year on are not representable: their due times could overflow."""
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterator
+from typing import Final
 
 import orjson
 
@@ -58,10 +59,10 @@ from siyu_stream.topology import INPUT_TYPES, OUTPUT_BY_KIND, Topology
 
 log = logging.getLogger("siyu_stream.live.processor")
 
-MAX_RECORD_BYTES = 900_000
+MAX_RECORD_BYTES: Final = 900_000
 """Outputs larger than this (Kafka's default request limit is 1 MiB) are never sent: the
 input that would produce one is dead-lettered instead, so no record stops a partition."""
-LOCAL = ""
+LOCAL: Final = ""
 """The queue of referral credits for referrers on this same partition: each is taken
 right after the order that earned it (its sort key), without a round trip through the
 command topic, which would make it late."""

@@ -5,12 +5,13 @@ on arrival and the commit protocols."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.events import Event
 
-CLOCK_KEY = ""
+CLOCK_KEY: Final = ""
 """The changelog key of the partition clock: no customer id is empty. Its value is
 {"clock": ms}; the worker writes it with its batches, a bootstrap once per partition."""
 

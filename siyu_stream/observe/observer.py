@@ -14,7 +14,7 @@ import bisect
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from siyu_stream.core.clock import DAY, Millis
 from siyu_stream.core.events import Event, Join, Order
@@ -24,7 +24,7 @@ from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import TRACKED, Step, tracked
 from siyu_stream.observe.timeline import Timeline
 
-GAP_BUCKETS = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
+GAP_BUCKETS: Final = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
 """Upper bounds (days) of the repurchase-gap histogram."""
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
+from typing import Final
 
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.errors import InvalidEvent
@@ -70,7 +71,7 @@ publishing every (1, 16) steps: 6.2 s; (8, 16): 5.9 s; (8, 32): 5.8 s; (16, 64):
 (32, 128): 5.9 s, the peers waiting longer. One job: 8.9 s."""
 
 
-QUEUE_OF = {Order: 0, Chat: 1, Join: 2}
+QUEUE_OF: Final = {Order: 0, Chat: 1, Join: 2}
 """The index of an event type's input queue in `Part.inputs`."""
 
 

@@ -21,7 +21,7 @@ from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
 
-_TOPIC_OF_TYPE = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
+_TOPIC_OF_TYPE: Final = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
 """Dead letters name the topic a line's event would have come from (default prefix)."""
 
 
@@ -78,7 +78,7 @@ def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
         yield line
 
 
-_UNPARSED = object()
+_UNPARSED: Final = object()
 
 
 def _partition(data: Any, partitions: int) -> int:
