@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siyu_stream.core.clock import DAY, parse_rfc3339
+from siyu_stream.core.clock import DAY, parse_common, parse_rfc3339
 from siyu_stream.core.errors import InvalidEvent
-from siyu_stream.core.events import decode, from_dict, parse_amount_fen
+from siyu_stream.core.events import amount_form, decode, from_dict, parse_amount_fen
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.schemas import input_pattern
 from siyu_stream.replay.run import replay
 
 RULES = Rules()
@@ -175,6 +176,16 @@ EDGES = [
         {"type": "chat"},
         {"extra": {"x": 1}},
         {"occurred_at": "2026-01-01T00:00:00Z\n"},
+        # the patterns decode checks itself (schemas.DEFERRED), past and within them
+        {"amount": "1234567890123"},
+        {"amount": "123456789012.34"},
+        {"amount": "12.345"},
+        {"amount": ".5"},
+        {"occurred_at": "2026-01-01T08:00:00+08:00"},
+        {"occurred_at": "2026-01-01 00:00:00.123456789z"},
+        {"occurred_at": "2026-01-01T00:00:00.1234567890Z"},
+        {"occurred_at": "２０２６-01-01T00:00:00Z"},
+        {"occurred_at": "2026-01-01T00:00:00.12Z"},
         {"occurred_at": "2026-02-30T00:00:00Z"},
         {"customer_id": "x" * 129},
     ]
@@ -224,3 +235,19 @@ def test_amount_fast_path_equals_decimal(text: str) -> None:
     except InvalidEvent:
         got = "invalid"
     assert got == exact(text)
+
+
+AMOUNT, STAMP = input_pattern("amount"), input_pattern("occurred_at")
+
+
+@given(st.from_regex(AMOUNT) | st.from_regex(r"\A[0-9.١٢]{0,16}\Z") | st.text(max_size=16))
+def test_amount_form_is_the_schema_pattern(text: str) -> None:
+    """decode checks a string amount with `amount_form`, not the schema's regex."""
+    assert amount_form(text) == (AMOUNT.search(text) is not None)
+
+
+@given(st.from_regex(STAMP) | st.text(alphabet="0123456789-:.+TtZz ２", max_size=26))
+def test_what_the_common_parse_reads_is_in_the_schema_pattern(text: str) -> None:
+    """decode trusts `parse_common` where it reads a time, and asks the regex otherwise."""
+    if parse_common(text) is not None:
+        assert STAMP.search(text)

@@ -17,10 +17,10 @@ import fastjsonschema
 import msgspec
 import orjson
 
-from siyu_stream.core.clock import Millis, parse_rfc3339
+from siyu_stream.core.clock import Millis, parse_common, parse_rfc3339
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.ruleset import Input
-from siyu_stream.core.schemas import SCHEMA_OF_TYPE, input_decoder, validator
+from siyu_stream.core.schemas import SCHEMA_OF_TYPE, input_decoder, input_pattern, validator
 
 # One is built per input record, and never changed: dataclasses with constructors written
 # out, neither NamedTuples (compiled, built by interpreted code and read by a generic
@@ -151,6 +151,18 @@ def parse_amount_fen(value: Any) -> int:
     return int(fen)
 
 
+def amount_form(text: str) -> bool:
+    """Whether `text` matches the schema pattern of a string amount (1-12 digits, then
+    optionally a point and 1-2 digits), checked without `re` (schemas.DEFERRED)."""
+    whole, dot, cents = text.partition(".")
+    return (
+        text.isascii()
+        and whole.isdigit()
+        and len(whole) <= 12
+        and (not dot or (cents.isdigit() and len(cents) <= 2))
+    )
+
+
 def _reason(exc: fastjsonschema.JsonSchemaValueException) -> InvalidEvent:
     name = exc.name or "data"
     field = name.removeprefix("data").lstrip(".") or None
@@ -184,7 +196,16 @@ def decode(value: bytes, limits: Input) -> Event:
     except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
         pass  # not an error yet: the slow path below says what is wrong, or accepts it
     else:
-        return _build(type(message).__name__, partial(getattr, message), limits)
+        kind, get = type(message).__name__, partial(getattr, message)
+        # the patterns the decoder leaves to us (schemas.DEFERRED): a field out of its
+        # pattern takes the slow path too, whose validator words the reason
+        stamp = get("occurred_at")
+        at = parse_common(stamp)
+        amount = get("amount") if kind == "order" else None
+        if (at is not None or input_pattern("occurred_at").search(stamp)) and (
+            type(amount) is not str or amount_form(amount)
+        ):
+            return _build(kind, get, limits, at)
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -207,16 +228,18 @@ def from_dict(data: Any, limits: Input) -> Event:
         validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise _reason(exc) from exc
-    return _build(kind, data.get, limits)
+    return _build(kind, data.get, limits, None)
 
 
-def _build(kind: str, get: Callable[[str], Any], limits: Input) -> Event:
+def _build(kind: str, get: Callable[[str], Any], limits: Input, at: Millis | None) -> Event:
     """The typed event of a schema-valid message of `kind` (fields read through `get`;
-    an absent optional field reads as None or msgspec.UNSET, both falsy)."""
-    try:
-        at = parse_rfc3339(get("occurred_at"))
-    except ValueError as exc:
-        raise InvalidEvent(str(exc), "occurred_at") from exc
+    an absent optional field reads as None or msgspec.UNSET, both falsy); `at`, its time
+    if already parsed."""
+    if at is None:
+        try:
+            at = parse_rfc3339(get("occurred_at"))
+        except ValueError as exc:
+            raise InvalidEvent(str(exc), "occurred_at") from exc
     event_id, customer_id = get("event_id"), get("customer_id")
     if kind == "order":
         fen = parse_amount_fen(get("amount"))
