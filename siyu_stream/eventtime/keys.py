@@ -13,10 +13,16 @@ _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFFFFFF
 
 
+_M_HIGH: Final = _M >> 16
+_M_LOW: Final = _M & 0xFFFF
+
+
 def _times_m(k: int) -> int:
-    """(k * _M) mod 2**32 for a 32-bit k, in two halves: each product stays below 2**48,
-    where the full one can pass 2**62, the largest int the compiled build keeps unboxed."""
-    return ((k & 0xFFFF) * _M + ((((k >> 16) * _M) & 0xFFFF) << 16)) & _MASK
+    """(k * _M) mod 2**32 for a 32-bit k, from 16-bit halves of both. Compiled, a product
+    is one machine multiply only while both factors lie below 2**30 (mypyc's check); _M
+    lies above, and the general multiply took ~800 instructions, 2.5 % of a replay."""
+    low, high = k & 0xFFFF, k >> 16
+    return (low * _M_LOW + (((high * _M_LOW + low * _M_HIGH) & 0xFFFF) << 16)) & _MASK
 
 
 def murmur2(data: bytes) -> int:
