@@ -49,15 +49,16 @@ class Line:
 
 
 def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
+    name = str(path)  # once, not per line: Path.__str__ runs as interpreted code
     with path.open("rb") as handle:
         for number, raw_line in enumerate(handle, start=1):
             raw = raw_line.rstrip(b"\r\n")
             if not raw.strip():
                 continue
             try:
-                yield Line(str(path), number, raw, decode(raw, rules.input), None)
+                yield Line(name, number, raw, decode(raw, rules.input), None)
             except InvalidEvent as exc:
-                yield Line(str(path), number, raw, None, exc)
+                yield Line(name, number, raw, None, exc)
 
 
 def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
@@ -107,7 +108,7 @@ def owned_lines(
             if p in owned:
                 yield ordinal, p, line
         return
-    path = paths[0]
+    path, name = paths[0], str(paths[0])
     every = len(owned) == partitions  # one job: decode first (the fast path), parse no line twice
     ordinal = -1
     with path.open("rb") as handle:
@@ -125,11 +126,11 @@ def owned_lines(
             except InvalidEvent as exc:
                 if every:
                     p = _partition(_parse(raw, limits.max_message_bytes), partitions)
-                yield ordinal, p, Line(str(path), number, raw, None, exc)
+                yield ordinal, p, Line(name, number, raw, None, exc)
                 continue
             if every:
                 p = partition_for(event.customer_id.encode(), partitions) if partitions > 1 else 0
-            yield ordinal, p, Line(str(path), number, raw, event, None)
+            yield ordinal, p, Line(name, number, raw, event, None)
 
 
 def _parse(raw: bytes, limit: int) -> Any:
