@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from siyu_stream.core import rules as core
 from siyu_stream.core.actions import ReferralCredit
@@ -36,8 +36,10 @@ from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Step
 from siyu_stream.core.timers import fire_timer
 
-SortKey = tuple[Millis, int, str]
-"""(event time, type rank, event id): one total order for a partition's records."""
+SortKey = tuple[Any, ...]
+"""(event time, type rank, event id): (Millis, int, str), one total order for a
+partition's records. Typed as a tuple of any length on purpose, as `replay.parts.Key`:
+compiled, a fixed-length tuple type is held unboxed and boxed again to be compared."""
 
 JOIN_RANK: Final = 0
 CHAT_RANK: Final = 1
