@@ -64,8 +64,15 @@ class Figures:
     @classmethod
     def of(cls, tally: Tally) -> Figures:
         return cls(
-            *(tally.actions, tally.per_day, tally.gift_fen, tally.gift_count, tally.gift_week),
-            *(tally.staff_day, tally.unassigned, tally.suppressed, tally.peak),
+            Counter(tally.actions),
+            Counter(tally.per_day),
+            Counter(tally.gift_fen),
+            Counter(tally.gift_count),
+            Counter(tally.gift_week),
+            Counter(tally.staff_day),
+            tally.unassigned,
+            Counter(tally.suppressed),
+            tally.peak,
         )
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
 from datetime import date, timedelta
-from typing import Final
+from typing import Final, TypeVar
 from zoneinfo import ZoneInfo
 
 from siyu_stream.backtest.diff import Spill
 from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, MINUTE, Millis, parse_rfc3339, to_datetime
 from siyu_stream.core.policy import CUSTOMER_FACING
+
+K = TypeVar("K")
 
 WINDOW: Final = 7 * DAY
 """The contact-pressure window: fixed, so that both rule sets are measured alike even when
@@ -52,14 +53,16 @@ class Tally:
     def __init__(self, calendar: Calendar, spill: Spill) -> None:
         self.calendar = calendar
         self.spill = spill
-        self.actions: Counter[tuple[str, str]] = Counter()  # (rule, kind)
-        self.per_day: Counter[tuple[date, str]] = Counter()  # (day, kind)
-        self.gift_fen: Counter[str] = Counter()
-        self.gift_count: Counter[str] = Counter()
-        self.gift_week: Counter[date] = Counter()
-        self.staff_day: Counter[tuple[str, date]] = Counter()  # (assignee, due day)
+        # plain dicts, counted by `_add`: compiled, a Counter is a Python class, whose
+        # item access takes the generic path (the summary reads them as Counters)
+        self.actions: dict[tuple[str, str], int] = {}  # (rule, kind)
+        self.per_day: dict[tuple[date, str], int] = {}  # (day, kind)
+        self.gift_fen: dict[str, int] = {}
+        self.gift_count: dict[str, int] = {}
+        self.gift_week: dict[date, int] = {}
+        self.staff_day: dict[tuple[str, date], int] = {}  # (assignee, due day)
         self.unassigned = 0
-        self.suppressed: Counter[str] = Counter()
+        self.suppressed: dict[str, int] = {}
         self.recent: dict[str, list[Millis]] = {}
         """Per customer, due times of customer-facing reminders within two windows of the
         latest: exact peaks for reminders emitted up to one window out of due order."""
@@ -67,24 +70,24 @@ class Tally:
 
     def send(self, action: Action) -> None:
         self.spill.add(action)
-        self.actions[(action.rule, action.kind)] += 1
+        _add(self.actions, (action.rule, action.kind), 1)
         day = self.calendar.day(action.occurred_at)
-        self.per_day[(day, action.kind)] += 1
+        _add(self.per_day, (day, action.kind), 1)
         detail = action.detail
         if action.kind == "gift":
             code, value = str(detail["code"]), int(detail["value"])
-            self.gift_fen[code] += value
-            self.gift_count[code] += 1
-            self.gift_week[monday(day)] += value
+            _add(self.gift_fen, code, value)
+            _add(self.gift_count, code, 1)
+            _add(self.gift_week, monday(day), value)
         elif action.kind == "suppressed":
-            self.suppressed[str(detail["reason"])] += 1
+            _add(self.suppressed, str(detail["reason"]), 1)
         elif action.kind == "reminder":
             due = parse_rfc3339(str(detail["not_before"] or detail["deadline"]))
             assignee = detail["assignee"]
             if assignee is None:
                 self.unassigned += 1
             else:
-                self.staff_day[(str(assignee), self.calendar.day(due))] += 1
+                _add(self.staff_day, (str(assignee), self.calendar.day(due)), 1)
             if detail["template"] in CUSTOMER_FACING:
                 self._contact(action.customer_id, due)
 
@@ -103,6 +106,10 @@ class Tally:
             for i, s in zip(range(first, last), times[first:last], strict=True)
         )
         self.peak[customer_id] = max(self.peak.get(customer_id, 0), best)
+
+
+def _add(counts: dict[K, int], key: K, n: int) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 def percentiles(values: list[int]) -> dict[str, int]:

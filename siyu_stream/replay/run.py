@@ -92,7 +92,9 @@ class Merge:
         self.queues: Queues[Line | ReferralCredit] = Queues(
             f"{p}:{kind}" for p in range(count) for kind in (*INPUT_TYPES.values(), "credit")
         )
-        self.inputs = {f"{p}:{kind}" for p in range(count) for kind in INPUT_TYPES.values()}
+        self.inputs = frozenset(
+            f"{p}:{kind}" for p in range(count) for kind in INPUT_TYPES.values()
+        )
         self.exhausted = False
         self.read = 0
 
@@ -125,7 +127,7 @@ class Merge:
     def _fill(self) -> None:
         """Read until every input queue has a head, the input ends or the look-ahead is full."""
         while not self.exhausted and len(self.queues) < LOOKAHEAD:
-            if not any(s in self.inputs for s in self.queues.empty()):
+            if not self.queues.starved(self.inputs):
                 return
             self._read_one()
 
