@@ -11,15 +11,14 @@ from __future__ import annotations
 import bisect
 import math
 from datetime import date, timedelta
-from typing import Final, TypeVar
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from siyu_stream.backtest.diff import Spill
 from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, MINUTE, Millis, parse_rfc3339, to_datetime
 from siyu_stream.core.policy import CUSTOMER_FACING
-
-K = TypeVar("K")
+from siyu_stream.observe.observer import increment
 
 WINDOW: Final = 7 * DAY
 """The contact-pressure window: fixed, so that both rule sets are measured alike even when
@@ -53,8 +52,7 @@ class Tally:
     def __init__(self, calendar: Calendar, spill: Spill) -> None:
         self.calendar = calendar
         self.spill = spill
-        # plain dicts, counted by `_add`: compiled, a Counter is a Python class, whose
-        # item access takes the generic path (the summary reads them as Counters)
+        # plain dicts, as in `Stats` (the summary reads them as Counters)
         self.actions: dict[tuple[str, str], int] = {}  # (rule, kind)
         self.per_day: dict[tuple[date, str], int] = {}  # (day, kind)
         self.gift_fen: dict[str, int] = {}
@@ -70,24 +68,24 @@ class Tally:
 
     def send(self, action: Action) -> None:
         self.spill.add(action)
-        _add(self.actions, (action.rule, action.kind), 1)
+        increment(self.actions, (action.rule, action.kind))
         day = self.calendar.day(action.occurred_at)
-        _add(self.per_day, (day, action.kind), 1)
+        increment(self.per_day, (day, action.kind))
         detail = action.detail
         if action.kind == "gift":
             code, value = str(detail["code"]), int(detail["value"])
-            _add(self.gift_fen, code, value)
-            _add(self.gift_count, code, 1)
-            _add(self.gift_week, monday(day), value)
+            increment(self.gift_fen, code, value)
+            increment(self.gift_count, code)
+            increment(self.gift_week, monday(day), value)
         elif action.kind == "suppressed":
-            _add(self.suppressed, str(detail["reason"]), 1)
+            increment(self.suppressed, str(detail["reason"]))
         elif action.kind == "reminder":
             due = parse_rfc3339(str(detail["not_before"] or detail["deadline"]))
             assignee = detail["assignee"]
             if assignee is None:
                 self.unassigned += 1
             else:
-                _add(self.staff_day, (str(assignee), self.calendar.day(due)), 1)
+                increment(self.staff_day, (str(assignee), self.calendar.day(due)))
             if detail["template"] in CUSTOMER_FACING:
                 self._contact(action.customer_id, due)
 
@@ -106,10 +104,6 @@ class Tally:
             for i, s in zip(range(first, last), times[first:last], strict=True)
         )
         self.peak[customer_id] = max(self.peak.get(customer_id, 0), best)
-
-
-def _add(counts: dict[K, int], key: K, n: int) -> None:
-    counts[key] = counts.get(key, 0) + n
 
 
 def percentiles(values: list[int]) -> dict[str, int]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -25,6 +26,9 @@ from siyu_stream.core.clock import Millis
 from siyu_stream.observe.observer import GAP_BUCKETS, Stats
 from siyu_stream.observe.view import WorkerView
 from siyu_stream.observe.wall import wall_clock
+
+Labels = TypeVar("Labels", bound=tuple[str, ...])
+"""A counter's label values, one per label name."""
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 EVENT_TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
@@ -198,7 +202,7 @@ def _counter(
     name: str,
     doc: str,
     labels: list[str],
-    values: dict[tuple[str, ...], int] | Counter[tuple[str, str]],
+    values: Mapping[Labels, int],
 ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in sorted(values.items()):

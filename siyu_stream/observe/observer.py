@@ -14,7 +14,7 @@ import bisect
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from siyu_stream.core.clock import DAY, Millis
 from siyu_stream.core.events import Event, Join, Order
@@ -27,28 +27,32 @@ from siyu_stream.observe.timeline import Timeline
 GAP_BUCKETS: Final = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
 """Upper bounds (days) of the repurchase-gap histogram."""
 
+K = TypeVar("K")
+
 
 @dataclass
 class Stats:
     """Counters of a worker (read by the metrics exporter) or of a replay run; plain
     numbers, no Prometheus here."""
 
-    events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # plain dicts, counted by `count`: compiled, a Counter's item access takes the
+    # generic path of a Python class, and replay counts once per event and per action
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
     """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
-    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    actions: dict[tuple[str, str], int] = field(default_factory=dict)
     """(kind, rule) -> count."""
-    deadletters: Counter[str] = field(default_factory=Counter)
+    deadletters: dict[str, int] = field(default_factory=dict)
     """Source topic -> rejected records."""
     timers_fired: int = 0
-    suppressed: Counter[str] = field(default_factory=Counter)
-    gift_value_fen: Counter[str] = field(default_factory=Counter)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    gift_value_fen: dict[str, int] = field(default_factory=dict)
     buyers_outside_pool: int = 0
     """Buying episodes outside the pool (a paid purchase, none in the 7 days before)."""
     buyers_joined: int = 0
     """Joins into the pool within 7 days of a paid purchase made outside it (加粉)."""
-    paid_orders: Counter[bool] = field(default_factory=Counter)
+    paid_orders: dict[bool, int] = field(default_factory=dict)
     """member? -> paid purchases."""
-    order_value_fen: Counter[bool] = field(default_factory=Counter)
+    order_value_fen: dict[bool, int] = field(default_factory=dict)
     gap_buckets: list[int] = field(default_factory=lambda: [0] * (len(GAP_BUCKETS) + 1))
     """Inter-order gaps per GAP_BUCKETS bucket (the last: above all), not cumulative."""
     gap_sum_days: float = 0.0
@@ -68,7 +72,12 @@ class Stats:
         self.gap_sum_days += days
 
 
-def _summed(counter: Counter[tuple[str, str]], position: int) -> Counter[str]:
+def increment(counts: dict[K, int], key: K, n: int = 1) -> None:
+    """Add `n` to `counts[key]` (a plain dict counted as a Counter would be)."""
+    counts[key] = counts.get(key, 0) + n
+
+
+def _summed(counter: dict[tuple[str, str], int], position: int) -> Counter[str]:
     total: Counter[str] = Counter()
     for key, n in counter.items():
         total[key[position]] += n
@@ -104,10 +113,10 @@ class Observer:
         self._count(customer_id, _profile(state), +1)
 
     def outcome(self, kind: str, outcome: str) -> None:
-        self.stats.events[(kind, outcome)] += 1
+        increment(self.stats.events, (kind, outcome))
 
     def rejected(self, topic: str) -> None:
-        self.stats.deadletters[topic] += 1
+        increment(self.stats.deadletters, topic)
 
     def event(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
         """An input event was applied (its step's actions follow through `applied`)."""
@@ -140,12 +149,14 @@ class Observer:
         stats, record_ts, add = self.stats, self.record_ts, self.timeline.action
         for action, payload in zip(step.actions, payloads, strict=True):
             kind = action.kind
-            stats.actions[(kind, action.rule)] += 1
+            increment(stats.actions, (kind, action.rule))
             stats.latencies.append((record_ts, action.occurred_at))
             if kind == "gift":
-                stats.gift_value_fen[str(action.detail["code"])] += int(action.detail["value"])
+                increment(
+                    stats.gift_value_fen, str(action.detail["code"]), int(action.detail["value"])
+                )
             elif kind == "suppressed":
-                stats.suppressed[str(action.detail["reason"])] += 1
+                increment(stats.suppressed, str(action.detail["reason"]))
             add(customer_id, payload)
 
     def timeline_of(self, customer_id: str) -> list[dict[str, Any]]:
@@ -187,8 +198,8 @@ class Observer:
         last_order = before.last_order_at if before is not None else None
         if isinstance(event, Order) and event.status == "paid" and not event.membership:
             member = after.membership == "active"
-            self.stats.paid_orders[member] += 1
-            self.stats.order_value_fen[member] += event.amount_fen
+            increment(self.stats.paid_orders, member)
+            increment(self.stats.order_value_fen, member, event.amount_fen)
             if last_order is not None and event.at > last_order:
                 self.stats.gap((event.at - last_order) / DAY)
             if outside and (last_order is None or event.at - last_order > week):

@@ -19,7 +19,7 @@ from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Outcome, Step
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.eventtime.partition import Partition, StateStore, check_time
-from siyu_stream.observe.observer import Stats
+from siyu_stream.observe.observer import Stats, increment
 
 
 class Sink(Protocol):
@@ -67,7 +67,7 @@ class _Applied:
 
     def __call__(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         for action in step.actions:
-            self.stats.actions[(action.kind, action.rule)] += 1
+            increment(self.stats.actions, (action.kind, action.rule))
             self.sink.send(action)
         self.credits.extend(step.credits)
 
@@ -121,7 +121,7 @@ class Engine:
         partition.check_age(event.at)
         partition.advance(event.at)
         step = partition.apply(event)
-        self.stats.events[(KIND[type(event)], step.outcome)] += 1
+        increment(self.stats.events, (KIND[type(event)], step.outcome))
         return step
 
     def credit(self, credit: ReferralCredit) -> Step:

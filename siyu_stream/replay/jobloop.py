@@ -37,6 +37,7 @@ from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
+from siyu_stream.observe.observer import increment
 from siyu_stream.replay.engine import Engine
 from siyu_stream.replay.lines import Line
 from siyu_stream.replay.parts import (
@@ -183,7 +184,7 @@ class Job:
     def _reject(self, line: Line, reason: str, tag: Tag | None, *, count: bool = True) -> None:
         if count:  # (a step the rules rejected is counted by the engine)
             kind = KIND[type(line.event)] if line.event is not None else "?"
-            self.engine.stats.events[(kind, "rejected")] += 1
+            increment(self.engine.stats.events, (kind, "rejected"))
         if tag is not None:
             self.out.begin(tag)
         self.out.dead(line, reason)

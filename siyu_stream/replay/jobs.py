@@ -29,7 +29,7 @@ from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.observe.observer import Stats
+from siyu_stream.observe.observer import Stats, increment
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import Line, dead_letter, owned_lines
@@ -339,9 +339,13 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
 
 def _add(total: Stats, stats: Stats) -> None:
     for name in ("events", "actions", "deadletters", "suppressed", "gift_value_fen"):
-        getattr(total, name).update(getattr(stats, name))
-    total.paid_orders.update(stats.paid_orders)
-    total.order_value_fen.update(stats.order_value_fen)
+        counts = getattr(total, name)
+        for key, n in getattr(stats, name).items():
+            increment(counts, key, n)
+    for member, n in stats.paid_orders.items():
+        increment(total.paid_orders, member, n)
+    for member, n in stats.order_value_fen.items():
+        increment(total.order_value_fen, member, n)
     total.timers_fired += stats.timers_fired
     total.buyers_outside_pool += stats.buyers_outside_pool
     total.buyers_joined += stats.buyers_joined

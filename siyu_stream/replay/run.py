@@ -26,7 +26,7 @@ from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.eventtime.merge import Queues
 from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
-from siyu_stream.observe.observer import Stats
+from siyu_stream.observe.observer import Stats, increment
 from siyu_stream.replay import jobs as parallel
 from siyu_stream.replay.engine import Engine
 from siyu_stream.replay.jobloop import LOOKAHEAD
@@ -116,7 +116,7 @@ class Merge:
                 error = exc.with_traceback(None)  # kept past the block: no frame cycle
         if error is not None:  # changes no state: its place in the order does not matter
             kind = KIND[type(line.event)] if line.event is not None else "?"
-            self.engine.stats.events[(kind, "rejected")] += 1
+            increment(self.engine.stats.events, (kind, "rejected"))
             self.rejected(line, error.full_reason)
             return True
         assert line.event is not None
@@ -151,7 +151,7 @@ class Merge:
                 try:
                     step = engine.apply(item.event)
                 except InvalidEvent as exc:
-                    engine.stats.events[(KIND[type(item.event)], "rejected")] += 1
+                    increment(engine.stats.events, (KIND[type(item.event)], "rejected"))
                     self.rejected(item, exc.full_reason)
                     continue
                 if step.outcome == "rejected":
