@@ -18,9 +18,9 @@ from siyu_stream.core.clock import Millis, format_rfc3339
 Kind = Literal["gift", "reminder", "change", "suppressed"]
 
 
-def action_id(*parts: str | int) -> str:
+def action_id(*parts: str) -> str:
     """Deterministic id from the parts that identify one firing."""
-    text = "\x1f".join(map(str, parts))
+    text = "\x1f".join(parts)
     return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
