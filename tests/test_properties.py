@@ -196,3 +196,35 @@ def test_yuan_groups_as_the_format_spec_does(fen: int) -> None:
     # yuan groups digits by slicing (cheaper compiled); the format spec is the reference
     whole, cents = divmod(abs(fen), 100)
     assert yuan(fen) == f"{'-' if fen < 0 else ''}{whole:,}.{cents:02d}"
+
+
+class SnapshotStore:
+    """Checks, whenever a customer's state is replaced, that the state the step was given
+    (the one stored) is still what was stored: the core copies what it changes. (A `Store`
+    of its own, as RoundTripStore.)"""
+
+    def __init__(self) -> None:
+        self.states: dict[str, CustomerState] = {}
+        self.snapshots: dict[str, bytes] = {}
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        return self.states.get(customer_id)
+
+    def put(self, customer_id: str, state: CustomerState) -> None:
+        before = self.states.get(customer_id)
+        if before is not None:
+            assert state_format.dumps(before) == self.snapshots[customer_id], customer_id
+        self.states[customer_id] = state
+        self.snapshots[customer_id] = state_format.dumps(state)
+
+    def items(self) -> Iterator[tuple[str, CustomerState]]:
+        return iter(self.states.items())
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_a_step_never_changes_the_state_it_was_given(events: list[dict[str, Any]]) -> None:
+    # events, timers and referral credits all go through the store
+    store = SnapshotStore()
+    run(events, store)
+    assert store.snapshots
