@@ -78,7 +78,7 @@ def test_seen_window_is_bounded_and_aligned() -> None:
     assert not state.has_seen(straddle) or straddle in keys
 
 
-def test_clone_copies_every_field_and_shares_no_container() -> None:
+def test_clone_copies_every_field_and_the_timers() -> None:
     state = busy_state()
     # every field away from its default, so a field clone() forgot would show
     for f in dataclasses.fields(st.CustomerState):
@@ -91,10 +91,9 @@ def test_clone_copies_every_field_and_shares_no_container() -> None:
     )
     copy = state.clone()
     assert copy == state
-    for f in dataclasses.fields(st.CustomerState):
-        value = getattr(copy, f.name)
-        if isinstance(value, list | dict):
-            assert value is not getattr(state, f.name), f.name
+    # the timers change on most steps; the other containers are shared, and the core
+    # replaces them (test_properties: a step never changes the state it was given)
+    assert copy.timers is not state.timers
 
 
 def test_tracked_spells_out_the_tracked_fields_in_order() -> None:

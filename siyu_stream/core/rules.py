@@ -107,8 +107,9 @@ def _order(ctx: Ctx, order: Order, order_key: bytes, clock: Millis) -> None:
     if order.status == "refunded":
         _refund(ctx, order, order_key)
         return
-    s.recent_orders.append(OrderRecord(order_key, order.amount_fen, order.membership))
-    del s.recent_orders[: -rules.engine.recent_orders]
+    # containers other than timers are replaced, never changed: clone() shares them
+    record = OrderRecord(order_key, order.amount_fen, order.membership)
+    s.recent_orders = [*s.recent_orders, record][-rules.engine.recent_orders :]
     ctx.activity(f"order {order.order_id}")
     if order.membership:
         _membership(ctx, order)
@@ -161,10 +162,11 @@ def _refund(ctx: Ctx, order: Order, order_key: bytes) -> None:
     amount = order.amount_fen
     if record is not None:
         amount = min(amount, record.remaining_fen)  # never refund more than was paid
-        index = s.recent_orders.index(record)
-        s.recent_orders[index] = OrderRecord(
+        orders = list(s.recent_orders)
+        orders[orders.index(record)] = OrderRecord(
             record.key, record.remaining_fen - amount, record.membership
         )
+        s.recent_orders = orders
     if (record.membership if record is not None else order.membership) or amount == 0:
         return  # membership fees never counted toward spend
     before = s.spend_fen
@@ -256,7 +258,7 @@ def _join(ctx: Ctx, join: Join) -> None:
     if join.leave:
         if join.carrier not in s.carriers:
             return
-        del s.carriers[join.carrier]
+        s.carriers = {name: at for name, at in s.carriers.items() if name != join.carrier}
         if s.carriers:
             return
         because = f"left {join.carrier}, the last carrier in the pool"
@@ -275,7 +277,8 @@ def _join(ctx: Ctx, join: Join) -> None:
         return
 
     was_out = not s.carriers
-    s.carriers.setdefault(join.carrier, join.at)
+    if join.carrier not in s.carriers:
+        s.carriers = {**s.carriers, join.carrier: join.at}
     s.join_source = s.join_source or join.source
     if s.referrer_id is None and join.referrer_id is not None and s.orders == 0:
         s.referrer_id = join.referrer_id

@@ -160,7 +160,7 @@ class Ctx:
         if once:
             if code in self.s.gifts:
                 return
-            self.s.gifts.append(code)
+            self.s.gifts = [*self.s.gifts, code]  # replaced, not changed: clone() shares it
         value = self.rules.gift_fen(code)
         action = self.emit("gift", rule, {"code": code, "value": value}, because, code)
         go_live = self.rules.go_live
