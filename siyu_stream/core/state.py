@@ -325,13 +325,12 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
 # on a fresh default state, not built by a call with keyword arguments (compiled, that
 # call parsed 27 keywords: twice the cost of the whole read interpreted).
 _VALUES: Final = operator.attrgetter(*(f.name for f in _FIELDS))
-_ENCODE: Final = [
-    (
-        f.metadata["key"],
-        getattr(_DEFAULTS, f.name),
-        _CODECS[f.name][0] if f.name in _CODECS else None,
-    )
-    for f in _FIELDS
+# three lists read by index, not one list of tuples zipped with the values: compiled, zip
+# and the tuple of each entry went through generic object code, 27 times a state
+_KEYS: Final[list[str]] = [f.metadata["key"] for f in _FIELDS]
+_EMPTY: Final[list[Any]] = [getattr(_DEFAULTS, f.name) for f in _FIELDS]
+_ENCODERS: Final[list[Callable[[Any], Any] | None]] = [
+    _CODECS[f.name][0] if f.name in _CODECS else None for f in _FIELDS
 ]
 _DECODE: Final = {
     f.metadata["key"]: (f.name, _CODECS[f.name][1] if f.name in _CODECS else None) for f in _FIELDS
@@ -340,9 +339,12 @@ _DECODE: Final = {
 
 def to_dict(state: CustomerState) -> dict[str, Any]:
     out: dict[str, Any] = {"v": FORMAT_VERSION}
-    for (key, default, encode), value in zip(_ENCODE, _VALUES(state), strict=True):
-        if value != default:
-            out[key] = value if encode is None else encode(value)
+    values: tuple[Any, ...] = _VALUES(state)
+    for i in range(len(_KEYS)):
+        value = values[i]
+        if value != _EMPTY[i]:
+            encode = _ENCODERS[i]
+            out[_KEYS[i]] = value if encode is None else encode(value)
     return out
 
 

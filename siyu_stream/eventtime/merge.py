@@ -56,7 +56,7 @@ class Queues(Generic[T]):
 
     def empty(self) -> list[str]:
         """Sources with nothing queued."""
-        return [s for s, queue in zip(self._sources, self._queues, strict=True) if not queue]
+        return [self._sources[i] for i, queue in enumerate(self._queues) if not queue]
 
     def starved(self, sources: frozenset[str]) -> bool:
         """Whether one of `sources` has nothing queued."""

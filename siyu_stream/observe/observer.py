@@ -102,7 +102,7 @@ class Observer:
     def __init__(self, stats: Stats, rules: Rules) -> None:
         self.stats = stats
         self.rules = rules
-        self.population: Counter[tuple[str, str]] = Counter()
+        self.population: dict[tuple[str, str], int] = {}
         """(dimension, value) -> customers of this partition; kept up to date incrementally."""
         self.timeline = Timeline()
         self.record_ts: Millis = 0
@@ -168,15 +168,15 @@ class Observer:
         population = self.population
         for name, a, b in zip(TRACKED, old, new, strict=False):  # the fields; orders last
             if a != b:
-                population[(name, str(a))] -= 1
-                population[(name, str(b))] += 1
+                increment(population, (name, str(a)), -1)
+                increment(population, (name, str(b)))
         if old[-1] != new[-1]:
             group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
             for orders, sign in ((old[-1], -1), (new[-1], +1)):
                 if orders:
-                    population[("buyers", f"{group}|1+")] += sign
+                    increment(population, ("buyers", f"{group}|1+"), sign)
                     if orders >= 2:
-                        population[("buyers", f"{group}|2+")] += sign
+                        increment(population, ("buyers", f"{group}|2+"), sign)
 
     def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
@@ -184,12 +184,12 @@ class Observer:
             return
         *fields, orders = profile
         for name, value in zip(TRACKED, fields, strict=True):
-            self.population[(name, str(value))] += sign
+            increment(self.population, (name, str(value)), sign)
         if orders:
             group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
-            self.population[("buyers", f"{group}|1+")] += sign
+            increment(self.population, ("buyers", f"{group}|1+"), sign)
             if orders >= 2:
-                self.population[("buyers", f"{group}|2+")] += sign
+                increment(self.population, ("buyers", f"{group}|2+"), sign)
 
     def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
         """The ROI figures of docs/design.md §1, from what one event changed."""
