@@ -35,7 +35,7 @@ class Stats:
     """Counters of a worker (read by the metrics exporter) or of a replay run; plain
     numbers, no Prometheus here."""
 
-    # plain dicts, counted by `count`: compiled, a Counter's item access takes the
+    # plain dicts, counted by `increment`: compiled, a Counter's item access takes the
     # generic path of a Python class, and replay counts once per event and per action
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     """(type, outcome) -> count; outcome ok | duplicate | rejected | rekeyed."""
