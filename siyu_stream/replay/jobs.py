@@ -352,14 +352,18 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
 
 
 def _add(total: Stats, stats: Stats) -> None:
-    for name in ("events", "actions", "deadletters", "suppressed", "gift_value_fen"):
+    for name in (
+        "events",
+        "actions",
+        "deadletters",
+        "suppressed",
+        "gift_value_fen",
+        "paid_orders",
+        "order_value_fen",
+    ):
         counts = getattr(total, name)
         for key, n in getattr(stats, name).items():
             increment(counts, key, n)
-    for member, n in stats.paid_orders.items():
-        increment(total.paid_orders, member, n)
-    for member, n in stats.order_value_fen.items():
-        increment(total.order_value_fen, member, n)
     total.timers_fired += stats.timers_fired
     total.buyers_outside_pool += stats.buyers_outside_pool
     total.buyers_joined += stats.buyers_joined
