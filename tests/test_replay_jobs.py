@@ -5,6 +5,7 @@ jobs, and on hostile lines; plus the CLI's limits."""
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import random
 from pathlib import Path
@@ -18,11 +19,13 @@ from hypothesis import strategies as st
 from siyu_stream.cli import main
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, format_rfc3339, parse_rfc3339
 from siyu_stream.core.errors import SiyuError
+from siyu_stream.core.events import decode
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.observer import Stats
 from siyu_stream.replay import jobloop
 from siyu_stream.replay.engine import Engine, MemoryStore
+from siyu_stream.replay.lines import line_partition
 from siyu_stream.replay.run import JsonlSink, Merge, merged, replay, summary
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -194,11 +197,21 @@ def test_many_lines_and_far_look_ahead(tmp_path: Path, monkeypatch: pytest.Monke
 def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
     events = stream(3, 80)
     lines = [orjson.dumps(e) for e in events]
-    bad = [b"{", b"[1, 2]", b'{"customer_id": 5}', b'{"type": "coupon", "customer_id": "k1"}']
+    bad = [
+        b"{",
+        b"[1, 2]",
+        b'{"customer_id": 5}',
+        b'{"type": "coupon", "customer_id": "k1"}',
+        b'{"detail": {"customer_id": "k2"}}',  # read by the scan, not the parse
+        b'{"event_id": "z", "customer_id":"k3", "occ',  # likewise
+        b'{"customer\\u005fid": "k4", "x": {"customer_id":"k5"}}',
+    ]
     rng = random.Random(5)
     for line in bad * 5:
         lines.insert(rng.randrange(len(lines)), line)
     lines.insert(10, orjson.dumps({**events[0], "occurred_at": "2031-01-01T00:00:00Z"}))
+    for i in range(20, 60, 8):  # valid, with a field only the event decoder's parser skips
+        lines[i] = lines[i][:-1] + (b',"x":1e999}' if i % 16 else b', "x": "\xff"}')
     half = len(lines) // 2
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_bytes(b"\n".join(lines[:half]) + b"\n")
@@ -209,6 +222,73 @@ def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
     files = {Path(orjson.loads(line)["file"]).name for line in dead.splitlines()}
     assert len(dead.splitlines()) == 1 + len(bad) * 5  # each bad line once, in one job
     assert files == {"a.jsonl", "b.jsonl"}
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["customer_id", '"customer_id":"x"', "customer\\id"]
+)
+_JSON = st.recursive(
+    st.none() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    customer=_TEXT,
+    before=st.dictionaries(_TEXT, _JSON, max_size=3),
+    after=st.dictionaries(_TEXT, _JSON, max_size=3),
+    style=st.sampled_from([(",", ":"), (", ", ": ")]),
+    ascii_only=st.booleans(),
+)
+def test_a_lines_partition_is_its_top_level_customer_id(
+    customer: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    style: tuple[str, str],
+    ascii_only: bool,
+) -> None:
+    """Whatever else the line holds (the id's name nested, in text, escaped): the scan
+    that spares most lines a parse agrees with the parse."""
+    before.pop("customer_id", None)
+    after.pop("customer_id", None)
+    data = {**before, "customer_id": customer, **after}
+    raw = json.dumps(data, ensure_ascii=ascii_only, separators=style).encode()
+    for partitions in (2, 4, 7):
+        assert line_partition(raw, partitions, 1 << 20) == partition_for(
+            customer.encode(), partitions
+        )
+
+
+_CHAT = (
+    b'{"event_id":"e1","type":"chat","customer_id":"c1","occurred_at":"2026-03-01T02:00:00Z",'
+    b'"direction":"inbound","channel":"wecom"'
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _CHAT + b"}",
+        _CHAT + b',"x":1e999}',  # the event decoder skips it; another parser refuses it
+        _CHAT + b',"x":"\xff"}',  # likewise (invalid UTF-8)
+        _CHAT + b', "x": 1e999, "y": "\\u00e9"}',  # both, with a parse
+        _CHAT + b', "x": "\xff", "y": "\\u00e9"}',
+        _CHAT + b',"customer_id":"c2"}',  # the last one counts
+        _CHAT + b',"note":"customer_id"}',
+        _CHAT.replace(b'"customer_id":"c1"', b'"customer_id" : "c1"') + b"}",
+        _CHAT.replace(b'"customer_id"', b'"customer\\u005fid"') + b',"x":{"customer_id":"c3"}}',
+        _CHAT.replace(b"02:00:00Z", b"02:00:00.5+08:00") + b',"customer_id":"c4"}',  # slow path
+    ],
+)
+def test_a_valid_events_partition_is_its_customers(raw: bytes) -> None:
+    """Every line the event decoder accepts gets its customer's partition, whichever way
+    `line_partition` reads it: any other answer would put it in another job."""
+    customer = decode(raw, RULES.input).customer_id
+    for partitions in (2, 4, 7):
+        expected = partition_for(customer.encode(), partitions)
+        assert line_partition(raw, partitions, RULES.input.max_message_bytes) == expected
 
 
 def test_one_partition_per_job_and_two_partitions(tmp_path: Path) -> None:

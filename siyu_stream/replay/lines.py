@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from siyu_stream.core import deadletter
@@ -79,16 +80,44 @@ def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
         yield line
 
 
-_UNPARSED: Final = object()
+_CUSTOMER_KEY: Final = b'"customer_id":"'
+_CUSTOMER_ONLY: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(
+    msgspec.defstruct("CustomerOnly", [("customer_id", object, None)])
+)
+"""The customer id of a line and nothing else, with the event decoder's parser: it skips
+the other fields as the event decoder skips fields it does not know."""
 
 
-def _partition(data: Any, partitions: int) -> int:
-    """The partition of a parsed line: its customer's, else 0 (a line with no customer id
-    is dead-lettered by whoever owns partition 0)."""
-    customer = data.get("customer_id") if isinstance(data, dict) else None
-    if partitions == 1 or not isinstance(customer, str):
+def line_partition(raw: bytes, partitions: int, limit: int) -> int:
+    """The partition of a line: its customer's, else 0 (a line whose customer id cannot
+    be read is dead-lettered by whoever owns partition 0).
+
+    Every job asks this of every line, so most lines are not parsed: in a line without a
+    backslash (no escapes) where `customer_id` occurs once, that occurrence is the key
+    every valid event has at its top level, and its value runs to the next quote. Any
+    other line (escapes, spaces around the colon, the name twice, a non-string id) is
+    parsed, by the event decoder's parser, else by the parser its slow path uses. For a
+    valid event both give its `customer_id` (tests check it against the decoder); for a
+    rejected line this is the definition, the same for any number of jobs."""
+    if partitions == 1 or len(raw) > limit:
         return 0
-    return partition_for(customer.encode(), partitions)
+    if b"\\" not in raw and raw.count(b"customer_id") == 1:
+        start = raw.find(_CUSTOMER_KEY)
+        if start >= 0:
+            start += len(_CUSTOMER_KEY)
+            end = raw.find(b'"', start)
+            if end >= 0:
+                return partition_for(raw[start:end], partitions)
+    customer: object = None
+    try:
+        customer = _CUSTOMER_ONLY.decode(raw).customer_id
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return 0
+        customer = data.get("customer_id") if isinstance(data, dict) else None
+    return partition_for(customer.encode(), partitions) if isinstance(customer, str) else 0
 
 
 def owned_lines(
@@ -96,15 +125,15 @@ def owned_lines(
 ) -> Iterator[tuple[int, int, Line]]:
     """(ordinal in the merged stream, partition, decoded line) of every non-blank line of
     the `owned` partitions, in `merged` order. One file: the other partitions' lines are
-    only parsed for their customer id; several files: every line is decoded (the merge
-    by event time needs to know which lines are valid)."""
+    only read for their customer id (`line_partition`); several files: every line is
+    decoded (the merge by event time needs to know which lines are valid)."""
     limits = rules.input
     if len(paths) > 1:
         for ordinal, line in enumerate(merged(paths, rules)):
-            if line.event is not None:
-                p = _partition({"customer_id": line.event.customer_id}, partitions)
+            if line.event is not None and partitions > 1:
+                p = partition_for(line.event.customer_id.encode(), partitions)
             else:
-                p = _partition(_parse(line.raw, limits.max_message_bytes), partitions)
+                p = line_partition(line.raw, partitions, limits.max_message_bytes)
             if p in owned:
                 yield ordinal, p, line
         return
@@ -117,29 +146,20 @@ def owned_lines(
             if not raw.strip():
                 continue
             ordinal += 1
-            if not every:  # another job's line is only parsed for its customer id
-                p = _partition(_parse(raw, limits.max_message_bytes), partitions)
+            if not every:  # another job's line is only read for its customer id
+                p = line_partition(raw, partitions, limits.max_message_bytes)
                 if p not in owned:
                     continue
             try:
                 event = decode(raw, limits)
             except InvalidEvent as exc:
                 if every:
-                    p = _partition(_parse(raw, limits.max_message_bytes), partitions)
+                    p = line_partition(raw, partitions, limits.max_message_bytes)
                 yield ordinal, p, Line(name, number, raw, None, exc)
                 continue
             if every:
                 p = partition_for(event.customer_id.encode(), partitions) if partitions > 1 else 0
             yield ordinal, p, Line(name, number, raw, event, None)
-
-
-def _parse(raw: bytes, limit: int) -> Any:
-    if len(raw) > limit:
-        return _UNPARSED
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _UNPARSED
 
 
 def dead_letter(line: Line, reason: str) -> dict[str, Any]:
