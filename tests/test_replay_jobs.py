@@ -24,6 +24,7 @@ from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.observer import Stats
 from siyu_stream.replay import jobloop
+from siyu_stream.replay import jobs as replay_jobs
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.lines import line_partition
 from siyu_stream.replay.run import JsonlSink, Merge, merged, replay, summary
@@ -192,6 +193,18 @@ def test_many_lines_and_far_look_ahead(tmp_path: Path, monkeypatch: pytest.Monke
     events = stream(11, 300, late=0.4)
     events += [event("chat", f"x{i}", "solo", T0 + i * HOUR) for i in range(40)]
     same_for_jobs(write(tmp_path, events))
+
+
+def test_the_merge_copies_runs_of_steps_a_buffer_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent copies a job's steps up to the next job's head in one go, cut at a
+    buffer's size: cut after every step, the bytes are the same."""
+    path = write(tmp_path, stream(5, 200, late=0.3))
+    actions = same_for_jobs(path, jobs=(2, 3))
+    monkeypatch.setattr(replay_jobs, "BUFFER", 2)
+    assert run(path, 2)[0] == actions
+    assert run(path, 3)[0] == actions
 
 
 def test_hostile_lines_and_several_files(tmp_path: Path) -> None:

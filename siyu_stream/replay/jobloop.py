@@ -105,6 +105,11 @@ class Job:
         self.foreign: list[tuple[Key, int, ReferralCredit]] = []
         self.outgoing: list[tuple[int, Credit]] = []
         self.since = 0
+        # the peers' `low` and `need`, copied after each receive and send: the merge asks
+        # both every step, and a call through the protocol costs more than the step's
+        # own bookkeeping (compiled: a Python-level method call)
+        self.low = LOWEST
+        self.need: Key | None = None
 
     # ---------------------------------------------------------------- reading
     def _partition(self, customer_id: str) -> int:
@@ -214,6 +219,7 @@ class Job:
             if peers is not None and self.seq % LOOK_EVERY == 0:
                 for item in peers.receive(block=False):
                     heapq.heappush(self.foreign, item)
+                self.low, self.need = peers.low, peers.need
             head = self._head()
             if self.foreign and (head is None or self.foreign[0][0] < head[1]):
                 group = self.foreign[0][0]
@@ -231,7 +237,11 @@ class Job:
                 self._wait(None)
                 continue
             _, group, part, kind = head
-            if kind != CREDIT and peers is not None and not peers.allows(group):
+            if (
+                kind != CREDIT
+                and peers is not None
+                and not (self.low > group or peers.allows(group))
+            ):
                 self._wait(group)
                 continue
             self.seq += 1
@@ -246,8 +256,8 @@ class Job:
                 self._input(part, kind, group)
             if peers is not None:
                 self.since += 1
-                wanted = peers.wanted()
-                if self.since >= PUBLISH_EVERY or (wanted is not None and self.bound() > wanted):
+                need = self.need
+                if self.since >= PUBLISH_EVERY or (need is not None and self.bound() > need):
                     self._publish(None)
         if peers is not None:
             self._publish(None)
@@ -268,10 +278,12 @@ class Job:
             credits = peers.receive(block=True)
         for item in credits:
             heapq.heappush(self.foreign, item)
+        self.low, self.need = peers.low, peers.need
 
     def _publish(self, need: Key | None) -> None:
         assert self.peers is not None
         self.peers.send(self.outgoing, self.bound(), need)
+        self.low, self.need = self.peers.low, self.peers.need
         self.outgoing = []
         self.since = 0
 
