@@ -162,3 +162,13 @@ def input_decoder() -> msgspec.json.Decoder[Any]:
             msgspec.defstruct(kind, fields, tag_field="type", tag=kind, kw_only=True, frozen=True)
         )
     return msgspec.json.Decoder(Union[tuple(structs)])  # noqa: UP007 - built at run time
+
+
+def build_input_decoders() -> None:
+    """Build now what decoding input builds on first use: a process about to fork replay
+    jobs calls this, so that they share one copy instead of each building its own."""
+    input_decoder()
+    for name in SCHEMA_OF_TYPE.values():
+        validator(name)
+    for field in DEFERRED:
+        input_pattern(field)

@@ -29,6 +29,7 @@ from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.schemas import build_input_decoders
 from siyu_stream.observe.observer import Stats, increment
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.jobloop import Job
@@ -38,8 +39,11 @@ from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key, Tag
 PROGRESS_SECONDS = 2.0
 BUFFER = 1 << 20
 """Bytes a job buffers before writing its outputs (the parent reads them back once)."""
-Entry = tuple[Tag, int, int]
-"""A step in a job's index: its tag, the bytes of its actions and of its dead letters."""
+Entry = tuple[Any, ...]
+"""A step in a job's index: the three fields of its tag, then the bytes of its actions and
+of its dead letters. Flat, so that the parent unpickles and compares one tuple per step:
+entries sort as their tags, which are unique. (Typed as a tuple of any length: see
+`parts.Key`.)"""
 
 
 class Output:
@@ -98,7 +102,7 @@ class Output:
         if d:
             self.write_dead(d)
         if self.index is not None and (a or d):
-            self.index.append((tag, len(a), len(d)))
+            self.index.append((tag[0], tag[1], tag[2], len(a), len(d)))
 
 
 def _stderr(data: bytes) -> None:
@@ -143,6 +147,7 @@ def run(
     out.flush()
     if deadletters is not None:
         deadletters.flush()
+    build_input_decoders()  # once, before the jobs fork, instead of once in each job
     with tempfile.TemporaryDirectory(prefix="siyu-jobs-") as tmp:
         directory = Path(tmp)
         _start(paths, rules, until, now, partitions, jobs, directory, deadletters, progress)
@@ -321,13 +326,12 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
         for me in range(jobs):
             actions.append((directory / f"actions-{me}").open("rb", buffering=BUFFER))
             deads.append((directory / f"dead-{me}").open("rb", buffering=BUFFER))
-        # by (tag, job): each index is in tag order, and tags are unique. A heap of each
-        # job's next (tag, job), not heapq.merge over (tag, job, a, d) tuples: heapq.merge
+        # by (entry, job): each index is in tag order, and tags are unique. A heap of each
+        # job's next (entry, job), not heapq.merge over the entries: heapq.merge
         # runs as interpreted code, and this loop, after the jobs, is wall time. Each turn
         # copies the head job's steps up to the next job's head (two on average, for two
-        # jobs) with one read and write per output. Typed Any: compiled, a tag typed as
-        # its tuple would be unboxed and boxed again for every comparison.
-        heap: list[Any] = [(index[0][0], job) for job, index in enumerate(indexes) if index]
+        # jobs) with one read and write per output.
+        heap: list[Any] = [(index[0], job) for job, index in enumerate(indexes) if index]
         heapq.heapify(heap)
         at = [0] * jobs
         while heap:
@@ -336,11 +340,11 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
             limit: Any = min(heap[1:3])[0] if len(heap) > 1 else None  # the next job's head
             a = d = 0
             while True:
-                _, size_a, size_d = index[i]
-                a += size_a
-                d += size_d
+                entry = index[i]
+                a += entry[3]
+                d += entry[4]
                 i += 1
-                if i == len(index) or (limit is not None and index[i][0] > limit) or a + d > BUFFER:
+                if i == len(index) or (limit is not None and index[i] > limit) or a + d > BUFFER:
                     break
             if a:
                 out.write(actions[job].read(a))
@@ -348,7 +352,7 @@ def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], o
                 dead(deads[job].read(d))
             at[job] = i
             if i < len(index):
-                heapq.heapreplace(heap, (index[i][0], job))
+                heapq.heapreplace(heap, (index[i], job))
             else:
                 heapq.heappop(heap)
     finally:
