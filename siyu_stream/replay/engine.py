@@ -114,10 +114,12 @@ class Engine:
             self.credit(self.credits.pop(0))
         return step.outcome
 
-    def apply(self, event: Event) -> Step:
+    def apply(self, event: Event, partition: Partition | None = None) -> Step:
         """`handle` without delivering the credits (left in `credits`), nor the check of
-        the time on arrival (the replay merge makes it when it reads the line)."""
-        partition = self.partition(event.customer_id)
+        the time on arrival (the replay merge makes it when it reads the line).
+        `partition`: the event's, if the caller knows it already."""
+        if partition is None:
+            partition = self.partition(event.customer_id)
         partition.check_age(event.at)
         partition.advance(event.at)
         step = partition.apply(event)

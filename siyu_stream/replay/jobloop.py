@@ -298,7 +298,7 @@ class Job:
         assert event is not None
         engine = self.engine
         try:
-            step = engine.apply(event)
+            step = engine.apply(event, engine.partitions[part.index])
         except InvalidEvent as exc:
             self._reject(line, exc.full_reason, None)
         else:

@@ -81,6 +81,14 @@ class Output:
         self.tag = tag
 
     def end(self) -> None:
+        if self.start is None and self.index is None:  # one job, past its start: no copy
+            if self.a:
+                self.actions.write(self.a)
+                self.a.clear()
+            if self.d:
+                self.write_dead(bytes(self.d))
+                self.d.clear()
+            return
         a, d = bytes(self.a), bytes(self.d)
         self.a.clear()
         self.d.clear()
