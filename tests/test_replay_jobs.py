@@ -203,16 +203,19 @@ def test_many_lines_and_far_look_ahead(tmp_path: Path, monkeypatch: pytest.Monke
     same_for_jobs(write(tmp_path, events))
 
 
-def test_the_merge_copies_runs_of_steps_a_buffer_at_most(
+def test_the_merge_reads_the_indexes_in_chunks_and_copies_runs_of_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The parent copies a job's steps up to the next job's head in one go, cut at a
-    buffer's size: cut after every step, the bytes are the same."""
+    """The parent reads each job's index a chunk at a time and copies a run of one job's
+    steps in one go, cut at a buffer's size: with chunks of 1 to 3 entries and a run cut
+    after every step, the bytes are the same."""
     path = write(tmp_path, stream(5, 200, late=0.3))
     actions = same_for_jobs(path, jobs=(2, 3))
     monkeypatch.setattr(replay_jobs, "BUFFER", 2)
-    assert run(path, 2)[0] == actions
-    assert run(path, 3)[0] == actions
+    for chunk in (1, 2, 3):
+        monkeypatch.setattr(replay_jobs, "INDEX_CHUNK", chunk)
+        assert run(path, 2)[0] == actions
+        assert run(path, 3)[0] == actions
 
 
 def test_every_input_decoder_is_built_before_the_jobs_fork() -> None:

@@ -1,22 +1,24 @@
 """`replay --jobs N`: the partitions split over N processes, one output.
 
-Partition p goes to job p mod N. Every job reads every line, parses only the customer id
+Partition p goes to job p mod N. Every job reads every line, reads only the customer id
 of the other jobs' lines, and runs `jobloop.Job` over its own partitions; credits for a
 referrer in another job, with the job's look-ahead bound, travel over one pipe per pair
 of jobs (docs/design.md §5). Each job writes its actions and dead letters to files with
-an index of step tags; the parent merges the jobs' steps by tag, which is the order
-`--jobs 1` writes them in, so the bytes are the same for any N. One job runs in-process.
+an index of step tags, in chunks; the parent merges the jobs' steps by tag, a chunk of
+each index at a time, which is the order `--jobs 1` writes them in, so the bytes are the
+same for any N. One job runs in-process.
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import pickle
 import select
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -39,16 +41,20 @@ from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key, Tag
 PROGRESS_SECONDS = 2.0
 BUFFER = 1 << 20
 """Bytes a job buffers before writing its outputs (the parent reads them back once)."""
+INDEX_CHUNK = 8192
+"""Index entries a job pickles at a time, and the parent reads at a time from each job:
+neither holds a whole index (a year's history has millions of steps)."""
 Entry = tuple[Any, ...]
-"""A step in a job's index: the three fields of its tag, then the bytes of its actions and
-of its dead letters. Flat, so that the parent unpickles and compares one tuple per step:
-entries sort as their tags, which are unique. (Typed as a tuple of any length: see
+"""A step in a job's index: the three fields of its tag, the bytes of its actions and of
+its dead letters, the job. Flat, so that the parent unpickles and compares one tuple per
+step; entries sort as their tags, which are unique. (Typed as a tuple of any length: see
 `parts.Key`.)"""
 
 
 class Output:
     """A job's outputs, step by step: the engine's sink and the job loop's `Out`. Lines
-    rejected before the first step are sorted into line order first."""
+    rejected before the first step are sorted into line order first. With an `index`, a
+    job among several also writes there the entry of each step (`Entry`)."""
 
     def __init__(
         self,
@@ -56,12 +62,15 @@ class Output:
         dead: Callable[[bytes], object],
         *,
         json_dead: bool,
-        index: list[Entry] | None = None,
+        index: IO[bytes] | None = None,
+        job: int = 0,
     ) -> None:
         self.actions = actions
         self.write_dead = dead
         self.json_dead = json_dead
         self.index = index
+        self.job = job
+        self.entries: list[Entry] = []  # not yet written to `index`
         self.tag: Tag = (0, LOWEST, 0)
         self.a = bytearray()
         self.d = bytearray()
@@ -95,10 +104,16 @@ class Output:
         if self.tag[0] == 0 and self.start is not None:
             self.start.append((self.tag, a, d))
             return
-        self.close()
+        self._started()
         self._emit(self.tag, a, d)
 
     def close(self) -> None:
+        """The run ended: write what waits."""
+        self._started()
+        self._write_entries()
+
+    def _started(self) -> None:
+        """The first step came (or none will): the lines rejected before it, in line order."""
         if self.start is not None:
             start, self.start = sorted(self.start), None
             for entry in start:
@@ -110,7 +125,14 @@ class Output:
         if d:
             self.write_dead(d)
         if self.index is not None and (a or d):
-            self.index.append((tag[0], tag[1], tag[2], len(a), len(d)))
+            self.entries.append((tag[0], tag[1], tag[2], len(a), len(d), self.job))
+            if len(self.entries) >= INDEX_CHUNK:
+                self._write_entries()
+
+    def _write_entries(self) -> None:
+        if self.index is not None and self.entries:
+            pickle.dump(self.entries, self.index, protocol=pickle.HIGHEST_PROTOCOL)
+            self.entries = []
 
 
 def _stderr(data: bytes) -> None:
@@ -277,17 +299,18 @@ def _start(  # noqa: PLR0917
                 writer.close()
         inbox = {i: reader for (i, j), (reader, _) in pipes.items() if j == me}
         outbox = {j: writer for (i, j), (_, writer) in pipes.items() if i == me}
-        index: list[Entry] = []
         with (
             (directory / f"actions-{me}").open("wb", buffering=BUFFER) as actions,
             (directory / f"dead-{me}").open("wb", buffering=BUFFER) as dead,
+            (directory / f"index-{me}").open("wb", buffering=BUFFER) as index,
         ):
-            output = Output(actions, dead.write, json_dead=deadletters is not None, index=index)
+            json_dead = deadletters is not None
+            output = Output(actions, dead.write, json_dead=json_dead, index=index, job=me)
             report = _progress(progress) if me == 0 else None
             peers = Pipes(inbox, outbox)
             stats = _job(paths, rules, until, now, partitions, me, jobs, output, peers, report)
-        with (directory / f"index-{me}").open("wb") as handle:
-            pickle.dump((index, stats), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        with (directory / f"stats-{me}").open("wb") as handle:
+            pickle.dump(stats, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     processes = [
         context.Process(target=main, args=(me,), name=f"replay-job-{me}") for me in range(jobs)
@@ -321,52 +344,68 @@ def join_all(processes: Sequence[BaseProcess]) -> BaseProcess | None:
 
 
 def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], object]) -> Stats:
-    indexes: list[list[Entry]] = []
     total = Stats()
     for me in range(jobs):
-        with (directory / f"index-{me}").open("rb") as handle:
-            index, stats = pickle.load(handle)
-        indexes.append(index)
-        _add(total, stats)
-    actions: list[IO[bytes]] = []
-    deads: list[IO[bytes]] = []
-    try:
-        for me in range(jobs):
-            actions.append((directory / f"actions-{me}").open("rb", buffering=BUFFER))
-            deads.append((directory / f"dead-{me}").open("rb", buffering=BUFFER))
-        # by (entry, job): each index is in tag order, and tags are unique. A heap of each
-        # job's next (entry, job), not heapq.merge over the entries: heapq.merge
-        # runs as interpreted code, and this loop, after the jobs, is wall time. Each turn
-        # copies the head job's steps up to the next job's head (two on average, for two
-        # jobs) with one read and write per output.
-        heap: list[Any] = [(index[0], job) for job, index in enumerate(indexes) if index]
-        heapq.heapify(heap)
-        at = [0] * jobs
-        while heap:
-            job: int = heap[0][1]
-            index, i = indexes[job], at[job]
-            limit: Any = min(heap[1:3])[0] if len(heap) > 1 else None  # the next job's head
-            a = d = 0
-            while True:
-                entry = index[i]
+        with (directory / f"stats-{me}").open("rb") as handle:
+            _add(total, pickle.load(handle))
+    with ExitStack() as files:
+        actions = [files.enter_context(_open(directory / f"actions-{me}")) for me in range(jobs)]
+        deads = [files.enter_context(_open(directory / f"dead-{me}")) for me in range(jobs)]
+        indexes = [files.enter_context(_open(directory / f"index-{me}")) for me in range(jobs)]
+        # each job's index is in tag order; a chunk of it at a time from each (`ahead`).
+        # Every entry up to the smallest last entry of those chunks comes before any entry
+        # not read yet: those are taken, sorted together (in C: the sort merges sorted
+        # runs) and copied, a run of one job's steps in one read and write per output;
+        # the job whose chunk ran out reads its next.
+        ahead = [_chunk(index) for index in indexes]
+        while live := [chunk for chunk in ahead if chunk]:
+            bound = min(chunk[-1] for chunk in live)
+            batch: list[Entry] = []
+            for me, chunk in enumerate(ahead):
+                cut = bisect.bisect_right(chunk, bound)
+                batch += chunk[:cut]
+                del chunk[:cut]
+                if cut and not chunk:
+                    ahead[me] = _chunk(indexes[me])
+            batch.sort()
+            job, a, d = -1, 0, 0
+            for entry in batch:
+                if entry[5] != job or a + d > BUFFER:
+                    _copy(actions, deads, job, a, d, out, dead)
+                    job, a, d = entry[5], 0, 0
                 a += entry[3]
                 d += entry[4]
-                i += 1
-                if i == len(index) or (limit is not None and index[i] > limit) or a + d > BUFFER:
-                    break
-            if a:
-                out.write(actions[job].read(a))
-            if d:
-                dead(deads[job].read(d))
-            at[job] = i
-            if i < len(index):
-                heapq.heapreplace(heap, (index[i], job))
-            else:
-                heapq.heappop(heap)
-    finally:
-        for stream in (*actions, *deads):
-            stream.close()
+            _copy(actions, deads, job, a, d, out, dead)
     return total
+
+
+def _open(path: Path) -> IO[bytes]:
+    return path.open("rb", buffering=BUFFER)
+
+
+def _chunk(index: IO[bytes]) -> list[Entry]:
+    """The next chunk of a job's index; empty at its end."""
+    try:
+        chunk: list[Entry] = pickle.load(index)
+    except EOFError:
+        return []
+    return chunk
+
+
+def _copy(  # noqa: PLR0917
+    actions: list[IO[bytes]],
+    deads: list[IO[bytes]],
+    job: int,
+    a: int,
+    d: int,
+    out: IO[bytes],
+    dead: Callable[[bytes], object],
+) -> None:
+    """The next `a` bytes of `job`'s actions and `d` of its dead letters, to the outputs."""
+    if a:
+        out.write(actions[job].read(a))
+    if d:
+        dead(deads[job].read(d))
 
 
 def _add(total: Stats, stats: Stats) -> None:
