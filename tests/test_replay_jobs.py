@@ -228,6 +228,15 @@ def test_every_input_decoder_is_built_before_the_jobs_fork() -> None:
     assert input_pattern.cache_info().currsize == len(DEFERRED)
 
 
+def test_only_the_forked_jobs_leave_their_runs_to_their_exit(tmp_path: Path) -> None:
+    """A job process skips freeing its states (it exits right after); the process that
+    runs one job itself, or merges several, must free them (`tests/test_gc.py`)."""
+    path = write(tmp_path, stream(2, 60))
+    for jobs in (1, 2):
+        run(path, jobs)
+        assert replay_jobs._LEFT_TO_EXIT == []
+
+
 def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
     events = stream(3, 80)
     lines = [orjson.dumps(e) for e in events]

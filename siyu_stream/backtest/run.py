@@ -30,7 +30,7 @@ from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.jobs import join_all
+from siyu_stream.replay.jobs import join_all, leave_to_exit
 from siyu_stream.replay.run import Line, Merge, collector_paused, merged
 
 KINDS = ("gift", "reminder", "change", "suppressed")
@@ -203,7 +203,7 @@ def backtest(
     with spill_dir() as tmp, collector_paused():
         directory = Path(tmp)
 
-        def run(which: list[tuple[str, Rules]], report: IO[str] | None) -> list[_Ran]:
+        def run(which: list[tuple[str, Rules]], report: IO[str] | None, forked: bool) -> list[_Ran]:
             runs = []
             for name, rules in which:
                 tally = Tally(calendar, Spill(directory, name))
@@ -212,9 +212,14 @@ def backtest(
             _drive(paths, runs, report)
             for one in runs:
                 one.engine.advance(until)
+            if forked:
+                leave_to_exit(runs)
             return [_Ran.of(one) for one in runs]
 
-        ran = run(list(named), progress) if jobs == 1 else _apart(named, run, directory, progress)
+        if jobs == 1:
+            ran = run(list(named), progress, False)
+        else:
+            ran = _apart(named, run, directory, progress)
         diff(
             Spill.of(directory, "baseline", ran[0].spilled),
             Spill.of(directory, "new", ran[1].spilled),
@@ -226,7 +231,7 @@ def backtest(
 
 def _apart(
     named: tuple[tuple[str, Rules], ...],
-    run: Callable[[list[tuple[str, Rules]], IO[str] | None], list[_Ran]],
+    run: Callable[[list[tuple[str, Rules]], IO[str] | None, bool], list[_Ran]],
     directory: Path,
     progress: IO[str] | None,
 ) -> list[_Ran]:
@@ -235,7 +240,7 @@ def _apart(
 
     def main(index: int) -> None:
         report = progress if index == 0 else None  # one progress line, not two interleaved
-        (ran,) = run([named[index]], report)
+        (ran,) = run([named[index]], report, True)
         sent = (ran.outcomes, ran.population, ran.tally, ran.spilled)
         with (directory / f"ran-{index}").open("wb") as handle:
             pickle.dump(sent, handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -23,7 +23,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -173,7 +173,10 @@ def run(
     dead = deadletters.write if deadletters is not None else _stderr
     if jobs == 1:
         output = Output(out, dead, json_dead=deadletters is not None)
-        return _job(paths, rules, until, now, partitions, 0, 1, output, None, _progress(progress))
+        stats, _ = _job(
+            paths, rules, until, now, partitions, 0, 1, output, None, _progress(progress)
+        )
+        return stats
     out.flush()
     if deadletters is not None:
         deadletters.flush()
@@ -195,7 +198,7 @@ def _job(  # noqa: PLR0917
     output: Output,
     peers: Pipes | None,
     progress: Callable[[int], None] | None,
-) -> Stats:
+) -> tuple[Stats, Engine]:
     engine = Engine(rules, MemoryStore(), output, partitions=partitions, now=now)
     owned = frozenset(p for p in range(partitions) if p % jobs == me)
     lines = owned_lines(paths, rules, partitions, owned)
@@ -205,7 +208,7 @@ def _job(  # noqa: PLR0917
     job.finish(until)
     output.close()
     engine.stats.timers_fired = engine.timers_fired
-    return engine.stats
+    return engine.stats, engine
 
 
 class Pipes:
@@ -308,7 +311,10 @@ def _start(  # noqa: PLR0917
             output = Output(actions, dead.write, json_dead=json_dead, index=index, job=me)
             report = _progress(progress) if me == 0 else None
             peers = Pipes(inbox, outbox)
-            stats = _job(paths, rules, until, now, partitions, me, jobs, output, peers, report)
+            stats, engine = _job(
+                paths, rules, until, now, partitions, me, jobs, output, peers, report
+            )
+            leave_to_exit(engine)
         with (directory / f"stats-{me}").open("wb") as handle:
             pickle.dump(stats, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -324,6 +330,16 @@ def _start(  # noqa: PLR0917
     if failed is not None:
         msg = f"{failed.name} failed (exit code {failed.exitcode})"
         raise SiyuError(msg)
+
+
+_LEFT_TO_EXIT: Final[list[object]] = []
+
+
+def leave_to_exit(run: object) -> None:
+    """In a forked job only: leave `run` (an engine and its states) to the process's end
+    instead of freeing it object by object, which takes ~0.1 s for 50,000 customers, all
+    wall time before the parent can go on. The process ends without freeing anything."""
+    _LEFT_TO_EXIT.append(run)
 
 
 def join_all(processes: Sequence[BaseProcess]) -> BaseProcess | None:
