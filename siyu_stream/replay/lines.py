@@ -54,7 +54,7 @@ def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
     with path.open("rb") as handle:
         for number, raw_line in enumerate(handle, start=1):
             raw = raw_line.rstrip(b"\r\n")
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (without a stripped copy)
                 continue
             try:
                 yield Line(name, number, raw, decode(raw, rules.input), None)
@@ -132,7 +132,7 @@ def owned_lines(
     with path.open("rb") as handle:
         for number, raw_line in enumerate(handle, start=1):
             raw = raw_line.rstrip(b"\r\n")
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (without a stripped copy)
                 continue
             ordinal += 1
             if not every:  # another job's line is only read for its customer id
