@@ -46,6 +46,7 @@ COMPILED = [
     "siyu_stream/replay/jobloop.py",
     "siyu_stream/replay/jobs.py",
     "siyu_stream/replay/lines.py",
+    "siyu_stream/replay/outputs.py",
     "siyu_stream/replay/parts.py",
     "siyu_stream/replay/run.py",
     # the live worker's per-record work: decoding on arrival, the partition task, its

@@ -31,7 +31,7 @@ from siyu_stream.core.schemas import (
 )
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.observer import Stats
-from siyu_stream.replay import jobloop
+from siyu_stream.replay import jobloop, outputs
 from siyu_stream.replay import jobs as replay_jobs
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.lines import line_partition
@@ -211,9 +211,9 @@ def test_the_merge_reads_the_indexes_in_chunks_and_copies_runs_of_steps(
     after every step, the bytes are the same."""
     path = write(tmp_path, stream(5, 200, late=0.3))
     actions = same_for_jobs(path, jobs=(2, 3))
-    monkeypatch.setattr(replay_jobs, "BUFFER", 2)
+    monkeypatch.setattr(outputs, "BUFFER", 2)
     for chunk in (1, 2, 3):
-        monkeypatch.setattr(replay_jobs, "INDEX_CHUNK", chunk)
+        monkeypatch.setattr(outputs, "INDEX_CHUNK", chunk)
         assert run(path, 2)[0] == actions
         assert run(path, 3)[0] == actions
 

@@ -4,135 +4,37 @@ Partition p goes to job p mod N. Every job reads every line, reads only the cust
 of the other jobs' lines, and runs `jobloop.Job` over its own partitions; credits for a
 referrer in another job, with the job's look-ahead bound, travel over one pipe per pair
 of jobs (docs/design.md §5). Each job writes its actions and dead letters to files with
-an index of step tags, in chunks; the parent merges the jobs' steps by tag, a chunk of
-each index at a time, which is the order `--jobs 1` writes them in, so the bytes are the
-same for any N. One job runs in-process.
+an index of step tags (`outputs`); the parent merges the jobs' steps by tag, which is the
+order `--jobs 1` writes them in, so the bytes are the same for any N. One job runs
+in-process.
 """
 
 from __future__ import annotations
 
-import bisect
 import pickle
 import select
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Final
 
-import orjson
-
-from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import SiyuError
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.schemas import build_input_decoders
-from siyu_stream.observe.observer import Stats, increment
+from siyu_stream.observe.observer import Stats
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.jobloop import Job
-from siyu_stream.replay.lines import Line, dead_letter, owned_lines
-from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key, Tag
+from siyu_stream.replay.lines import owned_lines
+from siyu_stream.replay.outputs import BUFFER, Output, job_file, merge
+from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key
 
 PROGRESS_SECONDS = 2.0
-BUFFER = 1 << 20
-"""Bytes a job buffers before writing its outputs (the parent reads them back once)."""
-INDEX_CHUNK = 8192
-"""Index entries a job pickles at a time, and the parent reads at a time from each job:
-neither holds a whole index (a year's history has millions of steps)."""
-Entry = tuple[Any, ...]
-"""A step in a job's index: the three fields of its tag, the bytes of its actions and of
-its dead letters, the job. Flat, so that the parent unpickles and compares one tuple per
-step; entries sort as their tags, which are unique. (Typed as a tuple of any length: see
-`parts.Key`.)"""
-
-
-class Output:
-    """A job's outputs, step by step: the engine's sink and the job loop's `Out`. Lines
-    rejected before the first step are sorted into line order first. With an `index`, a
-    job among several also writes there the entry of each step (`Entry`)."""
-
-    def __init__(
-        self,
-        actions: IO[bytes],
-        dead: Callable[[bytes], object],
-        *,
-        json_dead: bool,
-        index: IO[bytes] | None = None,
-        job: int = 0,
-    ) -> None:
-        self.actions = actions
-        self.write_dead = dead
-        self.json_dead = json_dead
-        self.index = index
-        self.job = job
-        self.entries: list[Entry] = []  # not yet written to `index`
-        self.tag: Tag = (0, LOWEST, 0)
-        self.a = bytearray()
-        self.d = bytearray()
-        self.start: list[tuple[Tag, bytes, bytes]] | None = []
-
-    def send(self, action: Action) -> None:
-        self.a += action.to_json()
-        self.a += b"\n"
-
-    def dead(self, line: Line, reason: str) -> None:
-        if self.json_dead:
-            self.d += orjson.dumps(dead_letter(line, reason)) + b"\n"
-        else:
-            self.d += f"{line.path}:{line.number}: rejected: {reason}\n".encode()
-
-    def begin(self, tag: Tag) -> None:
-        self.tag = tag
-
-    def end(self) -> None:
-        if self.start is None and self.index is None:  # one job, past its start: no copy
-            if self.a:
-                self.actions.write(self.a)
-                self.a.clear()
-            if self.d:
-                self.write_dead(bytes(self.d))
-                self.d.clear()
-            return
-        a, d = bytes(self.a), bytes(self.d)
-        self.a.clear()
-        self.d.clear()
-        if self.tag[0] == 0 and self.start is not None:
-            self.start.append((self.tag, a, d))
-            return
-        self._started()
-        self._emit(self.tag, a, d)
-
-    def close(self) -> None:
-        """The run ended: write what waits."""
-        self._started()
-        self._write_entries()
-
-    def _started(self) -> None:
-        """The first step came (or none will): the lines rejected before it, in line order."""
-        if self.start is not None:
-            start, self.start = sorted(self.start), None
-            for entry in start:
-                self._emit(*entry)
-
-    def _emit(self, tag: Tag, a: bytes, d: bytes) -> None:
-        if a:
-            self.actions.write(a)
-        if d:
-            self.write_dead(d)
-        if self.index is not None and (a or d):
-            self.entries.append((tag[0], tag[1], tag[2], len(a), len(d), self.job))
-            if len(self.entries) >= INDEX_CHUNK:
-                self._write_entries()
-
-    def _write_entries(self) -> None:
-        if self.index is not None and self.entries:
-            pickle.dump(self.entries, self.index, protocol=pickle.HIGHEST_PROTOCOL)
-            self.entries = []
 
 
 def _stderr(data: bytes) -> None:
@@ -184,7 +86,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="siyu-jobs-") as tmp:
         directory = Path(tmp)
         _start(paths, rules, until, now, partitions, jobs, directory, deadletters, progress)
-        return _merge(directory, jobs, out, dead)
+        return merge(directory, jobs, out, dead)
 
 
 def _job(  # noqa: PLR0917
@@ -303,9 +205,9 @@ def _start(  # noqa: PLR0917
         inbox = {i: reader for (i, j), (reader, _) in pipes.items() if j == me}
         outbox = {j: writer for (i, j), (_, writer) in pipes.items() if i == me}
         with (
-            (directory / f"actions-{me}").open("wb", buffering=BUFFER) as actions,
-            (directory / f"dead-{me}").open("wb", buffering=BUFFER) as dead,
-            (directory / f"index-{me}").open("wb", buffering=BUFFER) as index,
+            job_file(directory, "actions", me).open("wb", buffering=BUFFER) as actions,
+            job_file(directory, "dead", me).open("wb", buffering=BUFFER) as dead,
+            job_file(directory, "index", me).open("wb", buffering=BUFFER) as index,
         ):
             json_dead = deadletters is not None
             output = Output(actions, dead.write, json_dead=json_dead, index=index, job=me)
@@ -315,7 +217,7 @@ def _start(  # noqa: PLR0917
                 paths, rules, until, now, partitions, me, jobs, output, peers, report
             )
             leave_to_exit(engine)
-        with (directory / f"stats-{me}").open("wb") as handle:
+        with job_file(directory, "stats", me).open("wb") as handle:
             pickle.dump(stats, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     processes = [
@@ -357,88 +259,3 @@ def join_all(processes: Sequence[BaseProcess]) -> BaseProcess | None:
                     other.join()
                 return process
     return None
-
-
-def _merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], object]) -> Stats:
-    total = Stats()
-    for me in range(jobs):
-        with (directory / f"stats-{me}").open("rb") as handle:
-            _add(total, pickle.load(handle))
-    with ExitStack() as files:
-        actions = [files.enter_context(_open(directory / f"actions-{me}")) for me in range(jobs)]
-        deads = [files.enter_context(_open(directory / f"dead-{me}")) for me in range(jobs)]
-        indexes = [files.enter_context(_open(directory / f"index-{me}")) for me in range(jobs)]
-        # each job's index is in tag order; a chunk of it at a time from each (`ahead`).
-        # Every entry up to the smallest last entry of those chunks comes before any entry
-        # not read yet: those are taken, sorted together (in C: the sort merges sorted
-        # runs) and copied, a run of one job's steps in one read and write per output;
-        # the job whose chunk ran out reads its next.
-        ahead = [_chunk(index) for index in indexes]
-        while live := [chunk for chunk in ahead if chunk]:
-            bound = min(chunk[-1] for chunk in live)
-            batch: list[Entry] = []
-            for me, chunk in enumerate(ahead):
-                cut = bisect.bisect_right(chunk, bound)
-                batch += chunk[:cut]
-                del chunk[:cut]
-                if cut and not chunk:
-                    ahead[me] = _chunk(indexes[me])
-            batch.sort()
-            job, a, d = -1, 0, 0
-            for entry in batch:
-                if entry[5] != job or a + d > BUFFER:
-                    _copy(actions, deads, job, a, d, out, dead)
-                    job, a, d = entry[5], 0, 0
-                a += entry[3]
-                d += entry[4]
-            _copy(actions, deads, job, a, d, out, dead)
-    return total
-
-
-def _open(path: Path) -> IO[bytes]:
-    return path.open("rb", buffering=BUFFER)
-
-
-def _chunk(index: IO[bytes]) -> list[Entry]:
-    """The next chunk of a job's index; empty at its end."""
-    try:
-        chunk: list[Entry] = pickle.load(index)
-    except EOFError:
-        return []
-    return chunk
-
-
-def _copy(  # noqa: PLR0917
-    actions: list[IO[bytes]],
-    deads: list[IO[bytes]],
-    job: int,
-    a: int,
-    d: int,
-    out: IO[bytes],
-    dead: Callable[[bytes], object],
-) -> None:
-    """The next `a` bytes of `job`'s actions and `d` of its dead letters, to the outputs."""
-    if a:
-        out.write(actions[job].read(a))
-    if d:
-        dead(deads[job].read(d))
-
-
-def _add(total: Stats, stats: Stats) -> None:
-    for name in (
-        "events",
-        "actions",
-        "deadletters",
-        "suppressed",
-        "gift_value_fen",
-        "paid_orders",
-        "order_value_fen",
-    ):
-        counts = getattr(total, name)
-        for key, n in getattr(stats, name).items():
-            increment(counts, key, n)
-    total.timers_fired += stats.timers_fired
-    total.buyers_outside_pool += stats.buyers_outside_pool
-    total.buyers_joined += stats.buyers_joined
-    total.gap_buckets = [a + b for a, b in zip(total.gap_buckets, stats.gap_buckets, strict=True)]
-    total.gap_sum_days += stats.gap_sum_days
