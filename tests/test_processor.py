@@ -15,7 +15,7 @@ from siyu_stream.core import state as state_format
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import murmur2, partition_for
+from siyu_stream.eventtime.keys import customer_partition, murmur2, partition_for
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
@@ -351,6 +351,9 @@ def test_partition_for_agrees_with_aiokafkas_default_partitioner() -> None:
         every = list(range(n))
         for key in [*(f"customer-{i}".encode() for i in range(500)), *odd]:
             assert partition_for(key, n) == default(key, every, every), (key, n)
+        for customer in ("c1", "客户-7", "x" * 300):  # replay's shortcut for one partition
+            expected = default(customer.encode(), every, every)
+            assert customer_partition(customer, n) == expected, (customer, n)
 
 
 def test_the_api_sees_committed_state_only() -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from siyu_stream.bootstrap.build import DESTINATIONS, Built
 from siyu_stream.core import state as state_format
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.live.records import CLOCK_KEY, Out
 from siyu_stream.topology import Topology
 
@@ -44,9 +44,8 @@ STARTS = ("end", "go-live")
 def ids_by_partition(built: Built) -> list[list[str]]:
     """Every customer id, per partition, sorted (one pass over the states)."""
     parts: list[list[str]] = [[] for _ in built.engine.partitions]
-    count = len(parts)
     for customer_id in built.store.data:
-        parts[partition_for(customer_id.encode(), count) if count > 1 else 0].append(customer_id)
+        parts[customer_partition(customer_id, len(parts))].append(customer_id)
     for ids in parts:
         ids.sort()
     return parts

@@ -50,3 +50,9 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner puts `key` on."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def customer_partition(customer_id: str, partitions: int) -> int:
+    """The partition of a customer: its id (UTF-8) is the records' key. With one
+    partition, 0 without hashing (replay, backtest and bootstrap ask once per record)."""
+    return partition_for(customer_id.encode(), partitions) if partitions > 1 else 0

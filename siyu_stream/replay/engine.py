@@ -17,7 +17,7 @@ from siyu_stream.core.events import KIND, Event
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Outcome, Step
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.partition import Partition, StateStore, check_time
 from siyu_stream.observe.observer import Stats, increment
 
@@ -100,9 +100,7 @@ class Engine:
         return max((p.clock for p in self.partitions if p.clock is not None), default=None)
 
     def partition(self, customer_id: str) -> Partition:
-        if len(self.partitions) == 1:
-            return self.partitions[0]
-        return self.partitions[partition_for(customer_id.encode(), len(self.partitions))]
+        return self.partitions[customer_partition(customer_id, len(self.partitions))]
 
     def handle(self, event: Event) -> Outcome:
         """Check, advance the event's partition to it, apply it, then deliver its credits.

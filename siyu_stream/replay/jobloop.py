@@ -35,7 +35,7 @@ from typing import Final
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
 from siyu_stream.observe.observer import increment
 from siyu_stream.replay.engine import Engine
@@ -113,8 +113,7 @@ class Job:
 
     # ---------------------------------------------------------------- reading
     def _partition(self, customer_id: str) -> int:
-        count = len(self.parts)
-        return partition_for(customer_id.encode(), count) if count > 1 else 0
+        return customer_partition(customer_id, len(self.parts))
 
     def _read(self) -> bool:
         item = next(self.lines, None)

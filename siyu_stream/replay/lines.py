@@ -18,7 +18,7 @@ from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Event, decode
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
 
@@ -106,7 +106,7 @@ def line_partition(raw: bytes, partitions: int, limit: int) -> int:
         except orjson.JSONDecodeError:
             return 0
         customer = data.get("customer_id") if isinstance(data, dict) else None
-    return partition_for(customer.encode(), partitions) if isinstance(customer, str) else 0
+    return customer_partition(customer, partitions) if isinstance(customer, str) else 0
 
 
 def owned_lines(
@@ -119,8 +119,8 @@ def owned_lines(
     limits = rules.input
     if len(paths) > 1:
         for ordinal, line in enumerate(merged(paths, rules)):
-            if line.event is not None and partitions > 1:
-                p = partition_for(line.event.customer_id.encode(), partitions)
+            if line.event is not None:
+                p = customer_partition(line.event.customer_id, partitions)
             else:
                 p = line_partition(line.raw, partitions, limits.max_message_bytes)
             if p in owned:
@@ -147,7 +147,7 @@ def owned_lines(
                 yield ordinal, p, Line(name, number, raw, None, exc)
                 continue
             if every:
-                p = partition_for(event.customer_id.encode(), partitions) if partitions > 1 else 0
+                p = customer_partition(event.customer_id, partitions)
             yield ordinal, p, Line(name, number, raw, event, None)
 
 

@@ -23,7 +23,7 @@ from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.merge import Queues
 from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
 from siyu_stream.observe.observer import Stats, increment
@@ -99,8 +99,7 @@ class Merge:
         self.read = 0
 
     def _source(self, customer_id: str, kind: str) -> str:
-        count = len(self.engine.partitions)
-        return f"{partition_for(customer_id.encode(), count) if count > 1 else 0}:{kind}"
+        return f"{customer_partition(customer_id, len(self.engine.partitions))}:{kind}"
 
     def _read_one(self) -> bool:
         line = next(self.lines, None)
