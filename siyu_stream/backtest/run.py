@@ -27,6 +27,7 @@ from siyu_stream.backtest.tally import Calendar, Tally, monday, percentiles
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import BacktestError
 from siyu_stream.core.ruleset import RULE_SECTIONS, TIERS, Rules
+from siyu_stream.core.schemas import build_input_decoders
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
@@ -237,6 +238,7 @@ def _apart(
 ) -> list[_Ran]:
     """`run` each rule set in a forked process; their results, in `named` order."""
     context = get_context("fork")
+    build_input_decoders()  # once, before the runs fork, instead of once in each
 
     def main(index: int) -> None:
         report = progress if index == 0 else None  # one progress line, not two interleaved

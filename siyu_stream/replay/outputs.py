@@ -123,7 +123,7 @@ def merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], ob
     """The jobs' outputs in `directory`, to `out` and `dead` in tag order; their counts."""
     total = Stats()
     for me in range(jobs):
-        with (job_file(directory, "stats", me)).open("rb") as handle:
+        with job_file(directory, "stats", me).open("rb") as handle:
             _add(total, pickle.load(handle))
     with ExitStack() as files:
         actions = [files.enter_context(_read(directory, "actions", me)) for me in range(jobs)]
