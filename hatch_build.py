@@ -49,6 +49,7 @@ COMPILED = [
     "siyu_stream/replay/outputs.py",
     "siyu_stream/replay/parts.py",
     "siyu_stream/replay/run.py",
+    "siyu_stream/replay/spill.py",
     # the live worker's per-record work: decoding on arrival, the partition task, its
     # state batch, and the observation of every step (its asyncio loop stays Python)
     "siyu_stream/live/arrival.py",

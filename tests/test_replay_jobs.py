@@ -8,8 +8,9 @@ import io
 import json
 import multiprocessing
 import random
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pytest
@@ -31,7 +32,7 @@ from siyu_stream.core.schemas import (
 )
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.observer import Stats
-from siyu_stream.replay import jobloop, outputs
+from siyu_stream.replay import jobloop, outputs, spill
 from siyu_stream.replay import jobs as replay_jobs
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.lines import line_partition
@@ -216,6 +217,49 @@ def test_the_merge_reads_the_indexes_in_chunks_and_copies_runs_of_steps(
         monkeypatch.setattr(outputs, "INDEX_CHUNK", chunk)
         assert run(path, 2)[0] == actions
         assert run(path, 3)[0] == actions
+
+
+def partition(customer: str, partitions: int = 4) -> int:
+    return partition_for(customer.encode(), partitions)
+
+
+def test_lines_held_past_their_bounds_wait_in_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition whose customers stop early (its next fill reads the rest of the file for
+    the others) and a run of garbage before the first step: with a few lines held in
+    memory and the rest in temporary files, the bytes are the same for any jobs."""
+    people = customers()
+    first, rest = people[:3], people[3:]  # partition 0's customers, the others'
+    events = [event("order", f"a{i}", first[i % 3], T0 + i * MINUTE) for i in range(6)]
+    events += stream(7, 150, late=0.3)
+    events = [e for e in events if e["event_id"][0] == "a" or partition(e["customer_id"]) != 0]
+    events += [event("chat", f"z{i}", rest[i % 9], T0 + 40 * DAY + i * HOUR) for i in range(90)]
+    lines = [b'{"customer_id": "%s", "type": "like"}' % c.encode() for c in people * 4]
+    lines += [orjson.dumps(e) for e in events]
+    lines.insert(len(lines) // 2, b'{"type": "like", "customer_id": "%s"}' % rest[4].encode())
+    lines.insert(len(lines) // 2, orjson.dumps(event("chat", "late", rest[5], NOW + DAY)))
+    assert all(partition(e["customer_id"]) != 0 for e in events[len(events) // 5 :])
+    path = tmp_path / "skewed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = [run(path, n) for n in (1, 2, 3)]
+    monkeypatch.setattr(jobloop, "HELD", 4)
+    monkeypatch.setattr(spill, "CHUNK", 3)
+    monkeypatch.setattr(outputs, "START_HELD", 5)
+    files = 0
+    real = tempfile.TemporaryFile
+
+    def temporary() -> IO[bytes]:
+        nonlocal files
+        files += 1
+        return real()
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary)
+    for n, (actions, dead, _) in zip((1, 2, 3), expected, strict=True):
+        got = run(path, n)
+        assert (got[0], got[1]) == (actions, dead), f"--jobs {n}"
+    assert files >= 4  # (one job, in this process) the start's runs and backlogs spilled
+    assert dead.count(b"'like'") == len(people) * 4 + 1
 
 
 def test_every_input_decoder_is_built_before_the_jobs_fork() -> None:

@@ -33,13 +33,15 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from siyu_stream.core.actions import ReferralCredit
+from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
+from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
 from siyu_stream.observe.observer import increment
 from siyu_stream.replay.engine import Engine
-from siyu_stream.replay.lines import Line
+from siyu_stream.replay.lines import Line, decode_line
 from siyu_stream.replay.parts import (
     CREDIT,
     HIGHEST,
@@ -58,6 +60,10 @@ from siyu_stream.replay.parts import key as merge_key
 LOOKAHEAD = 100_000
 """Records a partition reads ahead to find the next record of a queue that is empty (the
 live worker waits for a lagging topic partition instead); beyond it, it goes on without."""
+HELD = 200_000
+"""Lines read and not yet visible that a job holds in memory; more wait in temporary files
+(`spill.Backlog`). A partition whose customers stop appearing long before the file ends
+reads the rest of the file at its next fill, for the other partitions."""
 READ_AHEAD = 20_000
 """Lines a job with peers keeps read (not yet visible) to look ahead for its bound."""
 WAIT_READ_AHEAD = 2 * READ_AHEAD  # lines it may have read while it waits for a peer
@@ -74,6 +80,29 @@ publishing every (1, 16) steps: 6.2 s; (8, 16): 5.9 s; (8, 32): 5.8 s; (16, 64):
 
 QUEUE_OF: Final = {Order: 0, Chat: 1, Join: 2}
 """The index of an event type's input queue in `Part.inputs`."""
+
+
+def checked(line: Line, now: Millis | None, rules: Rules) -> Line:
+    """`line`, or the same line rejected if its event is too far after `--now`."""
+    if line.event is not None and now is not None:
+        try:
+            check_time(line.event.at, now, "--now", rules)
+        except InvalidEvent as exc:
+            return Line(line.path, line.number, line.raw, line.event, exc)
+    return line
+
+
+class Revive:
+    """A line read back from a partition's backlog, as the job first read it (not a
+    method of the job: the parts hold it, and the job holds the parts)."""
+
+    def __init__(self, rules: Rules, now: Millis | None) -> None:
+        self.rules = rules
+        self.now = now
+
+    def __call__(self, path: str, number: int, raw: bytes) -> Line:
+        rules = self.rules
+        return checked(decode_line(path, number, raw, rules.input), self.now, rules)
 
 
 class Job:
@@ -95,7 +124,8 @@ class Job:
         self.out = out
         self.peers = peers
         self.progress = progress
-        self.parts = [Part(p) for p in range(len(engine.partitions))]
+        revive = Revive(engine.rules, engine.now)
+        self.parts = [Part(p, revive) for p in range(len(engine.partitions))]
         for p in owned:
             self.parts[p].owned = True
         self.exhausted = False
@@ -124,14 +154,8 @@ class Job:
         self.read += 1
         if self.progress is not None and self.read % 4096 == 0:
             self.progress(ordinal + 1)
-        engine = self.engine
-        if line.event is not None and engine.now is not None:
-            try:
-                check_time(line.event.at, engine.now, "--now", engine.rules)
-            except InvalidEvent as exc:
-                line = Line(line.path, line.number, line.raw, line.event, exc)
-        part = self.parts[p]
-        part.pending.append((ordinal, line))
+        line, part = checked(line, self.engine.now, self.engine.rules), self.parts[p]
+        part.pending.append(ordinal, line, spill=self.unseen >= HELD)
         self.unseen += 1
         if self.peers is not None and line.error is None:
             self._note(part, line)
@@ -258,6 +282,8 @@ class Job:
                 need = self.need
                 if self.since >= PUBLISH_EVERY or (need is not None and self.bound() > need):
                     self._publish(None)
+        for part in self.parts:  # every line taken: their temporary files go
+            part.pending.close()
         if peers is not None:
             self._publish(None)
 

@@ -17,7 +17,7 @@ from siyu_stream.core import deadletter
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Event, decode
-from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.ruleset import Input, Rules
 from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
@@ -56,10 +56,15 @@ def read_lines(path: Path, rules: Rules) -> Iterator[Line]:
             raw = raw_line.rstrip(b"\r\n")
             if not raw or raw.isspace():  # blank (without a stripped copy)
                 continue
-            try:
-                yield Line(name, number, raw, decode(raw, rules.input), None)
-            except InvalidEvent as exc:
-                yield Line(name, number, raw, None, exc)
+            yield decode_line(name, number, raw, rules.input)
+
+
+def decode_line(path: str, number: int, raw: bytes, limits: Input) -> Line:
+    """Line `number` of `path`, decoded: its event, or why it has none."""
+    try:
+        return Line(path, number, raw, decode(raw, limits), None)
+    except InvalidEvent as exc:
+        return Line(path, number, raw, None, exc)
 
 
 def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
@@ -139,16 +144,14 @@ def owned_lines(
                 p = line_partition(raw, partitions, limits.max_message_bytes)
                 if p not in owned:
                     continue
-            try:
-                event = decode(raw, limits)
-            except InvalidEvent as exc:
-                if every:
-                    p = line_partition(raw, partitions, limits.max_message_bytes)
-                yield ordinal, p, Line(name, number, raw, None, exc)
-                continue
+            line = decode_line(name, number, raw, limits)
             if every:
-                p = customer_partition(event.customer_id, partitions)
-            yield ordinal, p, Line(name, number, raw, event, None)
+                event = line.event
+                if event is not None:
+                    p = customer_partition(event.customer_id, partitions)
+                else:
+                    p = line_partition(raw, partitions, limits.max_message_bytes)
+            yield ordinal, p, line
 
 
 def dead_letter(line: Line, reason: str) -> dict[str, Any]:

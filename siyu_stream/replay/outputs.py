@@ -17,9 +17,13 @@ from siyu_stream.core.actions import Action
 from siyu_stream.observe.observer import Stats, increment
 from siyu_stream.replay.lines import Line, dead_letter
 from siyu_stream.replay.parts import LOWEST, Tag
+from siyu_stream.replay.spill import Runs
 
 BUFFER = 1 << 20
 """Bytes a job buffers before writing its outputs (the parent reads them back once)."""
+START_HELD = 65_536
+"""Dead letters of lines rejected before the first step held in memory to be sorted into
+line order; more are sorted in runs in a temporary file (`spill.Runs`)."""
 INDEX_CHUNK = 8192
 """Index entries a job pickles at a time, and the parent reads at a time from each job:
 neither holds a whole index (a year's history has millions of steps)."""
@@ -53,7 +57,7 @@ class Output:
         self.tag: Tag = (0, LOWEST, 0)
         self.a = bytearray()
         self.d = bytearray()
-        self.start: list[tuple[Tag, bytes, bytes]] | None = []
+        self.start: Runs | None = Runs(START_HELD)
 
     def send(self, action: Action) -> None:
         self.a += action.to_json()
@@ -81,7 +85,7 @@ class Output:
         self.a.clear()
         self.d.clear()
         if self.tag[0] == 0 and self.start is not None:
-            self.start.append((self.tag, a, d))
+            self.start.add((self.tag, a, d))
             return
         self._started()
         self._emit(self.tag, a, d)
@@ -94,9 +98,9 @@ class Output:
     def _started(self) -> None:
         """The first step came (or none will): the lines rejected before it, in line order."""
         if self.start is not None:
-            start, self.start = sorted(self.start), None
-            for entry in start:
-                self._emit(*entry)
+            start, self.start = self.start, None
+            for tag, a, d in start.sorted():
+                self._emit(tag, a, d)
 
     def _emit(self, tag: Tag, a: bytes, d: bytes) -> None:
         if a:

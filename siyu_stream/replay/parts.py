@@ -4,12 +4,14 @@ and what a job sees of its peers and its output."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.eventtime.partition import SortKey
 from siyu_stream.replay.lines import Line
+from siyu_stream.replay.spill import Backlog
 
 Key = tuple[Any, ...]
 """(the three fields of a sort key, source): (int, int, str, int), source = 4 x partition
@@ -70,9 +72,9 @@ class Entry:
 class Part:
     """A partition's queues: read lines not yet visible, one FIFO per input type, credits."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, revive: Callable[[str, int, bytes], Line]) -> None:
         self.index = index
-        self.pending: deque[tuple[int, Line]] = deque()
+        self.pending = Backlog(revive)
         self.inputs: tuple[deque[tuple[Key, Line]], ...] = (deque(), deque(), deque())
         self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
         self.visible = 0
