@@ -36,6 +36,7 @@ COMPILED = [
     "siyu_stream/core/schemas.py",
     "siyu_stream/core/state.py",
     "siyu_stream/core/step.py",
+    "siyu_stream/core/stored.py",
     "siyu_stream/core/timers.py",
     # event time: partitions, clocks, timers, the merge order
     "siyu_stream/eventtime/keys.py",

@@ -3,7 +3,7 @@
     FAUST_PEER_BROKER=127.0.0.1:P FAUST_PEER_APP_ID=ID FAUST_PEER_PREFIX=siyu \\
     FAUST_PEER_OUT=TOPIC FAUST_PEER_READY=FILE python bench/faust_peer.py worker --without-web
 
-One agent reads the worker's input topics, keeps each customer's `state.dumps` bytes in a
+One agent reads the worker's input topics, keeps each customer's `stored.dumps` bytes in a
 Faust table (memory store, changelog `<app id>-customers-changelog`, as the worker's), applies
 the pure rule core (`rules.apply_event`) and sends each action's JSON to FAUST_PEER_OUT;
 invalid events go to `<prefix>.faust-deadletter`. At-least-once. Touches FAUST_PEER_READY
@@ -23,7 +23,7 @@ import faust
 from faust.sensors import Sensor
 
 from siyu_stream.core import rules as core
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import decode
 from siyu_stream.core.ruleset import Rules
@@ -94,12 +94,12 @@ async def apply(stream: faust.StreamT[bytes]) -> None:
             await deadletter.send(key=key, value=str(exc).encode() + b"\n" + value)
             continue
         raw = customers.get(key)
-        before = state_format.loads(raw) if raw is not None else None
+        before = stored.loads(raw) if raw is not None else None
         step = core.apply_event(before, parsed, parsed.at, RULES)
         if step.outcome == "rejected":
             await deadletter.send(key=key, value=(step.reason or "rejected").encode())
         elif step.outcome == "ok":
-            customers[key] = state_format.dumps(step.state)
+            customers[key] = stored.dumps(step.state)
             for action in step.actions:
                 await out.send(key=key, value=action.to_json())
 

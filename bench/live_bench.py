@@ -34,7 +34,7 @@ from brokers import app, broker, consumer, ends, partitions, read, wait_consumed
 from common import log, percentile, script_main
 from procs import WorkerProc, first_purchase, prepare, preproduce, running, wait_ready
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import digest
 from siyu_stream.kafka.client import client_options
@@ -202,7 +202,7 @@ async def one_run(
         orjson.loads(m.value)["action_id"] for m in await read(b.bootstrap, outputs, start)
     )
     changelog = {m.key: m.value for m in await read(b.bootstrap, [f"{group}-customers-changelog"])}
-    states = {k: state_format.loads(v) for k, v in changelog.items() if k and v}
+    states = {k: stored.loads(v) for k, v in changelog.items() if k and v}
     return {
         "applied": {e for e, (k, d) in inputs.items() if k in states and states[k].has_seen(d)},
         **{"actions": len(actions), "doubled": sum(c > 1 for c in actions.values()), **how},

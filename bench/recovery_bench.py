@@ -23,7 +23,7 @@ from brokers import PARTITIONS, app, broker, produce_all
 from common import CACHE, log, rel, rss_bytes, script_main
 from procs import WorkerProc, wait_ready
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.state import CustomerState, Timer
 from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.observe.wall import wall_clock
@@ -92,7 +92,7 @@ def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str
     named = {n for shape in TIMES.values() for n in shape}
     # a new time field of the format must be named above
     assert {n for n in names if n.endswith(("_at", "_since", "_until"))} <= named, names
-    decoded = [(k, state_format.loads(v)) for k, v in states]
+    decoded = [(k, stored.loads(v)) for k, v in states]
     scalars = (*TIMES["scalar"], *TIMES["more"])
     stamps = [n for n in scalars if n.endswith("_at")]  # not member_until, a year ahead
     delta = latest - max((getattr(st, n) or 0 for _, st in decoded for n in stamps), default=0)
@@ -106,7 +106,7 @@ def shift_states(states: list[tuple[str, bytes]], latest: int) -> list[tuple[str
         for name in TIMES["dict"]:
             setattr(st, name, {n: v + delta for n, v in getattr(st, name).items()})
         st.timers = {n: Timer(t.due + delta, t.cause, t.note) for n, t in st.timers.items()}
-        out.append((key, state_format.dumps(st)))
+        out.append((key, stored.dumps(st)))
     return out
 
 

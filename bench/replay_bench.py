@@ -34,7 +34,7 @@ from siyu_stream.bootstrap.build import build
 from siyu_stream.build import build as running_build
 from siyu_stream.cli import main as cli
 from siyu_stream.cli import tune_gc
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.replay.run import replay
@@ -139,10 +139,10 @@ def states(path: Path, now: int, dump: Path) -> dict[str, Any]:
         gc.collect()
         rss_after = rss_bytes()
     store = built.store.data
-    sizes = sorted(len(state_format.dumps(s)) for s in store.values())
+    sizes = sorted(len(stored.dumps(s)) for s in store.values())
     with dump.open("wb") as handle:
         for customer_id, state in store.items():
-            handle.write(customer_id.encode() + b"\t" + state_format.dumps(state) + b"\n")
+            handle.write(customer_id.encode() + b"\t" + stored.dumps(state) + b"\n")
     return {
         **{"customers": len(store), "rss_grew_bytes": rss_after - rss_before},
         "rss_per_customer_bytes": (rss_after - rss_before) / len(store),

@@ -295,7 +295,7 @@ def jobs(r: Results) -> Section:
 
 
 def memory(r: Results) -> Section:
-    header = "where | customers | `state.dumps` bytes: mean, p99 | RSS per customer"
+    header = "where | customers | `stored.dumps` bytes: mean, p99 | RSS per customer"
     s = Section("State size and memory", header)
     x = r["replay"]["main"]["runs"][0]
     s.commands.append(("replay, simulator stream", x["command"]))

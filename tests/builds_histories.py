@@ -13,7 +13,7 @@ import orjson
 from scenario import START, ListSink
 
 from siyu_stream.build import build
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import HOUR
 from siyu_stream.core.events import from_dict
 from siyu_stream.core.ruleset import Rules
@@ -38,7 +38,7 @@ def main(path: str) -> None:
         for action in sink.actions:
             out.write(action.to_json() + b"\n")
         for customer, state in sorted(store.items()):
-            out.write(customer.encode() + b"\t" + state_format.dumps(state) + b"\n")
+            out.write(customer.encode() + b"\t" + stored.dumps(state) + b"\n")
 
     with open(path, "rb") as lines:
         for line in lines:

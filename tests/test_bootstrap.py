@@ -20,7 +20,7 @@ from siyu_stream.bootstrap.build import DESTINATIONS, Built, Outputs, build, lin
 from siyu_stream.bootstrap.publish import refusal
 from siyu_stream.bootstrap.spill import Spill
 from siyu_stream.cli import main
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, parse_rfc3339
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.ruleset import Rules
@@ -114,7 +114,7 @@ def test_a_bootstrap_then_the_rest_emits_what_replay_emits_over_the_whole_histor
 
 
 def _states(store: MemoryStore) -> dict[str, bytes]:
-    return {cid: state_format.dumps(s) for cid, s in store.items()}
+    return {cid: stored.dumps(s) for cid, s in store.items()}
 
 
 def _resume(
@@ -133,7 +133,7 @@ def _resume(
             if record.key == CLOCK_KEY.encode():
                 engine.partitions[p].clock = orjson.loads(record.value)["clock"]
                 continue
-            state = state_format.loads(record.value)
+            state = stored.loads(record.value)
             store.put(record.key.decode(), state)
             engine.partitions[p].timers.track(record.key.decode(), None, state)
     owned = frozenset(range(PARTITIONS))
@@ -196,9 +196,9 @@ def test_the_changelog_is_the_workers_records_on_each_customers_partition(
         assert records[-1] is clocks[0]  # the clock last, after the states
         for r in records[:-1]:
             assert r.key is not None and partition_for(r.key, PARTITIONS) == p
-            customers[r.key.decode()] = state_format.loads(r.value)
+            customers[r.key.decode()] = stored.loads(r.value)
     assert set(customers) == set(built.store.data) and len(customers) == 6
-    assert {c: state_format.dumps(s) for c, s in customers.items()} == _states(built.store)
+    assert {c: stored.dumps(s) for c, s in customers.items()} == _states(built.store)
 
 
 def test_a_rejected_line_is_dead_lettered_on_its_customers_partition(tmp_path: Path) -> None:

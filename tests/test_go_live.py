@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scenario import START, ListSink, histories
 
 from siyu_stream.cli import main
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, Millis, parse_rfc3339
 from siyu_stream.core.events import from_dict
@@ -119,7 +119,7 @@ def test_nothing_before_go_live_and_everything_after_it(
     for customer_id, theirs in plain_store.items():
         ours = live_store.data[customer_id]
         ours.touches = theirs.touches = []
-        assert state_format.dumps(ours) == state_format.dumps(theirs)
+        assert stored.dumps(ours) == stored.dumps(theirs)
 
 
 @settings(max_examples=60, deadline=None)

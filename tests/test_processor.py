@@ -11,7 +11,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
@@ -138,7 +138,7 @@ def test_state_changes_wait_in_dirty_until_committed_and_become_changelog_record
     record, clock = task.changelog()
     assert (clock.key, orjson.loads(clock.value)) == (b"", {"clock": NOW})
     assert (record.topic, record.key, record.partition) == (TOPOLOGY.changelog, b"c1", p)
-    assert state_format.loads(record.value).spend_fen == 600_000
+    assert stored.loads(record.value).spend_fen == 600_000
     task.committed()
     assert c.stores[p]["c1"] == record.value and not task.dirty
 
@@ -321,7 +321,7 @@ def test_population_kept_incrementally_is_a_recount_of_the_states() -> None:
     recount = Observer(Stats(), Rules())
     for customer_id, raw in task.store.items():
         if customer_id:  # not the partition clock
-            recount.indexed(customer_id, state_format.loads(raw))
+            recount.indexed(customer_id, stored.loads(raw))
     kept = {k: n for k, n in observer.population.items() if n}
     assert kept == {k: n for k, n in recount.population.items() if n}
     assert kept[("buyers", "treated|2+")] > 0 and len({k for k, _ in kept}) == 5

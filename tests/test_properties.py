@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario import START, ListSink, histories
 
-from siyu_stream.core import policy
-from siyu_stream.core import state as state_format
+from siyu_stream.core import policy, stored
 from siyu_stream.core.actions import Action, yuan
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, to_datetime
 from siyu_stream.core.events import Join, from_dict
@@ -37,13 +36,13 @@ class RoundTripStore:
 
     def get(self, customer_id: str) -> CustomerState | None:
         raw = self.raw.get(customer_id)
-        return state_format.loads(raw) if raw is not None else None
+        return stored.loads(raw) if raw is not None else None
 
     def put(self, customer_id: str, state: CustomerState) -> None:
-        self.raw[customer_id] = state_format.dumps(state)
+        self.raw[customer_id] = stored.dumps(state)
 
     def items(self) -> Iterator[tuple[str, CustomerState]]:
-        return ((c, state_format.loads(raw)) for c, raw in self.raw.items())
+        return ((c, stored.loads(raw)) for c, raw in self.raw.items())
 
 
 def run(events: list[dict[str, Any]], store: Store | None = None) -> list[Action]:
@@ -102,7 +101,7 @@ def test_state_invariants(events: list[dict[str, Any]]) -> None:
         assert len(s.gifts) == len(set(s.gifts))
         assert len(s.touches) <= RULES.contact_policy.max_per_window
         assert set(s.timers) <= set(TIMER_NAMES)
-        assert len(state_format.dumps(s)) < RULES.engine.max_state_bytes
+        assert len(stored.dumps(s)) < RULES.engine.max_state_bytes
         # every change of a field continues from where the previous one left it
         for field in ("layer", "tier", "health", "membership"):
             chain = [
@@ -213,9 +212,9 @@ class SnapshotStore:
     def put(self, customer_id: str, state: CustomerState) -> None:
         before = self.states.get(customer_id)
         if before is not None:
-            assert state_format.dumps(before) == self.snapshots[customer_id], customer_id
+            assert stored.dumps(before) == self.snapshots[customer_id], customer_id
         self.states[customer_id] = state
-        self.snapshots[customer_id] = state_format.dumps(state)
+        self.snapshots[customer_id] = stored.dumps(state)
 
     def items(self) -> Iterator[tuple[str, CustomerState]]:
         return iter(self.states.items())

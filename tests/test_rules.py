@@ -6,7 +6,7 @@ import dataclasses
 
 from scenario import Scenario, t
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import Join, Order
 from siyu_stream.core.rules import apply_event
@@ -558,7 +558,7 @@ def test_fourteen_thousand_carriers_keep_the_state_small_and_the_extra_joins_rej
             )
         state = step.state
         if n % 1000 == 999:
-            sizes.append(len(state_format.dumps(state)))
+            sizes.append(len(stored.dumps(state)))
     assert outcomes == ["ok"] * limit + ["rejected"] * (14_000 - limit)
     assert state is not None
     assert len(state.carriers) == limit

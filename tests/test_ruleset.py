@@ -28,7 +28,7 @@ from siyu_stream.core.ruleset import (
     range_of,
     range_text,
 )
-from siyu_stream.core.state import dumps
+from siyu_stream.core.stored import dumps
 from siyu_stream.replay.run import replay
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rules.example.toml"

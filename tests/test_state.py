@@ -9,6 +9,7 @@ import pytest
 from scenario import Scenario
 
 from siyu_stream.core import state as st
+from siyu_stream.core import stored
 from siyu_stream.core.errors import StateError
 from siyu_stream.core.rules import largest_state, once_gift_codes
 from siyu_stream.core.ruleset import Rules
@@ -29,22 +30,61 @@ def busy_state() -> st.CustomerState:
 
 def test_round_trip_is_lossless() -> None:
     state = busy_state()
-    assert st.loads(st.dumps(state)) == state
+    assert stored.loads(stored.dumps(state)) == state
 
 
 def test_default_state_is_tiny_and_defaults_are_omitted() -> None:
-    raw = st.dumps(st.CustomerState())
+    raw = stored.dumps(st.CustomerState())
     assert raw == b'{"v":1}'
 
 
 def test_busy_customer_state_fits_in_a_kibibyte() -> None:
-    assert len(st.dumps(busy_state())) <= 1024
+    assert len(stored.dumps(busy_state())) <= 1024
+
+
+FULL = (
+    b'{"v":1,"l":"A5","t":"gold","h":"at_risk","m":"active","s":1234567,"o":9,'
+    b'"fo":1767225600000,"lo":1769904000000,"ot":[1767225600000,1769904000000],'
+    b'"ro":[["AQIDBAUG",500,1],["YWJjZGVm",0,0]],'
+    b'"c":{"wecom":1767225600000,"group":1767312000000},"js":"referral","r":"R-1",'
+    b'"os":"s7","ls":"s1","li":1769000000000,"lu":1769000060000,"p":1769000000000,"u":2,'
+    b'"a":1769904000000,"rc":3,"mu":1801440000000,"g":["gold_welcome","first_purchase"],'
+    b'"x":[1769000000000],"iv":1768000000000,"e":"////////////////",'
+    b'"tm":{"dormant":[1785000000000,"e-9"],"reply_sla":[1769003600000,"e-7","wecom"]}}'
+)
+"""A state with every field set, as format 1 was first written (by a dict per state and
+orjson): changelogs and state stores hold these bytes, so a writer must keep them."""
+
+
+def test_every_field_is_written_under_its_key_in_format_order() -> None:
+    state = st.CustomerState(
+        *("A5", "gold", "at_risk", "active", 1234567, 9, 1767225600000, 1769904000000),
+        [1767225600000, 1769904000000],
+        [
+            st.OrderRecord(b"\x01\x02\x03\x04\x05\x06", 500, True),
+            st.OrderRecord(b"abcdef", 0, False),
+        ],
+        {"wecom": 1767225600000, "group": 1767312000000},
+        *("referral", "R-1", "s7", "s1", 1769000000000, 1769000060000, 1769000000000, 2),
+        *(1769904000000, 3, 1801440000000, ["gold_welcome", "first_purchase"]),
+        *([1769000000000], 1768000000000, b"\xff" * 12),
+        {
+            "dormant": st.Timer(1785000000000, "e-9"),
+            "reply_sla": st.Timer(1769003600000, "e-7", "wecom"),
+        },
+    )
+    assert all(  # every field away from its default: a field left out would show
+        getattr(state, f.name) != getattr(st.CustomerState(), f.name)
+        for f in dataclasses.fields(st.CustomerState)
+    )
+    assert stored.dumps(state) == FULL
+    assert stored.loads(FULL) == state
 
 
 def test_missing_fields_read_as_defaults_so_older_writers_stay_readable() -> None:
     # a writer that knew fewer fields: only version, spend and layer
     old = orjson.dumps({"v": 1, "s": 500, "l": "A4"})
-    state = st.loads(old)
+    state = stored.loads(old)
     assert (state.spend_fen, state.layer, state.tier, state.timers) == (500, "A4", "none", {})
 
 
@@ -58,11 +98,21 @@ def test_missing_fields_read_as_defaults_so_older_writers_stay_readable() -> Non
         b'{"v": 1, "tm": {"x": 5}}',
         b'{"v": 1, "e": 5}',  # digests not as base64 text
         b'{"v": 1, "ro": [["AAAAAAAA", 1]]}',  # an order record short of a field
+        b'{"v": 1, "ro": [["AAAAAAAA", 1, true]]}',  # membership is 0 or 1
+        b'{"v": 1, "s": "500"}',
+        b'{"v": 1, "l": 4}',
+        b'{"v": 1, "ot": [1, "2"]}',
+        b'{"v": 1, "c": {"wecom": null}}',
+        b'{"v": 1, "tm": {"x": [1, 2]}}',  # a cause that is not text
+        b'{"v": 1, "tm": {"x": ["1", "e"]}}',  # a due time that is not a number
+        b'{"v": 1, "tm": {"x": [1, "e", "n", "extra"]}}',
+        b'{"v": 1, "tm": {"x": [1]}}',
+        b'{"v": "1"}',
     ],
 )
 def test_unreadable_state_is_an_error_not_a_guess(raw: bytes) -> None:
     with pytest.raises(StateError):
-        st.loads(raw)
+        stored.loads(raw)
 
 
 def test_seen_window_is_bounded_and_aligned() -> None:
@@ -107,11 +157,11 @@ def test_tracked_spells_out_the_tracked_fields_in_order() -> None:
 def test_largest_possible_state_serializes_far_below_max_state_bytes() -> None:
     rules = Rules()
     big = largest_state(rules)
-    raw = st.dumps(big)
+    raw = stored.dumps(big)
     assert len(raw) < rules.engine.max_state_bytes
     # the producer's default max.request.size is 1 MiB: the record stays far below it
     assert rules.engine.max_state_bytes <= 1_048_576 // 32
-    assert st.loads(raw) == big
+    assert stored.loads(raw) == big
 
 
 def test_largest_state_has_every_collection_at_its_bound() -> None:

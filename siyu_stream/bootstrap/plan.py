@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from siyu_stream.bootstrap.build import DESTINATIONS, Built
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.live.records import CLOCK_KEY, Out
 from siyu_stream.topology import Topology
@@ -69,7 +69,7 @@ def changelog_records(
     topic = topology.changelog
     data = built.store.data
     for customer_id in ids:
-        yield Out(topic, customer_id.encode(), state_format.dumps(data[customer_id]), partition)
+        yield Out(topic, customer_id.encode(), stored.dumps(data[customer_id]), partition)
     clock = built.engine.partitions[partition].clock
     if clock is not None:  # a partition without events has no clock, as live
         yield Out(topic, CLOCK_KEY.encode(), orjson.dumps({"clock": clock}), partition)

@@ -1,4 +1,4 @@
-"""Per-customer state (docs/design.md §3) and its compact, versioned serialization.
+"""Per-customer state (docs/design.md §3); its stored form is `stored`.
 
 The state is a plain mutable record; the rule core works on a copy (`clone`) so that
 its callers can treat `(state, event, clock) -> (state, actions)` as pure.
@@ -27,35 +27,21 @@ at the bound):
 - ids (Timer.cause, referrer_id, owner_staff, last_staff): `ID_CHARS` (128); carrier
   keys, join_source, Timer.note: `NAME_CHARS` (64). The input schemas (topics/) reject
   a longer value at the edge, before the core sees it.
-- integers: 64 bits (orjson's range); sums of orders of at most 10^7 yuan never reach it.
+- integers: 64 bits (the JSON readers' range); sums of orders of at most 10^7 yuan never reach it.
 
 `rules.largest_state` builds the state with every bound reached and every string in
 its most expensive JSON encoding; tests/test_state.py proves it serializes below
 `Engine.max_state_bytes`, so no per-event size check is needed.
-
-Serialization is JSON (orjson) with one- or two-letter keys and defaults omitted,
-tagged with a format version `v`. A reader accepts every version up to its own and
-fills fields it does not find with their defaults, so state written by an older
-release keeps working after an upgrade; a newer version than the reader knows is a
-`StateError`, never silently misread.
 """
 
 from __future__ import annotations
 
-import binascii
-import dataclasses
-import operator
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Final
-
-import orjson
+from typing import Final
 
 from siyu_stream.core.clock import Millis
-from siyu_stream.core.errors import StateError
 
-FORMAT_VERSION: Final = 1
 DIGEST_BYTES: Final = 6
 """Event ids and order ids are remembered as 48-bit digests: a collision inside one
 customer's short window is ~1e-12 likely, and the state stays small."""
@@ -112,58 +98,54 @@ class OrderRecord:
         self.membership = membership
 
 
-def _meta(key: str) -> dict[str, str]:
-    return {"key": key}
-
-
 @dataclass(slots=True, init=False)
 class CustomerState:
-    layer: str | None = field(metadata=_meta("l"))
+    layer: str | None
     """5A layer, monotone; None until the customer is first seen."""
-    tier: str = field(metadata=_meta("t"))
-    health: str = field(metadata=_meta("h"))
-    membership: str = field(metadata=_meta("m"))
-    spend_fen: int = field(metadata=_meta("s"))
+    tier: str
+    health: str
+    membership: str
+    spend_fen: int
     """Net spend on purchases (refunds subtracted, never below 0), integer fen."""
-    orders: int = field(metadata=_meta("o"))
+    orders: int
     """Paid purchase orders (membership fees excluded)."""
-    first_order_at: Millis | None = field(metadata=_meta("fo"))
-    last_order_at: Millis | None = field(metadata=_meta("lo"))
-    order_times: list[Millis] = field(metadata=_meta("ot"))
+    first_order_at: Millis | None
+    last_order_at: Millis | None
+    order_times: list[Millis]
     """Most recent paid purchase times, ascending, for the repurchase cycle; at most
     RepurchaseDue.gaps + 1, oldest dropped."""
-    recent_orders: list[OrderRecord] = field(metadata=_meta("ro"))
+    recent_orders: list[OrderRecord]
     """At most Engine.recent_orders, oldest dropped."""
-    carriers: dict[str, Millis] = field(metadata=_meta("c"))
+    carriers: dict[str, Millis]
     """Carriers the customer is in now, with the time they joined each; at most
     Engine.max_carriers (a join to one more is rejected), keys at most NAME_CHARS."""
-    join_source: str | None = field(metadata=_meta("js"))
+    join_source: str | None
     """At most NAME_CHARS."""
-    referrer_id: str | None = field(metadata=_meta("r"))
+    referrer_id: str | None
     """At most ID_CHARS."""
-    owner_staff: str | None = field(metadata=_meta("os"))
+    owner_staff: str | None
     """Staff of the latest join that named one; at most ID_CHARS."""
-    last_staff: str | None = field(metadata=_meta("ls"))
+    last_staff: str | None
     """Staff who last wrote to the customer; at most ID_CHARS."""
-    last_inbound_at: Millis | None = field(metadata=_meta("li"))
-    last_outbound_at: Millis | None = field(metadata=_meta("lu"))
-    pending_reply_since: Millis | None = field(metadata=_meta("p"))
-    outbound_streak: int = field(metadata=_meta("u"))
-    last_activity_at: Millis | None = field(metadata=_meta("a"))
+    last_inbound_at: Millis | None
+    last_outbound_at: Millis | None
+    pending_reply_since: Millis | None
+    outbound_streak: int
+    last_activity_at: Millis | None
     """Latest order or inbound chat (for `dormant`)."""
-    referrals: int = field(metadata=_meta("rc"))
-    member_until: Millis | None = field(metadata=_meta("mu"))
+    referrals: int
+    member_until: Millis | None
     """At most Engine.max_member_ahead_days after the payment that set it."""
-    gifts: list[str] = field(metadata=_meta("g"))
+    gifts: list[str]
     """Once-ever gift codes already granted (each at most once: as many as there are)."""
-    touches: list[Millis] = field(metadata=_meta("x"))
+    touches: list[Millis]
     """Due times of recent customer-facing reminders (frequency cap); at most
     ContactPolicy.max_per_window."""
-    last_invite_at: Millis | None = field(metadata=_meta("iv"))
-    seen: bytes = field(metadata=_meta("e"))
+    last_invite_at: Millis | None
+    seen: bytes
     """Digests of recent event ids, oldest first, DIGEST_BYTES each; at most
     Engine.dedup_window of them, oldest dropped."""
-    timers: dict[str, Timer] = field(metadata=_meta("tm"))
+    timers: dict[str, Timer]
     """At most one per name in step.TIMER_NAMES."""
 
     # The constructor written out, not the dataclass one: compiled, a generated __init__
@@ -281,102 +263,3 @@ class CustomerState:
             if record.key == order_key:
                 return record
         return None
-
-
-_FIELDS: Final = dataclasses.fields(CustomerState)
-_DEFAULTS: Final = CustomerState()
-
-
-def _b64(raw: bytes) -> str:
-    # binascii, not base64.b64encode: that is a Python function around it, a frame per call
-    return binascii.b2a_base64(raw, newline=False).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return binascii.a2b_base64(text)
-
-
-def _encode_orders(orders: list[OrderRecord]) -> list[list[Any]]:
-    return [[_b64(o.key), o.remaining_fen, int(o.membership)] for o in orders]
-
-
-def _decode_orders(raw: list[list[Any]]) -> list[OrderRecord]:
-    return [OrderRecord(_unb64(k), fen, bool(m)) for k, fen, m in raw]
-
-
-def _encode_timers(timers: dict[str, Timer]) -> dict[str, list[Any]]:
-    return {k: [t.due, t.cause, t.note] if t.note else [t.due, t.cause] for k, t in timers.items()}
-
-
-def _decode_timers(raw: dict[str, list[Any]]) -> dict[str, Timer]:
-    return {k: Timer(*v) for k, v in raw.items()}
-
-
-_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "seen": (_b64, _unb64),
-    "recent_orders": (_encode_orders, _decode_orders),
-    "timers": (_encode_timers, _decode_timers),
-}
-"""Fields that are not plain JSON values: (encode, decode)."""
-
-# Built once, used per state (the live worker writes one per changed customer per batch,
-# and reads one per customer not in its cache): every field's value read by one
-# attrgetter call, not a getattr by name per field; a state read is set field by field
-# on a fresh default state, not built by a call with keyword arguments (compiled, that
-# call parsed 27 keywords: twice the cost of the whole read interpreted).
-_VALUES: Final = operator.attrgetter(*(f.name for f in _FIELDS))
-# three lists read by index, not one list of tuples zipped with the values: compiled, zip
-# and the tuple of each entry went through generic object code, 27 times a state
-_KEYS: Final[list[str]] = [f.metadata["key"] for f in _FIELDS]
-_EMPTY: Final[list[Any]] = [getattr(_DEFAULTS, f.name) for f in _FIELDS]
-_ENCODERS: Final[list[Callable[[Any], Any] | None]] = [
-    _CODECS[f.name][0] if f.name in _CODECS else None for f in _FIELDS
-]
-_DECODE: Final = {
-    f.metadata["key"]: (f.name, _CODECS[f.name][1] if f.name in _CODECS else None) for f in _FIELDS
-}
-
-
-def to_dict(state: CustomerState) -> dict[str, Any]:
-    out: dict[str, Any] = {"v": FORMAT_VERSION}
-    values: tuple[Any, ...] = _VALUES(state)
-    for i in range(len(_KEYS)):
-        value = values[i]
-        if value != _EMPTY[i]:
-            encode = _ENCODERS[i]
-            out[_KEYS[i]] = value if encode is None else encode(value)
-    return out
-
-
-def from_dict(data: dict[str, Any]) -> CustomerState:
-    version = data.get("v")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        msg = f"customer state format {version!r} is not readable by format {FORMAT_VERSION}"
-        raise StateError(msg)
-    state = CustomerState()
-    try:
-        for key, raw in data.items():
-            entry = _DECODE.get(key)
-            if entry is not None:  # "v", and nothing else: a reader knows every key it wrote
-                name, decode = entry
-                setattr(state, name, raw if decode is None else decode(raw))
-    except (TypeError, ValueError) as exc:
-        msg = f"corrupt customer state: {exc}"
-        raise StateError(msg) from exc
-    return state
-
-
-def dumps(state: CustomerState) -> bytes:
-    return orjson.dumps(to_dict(state))
-
-
-def loads(raw: bytes) -> CustomerState:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        msg = f"corrupt customer state: {exc}"
-        raise StateError(msg) from exc
-    if not isinstance(data, dict):
-        msg = "corrupt customer state: not an object"
-        raise StateError(msg)
-    return from_dict(data)

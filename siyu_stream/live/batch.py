@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.state import CustomerState
 
@@ -68,7 +68,7 @@ class StateBatch:
         raw = self.store.get(customer_id)
         if raw is None:
             return None
-        state = state_format.loads(raw)
+        state = stored.loads(raw)
         self._keep(customer_id, state)
         return state
 

@@ -35,7 +35,7 @@ from typing import Final
 
 import orjson
 
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent, OutputTooLarge
 from siyu_stream.core.events import Event
@@ -122,7 +122,7 @@ class PartitionTask:
         for customer_id, raw in self.store.items():
             if customer_id == CLOCK_KEY:
                 continue
-            state = state_format.loads(raw)
+            state = stored.loads(raw)
             self.events.timers.track(customer_id, None, state)
             self.observer.indexed(customer_id, state)
             count += 1
@@ -152,7 +152,7 @@ class PartitionTask:
         """Seal the batch's state changes and return them as changelog records (explicitly
         on this partition), the partition clock with them when it moved. What is processed
         next builds the next batch over this one until `committed()`."""
-        serialized = {cid: state_format.dumps(s) for cid, s in self.dirty.items()}
+        serialized = {cid: stored.dumps(s) for cid, s in self.dirty.items()}
         clock = self.events.clock
         if clock is not None and clock != self._sealed_clock:
             serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})

@@ -24,7 +24,7 @@ from test_live_event_time import ALL, assert_live_equals_replay, live_actions
 
 from siyu_stream.bootstrap.runner import run
 from siyu_stream.cli import main
-from siyu_stream.core import state as state_format
+from siyu_stream.core import stored
 from siyu_stream.core.clock import HOUR, MINUTE, format_rfc3339, parse_rfc3339, to_datetime
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.ruleset import Rules
@@ -284,7 +284,7 @@ def test_start_at_go_live_reads_the_topics_up_to_it_in_several_transactions(
         if key != b""
     }
     assert {key.decode(): value for (_, key), value in states.items()} == {
-        cid: state_format.dumps(s) for cid, s in alone.store.items()
+        cid: stored.dumps(s) for cid, s in alone.store.items()
     }
 
 

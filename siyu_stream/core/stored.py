@@ -1,0 +1,183 @@
+"""A customer's state as stored: the changelog record's value, bootstrap's output and
+the worker's state stores (docs/design.md §3).
+
+JSON with one- or two-letter keys and defaults omitted, tagged with a format version
+`v`. A reader accepts every version up to its own and fills fields it does not find with
+their defaults, so state written by an older release keeps working after an upgrade; a
+newer version than the reader knows, or a value of the wrong shape, is a `StateError`,
+never silently misread.
+
+`_Stored` is the format: each field of the state with its key, in the order written.
+msgspec writes and reads it in C, checking every value's type as it reads; the state is
+copied into and out of it by position. The live worker writes one record per changed
+customer per batch: the generic way (a dict built field by field for orjson, values
+read by name) took 2.4 times the instructions to write a state, and 1.2 times to read
+one (compiled, a history's 10,000 states).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from siyu_stream.core.errors import StateError
+from siyu_stream.core.state import CustomerState, OrderRecord, Timer
+
+FORMAT_VERSION: Final = 1
+
+
+TimerRow = list[int | str]
+"""[due, cause] or [due, cause, note]: the note only when there is one."""
+
+
+def _key(name: str, default: object = None, factory: type | None = None) -> object:
+    if factory is not None:
+        return msgspec.field(default_factory=factory, name=name)
+    return msgspec.field(default=default, name=name)
+
+
+# Built by `defstruct`, not class statements: compiled, mypyc would check a class body's
+# defaults against the annotations (a `msgspec.field` is not a `str | None`).
+_Order: Final[Any] = msgspec.defstruct(
+    "Order",
+    [("key", bytes), ("remaining_fen", int), ("membership", int)],  # base64; 0 or 1
+    array_like=True,
+    gc=False,
+)
+_Stored: Final[Any] = msgspec.defstruct(
+    "Stored",
+    [
+        ("v", int),
+        ("layer", str | None, _key("l")),
+        ("tier", str, _key("t", "none")),
+        ("health", str, _key("h", "active")),
+        ("membership", str, _key("m", "none")),
+        ("spend_fen", int, _key("s", 0)),
+        ("orders", int, _key("o", 0)),
+        ("first_order_at", int | None, _key("fo")),
+        ("last_order_at", int | None, _key("lo")),
+        ("order_times", list[int], _key("ot", factory=list)),
+        ("recent_orders", list[_Order], _key("ro", factory=list)),
+        ("carriers", dict[str, int], _key("c", factory=dict)),
+        ("join_source", str | None, _key("js")),
+        ("referrer_id", str | None, _key("r")),
+        ("owner_staff", str | None, _key("os")),
+        ("last_staff", str | None, _key("ls")),
+        ("last_inbound_at", int | None, _key("li")),
+        ("last_outbound_at", int | None, _key("lu")),
+        ("pending_reply_since", int | None, _key("p")),
+        ("outbound_streak", int, _key("u", 0)),
+        ("last_activity_at", int | None, _key("a")),
+        ("referrals", int, _key("rc", 0)),
+        ("member_until", int | None, _key("mu")),
+        ("gifts", list[str], _key("g", factory=list)),
+        ("touches", list[int], _key("x", factory=list)),
+        ("last_invite_at", int | None, _key("iv")),
+        ("seen", bytes, _key("e", b"")),  # base64
+        ("timers", dict[str, TimerRow], _key("tm", factory=dict)),
+    ],
+    omit_defaults=True,
+    gc=False,
+)
+"""The format: the field names are the state's, each with its key; keys are written in
+this order, and a field equal to its default is left out."""
+
+_ENCODER: Final = msgspec.json.Encoder()
+_DECODER: Final = msgspec.json.Decoder(_Stored)
+
+
+def dumps(s: CustomerState) -> bytes:
+    # by position, in field order: compiled, a read is a struct field and the call a
+    # direct one (tests/test_state.py fails for a field left out or out of order)
+    return _ENCODER.encode(
+        _Stored(
+            FORMAT_VERSION,
+            s.layer,
+            s.tier,
+            s.health,
+            s.membership,
+            s.spend_fen,
+            s.orders,
+            s.first_order_at,
+            s.last_order_at,
+            s.order_times,
+            [_Order(o.key, o.remaining_fen, int(o.membership)) for o in s.recent_orders],
+            s.carriers,
+            s.join_source,
+            s.referrer_id,
+            s.owner_staff,
+            s.last_staff,
+            s.last_inbound_at,
+            s.last_outbound_at,
+            s.pending_reply_since,
+            s.outbound_streak,
+            s.last_activity_at,
+            s.referrals,
+            s.member_until,
+            s.gifts,
+            s.touches,
+            s.last_invite_at,
+            s.seen,
+            {k: _row(t) for k, t in s.timers.items()},
+        )
+    )
+
+
+def loads(raw: bytes) -> CustomerState:
+    try:
+        d = _DECODER.decode(raw)
+    except msgspec.MsgspecError as exc:
+        msg = f"corrupt customer state: {exc}"
+        raise StateError(msg) from exc
+    if not 1 <= d.v <= FORMAT_VERSION:
+        msg = f"customer state format {d.v!r} is not readable by format {FORMAT_VERSION}"
+        raise StateError(msg)
+    return CustomerState(
+        d.layer,
+        d.tier,
+        d.health,
+        d.membership,
+        d.spend_fen,
+        d.orders,
+        d.first_order_at,
+        d.last_order_at,
+        d.order_times,
+        [OrderRecord(o.key, o.remaining_fen, bool(o.membership)) for o in d.recent_orders],
+        d.carriers,
+        d.join_source,
+        d.referrer_id,
+        d.owner_staff,
+        d.last_staff,
+        d.last_inbound_at,
+        d.last_outbound_at,
+        d.pending_reply_since,
+        d.outbound_streak,
+        d.last_activity_at,
+        d.referrals,
+        d.member_until,
+        d.gifts,
+        d.touches,
+        d.last_invite_at,
+        d.seen,
+        {name: _timer(row) for name, row in d.timers.items()},
+    )
+
+
+def _row(t: Timer) -> TimerRow:
+    return [t.due, t.cause, t.note] if t.note else [t.due, t.cause]
+
+
+def _timer(row: TimerRow) -> Timer:
+    if len(row) == 2:
+        due, cause = row
+        note: int | str = ""
+    elif len(row) == 3:
+        due, cause, note = row
+    else:
+        msg = f"corrupt customer state: a timer of {len(row)} values"
+        raise StateError(msg)
+    if not (isinstance(due, int) and isinstance(cause, str) and isinstance(note, str)):
+        msg = f"corrupt customer state: a timer {row!r}"
+        raise StateError(msg)
+    return Timer(due, cause, note)
