@@ -11,7 +11,7 @@ never silently misread.
 msgspec writes and reads it in C, checking every value's type as it reads; the state is
 copied into and out of it by position. The live worker writes one record per changed
 customer per batch: the generic way (a dict built field by field for orjson, values
-read by name) took 2.4 times the instructions to write a state, and 1.2 times to read
+read by name) took 2.4 times the instructions to write a state, and 1.35 times to read
 one (compiled, a history's 10,000 states).
 """
 
@@ -133,33 +133,36 @@ def loads(raw: bytes) -> CustomerState:
     if not 1 <= d.v <= FORMAT_VERSION:
         msg = f"customer state format {d.v!r} is not readable by format {FORMAT_VERSION}"
         raise StateError(msg)
+    # every field by position from one tuple (in `_Stored`'s order, after `v`): compiled,
+    # reading them by name took a generic lookup each, a fifth of a read
+    v = msgspec.structs.astuple(d)
     return CustomerState(
-        d.layer,
-        d.tier,
-        d.health,
-        d.membership,
-        d.spend_fen,
-        d.orders,
-        d.first_order_at,
-        d.last_order_at,
-        d.order_times,
+        v[1],
+        v[2],
+        v[3],
+        v[4],
+        v[5],
+        v[6],
+        v[7],
+        v[8],
+        v[9],
         [OrderRecord(o.key, o.remaining_fen, bool(o.membership)) for o in d.recent_orders],
-        d.carriers,
-        d.join_source,
-        d.referrer_id,
-        d.owner_staff,
-        d.last_staff,
-        d.last_inbound_at,
-        d.last_outbound_at,
-        d.pending_reply_since,
-        d.outbound_streak,
-        d.last_activity_at,
-        d.referrals,
-        d.member_until,
-        d.gifts,
-        d.touches,
-        d.last_invite_at,
-        d.seen,
+        v[11],
+        v[12],
+        v[13],
+        v[14],
+        v[15],
+        v[16],
+        v[17],
+        v[18],
+        v[19],
+        v[20],
+        v[21],
+        v[22],
+        v[23],
+        v[24],
+        v[25],
+        v[26],
         {name: _timer(row) for name, row in d.timers.items()},
     )
 
