@@ -103,9 +103,6 @@ class Runs:
         self.file: IO[bytes] | None = None
         self.runs: list[tuple[int, int]] = []  # (start, end) offsets in `file`
 
-    def __len__(self) -> int:
-        return len(self.items) + len(self.runs)
-
     def add(self, item: Any) -> None:
         self.items.append(item)
         if len(self.items) >= self.limit:
