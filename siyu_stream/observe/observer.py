@@ -182,14 +182,15 @@ class Observer:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
         if profile is None:
             return
-        *fields, orders = profile
-        for name, value in zip(TRACKED, fields, strict=True):
-            increment(self.population, (name, str(value)), sign)
+        population = self.population
+        for name, value in zip(TRACKED, profile, strict=False):  # the fields; orders last
+            increment(population, (name, str(value)), sign)
+        orders = profile[-1]
         if orders:
             group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
-            increment(self.population, ("buyers", f"{group}|1+"), sign)
+            increment(population, ("buyers", f"{group}|1+"), sign)
             if orders >= 2:
-                increment(self.population, ("buyers", f"{group}|2+"), sign)
+                increment(population, ("buyers", f"{group}|2+"), sign)
 
     def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
         """The ROI figures of docs/design.md §1, from what one event changed."""
