@@ -33,15 +33,13 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from siyu_stream.core.actions import ReferralCredit
-from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
-from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import customer_partition
-from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
+from siyu_stream.eventtime.partition import credit_key, sort_key
 from siyu_stream.observe.observer import increment
 from siyu_stream.replay.engine import Engine
-from siyu_stream.replay.lines import Line, decode_line
+from siyu_stream.replay.lines import Line, Revive, checked
 from siyu_stream.replay.parts import (
     CREDIT,
     HIGHEST,
@@ -80,29 +78,6 @@ publishing every (1, 16) steps: 6.2 s; (8, 16): 5.9 s; (8, 32): 5.8 s; (16, 64):
 
 QUEUE_OF: Final = {Order: 0, Chat: 1, Join: 2}
 """The index of an event type's input queue in `Part.inputs`."""
-
-
-def checked(line: Line, now: Millis | None, rules: Rules) -> Line:
-    """`line`, or the same line rejected if its event is too far after `--now`."""
-    if line.event is not None and now is not None:
-        try:
-            check_time(line.event.at, now, "--now", rules)
-        except InvalidEvent as exc:
-            return Line(line.path, line.number, line.raw, line.event, exc)
-    return line
-
-
-class Revive:
-    """A line read back from a partition's backlog, as the job first read it (not a
-    method of the job: the parts hold it, and the job holds the parts)."""
-
-    def __init__(self, rules: Rules, now: Millis | None) -> None:
-        self.rules = rules
-        self.now = now
-
-    def __call__(self, path: str, number: int, raw: bytes) -> Line:
-        rules = self.rules
-        return checked(decode_line(path, number, raw, rules.input), self.now, rules)
 
 
 class Job:

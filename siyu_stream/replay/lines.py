@@ -19,6 +19,7 @@ from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Event, decode
 from siyu_stream.core.ruleset import Input, Rules
 from siyu_stream.eventtime.keys import customer_partition
+from siyu_stream.eventtime.partition import check_time
 from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
 
@@ -65,6 +66,29 @@ def decode_line(path: str, number: int, raw: bytes, limits: Input) -> Line:
         return Line(path, number, raw, decode(raw, limits), None)
     except InvalidEvent as exc:
         return Line(path, number, raw, None, exc)
+
+
+def checked(line: Line, now: Millis | None, rules: Rules) -> Line:
+    """`line`, or the same line rejected if its event is too far after `--now`."""
+    if line.event is not None and now is not None:
+        try:
+            check_time(line.event.at, now, "--now", rules)
+        except InvalidEvent as exc:
+            return Line(line.path, line.number, line.raw, line.event, exc)
+    return line
+
+
+class Revive:
+    """A line read back from a partition's backlog, as the job first read it (not a
+    method of the job: the parts hold it, and the job holds the parts)."""
+
+    def __init__(self, rules: Rules, now: Millis | None) -> None:
+        self.rules = rules
+        self.now = now
+
+    def __call__(self, path: str, number: int, raw: bytes) -> Line:
+        rules = self.rules
+        return checked(decode_line(path, number, raw, rules.input), self.now, rules)
 
 
 def merged(paths: list[Path], rules: Rules) -> Iterator[Line]:
