@@ -150,7 +150,7 @@ class CustomerState:
 
     # The constructor written out, not the dataclass one: compiled, a generated __init__
     # runs as interpreted code (~5x the cost), and a state is built for every event and
-    # timer (clone). The defaults live here; the fields above carry the JSON keys.
+    # timer (clone). The defaults live here; the stored keys live in `stored`.
     def __init__(  # noqa: PLR0917 - one parameter per field, as the dataclass's
         self,
         layer: str | None = None,

@@ -31,10 +31,18 @@ TimerRow = list[int | str]
 """[due, cause] or [due, cause, note]: the note only when there is one."""
 
 
-def _key(name: str, default: object = None, factory: type | None = None) -> object:
-    if factory is not None:
-        return msgspec.field(default_factory=factory, name=name)
-    return msgspec.field(default=default, name=name)
+_DEFAULT: Final = CustomerState()
+"""Where the defaults come from (the state's constructor): a field equal to its default is
+left out, and read back as it."""
+
+
+def _field(name: str, kind: object, key: str) -> tuple[str, object, object]:
+    """A field of the state: its name, type and key, with the state's default (a
+    container's: a new empty one each time)."""
+    default = getattr(_DEFAULT, name)
+    if isinstance(default, list | dict):
+        return (name, kind, msgspec.field(default_factory=type(default), name=key))
+    return (name, kind, msgspec.field(default=default, name=key))
 
 
 # Built by `defstruct`, not class statements: compiled, mypyc would check a class body's
@@ -49,33 +57,33 @@ _Stored: Final[Any] = msgspec.defstruct(
     "Stored",
     [
         ("v", int),
-        ("layer", str | None, _key("l")),
-        ("tier", str, _key("t", "none")),
-        ("health", str, _key("h", "active")),
-        ("membership", str, _key("m", "none")),
-        ("spend_fen", int, _key("s", 0)),
-        ("orders", int, _key("o", 0)),
-        ("first_order_at", int | None, _key("fo")),
-        ("last_order_at", int | None, _key("lo")),
-        ("order_times", list[int], _key("ot", factory=list)),
-        ("recent_orders", list[_Order], _key("ro", factory=list)),
-        ("carriers", dict[str, int], _key("c", factory=dict)),
-        ("join_source", str | None, _key("js")),
-        ("referrer_id", str | None, _key("r")),
-        ("owner_staff", str | None, _key("os")),
-        ("last_staff", str | None, _key("ls")),
-        ("last_inbound_at", int | None, _key("li")),
-        ("last_outbound_at", int | None, _key("lu")),
-        ("pending_reply_since", int | None, _key("p")),
-        ("outbound_streak", int, _key("u", 0)),
-        ("last_activity_at", int | None, _key("a")),
-        ("referrals", int, _key("rc", 0)),
-        ("member_until", int | None, _key("mu")),
-        ("gifts", list[str], _key("g", factory=list)),
-        ("touches", list[int], _key("x", factory=list)),
-        ("last_invite_at", int | None, _key("iv")),
-        ("seen", bytes, _key("e", b"")),  # base64
-        ("timers", dict[str, TimerRow], _key("tm", factory=dict)),
+        _field("layer", str | None, "l"),
+        _field("tier", str, "t"),
+        _field("health", str, "h"),
+        _field("membership", str, "m"),
+        _field("spend_fen", int, "s"),
+        _field("orders", int, "o"),
+        _field("first_order_at", int | None, "fo"),
+        _field("last_order_at", int | None, "lo"),
+        _field("order_times", list[int], "ot"),
+        _field("recent_orders", list[_Order], "ro"),
+        _field("carriers", dict[str, int], "c"),
+        _field("join_source", str | None, "js"),
+        _field("referrer_id", str | None, "r"),
+        _field("owner_staff", str | None, "os"),
+        _field("last_staff", str | None, "ls"),
+        _field("last_inbound_at", int | None, "li"),
+        _field("last_outbound_at", int | None, "lu"),
+        _field("pending_reply_since", int | None, "p"),
+        _field("outbound_streak", int, "u"),
+        _field("last_activity_at", int | None, "a"),
+        _field("referrals", int, "rc"),
+        _field("member_until", int | None, "mu"),
+        _field("gifts", list[str], "g"),
+        _field("touches", list[int], "x"),
+        _field("last_invite_at", int | None, "iv"),
+        _field("seen", bytes, "e"),  # base64
+        _field("timers", dict[str, TimerRow], "tm"),
     ],
     omit_defaults=True,
     gc=False,
