@@ -25,12 +25,12 @@ from siyu_stream.core.events import KIND
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.merge import Queues
-from siyu_stream.eventtime.partition import check_time, credit_key, sort_key
+from siyu_stream.eventtime.partition import credit_key, sort_key
 from siyu_stream.observe.observer import Stats, increment
 from siyu_stream.replay import jobs as parallel
 from siyu_stream.replay.engine import Engine
 from siyu_stream.replay.jobloop import LOOKAHEAD
-from siyu_stream.replay.lines import Line, dead_letter, merged, read_lines
+from siyu_stream.replay.lines import Line, checked, dead_letter, merged, read_lines
 from siyu_stream.topology import INPUT_TYPES
 
 __all__ = ["LOOKAHEAD", "JsonlSink", "Line", "Merge", "dead_letter", "merged", "read_lines"]
@@ -107,12 +107,8 @@ class Merge:
             self.exhausted = True
             return False
         self.read += 1
+        line = checked(line, self.engine.now, self.engine.rules)
         error = line.error
-        if line.event is not None and self.engine.now is not None:
-            try:
-                check_time(line.event.at, self.engine.now, "--now", self.engine.rules)
-            except InvalidEvent as exc:
-                error = exc.with_traceback(None)  # kept past the block: no frame cycle
         if error is not None:  # changes no state: its place in the order does not matter
             kind = KIND[type(line.event)] if line.event is not None else "?"
             increment(self.engine.stats.events, (kind, "rejected"))
