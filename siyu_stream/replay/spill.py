@@ -23,13 +23,19 @@ CHUNK = 4096
 """Records written to, and read back from, a temporary file at a time."""
 
 
-def _chunks(handle: IO[bytes], start: int, end: int) -> Iterator[list[Any]]:
-    """The chunks pickled into `handle` between two offsets."""
-    while start < end:
-        handle.seek(start)
-        chunk: list[Any] = pickle.load(handle)
-        start = handle.tell()
-        yield chunk
+def _put(handle: IO[bytes], at: int, chunk: list[Any]) -> int:
+    """Pickle `chunk` into `handle` at offset `at`; the offset after it."""
+    handle.seek(at)
+    pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return handle.tell()
+
+
+def _get(handle: IO[bytes], at: int) -> tuple[list[Any], int]:
+    """The chunk pickled into `handle` at offset `at`, and the offset after it (readers
+    of one file each keep their own offset)."""
+    handle.seek(at)
+    chunk: list[Any] = pickle.load(handle)
+    return chunk, handle.tell()
 
 
 class Backlog:
@@ -68,17 +74,14 @@ class Backlog:
     def _write(self) -> None:
         if self.file is None:
             self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the backlog
-        self.file.seek(self.write_at)
-        pickle.dump(self.tail, self.file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.write_at = self.file.tell()
+        self.write_at = _put(self.file, self.write_at, self.tail)
         self.tail = []
 
     def _load(self) -> None:
         """The next chunk into `head`: from the file, else the tail."""
+        records: list[tuple[int, str, int, bytes]]
         if self.file is not None and self.read_at < self.write_at:
-            self.file.seek(self.read_at)
-            records: list[tuple[int, str, int, bytes]] = pickle.load(self.file)
-            self.read_at = self.file.tell()
+            records, self.read_at = _get(self.file, self.read_at)
             if self.read_at == self.write_at:  # drained: the file starts over
                 self.read_at = self.write_at = 0
                 self.file.truncate(0)
@@ -108,11 +111,11 @@ class Runs:
         if len(self.items) >= self.limit:
             if self.file is None:
                 self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in `sorted`
-            start = self.file.seek(0, 2)
+            start = end = self.file.seek(0, 2)
             items = sorted(self.items)
             for i in range(0, len(items), CHUNK):
-                pickle.dump(items[i : i + CHUNK], self.file, protocol=pickle.HIGHEST_PROTOCOL)
-            self.runs.append((start, self.file.tell()))
+                end = _put(self.file, end, items[i : i + CHUNK])
+            self.runs.append((start, end))
             self.items = []
 
     def sorted(self) -> Iterator[Any]:
@@ -130,5 +133,6 @@ class Runs:
     @staticmethod
     def _run(handle: IO[bytes], start: int, end: int) -> Iterator[Any]:
         # the runs share one file: each chunk is read at its own offset
-        for chunk in _chunks(handle, start, end):
+        while start < end:
+            chunk, start = _get(handle, start)
             yield from chunk
