@@ -15,7 +15,13 @@ from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import customer_partition, murmur2, partition_for
+from siyu_stream.eventtime.keys import (
+    CACHED_KEYS,
+    _partitions,
+    customer_partition,
+    murmur2,
+    partition_for,
+)
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
@@ -354,6 +360,20 @@ def test_partition_for_agrees_with_aiokafkas_default_partitioner() -> None:
         for customer in ("c1", "客户-7", "x" * 300):  # replay's shortcut for one partition
             expected = default(customer.encode(), every, every)
             assert customer_partition(customer, n) == expected, (customer, n)
+
+
+def test_partition_for_stays_right_past_its_memo_bound() -> None:
+    # the memo of murmur2 results is emptied when full: bounded, and the answers do not
+    # change when it is (the bound is a compiled constant, so the test fills it)
+    default = DefaultPartitioner()
+    every = list(range(7))
+    keys = [f"k{i}".encode() for i in range(CACHED_KEYS + 1_000)]
+    for key in keys:
+        partition_for(key, 7)
+        assert len(_partitions[7]) <= CACHED_KEYS
+    assert len(_partitions[7]) == 1_000
+    for key in keys[::97]:
+        assert partition_for(key, 7) == default(key, every, every) == murmur2(key) % 2**31 % 7
 
 
 def test_the_api_sees_committed_state_only() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 from collections import Counter
@@ -20,7 +21,7 @@ from siyu_stream.core.events import Join, from_dict
 from siyu_stream.core.rules import apply_event, once_gift_codes
 from siyu_stream.core.ruleset import TIERS, Rules
 from siyu_stream.core.state import DIGEST_BYTES, CustomerState
-from siyu_stream.core.step import TIMER_NAMES
+from siyu_stream.core.step import TIMER_NAMES, tier_of
 from siyu_stream.replay.engine import Engine, MemoryStore, Store
 
 RULES = Rules()
@@ -188,6 +189,27 @@ def test_quiet_hours_shift_equals_the_zoneinfo_reading(
         ),
     )
     assert policy.shift_out_of_quiet_hours(due, rules) == _quiet_reference(due, rules)
+
+
+@given(
+    thresholds=st.lists(st.integers(1, 10**9), min_size=len(TIERS) - 1, max_size=len(TIERS) - 1),
+    spend=st.integers(-(10**12), 10**12),
+    nudge=st.sampled_from([-1, 0, 1, None]),
+)
+def test_tier_of_compares_whole_yuan_as_fen(
+    thresholds: list[int], spend: int, nudge: int | None
+) -> None:
+    """tier_of compares spend // 100 with the yuan thresholds; the reference compares
+    fen with fen. `nudge` puts the spend one fen around a threshold."""
+    floors = sorted(set(thresholds))
+    if len(floors) < len(thresholds):
+        return  # the rules file refuses thresholds that do not increase
+    if nudge is not None:
+        spend = floors[spend % len(floors)] * 100 + nudge
+    rules = dataclasses.replace(
+        RULES, spend_tier=dataclasses.replace(RULES.spend_tier, thresholds_yuan=tuple(floors))
+    )
+    assert tier_of(spend, rules) == TIERS[bisect.bisect_right([t * 100 for t in floors], spend)]
 
 
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Final
+
+from siyu_stream.core.memo import remember
 
 SECOND: Final = 1000
 MINUTE: Final = 60 * SECOND
@@ -141,9 +142,15 @@ def to_datetime(ms: Millis) -> datetime:
     return _EPOCH + ms * _ONE_MS
 
 
-@lru_cache(maxsize=1024)
+_dates: Final[dict[int, str]] = {}
+
+
 def _date(days: int) -> str:
-    return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+    found = _dates.get(days)
+    if found is None:
+        text = (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+        found = remember(_dates, days, text, 1024)
+    return found
 
 
 _HOUR_MINUTE: Final = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]

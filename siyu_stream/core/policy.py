@@ -13,13 +13,13 @@ so never more than `max_per_window` (docs/design.md §3).
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from functools import lru_cache
 from hashlib import sha256
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from siyu_stream.core.actions import Action, action_id
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, Millis, to_datetime
+from siyu_stream.core.memo import remember
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 
@@ -28,21 +28,34 @@ CUSTOMER_FACING: Final = frozenset(
 )
 
 
-@lru_cache(maxsize=64)
-def _hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
+REMEMBERED: Final = 4096
+"""Bound of the memos below (`core.memo`)."""
+_clock_ms: Final[dict[str, Millis]] = {}
+_offsets: Final[dict[ZoneInfo, dict[int, Millis | None]]] = {}
 
 
-def _ms(clock: time) -> Millis:
-    return (clock.hour * 60 + clock.minute) * MINUTE
+def _ms_of_day(text: str) -> Millis:
+    """`HH:MM` (checked when the rules were read) as ms after midnight."""
+    found = _clock_ms.get(text)
+    if found is None:
+        hours, minutes = text.split(":")
+        found = remember(_clock_ms, text, (int(hours) * 60 + int(minutes)) * MINUTE, REMEMBERED)
+    return found
 
 
-@lru_cache(maxsize=4096)
 def _steady_offset(zone: ZoneInfo, day: int) -> Millis | None:
     """The zone's UTC offset through UTC days `day` and `day + 1`, read every hour; None
     when it changes in them (a DST switch), or the days lie outside `datetime`'s range.
     A due time and the quiet end it may move to lie in those two days."""
+    known = _offsets.get(zone)
+    if known is None:
+        known = remember(_offsets, zone, {}, REMEMBERED)
+    if day in known:
+        return known[day]
+    return remember(known, day, _read_offset(zone, day), REMEMBERED)
+
+
+def _read_offset(zone: ZoneInfo, day: int) -> Millis | None:
     offsets = set()
     for hour in range(49):
         instant = (day * 24 + hour) * HOUR
@@ -60,20 +73,21 @@ def _steady_offset(zone: ZoneInfo, day: int) -> Millis | None:
 def shift_out_of_quiet_hours(due: Millis, rules: Rules) -> Millis:
     """A due time inside quiet hours (brand's zone) moves to the next quiet_end."""
     policy = rules.contact_policy
-    start, end = _hhmm(policy.quiet_start), _hhmm(policy.quiet_end)
-    if start == end:
+    begin, finish = _ms_of_day(policy.quiet_start), _ms_of_day(policy.quiet_end)
+    if begin == finish:
         return due
     zone = rules.zone
     offset = _steady_offset(zone, due // DAY)
     if offset is not None:
         # the zone's offset holds over the two days: integer arithmetic, ~10x cheaper
         wall = due + offset
-        clock, begin, finish = wall % DAY, _ms(start), _ms(end)
+        clock = wall % DAY
         quiet = (clock >= begin or clock < finish) if begin > finish else begin <= clock < finish
         if not quiet:
             return due
         days = wall // DAY if clock < finish else wall // DAY + 1
         return days * DAY + finish - offset
+    start, end = _clock(begin), _clock(finish)
     local = to_datetime(due).astimezone(zone)
     now = local.time()
     wraps = start > end  # e.g. 22:00-08:00 spans midnight
@@ -84,6 +98,10 @@ def shift_out_of_quiet_hours(due: Millis, rules: Rules) -> Millis:
     # combine in the zone, then let zoneinfo pick the UTC offset of that wall time
     target = datetime.combine(day, end, tzinfo=zone)
     return int(target.timestamp()) * 1000
+
+
+def _clock(ms_of_day: Millis) -> time:
+    return time(ms_of_day // HOUR, ms_of_day % HOUR // MINUTE)
 
 
 def in_holdout(customer_id: str, rules: Rules) -> bool:

@@ -30,6 +30,7 @@ import orjson
 
 from siyu_stream.core.errors import RulesError
 from siyu_stream.core.golive import GoLive
+from siyu_stream.core.memo import remember
 
 TIERS: Final = ("none", "silver", "gold", "platinum", "diamond")
 
@@ -246,7 +247,14 @@ class Rules:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.engine.timezone)
+        # memoized: every customer-facing reminder asks (ZoneInfo() is a generic call)
+        found = _zones.get(self.engine.timezone)
+        if found is None:
+            found = remember(_zones, self.engine.timezone, ZoneInfo(self.engine.timezone), 64)
+        return found
+
+
+_zones: Final[dict[str, ZoneInfo]] = {}
 
 
 RULE_SECTIONS: Final = tuple(f.name for f in dataclasses.fields(Rules) if f.name != "go_live")

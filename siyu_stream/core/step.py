@@ -17,7 +17,6 @@ import itertools
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Final, Literal
 
 from siyu_stream.core import policy
@@ -81,8 +80,10 @@ class Why:
         self.because = because
 
 
-def tracked(state: CustomerState) -> tuple[str | None, str, str, str]:
-    """The TRACKED fields of `state`, in that order (spelled out: it runs for every event)."""
+def tracked(state: CustomerState) -> tuple[str | None, ...]:
+    """The TRACKED fields of `state`, in that order (spelled out: it runs for every event).
+    Typed of any length: compiled, a fixed-length tuple is a C struct, boxed again into a
+    new tuple for each comparison, and cannot be indexed by a variable."""
     return (state.layer, state.tier, state.health, state.membership)
 
 
@@ -120,10 +121,11 @@ class Ctx:
             self.set("layer", layer, "layer", because)
 
     def finish(self) -> Step:
-        if tracked(self.s) == self.before:
+        after = tracked(self.s)
+        if after == self.before:
             return self.step  # most steps change none of them
-        for name, old in zip(TRACKED, self.before, strict=True):
-            new = getattr(self.s, name)
+        for i, name in enumerate(TRACKED):
+            old, new = self.before[i], after[i]
             if old == new:
                 continue
             why = self.why[name]
@@ -238,12 +240,9 @@ class Ctx:
 def tier_of(spend_fen: int, rules: Rules) -> str:
     """The highest tier whose threshold the spend reaches (thresholds increase: the rules
     file is checked for it)."""
-    return TIERS[bisect_right(_floors_fen(rules.spend_tier.thresholds_yuan), spend_fen)]
-
-
-@lru_cache(maxsize=16)
-def _floors_fen(thresholds_yuan: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(threshold * 100 for threshold in thresholds_yuan)
+    # whole yuan against whole-yuan thresholds: spend >= t * 100 fen exactly when
+    # spend // 100 >= t, for any integer t (floor division, negatives too)
+    return TIERS[bisect_right(rules.spend_tier.thresholds_yuan, spend_fen // 100)]
 
 
 def repurchase_cycle(order_times: list[Millis], rules: Rules) -> Millis:

@@ -1,0 +1,38 @@
+"""The per-event memos (`core.memo`): bounded, and a memo emptied gives the same answers."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from siyu_stream.core import policy
+from siyu_stream.core.clock import DAY, format_rfc3339, to_datetime
+from siyu_stream.core.memo import remember
+
+
+def test_remember_empties_a_full_memo_first() -> None:
+    memo: dict[int, str] = {}
+    for n in range(10):
+        assert remember(memo, n, str(n), 4) == str(n)
+        assert len(memo) <= 4
+    assert memo == {8: "8", 9: "9"}  # emptied at 4 and at 8
+
+
+def test_the_offset_memo_stays_bounded_and_right() -> None:
+    zone = ZoneInfo("Europe/London")
+    days = range(19_000, 19_000 + policy.REMEMBERED + 500)
+    for day in days:
+        policy._steady_offset(zone, day)
+        assert len(policy._offsets[zone]) <= policy.REMEMBERED
+    # 2024-03-31 (day 19,813) springs forward: no steady offset over it and the day before
+    assert policy._steady_offset(zone, 19_812) is None
+    assert policy._steady_offset(zone, 19_813) is None
+    assert policy._steady_offset(zone, 19_900) == 3_600_000  # summer time, BST
+    assert policy._steady_offset(zone, 20_100) == 0  # winter, GMT
+
+
+def test_formatted_dates_past_the_memo_bound_stay_right() -> None:
+    for days in range(0, 3_000 * 7, 7):
+        ms = days * DAY + 1
+        expected = to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.001Z")
+        assert format_rfc3339(ms) == expected, days
+    assert format_rfc3339(19_813 * DAY + DAY - 1) == "2024-03-31T23:59:59.999Z"
