@@ -363,21 +363,23 @@ class PartitionTask:
     def _applied(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         """A step the partition is about to store: its actions and credits become records."""
         topic_of = self._output_topic
-        payloads = [a.to_json() for a in step.actions]
-        outs = [
-            Out(topic_of[a.kind], a.customer_id.encode(), payload)
-            for a, payload in zip(step.actions, payloads, strict=True)
-        ]
+        payloads: list[bytes] = []
+        outs: list[Out] = []
+        largest = 0
+        for a in step.actions:  # a loop: compiled, zip(strict=) and max(default=) are generic
+            payload = a.to_json()
+            payloads.append(payload)
+            outs.append(Out(topic_of[a.kind], a.customer_id.encode(), payload))
+            largest = max(largest, len(payload))
         for credit in step.credits:
             referrer = credit.referrer_id.encode()
             if partition_for(referrer, self.partitions) == self.partition:
                 pending = Pending(-1, self._record, "credit", credit=credit)
                 self.queues.push(LOCAL, credit_key(credit), pending)
                 continue
-            outs.append(Out(self.topology.commands, referrer, credit_command(credit)))
-        largest = max(map(len, payloads), default=0)
-        if step.credits:  # commands too
-            largest = max((len(o.value) for o in outs), default=0)
+            command = credit_command(credit)
+            outs.append(Out(self.topology.commands, referrer, command))
+            largest = max(largest, len(command))
         if largest > MAX_RECORD_BYTES:
             msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
             raise OutputTooLarge(msg)

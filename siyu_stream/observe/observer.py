@@ -84,8 +84,8 @@ def _summed(counter: dict[tuple[str, str], int], position: int) -> Counter[str]:
     return total
 
 
-Profile = tuple[str | None, str, str, str, int]
-"""What a customer adds to the population gauges: the TRACKED fields, orders up to 2."""
+Profile = tuple[tuple[str | None, ...], int]
+"""What a customer adds to the population gauges: its TRACKED fields, and orders up to 2."""
 
 
 def _profile(state: CustomerState | None) -> Profile | None:
@@ -93,7 +93,7 @@ def _profile(state: CustomerState | None) -> Profile | None:
 
 
 def _known(state: CustomerState) -> Profile:
-    return (*tracked(state), min(state.orders, 2))
+    return (tracked(state), min(state.orders, 2))
 
 
 class Observer:
@@ -147,8 +147,8 @@ class Observer:
         if not payloads:
             return
         stats, record_ts, add = self.stats, self.record_ts, self.timeline.action
-        for action, payload in zip(step.actions, payloads, strict=True):
-            kind = action.kind
+        for i, action in enumerate(step.actions):
+            payload, kind = payloads[i], action.kind
             increment(stats.actions, (kind, action.rule))
             stats.latencies.append((record_ts, action.occurred_at))
             if kind == "gift":
@@ -166,31 +166,32 @@ class Observer:
         """`_count(old, -1)` then `_count(new, +1)`, touching only what changed (most
         steps change one field of a known customer)."""
         population = self.population
-        for name, a, b in zip(TRACKED, old, new, strict=False):  # the fields; orders last
+        (old_fields, old_orders), (new_fields, new_orders) = old, new
+        for i, name in enumerate(TRACKED):
+            a, b = old_fields[i], new_fields[i]
             if a != b:
                 increment(population, (name, str(a)), -1)
                 increment(population, (name, str(b)))
-        if old[-1] != new[-1]:
-            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
-            for orders, sign in ((old[-1], -1), (new[-1], +1)):
-                if orders:
-                    increment(population, ("buyers", f"{group}|1+"), sign)
-                    if orders >= 2:
-                        increment(population, ("buyers", f"{group}|2+"), sign)
+        if old_orders != new_orders:
+            self._buyers(customer_id, old_orders, -1)
+            self._buyers(customer_id, new_orders, +1)
 
     def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
         if profile is None:
             return
         population = self.population
-        for name, value in zip(TRACKED, profile, strict=False):  # the fields; orders last
-            increment(population, (name, str(value)), sign)
-        orders = profile[-1]
+        fields, orders = profile
+        for i, name in enumerate(TRACKED):
+            increment(population, (name, str(fields[i])), sign)
+        self._buyers(customer_id, orders, sign)
+
+    def _buyers(self, customer_id: str, orders: int, sign: int) -> None:
         if orders:
             group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
-            increment(population, ("buyers", f"{group}|1+"), sign)
+            increment(self.population, ("buyers", f"{group}|1+"), sign)
             if orders >= 2:
-                increment(population, ("buyers", f"{group}|2+"), sign)
+                increment(self.population, ("buyers", f"{group}|2+"), sign)
 
     def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
         """The ROI figures of docs/design.md §1, from what one event changed."""
