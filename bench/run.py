@@ -37,7 +37,9 @@ SIZES = {  # (--quick, full)
     "history_events": (20_000, 150_000),
     "replay_runs": (1, 3),
     "processor_events": (10_000, 100_000),
-    "live_events": (10_000, 30_000),
+    # 100,000: at 30,000 the raw pipe ran ~1 s, its warm-up a large share (19,112 and
+    # 43,431 events/s in one bench), and the worker ÷ raw ratio followed that spread
+    "live_events": (10_000, 100_000),
     "live_repeat": (1, 2),
     "latency_seconds": (4, 12),
     "recovery_sizes": ("0,20000", "0,100000"),
