@@ -410,6 +410,22 @@ def test_the_timeline_keeps_summaries_within_its_byte_bound() -> None:
     assert timeline.size <= 50_000 and 0 < len(timeline) < 2_000
 
 
+def test_the_timeline_drops_the_least_recently_active_and_keeps_the_newest_entries() -> None:
+    timeline = Timeline(max_bytes=10_000)
+    kept = timeline._entries  # the raw entries (`of` shapes them as actions)
+    for n in range(30):  # c0 writes often: its newest 20 entries are kept
+        timeline.action("c0", b"%d" % n)
+    assert kept["c0"] == [b"%d" % n for n in range(10, 30)]
+    for n in range(1, 400):  # then others, c0 active again halfway
+        timeline.action(f"c{n}", b"x" * 40)
+        if n == 200:
+            timeline.action("c0", b"30")
+    assert timeline.size == sum(len(e) for entries in kept.values() for e in entries) <= 10_000
+    assert kept["c0"][-1] == b"30"  # still kept: active after the customers dropped
+    assert "c1" not in kept and "c399" in kept
+    assert list(kept)[-1] == "c399" and list(kept).index("c0") < list(kept).index("c201")
+
+
 def test_repurchase_gaps_are_bucketed_not_kept() -> None:
     stats = Stats()
     for n in range(100_000):

@@ -11,7 +11,6 @@ worker's longest pauses).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +80,10 @@ class Timeline:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._entries: OrderedDict[str, deque[bytes]] = OrderedDict()
+        # a plain dict (insertion-ordered: least recently active first) of plain lists:
+        # compiled, their operations are direct C calls, where OrderedDict.move_to_end and
+        # deque's methods were generic ones, twice an event
+        self._entries: dict[str, list[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,19 +98,18 @@ class Timeline:
 
     def of(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's recent events and actions, newest first."""
-        return [_entry(orjson.loads(raw)) for raw in reversed(self._entries.get(customer_id, ()))]
+        return [_entry(orjson.loads(raw)) for raw in reversed(self._entries.get(customer_id, []))]
 
     def _add(self, customer_id: str, entry: bytes) -> None:
         all_entries = self._entries
-        entries = all_entries.get(customer_id)
+        entries = all_entries.pop(customer_id, None)
         if entries is None:
-            entries = all_entries[customer_id] = deque()
-        else:
-            all_entries.move_to_end(customer_id)  # most recently active last
-            if len(entries) == ENTRIES:
-                self.size -= len(entries.popleft())
+            entries = []
+        elif len(entries) == ENTRIES:
+            self.size -= len(entries.pop(0))
+        all_entries[customer_id] = entries  # (again) the most recently active, last
         entries.append(entry)
         self.size += len(entry)
         while self.size > self.max_bytes and all_entries:
-            _, oldest = all_entries.popitem(last=False)
+            oldest = all_entries.pop(next(iter(all_entries)))
             self.size -= sum(len(e) for e in oldest)
