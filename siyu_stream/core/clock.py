@@ -146,11 +146,8 @@ _dates: Final[dict[int, str]] = {}
 
 
 def _date(days: int) -> str:
-    found = _dates.get(days)
-    if found is None:
-        text = (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
-        found = remember(_dates, days, text, 1024)
-    return found
+    text = (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+    return remember(_dates, days, text, 1024)
 
 
 _HOUR_MINUTE: Final = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]
@@ -171,7 +168,10 @@ def format_rfc3339(ms: Millis) -> str:
     rest -= minutes * MINUTE
     seconds = rest // SECOND
     millis = rest - seconds * SECOND
-    stamp = f"{_date(days)}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}"
+    date = _dates.get(days)  # read in place: a dict hit, no call (interpreted too)
+    if date is None:
+        date = _date(days)
+    stamp = f"{date}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}"
     text = f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
     _LAST.formatted = (ms, text)
     return text

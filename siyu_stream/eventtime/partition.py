@@ -30,6 +30,7 @@ from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.clock import DAY, MINUTE, Millis, format_rfc3339
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import Chat, Event, Join
+from siyu_stream.core.memo import remember
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import Step
@@ -68,9 +69,12 @@ def credit_key(credit: ReferralCredit) -> SortKey:
 
 
 def _year_start(year: int) -> Millis:
-    # computed, not cached: compiled, a few integer operations cost less than a cache hit
     days = (year - 1970) * 365 + (year - 1969) // 4 - (year - 1901) // 100 + (year - 1601) // 400
     return days * DAY
+
+
+_END: Final = _year_start(LAST_YEAR)
+_year_starts: Final[dict[int, Millis]] = {}
 
 
 def check_time(at: Millis, now: Millis, now_is: str, rules: Rules) -> None:
@@ -79,7 +83,12 @@ def check_time(at: Millis, now: Millis, now_is: str, rules: Rules) -> None:
     `--now`). On arrival, not at its turn: a record dated far ahead would otherwise sit at
     the head of its queue and hold back the records behind it."""
     limits = rules.input
-    if at < _year_start(limits.earliest_year) or at >= _year_start(LAST_YEAR):
+    # the floor read in place (a dict hit, no call: interpreted too, twice an event)
+    floor = _year_starts.get(limits.earliest_year)
+    if floor is None:
+        year = limits.earliest_year
+        floor = remember(_year_starts, year, _year_start(year), 64)
+    if at < floor or at >= _END:
         # not formatted: such an instant may not even have a calendar date
         msg = f"must lie in the years {limits.earliest_year}..{LAST_YEAR - 1} (UTC)"
         raise InvalidEvent(msg, "occurred_at")
