@@ -86,7 +86,6 @@ class PartitionTask:
         reorder_ms: Millis = 0,
     ) -> None:
         self.rules = rules
-        self.topology = topology
         self.partition = partition
         self.store = store
         self.observer = observer
@@ -97,7 +96,10 @@ class PartitionTask:
         """Set by `run` while a record waits out `reorder_ms`: when it may be taken."""
         self.partitions = topology.settings.partitions
         self.type_of_topic = {topology.settings.topic(n): t for n, t in INPUT_TYPES.items()}
-        self.sources = [*self.type_of_topic, topology.commands]
+        # topic names read once: the topology's are properties, interpreted (per record)
+        self._commands, self._changelog = topology.commands, topology.changelog
+        self._deadletter = topology.deadletter
+        self.sources = [*self.type_of_topic, self._commands]
         self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
         self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
         self._batch = StateBatch(store)
@@ -158,7 +160,7 @@ class PartitionTask:
             serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})
         self._batch.seal(serialized, clock)
         self._sealed_clock = clock
-        topic = self.topology.changelog
+        topic = self._changelog
         return [Out(topic, cid.encode(), raw, self.partition) for cid, raw in serialized.items()]
 
     def committed(self) -> None:
@@ -187,7 +189,7 @@ class PartitionTask:
 
     def enqueue(self, record: Record, now: Millis) -> None:
         """Decode a consumed record arriving at wall-clock `now` and queue it for its turn."""
-        if record.topic == self.topology.commands:
+        if record.topic == self._commands:
             self._enqueue_command(record, now)
             return
         kind = self.type_of_topic.get(record.topic, "?")
@@ -285,7 +287,7 @@ class PartitionTask:
         self.queues.push(source, key, pending)
 
     def _enqueue_command(self, record: Record, now: Millis) -> None:
-        source = self.topology.commands
+        source = self._commands
         decoded = decode_command(record)
         if isinstance(decoded, Record):  # a re-keyed input event: taken here, with its state
             kind = self.type_of_topic.get(decoded.topic, "?")
@@ -342,7 +344,7 @@ class PartitionTask:
             assert pending.event is not None and pending.record.value is not None
             self.observer.outcome(pending.kind, "rekeyed")
             key = pending.event.customer_id.encode()
-            self._outs.append(Out(self.topology.commands, key, event_command(pending.record)))
+            self._outs.append(Out(self._commands, key, event_command(pending.record)))
         elif pending.credit is not None:
             self.events.credit(pending.credit)
         else:
@@ -378,7 +380,7 @@ class PartitionTask:
                 self.queues.push(LOCAL, credit_key(credit), pending)
                 continue
             command = credit_command(credit)
-            outs.append(Out(self.topology.commands, referrer, command))
+            outs.append(Out(self._commands, referrer, command))
             largest = max(largest, len(command))
         if largest > MAX_RECORD_BYTES:
             msg = f"output_too_large: a record of {largest} bytes (max {MAX_RECORD_BYTES})"
@@ -393,4 +395,4 @@ class PartitionTask:
         self.observer.rejected(record.topic)
         self.observer.outcome(pending.kind, "rejected")
         key = None if record.key is None else record.key[:1024]
-        self._outs.append(Out(self.topology.deadletter, key, dead_letter(record, reason, now)))
+        self._outs.append(Out(self._deadletter, key, dead_letter(record, reason, now)))
