@@ -115,6 +115,9 @@ def main() -> None:
         runs = [
             bench(*argv, *(dump if i == 0 else ()), env=env) for i in range(size["replay_runs"])
         ]
+        return medians(runs)
+
+    def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         keys = ("events_per_s", "pipe_ratio", "cpu_us_per_event")
         return {**{f"{x}_median": median([r[x] for r in runs]) for x in keys}, "runs": runs}
 
@@ -141,8 +144,14 @@ def main() -> None:
 
     def replay_jobs() -> dict[str, Any]:
         """--jobs 2 against --jobs 1, both over 4 partitions, on the timer-heavy history."""
-        one, two = (replay_runs("history", *UNTIL, "--partitions", 4, "--jobs", j) for j in (1, 2))
-        return {"jobs_1": one, "jobs_2": two}
+        # in turn (1, 2, 1, 2, ...), so that a change in the shared host's load meets both
+        # sides of the ratio, not only the runs that happen to come second
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        for _ in range(size["replay_runs"]):
+            for jobs, mine in runs.items():
+                argv = (*REPLAY, "run", path["history"], *UNTIL, "--partitions", 4)
+                mine.append(bench(*argv, "--jobs", jobs))
+        return {"jobs_1": medians(runs[1]), "jobs_2": medians(runs[2])}
 
     step("replay_jobs", replay_jobs)
     step("processor", lambda: bench(*REPLAY, "processor", "--events", size["processor_events"]))
