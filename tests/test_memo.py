@@ -28,6 +28,9 @@ def test_the_offset_memo_stays_bounded_and_right() -> None:
     assert policy._steady_offset(zone, 19_813) is None
     assert policy._steady_offset(zone, 19_900) == 3_600_000  # summer time, BST
     assert policy._steady_offset(zone, 20_100) == 0  # winter, GMT
+    for n in range(policy.ZONES + 10):  # zones are bounded apart (instances not cached)
+        policy._steady_offset(ZoneInfo.no_cache("Asia/Shanghai"), 19_000 + n)
+        assert len(policy._offsets) <= policy.ZONES
 
 
 def test_formatted_dates_past_the_memo_bound_stay_right() -> None:

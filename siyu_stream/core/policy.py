@@ -29,7 +29,9 @@ CUSTOMER_FACING: Final = frozenset(
 
 
 REMEMBERED: Final = 4096
-"""Bound of the memos below (`core.memo`)."""
+"""Bound of the memos below (`core.memo`): clock times, and days per zone."""
+ZONES: Final = 64
+"""Zones whose offsets `_steady_offset` remembers (a run has one)."""
 _clock_ms: Final[dict[str, Millis]] = {}
 _offsets: Final[dict[ZoneInfo, dict[int, Millis | None]]] = {}
 
@@ -49,7 +51,7 @@ def _steady_offset(zone: ZoneInfo, day: int) -> Millis | None:
     A due time and the quiet end it may move to lie in those two days."""
     known = _offsets.get(zone)
     if known is None:
-        known = remember(_offsets, zone, {}, REMEMBERED)
+        known = remember(_offsets, zone, {}, ZONES)
     if day in known:
         return known[day]
     return remember(known, day, _read_offset(zone, day), REMEMBERED)

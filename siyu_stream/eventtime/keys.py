@@ -57,7 +57,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     instructions a key even compiled; the worker asks ~3 times an event)."""
     known = _partitions.get(partitions)
     if known is None:
-        known = remember(_partitions, partitions, {}, CACHED_KEYS)
+        known = remember(_partitions, partitions, {}, 64)  # partition counts: a few
     found = known.get(key)
     if found is None:
         found = remember(known, key, (murmur2(key) & 0x7FFFFFFF) % partitions, CACHED_KEYS)
