@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -314,23 +315,31 @@ def test_population_follows_changes_incrementally() -> None:
     assert (pop[("tier", "silver")], pop[("tier", "gold")]) == (0, 1)
 
 
-def test_population_kept_incrementally_is_a_recount_of_the_states() -> None:
+@pytest.mark.parametrize("holdout", [0.0, 50.0])
+def test_population_kept_incrementally_is_a_recount_of_the_states(holdout: float) -> None:
     # a simulated stream moves customers through layers, tiers, health, memberships and
     # their first and second orders: what each step adjusts must add up to a recount
+    # (with a holdout, buyers are counted per group)
+    rules = Rules()
+    rules = dataclasses.replace(
+        rules, contact_policy=dataclasses.replace(rules.contact_policy, holdout_percent=holdout)
+    )
     settings = Settings(partitions=1, api_auth=False, web_port=0)
-    observer = Observer(Stats(), Rules())
-    task = PartitionTask(Rules(), Topology(settings), 0, {}, observer)
+    observer = Observer(Stats(), rules)
+    task = PartitionTask(rules, Topology(settings), 0, {}, observer)
     for i, r in enumerate(generate(SimConfig(customers=300, rate=1_000, seed=3), 3_000)):
         record = Record(settings.topic(r.topic), 0, i, r.key.encode(), restamp(r, NOW), NOW)
         task.handle(record, NOW)
     task.committed()
-    recount = Observer(Stats(), Rules())
+    recount = Observer(Stats(), rules)
     for customer_id, raw in task.store.items():
         if customer_id:  # not the partition clock
             recount.indexed(customer_id, stored.loads(raw))
     kept = {k: n for k, n in observer.population.items() if n}
     assert kept == {k: n for k, n in recount.population.items() if n}
     assert kept[("buyers", "treated|2+")] > 0 and len({k for k, _ in kept}) == 5
+    if holdout:
+        assert kept[("buyers", "holdout|2+")] > 0
 
 
 def test_business_figures_follow_the_events() -> None:

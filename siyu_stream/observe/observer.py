@@ -172,9 +172,10 @@ class Observer:
             if a != b:
                 increment(population, (name, str(a)), -1)
                 increment(population, (name, str(b)))
-        if old_orders != new_orders:
-            self._buyers(customer_id, old_orders, -1)
-            self._buyers(customer_id, new_orders, +1)
+        if old_orders != new_orders:  # one of them is not 0: the group is needed, once
+            group = self._group(customer_id)
+            self._buyers(group, old_orders, -1)
+            self._buyers(group, new_orders, +1)
 
     def _count(self, customer_id: str, profile: Profile | None, sign: int) -> None:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
@@ -184,11 +185,14 @@ class Observer:
         fields, orders = profile
         for i, name in enumerate(TRACKED):
             increment(population, (name, str(fields[i])), sign)
-        self._buyers(customer_id, orders, sign)
-
-    def _buyers(self, customer_id: str, orders: int, sign: int) -> None:
         if orders:
-            group = "holdout" if in_holdout(customer_id, self.rules) else "treated"
+            self._buyers(self._group(customer_id), orders, sign)
+
+    def _group(self, customer_id: str) -> str:
+        return "holdout" if in_holdout(customer_id, self.rules) else "treated"
+
+    def _buyers(self, group: str, orders: int, sign: int) -> None:
+        if orders:
             increment(self.population, ("buyers", f"{group}|1+"), sign)
             if orders >= 2:
                 increment(self.population, ("buyers", f"{group}|2+"), sign)
