@@ -30,6 +30,7 @@ COMPILED = [
     "siyu_stream/core/deadletter.py",
     "siyu_stream/core/events.py",
     "siyu_stream/core/golive.py",
+    "siyu_stream/core/jsonout.py",
     "siyu_stream/core/memo.py",
     "siyu_stream/core/policy.py",
     "siyu_stream/core/rules.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from siyu_stream.core import stored
+from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
@@ -417,6 +419,35 @@ def test_the_timeline_keeps_summaries_within_its_byte_bound() -> None:
         event = {**order(f"e{n}"), "customer_id": f"c{n}", "occurred_at": "2026-11-25T00:00:00Z"}
         timeline.event(decode_event(orjson.dumps(event), Rules().input))
     assert timeline.size <= 50_000 and 0 < len(timeline) < 2_000
+
+
+def test_the_timeline_holds_about_its_byte_bound_in_memory() -> None:
+    """Its bound counts the bytes of its entries: the memory behind them must be about that
+    (orjson's output sat in a 4 KiB buffer whatever its length, ten times the bound)."""
+    decoded = [
+        decode_event(
+            orjson.dumps(
+                {**order(f"e{n}"), "customer_id": f"c{n}", "occurred_at": "2026-11-25T00:00:00Z"}
+            ),
+            Rules().input,
+        )
+        for n in range(3_000)
+    ]
+    actions = [
+        Action("a" * 32, "change", "tier", e.customer_id, NOW, e.event_id, {"to": "gold"}, "x", "v")
+        for e in decoded
+    ]
+    timeline = Timeline(max_bytes=200_000)
+    tracemalloc.start()
+    try:
+        for event, action in zip(decoded, actions, strict=True):
+            timeline.event(event)
+            timeline.action(event.customer_id, action.to_json())
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 150_000 < timeline.size <= 200_000
+    assert held < 3 * 200_000, held  # with the bytes objects, lists and dict that hold them
 
 
 def test_the_timeline_drops_the_least_recently_active_and_keeps_the_newest_entries() -> None:

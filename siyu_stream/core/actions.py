@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Final, Literal, NamedTuple
 
-import orjson
-
+from siyu_stream.core import jsonout
 from siyu_stream.core.clock import Millis, format_rfc3339
 
 Kind = Literal["gift", "reminder", "change", "suppressed"]
@@ -97,7 +96,7 @@ class Action:
         }
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return jsonout.dumps(self.to_dict())
 
 
 class ReferralCredit(NamedTuple):

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from siyu_stream.core import deadletter
+from siyu_stream.core import deadletter, jsonout
 from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.clock import Millis, format_rfc3339
 from siyu_stream.core.errors import InvalidEvent
@@ -102,7 +102,7 @@ def event_command(record: Record) -> bytes:
         "offset": record.offset,
         "value": record.value.decode(),
     }
-    return orjson.dumps(command)
+    return jsonout.dumps(command)
 
 
 def credit_command(credit: ReferralCredit) -> bytes:
@@ -114,7 +114,7 @@ def credit_command(credit: ReferralCredit) -> bytes:
         "at": credit.at,
         "cause": credit.cause_event_id,
     }
-    return orjson.dumps(command)
+    return jsonout.dumps(command)
 
 
 def dead_letter(record: Record, reason: str, now: Millis) -> bytes:

@@ -35,7 +35,7 @@ from typing import Final
 
 import orjson
 
-from siyu_stream.core import stored
+from siyu_stream.core import jsonout, stored
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import InvalidEvent, OutputTooLarge
 from siyu_stream.core.events import Event
@@ -157,7 +157,7 @@ class PartitionTask:
         serialized = {cid: stored.dumps(s) for cid, s in self.dirty.items()}
         clock = self.events.clock
         if clock is not None and clock != self._sealed_clock:
-            serialized[CLOCK_KEY] = orjson.dumps({"clock": clock})
+            serialized[CLOCK_KEY] = jsonout.dumps({"clock": clock})
         self._batch.seal(serialized, clock)
         self._sealed_clock = clock
         topic = self._changelog

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from siyu_stream.core import jsonout
 from siyu_stream.core.actions import yuan
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.core.events import Chat, Event, Order
@@ -90,7 +91,7 @@ class Timeline:
 
     def event(self, event: Event) -> None:
         # its fields, formatted on read: a timeline is written per event, read rarely
-        self._add(event.customer_id, orjson.dumps(_summary(event)))
+        self._add(event.customer_id, jsonout.dumps(_summary(event)))
 
     def action(self, customer_id: str, raw: bytes) -> None:
         """An action, as the JSON bytes already produced for its topic (shaped on read)."""
