@@ -369,7 +369,7 @@ class PartitionTask:
         outs: list[Out] = []
         largest = 0
         for a in step.actions:  # a loop: compiled, zip(strict=) and max(default=) are generic
-            payload = a.to_json()
+            payload = jsonout.dumps(a.to_dict())  # kept until the batch commits
             payloads.append(payload)
             outs.append(Out(topic_of[a.kind], a.customer_id.encode(), payload))
             largest = max(largest, len(payload))
