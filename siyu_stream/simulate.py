@@ -39,6 +39,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from siyu_stream.core import jsonout
+
 TOPIC_OF_TYPE: Final = {"order": "orders", "chat": "chats", "join": "joins"}
 DEFAULT_START: Final = datetime(2026, 1, 1, tzinfo=UTC)
 # Measured steady-state output of the story model below (all kinds, per customer per day);
@@ -291,7 +293,7 @@ class _World:
         }
         envelope.update(fields)
         self.last_good = (kind, c.cid, envelope)
-        record = SimRecord(TOPIC_OF_TYPE[kind], c.cid, orjson.dumps(envelope))
+        record = SimRecord(TOPIC_OF_TYPE[kind], c.cid, jsonout.dumps(envelope))
         self.recent.append(record)
         return record
 
@@ -347,7 +349,7 @@ class _World:
                 msg["occurred_at"] = self.rng.choice((*stamps, "2026-01-01T10:00:00"))
             else:
                 msg["type"] = self.rng.choice(("refund_request", "like", "review"))
-            value = orjson.dumps(msg)
+            value = jsonout.dumps(msg)
         return SimRecord(TOPIC_OF_TYPE[kind], cid, value, bad=True, defect=defect)
 
     # -- scheduling helpers ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from siyu_stream.core import jsonout
 from siyu_stream.core.clock import format_rfc3339
 from siyu_stream.kafka.admin import ensure_topics
 from siyu_stream.kafka.client import client_options
@@ -29,7 +30,7 @@ def restamp(record: SimRecord, now_ms: int) -> bytes:
         return record.value
     message = orjson.loads(record.value)
     message["occurred_at"] = format_rfc3339(now_ms)
-    return orjson.dumps(message)
+    return jsonout.dumps(message)
 
 
 async def produce(

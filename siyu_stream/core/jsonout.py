@@ -1,4 +1,5 @@
-"""Compact JSON in a `bytes` of its own size: the outputs the worker holds and sends.
+"""Compact JSON in a `bytes` of its own size, for what is kept: the outputs a worker holds
+until they commit, its timeline's entries, the simulator's records.
 
 orjson (3.12 and later) returns its output inside the buffer it wrote it to, at least
 4 KiB and never shrunk. A 300-byte action then held 4 KiB for as long as it lived: the
