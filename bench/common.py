@@ -146,6 +146,12 @@ def rss_bytes(pid: int | str = "self") -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """The most resident memory the process has held (VmHWM), bytes; 0 if it is gone."""
+    match = re.search(r"^VmHWM:\s*(\d+) kB", proc_file(pid, "status"), re.M)
+    return int(match.group(1)) * 1024 if match else 0
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time a process has used so far (0 if it is gone or unknown)."""
     fields = proc_file(pid or 0, "stat").rpartition(")")[2].split()

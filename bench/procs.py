@@ -19,7 +19,18 @@ from typing import Any
 
 import orjson
 from brokers import GIVE_UP, PARTITIONS, Broker, app, ends, produce_all, read, wait_consumed
-from common import BENCH, CACHE, PYTHON, SIM_CUSTOMERS, SIM_RATE, cpu_seconds, log, median, rel
+from common import (
+    BENCH,
+    CACHE,
+    PYTHON,
+    SIM_CUSTOMERS,
+    SIM_RATE,
+    cpu_seconds,
+    log,
+    median,
+    peak_rss_bytes,
+    rel,
+)
 
 from siyu_stream.build import build
 from siyu_stream.core.clock import format_rfc3339
@@ -234,6 +245,8 @@ async def time_consumer(
         at_ready = sum(p.cpu() for p in procs)
         end, how = await wait_consumed(b.bootstrap, group, topics, outputs, stall)
         cpu = sum(p.cpu() for p in procs)
+        # the largest process's: a bound that does not hold shows here first
+        peak_rss = max(peak_rss_bytes(p.proc.pid) for p in procs)
     seconds, startup = end - ready, ready - procs[0].started
     broker_cpu = cpu_seconds(b.pid) - broker_cpu
     out = await written(b, outputs, start)  # after the timed part, the processes stopped
@@ -251,6 +264,7 @@ async def time_consumer(
         "events_per_s": events / seconds if how["ended"] == "consumed" else None,
         **{"process_cpu_seconds": cpu, "broker_cpu_seconds": broker_cpu},
         "process_after_ready_cpu_seconds": cpu - at_ready,
+        "peak_rss_bytes": peak_rss,
     }
 
 
@@ -267,6 +281,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "events_per_s_runs": [r["events_per_s"] for r in mine],
             "startup_seconds_median": median([r["startup_seconds"] for r in mine]),
             "spend_tier_gifts_runs": [r["spend_tier_gifts"] for r in mine],
+            "peak_rss_mib_max": max(r.get("peak_rss_bytes", 0) for r in mine) / 2**20,
             **{
                 f"{who}_cpu_us_per_event_median": median(
                     [1e6 * r[f"{who}_cpu_seconds"] / r["events"] for r in mine]

@@ -69,12 +69,13 @@ def throughput(res: dict[str, Any], what: str, s: Section) -> dict[str, float]:
         runs = listed(x["events_per_s_runs"], lambda v: n(v) if v else "stalled")
         cpu = f"{n(x['process_cpu_us_per_event_median'])}; {n(x['broker_cpu_us_per_event_median'])}"
         median = f"**{n(x['events_per_s_median'])}** ({runs})"
-        s.row(what, WHO[kind], g, median, cpu, f"{x['startup_seconds_median']:.1f}", vs)
+        rss = n(x["peak_rss_mib_max"]) if "peak_rss_mib_max" in x else "–"
+        s.row(what, WHO[kind], g, median, cpu, f"{x['startup_seconds_median']:.1f}", rss, vs)
     return rate
 
 
 THROUGHPUT = "workload | consumer | guarantee | events/s, median (runs) | "
-THROUGHPUT += "µs CPU/event: process; broker | ready after s | ratio"
+THROUGHPUT += "µs CPU/event: process; broker | ready after s | peak RSS MiB | ratio"
 
 
 def live(r: Results) -> Section:
@@ -94,7 +95,8 @@ def live(r: Results) -> Section:
     if x := r.get("processor"):
         s.commands.append(("adapter alone, batches of 2,000", x["command"]))
         what = "adapter alone (PartitionTask, no Kafka client)"
-        s.row("simulator mix", what, "–", n(x["events_per_s"]), n(x["cpu_us_per_event"]), "–", "")
+        cpu = n(x["cpu_us_per_event"])
+        s.row("simulator mix", what, "–", n(x["events_per_s"]), cpu, "–", "–", "")
     w = {g: rate.get(f"worker-1-{g}") for g in GUARANTEES}
     one = [f"**{n(w[g])}** ({ratio(w[g], rate.get(f'raw-1-{g}'))} of raw aiokafka)" for g in w]
     s.readme.append((f"{KAFKA}: 1 worker, events/s, {' / '.join(w)}", " / ".join(one)))
