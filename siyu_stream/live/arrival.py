@@ -126,4 +126,4 @@ def dead_letter(record: Record, reason: str, now: Millis) -> bytes:
         "key": deadletter.encode_bytes(record.key),
     }
     dead = {**deadletter.record(where, record.value, reason), "rejected_at": format_rfc3339(now)}
-    return orjson.dumps(dead)
+    return jsonout.dumps(dead)
