@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -54,8 +55,9 @@ class Exporter(Collector):
 
     def observe_committed(self, latencies: list[tuple[Millis, Millis]], now: Millis) -> None:
         """A batch became durable: its actions reached the output topics at `now`."""
-        self.processing.observe([max(0, now - appended) for appended, _ in latencies])
-        self.event_time.observe([max(0, now - occurred) for _, occurred in latencies])
+        # the times by themselves, sorted, without a Python call per action
+        self.processing.observe_since(sorted(map(_APPENDED, latencies)), now)
+        self.event_time.observe_since(sorted(map(_OCCURRED, latencies)), now)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.worker.stats if self.worker is not None else Stats()
@@ -166,13 +168,17 @@ class Exporter(Collector):
         yield lag
 
 
+_APPENDED, _OCCURRED = itemgetter(0), itemgetter(1)
+
+
 class Latencies:
     """A latency histogram kept as plain bucket counts (exported like `_gaps`).
 
     prometheus-client's `Histogram.observe` takes a lock and walks the buckets in Python
     for each value: two per action cost ~3 % of the worker's CPU. Here a batch's values
-    (milliseconds) are bucketed by bisection, under no lock: the event loop is the only
-    writer, and a scrape reads on the same loop."""
+    (milliseconds) are bucketed a bucket at a time, by bisection of their sorted times,
+    under no lock: the event loop is the only writer, and a scrape reads on the same loop
+    (a bisection per value, in Python, still cost ~1.5 % of the worker's CPU)."""
 
     def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
         self.name, self.doc = name, doc
@@ -182,11 +188,18 @@ class Latencies:
         self.counts = [0] * (len(buckets) + 1)  # per bucket, not cumulative; the last: +Inf
         self.sum_ms = 0
 
-    def observe(self, values_ms: list[int]) -> None:
-        counts, bounds = self.counts, self.bounds
-        for value in values_ms:
-            counts[bisect.bisect_left(bounds, value)] += 1  # le: a value on a bound is in
-        self.sum_ms += sum(values_ms)
+    def observe_since(self, times: list[Millis], now: Millis) -> None:
+        """Observe `now - t`, and 0 for a `t` after `now` (a clock step), for each of the
+        sorted `times`."""
+        counts, n, counted = self.counts, len(times), 0
+        for i, bound in enumerate(self.bounds):
+            # le: a value on a bound is in; now - t <= bound exactly when t >= now - bound
+            within = n - bisect.bisect_left(times, now - bound)
+            counts[i] += within - counted
+            counted = within
+        counts[-1] += n - counted
+        past = bisect.bisect_right(times, now)
+        self.sum_ms += past * now - sum(times[:past])
 
     def family(self) -> HistogramMetricFamily:
         cumulative, buckets = 0, []
