@@ -81,7 +81,8 @@ THROUGHPUT += "µs CPU/event: process; broker | ready after s | peak RSS MiB | r
 def live(r: Results) -> Section:
     s = Section(f"Live throughput on {KAFKA}", THROUGHPUT, KAFKA)
     s.note = "Each consumer in a new group over the same pre-produced input, timed from ready "
-    s.note += "until its committed offsets reach the input's ends. Faust peer: "
+    s.note += "until its committed offsets reach the input's ends, on a broker warmed by an "
+    s.note += "untimed pass of the raw pipe per guarantee. Faust peer: "
     s.note += "bench/faust_peer.py, the same rule core in a faust-streaming agent."
     if any(key.startswith("kstreams-") for key in r["live"]["sim"]["summary"]):
         s.note += " Kafka Streams peer: bench/kstreams, the spend-tier rule alone (every event "
