@@ -17,6 +17,7 @@ from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, MINUTE, format_rfc3339
 from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
+from siyu_stream.core.state import CustomerState
 from siyu_stream.eventtime.keys import (
     CACHED_KEYS,
     _partitions,
@@ -24,6 +25,7 @@ from siyu_stream.eventtime.keys import (
     murmur2,
     partition_for,
 )
+from siyu_stream.live.batch import CACHED, StateBatch
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
 from siyu_stream.observe.observer import Observer, Stats
@@ -418,6 +420,27 @@ def test_the_timeline_keeps_summaries_within_its_byte_bound() -> None:
         event = {**order(f"e{n}"), "customer_id": f"c{n}", "occurred_at": "2026-11-25T00:00:00Z"}
         timeline.event(decode_event(orjson.dumps(event), Rules().input))
     assert timeline.size <= 50_000 and 0 < len(timeline) < 2_000
+
+
+def test_the_decoded_state_cache_drops_the_least_recently_used() -> None:
+    store = {f"c{n}": stored.dumps(CustomerState()) for n in range(CACHED + 3)}
+    batch = StateBatch(store)
+    for n in range(CACHED):
+        batch.committed(f"c{n}")
+    first = batch.committed("c0")  # used again: now the most recent
+    assert batch.committed("c0") is first  # a hit, not decoded again
+    for n in range(CACHED, CACHED + 3):  # three more: c1, c2, c3 go
+        batch.committed(f"c{n}")
+    assert len(batch.cache) == CACHED
+    assert "c0" in batch.cache and "c4" in batch.cache
+    assert not {"c1", "c2", "c3"} & set(batch.cache)
+    batch.put("c4", CustomerState())  # written, sealed and settled: the most recent too
+    batch.seal({"c4": stored.dumps(CustomerState())}, None)
+    batch.settle()
+    batch.committed(f"c{CACHED + 3 - 1}")
+    store["new"] = stored.dumps(CustomerState())
+    batch.committed("new")
+    assert "c4" in batch.cache and "c5" not in batch.cache
 
 
 def test_the_timeline_holds_about_its_byte_bound_in_memory() -> None:
