@@ -123,12 +123,23 @@ async def ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
 
 
 async def wait_consumed(
-    bootstrap: str, group: str, topics: list[str], outputs: list[str], stall: float | None
+    bootstrap: str,
+    group: str,
+    topics: list[str],
+    outputs: list[str],
+    stall: float | None,
+    inputs: list[str] | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """(monotonic time the run ended, how): the group's committed offsets reached the ends of
     `topics` ("consumed"), or, with `stall`, neither they nor the ends of `outputs` moved for
-    that many seconds ("stalled", with the lag: Faust stops committing after a gap)."""
+    that many seconds ("stalled", with the lag: Faust stops committing after a gap).
+
+    With `inputs` (pre-produced topics among `topics`), how also has `steady_seconds`: from
+    10 % to 90 % of their records committed, what a run takes without its start and its
+    last records (a worker holds the last for `SIYU_REORDER_MS` once caught up)."""
     tps, out_tps = partitions(topics), partitions(outputs)
+    input_tps = partitions(inputs or [])
+    marks: dict[float, float] = {}  # share of the inputs committed -> when first seen
     admin = AIOKafkaAdminClient(**client_options(KafkaConnection(bootstrap)))
     await admin.start()
     try:
@@ -138,8 +149,16 @@ async def wait_consumed(
                 end = await c.end_offsets(tps)
                 offsets = await admin.list_consumer_group_offsets(group)
                 committed = {tp: max(offsets[tp].offset, 0) if tp in offsets else 0 for tp in tps}
+                if input_tps:
+                    done = sum(committed[tp] for tp in input_tps) / sum(end[tp] for tp in input_tps)
+                    for share in (0.1, 0.9):
+                        if done >= share:
+                            marks.setdefault(share, now)
                 if (lag := sum(max(end[tp] - committed[tp], 0) for tp in tps)) == 0:
-                    return now, {"ended": "consumed", "lag": 0}
+                    how: dict[str, Any] = {"ended": "consumed", "lag": 0}
+                    if len(marks) == 2 and marks[0.9] > marks[0.1]:
+                        how["steady_seconds"] = marks[0.9] - marks[0.1]
+                    return now, how
                 if stall is not None:
                     written = sum((await c.end_offsets(out_tps)).values())
                     if (progress := (sum(committed.values()), written)) != seen:
@@ -147,7 +166,7 @@ async def wait_consumed(
                     elif now - moved >= stall:
                         log(f"group {group}: no progress for {stall:.0f} s, {lag:,} behind")
                         return moved, {"ended": "stalled", "lag": lag}
-                await asyncio.sleep(0.05 if stall is None else 0.1)
+                await asyncio.sleep(0.02 if stall is None else 0.1)
     finally:
         await admin.close()
     msg = f"group {group} did not consume {topics} in {GIVE_UP} s"
