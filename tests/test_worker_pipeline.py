@@ -1,59 +1,53 @@
-"""The worker's batches in flight (`IN_FLIGHT`): each is made durable after the one before
-it, and a failure fails every batch after it. The broker side of the same guarantees runs
-in tests/integration (test_faults.py: a leader killed and the cluster restarted while a
-worker catches up, with batches in flight; nothing lost or doubled)."""
+"""The worker's batches in flight (`commit.InFlight`): each is made durable after the one
+before it, and a failure fails every batch after it. The broker side of the same
+guarantees runs in tests/integration (test_faults.py: a leader killed and the cluster
+restarted while a worker catches up, with batches in flight; nothing lost or doubled)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from siyu_stream.core.ruleset import Rules
-from siyu_stream.live.commit import Work
-from siyu_stream.live.worker import IN_FLIGHT, Worker
-from siyu_stream.settings import Settings
+from siyu_stream.live.commit import InFlight
+from siyu_stream.live.worker import IN_FLIGHT
 
 
-def worker_with(durable: dict[int, float], made: list[int], failing: int | None = None) -> Worker:
-    """A worker whose batches (told apart by their list's id) take `durable[id]` seconds to
-    be made durable, are listed in `made` when they are, and fail if `failing`."""
-    worker = Worker(Settings(api_auth=False, web_port=0), Rules())
+def batch(
+    name: str, seconds: float, made: list[str], fails: bool = False
+) -> Callable[[], Awaitable[None]]:
+    """A batch that takes `seconds` to be made durable, and is listed in `made` once it is."""
 
-    async def fake(work: list[Work]) -> None:
-        await asyncio.sleep(durable[id(work)])
-        if id(work) == failing:
+    async def durable() -> None:
+        await asyncio.sleep(seconds)
+        if fails:
             raise KafkaConnectionError
-        made.append(id(work))
+        made.append(name)
 
-    worker._durable = fake  # type: ignore[method-assign]  # the broker's part, faked here
-    return worker
+    return durable
 
 
 async def test_batches_in_flight_are_made_durable_in_order() -> None:
-    first, second, third = [], [], []  # type: list[Work], list[Work], list[Work]
-    made: list[int] = []
+    made: list[str] = []
+    inflight = InFlight()
     # the first is the slowest: the others must still wait for it
-    worker = worker_with({id(first): 0.05, id(second): 0.0, id(third): 0.0}, made)
-    for work in (first, second, third):
-        await worker._settle(keep=IN_FLIGHT - 1)
-        assert len(worker._inflight) < IN_FLIGHT
-        before = worker._inflight[-1] if worker._inflight else None
-        worker._inflight.append(asyncio.create_task(worker._complete(work, [], before)))
-    await worker._settle()
-    assert made == [id(first), id(second), id(third)] and worker._inflight == []
+    for name, seconds in (("first", 0.05), ("second", 0.0), ("third", 0.0)):
+        await inflight.settle(keep=IN_FLIGHT - 1)  # as the worker adds one
+        assert len(inflight) < IN_FLIGHT
+        inflight.add(batch(name, seconds, made))
+    await inflight.settle()
+    assert made == ["first", "second", "third"] and len(inflight) == 0
 
 
 async def test_a_failed_batch_fails_those_after_it_and_is_raised_once() -> None:
-    first, second = [], []  # type: list[Work], list[Work]
-    made: list[int] = []
-    worker = worker_with({id(first): 0.05, id(second): 0.0}, made, failing=id(first))
-    a = asyncio.create_task(worker._complete(first, [], None))
-    b = asyncio.create_task(worker._complete(second, [], a))
-    worker._inflight = [a, b]
+    made: list[str] = []
+    inflight = InFlight()
+    inflight.add(batch("first", 0.05, made, fails=True))
+    inflight.add(batch("second", 0.0, made))
     with pytest.raises(KafkaConnectionError):
-        await worker._settle()
+        await inflight.settle()
     assert made == []  # the second waited for the first, and failed with it
-    assert b.done() and isinstance(b.exception(), KafkaConnectionError)
-    assert worker._inflight == []
+    assert len(inflight) == 0  # nothing left to fail again at the next settle
+    await inflight.settle()

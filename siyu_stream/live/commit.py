@@ -9,11 +9,14 @@
   carries the same `action_id`.
 
 Either way, a partition's state changes reach its store (`settled`) only once the batch
-is durable; a failure is raised to the worker's loop, which discards and rewinds.
+is durable; a failure is raised to the worker's loop, which discards and rewinds. From a
+backlog several batches are made durable at once (`InFlight`), each after the one before.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,3 +94,39 @@ async def settled(owned: Owned, offsets: dict[TopicPartition, int], written: lis
         last = written[-1]  # the changelog is one topic partition: its last record is last
         owned.store.save_checkpoint((await last.future).offset + last.count - 1)
     owned.committed.update(offsets)
+
+
+class InFlight:
+    """Processed batches being made durable, oldest first, while the next is processed.
+
+    Each becomes durable only after the one before it, so every partition commits in
+    order; one that fails fails those after it, and `settle` raises its failure once."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, durable: Callable[[], Awaitable[None]]) -> None:
+        """Make a batch durable, by `durable()`, after the batches already in flight."""
+        before = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.create_task(_after(before, durable)))
+
+    async def settle(self, keep: int = 0) -> None:
+        """Wait until all but the newest `keep` batches are durable; the first failure is
+        raised here."""
+        while len(self._tasks) > keep:
+            try:
+                await self._tasks.pop(0)
+            except BaseException:
+                # the batches after it wait for it (`_after`): they fail with it
+                rest, self._tasks = self._tasks, []
+                await asyncio.gather(*rest, return_exceptions=True)
+                raise
+
+
+async def _after(before: asyncio.Task[None] | None, durable: Callable[[], Awaitable[None]]) -> None:
+    if before is not None:
+        await before  # in order: a batch that failed fails those after it
+    await durable()
