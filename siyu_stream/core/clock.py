@@ -153,6 +153,9 @@ def _date(days: int) -> str:
 _HOUR_MINUTE: Final = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]
 """`HH:MM` of each minute of a day."""
 _SECOND: Final = [f"{s:02d}" for s in range(60)]
+_MILLI: Final = [f"{m:03d}" for m in range(1000)]
+"""Compiled, `f"{millis:03d}"` calls `int.__format__`: ~2,000 instructions, a third of a
+live action's encoding (a live record's time has milliseconds)."""
 
 
 def format_rfc3339(ms: Millis) -> str:
@@ -172,6 +175,6 @@ def format_rfc3339(ms: Millis) -> str:
     if date is None:
         date = _date(days)
     stamp = f"{date}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}"
-    text = f"{stamp}.{millis:03d}Z" if millis else f"{stamp}Z"
+    text = f"{stamp}.{_MILLI[millis]}Z" if millis else f"{stamp}Z"
     _LAST.formatted = (ms, text)
     return text

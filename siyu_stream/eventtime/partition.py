@@ -21,8 +21,8 @@ customer.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
 from typing import Any, Final, Protocol
 
 from siyu_stream.core import rules as core
@@ -154,9 +154,9 @@ class TimerIndex:
         entries = self._buckets.get(hour)
         if entries is None:
             self._buckets[hour] = [entry]
-            heapq.heappush(self._hours, hour)
+            heappush(self._hours, hour)
         elif hour in self._heaped:
-            heapq.heappush(entries, entry)
+            heappush(entries, entry)
         else:
             entries.append(entry)
         self._size += 1
@@ -168,15 +168,15 @@ class TimerIndex:
         hour = self._hours[0]
         entries = self._buckets[hour]
         if hour not in self._heaped:
-            heapq.heapify(entries)
+            heapify(entries)
             self._heaped.add(hour)
         return entries
 
     def _pop(self, entries: list[TimerEntry]) -> TimerEntry:
         """The smallest entry, from `entries`: the first bucket."""
-        entry = heapq.heappop(entries)
+        entry = heappop(entries)
         if not entries:
-            hour = heapq.heappop(self._hours)
+            hour = heappop(self._hours)
             del self._buckets[hour]
             self._heaped.discard(hour)
         self._size -= 1
