@@ -59,11 +59,13 @@ def _steady_offset(zone: ZoneInfo, day: int) -> Millis | None:
 
 def _read_offset(zone: ZoneInfo, day: int) -> Millis | None:
     offsets = set()
+    start = day * DAY // 1000
     for hour in range(49):
-        instant = (day * 24 + hour) * HOUR
+        # one C call a reading, not three (`to_datetime(...).astimezone(zone)`): the
+        # readings took 5 % of the instructions of replaying 20,000 events over a year
         try:
-            offset = to_datetime(instant).astimezone(zone).utcoffset()
-        except OverflowError:
+            offset = datetime.fromtimestamp(start + hour * 3600, zone).utcoffset()
+        except (OverflowError, ValueError, OSError):  # outside datetime's (or time_t's) range
             return None
         offsets.add(offset)
     only = offsets.pop()

@@ -23,6 +23,9 @@ from siyu_stream.core.step import (
     repurchase_cycle,
 )
 
+_TIER_RANK: Final = {tier: rank for rank, tier in enumerate(TIERS)}
+"""The rank of each tier (a dict: compiled, `TIERS.index` is a generic method call)."""
+
 
 def fire_timer(
     state: CustomerState, customer_id: str, name: str, due: Millis, rules: Rules
@@ -74,6 +77,9 @@ def _fire_repurchase_risk(ctx: Ctx, timer: Timer) -> None:
     s, cfg = ctx.s, ctx.rules.repurchase_due
     if s.last_order_at is None or s.health == "lost":
         return
+    vip = _TIER_RANK[s.tier] >= _TIER_RANK[cfg.vip_min_tier]
+    if s.health != "active" and not vip:
+        return  # no change and no call: the reason is never read
     cycle = repurchase_cycle(s.order_times, ctx.rules)
     because = (
         f"no purchase since {format_rfc3339(s.last_order_at)}, {cfg.at_risk_multiple} × the "
@@ -81,7 +87,7 @@ def _fire_repurchase_risk(ctx: Ctx, timer: Timer) -> None:
     )
     if s.health == "active":
         ctx.set("health", "at_risk", "repurchase_due", because)
-    if TIERS.index(s.tier) >= TIERS.index(cfg.vip_min_tier):
+    if vip:
         ctx.remind(
             "repurchase_due",
             "vip_call",
