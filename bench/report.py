@@ -271,21 +271,21 @@ def replay(r: Results) -> Section:
 
 
 def backtest(r: Results) -> Section:
-    header = "build | jobs | events | events/s | µs CPU/event"
+    header = "build | jobs | events | events/s, median (runs) | µs CPU/event, median"
     s = Section("Backtest", header)
     s.note = (
         "Two engines over the history (the built-in rules and a silence and dormant change); "
         "`--jobs 2` runs each in a process of its own (CPU: both processes)."
     )
-    rate = {}
-    for key, x in r["backtest"].items():
+    rate, cpu_of = {}, {}
+    for key, rep in r["backtest"].items():
+        runs, x = rep["runs"], rep["runs"][0]
         s.commands.append((key.replace("_", " "), x["command"]))
-        rate[key] = x["events_per_s"]
-        jobs = x.get("jobs", 1)
-        cpu = n(x["cpu_us_per_event"])
-        s.row(x["build"], str(jobs), f"{x['events']:,}", f"**{n(rate[key])}**", cpu)
+        rate[key], cpu_of[key] = rep["events_per_s_median"], rep["cpu_us_per_event_median"]
+        each = listed([y["events_per_s"] for y in runs])
+        row = (x["build"], str(x.get("jobs", 1)), f"{x['events']:,}")
+        s.row(*row, f"**{n(rate[key])}** ({each})", n(cpu_of[key]))
     faster = ratio(rate.get("compiled"), rate.get("interpreted"))
-    cpu_of = {key: x["cpu_us_per_event"] for key, x in r["backtest"].items()}
     less = ratio(cpu_of.get("interpreted"), cpu_of.get("compiled"))
     s.row("compiled ÷ interpreted", "1", "", f"**{faster}**", f"{less} less CPU")
     parallel = ratio(rate.get("compiled_jobs_2"), rate.get("compiled"))
