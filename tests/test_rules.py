@@ -290,6 +290,18 @@ def test_repurchase_followup_after_default_cycle_then_at_risk_and_vip_call() -> 
     assert s.changes("health") == [("active", "at_risk")]
 
 
+def test_vip_call_also_for_a_customer_already_at_risk() -> None:
+    s = Scenario()
+    s.join("2026-03-01 09:00", staff_id="s7")
+    s.order("2026-03-01 10:00", "12000")  # gold, cycle 30 days: at risk on 04-30
+    for n in range(5):  # five outbound in a row: at risk on 03-06, before the timer
+        s.chat(f"2026-03-0{n + 2} 10:00", "outbound", staff_id="s7")
+    s.until("2026-06-01 00:00")
+    assert s.changes("health") == [("active", "at_risk")]  # once, by silence
+    [call] = s.reminders("vip_call")
+    assert call.occurred_at == t("2026-04-30 10:00")
+
+
 def test_cycle_is_median_of_recent_gaps_with_floor() -> None:
     s = Scenario()
     s.join("2026-01-01 09:00")
