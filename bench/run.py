@@ -114,9 +114,10 @@ def main() -> None:
         history's compiled ÷ interpreted came out ×2.85 where instructions said ×2.34).
         `first`: options for the very first run only."""
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in argvs}
+        lead = next(iter(argvs))
         for i in range(size["replay_runs"]):
             for name, (env, *argv) in argvs.items():
-                extra = first if i == 0 and name == next(iter(argvs)) else ()
+                extra = first if i == 0 and name == lead else ()
                 runs[name].append(bench(*argv, *extra, env=env))
         return {name: medians(mine) for name, mine in runs.items()}
 
