@@ -7,8 +7,12 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import os
+import pickle
 import random
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -217,6 +221,67 @@ def test_the_merge_reads_the_indexes_in_chunks_and_copies_runs_of_steps(
         monkeypatch.setattr(outputs, "INDEX_CHUNK", chunk)
         assert run(path, 2)[0] == actions
         assert run(path, 3)[0] == actions
+
+
+def _one_chunk_then(go_on: Any, directory: Path, tell: Any) -> None:
+    """A job that writes one chunk of its index, and a second only if the parent lets it:
+    the parent does so once it has read the first, while this job still runs."""
+    with outputs.job_file(directory, "index", 0).open("wb") as index:
+        for n in (1, 2):
+            entry = (1, (n, 0, "", 0), n, 0, 0, 0)
+            pickle.dump([entry], index, protocol=pickle.HIGHEST_PROTOCOL)
+            index.flush()
+            tell.send_bytes(replay_jobs.CHUNK_WRITTEN)
+            if not go_on.wait(60):
+                break
+    tell.send_bytes(replay_jobs.ENDED)
+
+
+def test_the_parent_reads_a_chunk_while_its_job_still_runs(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    go_on = context.Event()
+    outputs.job_file(tmp_path, "index", 0).touch()
+    job = context.Process(target=_one_chunk_then, args=(go_on, tmp_path, writer))
+    job.start()
+    writer.close()
+    with replay_jobs.Feed(tmp_path, [reader]) as feed:
+        assert [entry[2] for entry in feed.next_chunk(0)] == [1]
+        assert job.is_alive()  # (it waits for `go_on`)
+        go_on.set()
+        assert [entry[2] for entry in feed.next_chunk(0)] == [2]
+        assert feed.next_chunk(0) == []
+    job.join()
+
+
+def test_a_job_killed_mid_run_fails_the_replay_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent merges while the jobs run: a job that dies after it wrote part of its
+    index stops the merge and the other job, and the replay fails naming a job."""
+    path = write(tmp_path, stream(3, 3000))
+    monkeypatch.setattr(outputs, "INDEX_CHUNK", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_once_it_wrote() -> None:
+        while not killed and not done.is_set():
+            for index in tmp_path.glob("siyu-jobs-*/index-1"):
+                job = [c for c in multiprocessing.active_children() if c.name == "replay-job-1"]
+                if index.stat().st_size > 0 and job and job[0].pid is not None:
+                    os.kill(job[0].pid, signal.SIGKILL)
+                    killed.append(job[0].pid)
+
+    killer = threading.Thread(target=kill_once_it_wrote, daemon=True)
+    killer.start()
+    with pytest.raises(SiyuError, match=r"replay-job-\d failed \(exit code -?\d+\)"):
+        try:
+            run(path, 2)
+        finally:
+            done.set()
+    assert killed
+    assert multiprocessing.active_children() == []
 
 
 def partition(customer: str, partitions: int = 4) -> int:

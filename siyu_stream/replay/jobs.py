@@ -5,8 +5,9 @@ of the other jobs' lines, and runs `jobloop.Job` over its own partitions; credit
 referrer in another job, with the job's look-ahead bound, travel over one pipe per pair
 of jobs (docs/design.md §5). Each job writes its actions and dead letters to files with
 an index of step tags (`outputs`); the parent merges the jobs' steps by tag, which is the
-order `--jobs 1` writes them in, so the bytes are the same for any N. One job runs
-in-process.
+order `--jobs 1` writes them in, so the bytes are the same for any N. It merges while the
+jobs run, a chunk of each one's index at a time (`Feed`): the time it takes then falls
+where the jobs wait for each other, not after them. One job runs in-process.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from siyu_stream.observe.observer import Stats
 from siyu_stream.replay.engine import Engine, MemoryStore
 from siyu_stream.replay.jobloop import Job
 from siyu_stream.replay.lines import owned_lines
-from siyu_stream.replay.outputs import BUFFER, Output, job_file, merge
+from siyu_stream.replay.outputs import (
+    BUFFER,
+    Entry,
+    Output,
+    job_file,
+    merge,
+    read_chunk,
+    total_stats,
+)
 from siyu_stream.replay.parts import HIGHEST, LOWEST, Credit, Key
 
 PROGRESS_SECONDS = 2.0
@@ -85,8 +94,22 @@ def run(
     build_input_decoders()  # once, before the jobs fork, instead of once in each job
     with tempfile.TemporaryDirectory(prefix="siyu-jobs-") as tmp:
         directory = Path(tmp)
-        _start(paths, rules, until, now, partitions, jobs, directory, deadletters, progress)
-        return merge(directory, jobs, out, dead)
+        processes, feed = _start(
+            paths, rules, until, now, partitions, jobs, directory, deadletters, progress
+        )
+        try:
+            with feed:
+                merge(directory, jobs, feed.next_chunk, out, dead)
+        except JobStoppedError:
+            pass  # its exit code, or another job's, names it below
+        except BaseException:
+            stop_all(processes)
+            raise
+        failed = join_all(processes)
+        if failed is not None:
+            msg = f"{failed.name} failed (exit code {failed.exitcode})"
+            raise SiyuError(msg)
+        return total_stats(directory, jobs)
 
 
 def _job(  # noqa: PLR0917
@@ -182,6 +205,58 @@ class Pipes:
             conn.send((mine, bound, need))
 
 
+CHUNK_WRITTEN: Final = b"c"
+ENDED: Final = b"e"
+"""What a job tells the parent: it wrote a chunk of its index; it wrote its last."""
+
+
+class JobStoppedError(SiyuError):
+    """A job's pipe to the parent closed before it said it ended."""
+
+
+class Feed:
+    """The jobs' indexes to the parent's merge as they are written: each job tells the
+    parent over a pipe of its own when it has written a chunk. Only counts cross the
+    pipes (the chunks stay in the files), so a job ahead of the merge never blocks."""
+
+    def __init__(self, directory: Path, news: list[Connection]) -> None:
+        self.indexes = [job_file(directory, "index", me).open("rb") for me in range(len(news))]
+        self.written = [0] * len(news)  # chunks written, not yet read
+        self.ended = [False] * len(news)
+        self.news = {conn: me for me, conn in enumerate(news)}
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for index in self.indexes:
+            index.close()
+
+    def next_chunk(self, me: int) -> list[Entry]:
+        while not self.written[me] and not self.ended[me]:
+            self._hear()
+        if not self.written[me]:
+            return []
+        self.written[me] -= 1
+        return read_chunk(self.indexes[me])
+
+    def _hear(self) -> None:
+        for conn in wait(list(self.news)):
+            assert isinstance(conn, Connection)
+            me = self.news[conn]
+            while conn.poll():
+                try:
+                    news = conn.recv_bytes()
+                except EOFError:
+                    raise JobStoppedError(me) from None
+                if news == CHUNK_WRITTEN:
+                    self.written[me] += 1
+                else:
+                    self.ended[me] = True
+                    del self.news[conn]
+                    break
+
+
 def _start(  # noqa: PLR0917
     paths: list[Path],
     rules: Rules,
@@ -192,9 +267,14 @@ def _start(  # noqa: PLR0917
     directory: Path,
     deadletters: IO[bytes] | None,
     progress: IO[str] | None,
-) -> None:
+) -> tuple[list[BaseProcess], Feed]:
+    """The jobs, started, and the feed of their indexes."""
     context = get_context("fork")
     pipes = {(i, j): context.Pipe(duplex=False) for i in range(jobs) for j in range(jobs) if i != j}
+    news = [context.Pipe(duplex=False) for _ in range(jobs)]
+    for me in range(jobs):  # before the parent opens them to read
+        for kind in ("actions", "dead", "index"):
+            job_file(directory, kind, me).touch()
 
     def main(me: int) -> None:
         for (i, j), (reader, writer) in pipes.items():
@@ -202,6 +282,11 @@ def _start(  # noqa: PLR0917
                 reader.close()
             if i != me:
                 writer.close()
+        for job, (reader, writer) in enumerate(news):
+            reader.close()
+            if job != me:
+                writer.close()
+        tell = news[me][1]
         inbox = {i: reader for (i, j), (reader, _) in pipes.items() if j == me}
         outbox = {j: writer for (i, j), (_, writer) in pipes.items() if i == me}
         with (
@@ -209,8 +294,18 @@ def _start(  # noqa: PLR0917
             job_file(directory, "dead", me).open("wb", buffering=BUFFER) as dead,
             job_file(directory, "index", me).open("wb", buffering=BUFFER) as index,
         ):
+
+            def written() -> None:
+                # the bytes the chunk's entries name first, then the chunk
+                actions.flush()
+                dead.flush()
+                index.flush()
+                tell.send_bytes(CHUNK_WRITTEN)
+
             json_dead = deadletters is not None
-            output = Output(actions, dead.write, json_dead=json_dead, index=index, job=me)
+            output = Output(
+                actions, dead.write, json_dead=json_dead, index=index, job=me, written=written
+            )
             report = _progress(progress) if me == 0 else None
             peers = Pipes(inbox, outbox)
             stats, engine = _job(
@@ -219,8 +314,9 @@ def _start(  # noqa: PLR0917
             leave_to_exit(engine)
         with job_file(directory, "stats", me).open("wb") as handle:
             pickle.dump(stats, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        tell.send_bytes(ENDED)
 
-    processes = [
+    processes: list[BaseProcess] = [
         context.Process(target=main, args=(me,), name=f"replay-job-{me}") for me in range(jobs)
     ]
     for process in processes:
@@ -228,10 +324,9 @@ def _start(  # noqa: PLR0917
     for reader, writer in pipes.values():
         reader.close()
         writer.close()
-    failed = join_all(processes)
-    if failed is not None:
-        msg = f"{failed.name} failed (exit code {failed.exitcode})"
-        raise SiyuError(msg)
+    for _, writer in news:
+        writer.close()
+    return processes, Feed(directory, [reader for reader, _ in news])
 
 
 _LEFT_TO_EXIT: Final[list[object]] = []
@@ -254,8 +349,12 @@ def join_all(processes: Sequence[BaseProcess]) -> BaseProcess | None:
             process = running.pop(sentinel)
             process.join()
             if process.exitcode != 0:
-                for other in running.values():
-                    other.terminate()
-                    other.join()
+                stop_all(list(running.values()))
                 return process
     return None
+
+
+def stop_all(processes: Sequence[BaseProcess]) -> None:
+    for process in processes:
+        process.terminate()
+        process.join()

@@ -47,12 +47,16 @@ class Output:
         json_dead: bool,
         index: IO[bytes] | None = None,
         job: int = 0,
+        written: Callable[[], None] | None = None,
     ) -> None:
         self.actions = actions
         self.write_dead = dead
         self.json_dead = json_dead
         self.index = index
         self.job = job
+        self.written = written
+        """Called after each chunk of the index is written: flushes the outputs and tells
+        the parent, which merges while the jobs run (`jobs.Feed`)."""
         self.entries: list[Entry] = []  # not yet written to `index`
         self.tag: Tag = (0, LOWEST, 0)
         self.a = bytearray()
@@ -116,6 +120,8 @@ class Output:
         if self.index is not None and self.entries:
             pickle.dump(self.entries, self.index, protocol=pickle.HIGHEST_PROTOCOL)
             self.entries = []
+            if self.written is not None:
+                self.written()
 
 
 def job_file(directory: Path, kind: str, job: int) -> Path:
@@ -123,22 +129,25 @@ def job_file(directory: Path, kind: str, job: int) -> Path:
     return directory / f"{kind}-{job}"
 
 
-def merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], object]) -> Stats:
-    """The jobs' outputs in `directory`, to `out` and `dead` in tag order; their counts."""
-    total = Stats()
-    for me in range(jobs):
-        with job_file(directory, "stats", me).open("rb") as handle:
-            _add(total, pickle.load(handle))
+def merge(
+    directory: Path,
+    jobs: int,
+    next_chunk: Callable[[int], list[Entry]],
+    out: IO[bytes],
+    dead: Callable[[bytes], object],
+) -> None:
+    """The jobs' outputs in `directory`, to `out` and `dead` in tag order, while the jobs
+    write them: `next_chunk(job)` returns the job's next chunk of its index once the job
+    has written it and the bytes its entries name, and an empty one after its last."""
     with ExitStack() as files:
         actions = [files.enter_context(_read(directory, "actions", me)) for me in range(jobs)]
         deads = [files.enter_context(_read(directory, "dead", me)) for me in range(jobs)]
-        indexes = [files.enter_context(_read(directory, "index", me)) for me in range(jobs)]
         # each job's index is in tag order; a chunk of it at a time from each (`ahead`).
         # Every entry up to the smallest last entry of those chunks comes before any entry
         # not read yet: those are taken, sorted together (in C: the sort merges sorted
         # runs) and copied, a run of one job's steps in one read and write per output;
         # the job whose chunk ran out reads its next.
-        ahead = [_chunk(index) for index in indexes]
+        ahead = [next_chunk(me) for me in range(jobs)]
         while live := [chunk for chunk in ahead if chunk]:
             bound = min(chunk[-1] for chunk in live)
             batch: list[Entry] = []
@@ -147,7 +156,7 @@ def merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], ob
                 batch += chunk[:cut]
                 del chunk[:cut]
                 if cut and not chunk:
-                    ahead[me] = _chunk(indexes[me])
+                    ahead[me] = next_chunk(me)
             batch.sort()
             job, a, d = -1, 0, 0
             for entry in batch:
@@ -157,6 +166,14 @@ def merge(directory: Path, jobs: int, out: IO[bytes], dead: Callable[[bytes], ob
                 a += entry[3]
                 d += entry[4]
             _copy(actions, deads, job, a, d, out, dead)
+
+
+def total_stats(directory: Path, jobs: int) -> Stats:
+    """The jobs' counts, summed (each writes them as it ends)."""
+    total = Stats()
+    for me in range(jobs):
+        with job_file(directory, "stats", me).open("rb") as handle:
+            _add(total, pickle.load(handle))
     return total
 
 
@@ -164,12 +181,9 @@ def _read(directory: Path, kind: str, job: int) -> IO[bytes]:
     return job_file(directory, kind, job).open("rb", buffering=BUFFER)
 
 
-def _chunk(index: IO[bytes]) -> list[Entry]:
-    """The next chunk of a job's index; empty at its end."""
-    try:
-        chunk: list[Entry] = pickle.load(index)
-    except EOFError:
-        return []
+def read_chunk(index: IO[bytes]) -> list[Entry]:
+    """The next chunk of a job's index (one the job has told it wrote)."""
+    chunk: list[Entry] = pickle.load(index)
     return chunk
 
 
