@@ -3,6 +3,7 @@ tests/data/lifecycle.jsonl, the refusal of a bad rules file, and bounded-memory 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import multiprocessing
 import os
@@ -12,10 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from siyu_stream.backtest import diff as actiondiff
 from siyu_stream.backtest.run import backtest as run_backtest
-from siyu_stream.backtest.tally import Calendar, Tally, percentiles
+from siyu_stream.backtest.tally import WINDOW, Calendar, Tally, percentiles
 from siyu_stream.cli import main
 from siyu_stream.core.actions import Action
 from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
@@ -302,6 +305,43 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentiles([]) == {"p50": 0, "p95": 0, "max": 0}
     assert percentiles([5]) == {"p50": 5, "p95": 5, "max": 5}
     assert percentiles(list(range(1, 21))) == {"p50": 10, "p95": 19, "max": 20}
+
+
+def _peaks_by_bisection(dues: list[tuple[str, int]]) -> dict[str, int]:
+    """The contact peaks as `Tally` first computed them: a bisection per window start."""
+    recent: dict[str, list[int]] = {}
+    peak: dict[str, int] = {}
+    for customer, due in dues:
+        times = recent.setdefault(customer, [])
+        if times and due < times[-1] - 2 * WINDOW:
+            peak[customer] = max(peak[customer], 1)
+            continue
+        bisect.insort(times, due)
+        del times[: bisect.bisect_left(times, times[-1] - 2 * WINDOW)]
+        first, last = bisect.bisect_right(times, due - WINDOW), bisect.bisect_right(times, due)
+        best = max(bisect.bisect_left(times, times[i] + WINDOW) - i for i in range(first, last))
+        peak[customer] = max(peak.get(customer, 0), best)
+    return peak
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ab"), st.integers(0, 40 * 4).map(lambda q: q * DAY // 4)),
+        max_size=60,
+    )
+)
+def test_contact_peak_is_the_bisections_for_any_order(
+    tmp_path: Path, dues: list[tuple[str, int]]
+) -> None:
+    """Ties, a window's exact end, dues out of order and long gaps: quarter days over
+    40 days, two customers."""
+    tally = Tally(Calendar(Rules().zone), actiondiff.Spill(tmp_path, "run"))
+    for customer, due in dues:
+        tally._contact(customer, due)
+    assert tally.peak == _peaks_by_bisection(dues)
 
 
 def test_contact_peak_is_the_fullest_rolling_window_whatever_the_order(tmp_path: Path) -> None:

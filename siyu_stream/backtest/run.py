@@ -22,7 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
 
-from siyu_stream.backtest.diff import Change, Spill, diff, spill_dir
+from siyu_stream.backtest.diff import Differences, Spill, diff, spill_dir
 from siyu_stream.backtest.tally import Calendar, Tally, monday, percentiles
 from siyu_stream.core.clock import Millis
 from siyu_stream.core.errors import BacktestError
@@ -37,8 +37,6 @@ from siyu_stream.replay.run import Line, Merge, collector_paused, merged
 KINDS = ("gift", "reminder", "change", "suppressed")
 ORDER = {"layer": LAYERS, "tier": TIERS, "health": ("active", "at_risk", "dormant", "lost")}
 ORDER["membership"] = ("none", "active", "expired")
-EXAMPLES = 3
-"""Sample actions (of distinct customers) shown per group of differences."""
 
 
 @dataclasses.dataclass
@@ -121,66 +119,6 @@ def _drive(paths: list[Path], runs: list[_Run], progress: IO[str] | None) -> Non
             elif progress is not None and time.monotonic() - last >= 2.0:
                 last = time.monotonic()
                 progress.write(f"backtest: {read:,} lines, {last - started:.0f} s\n")
-
-
-class Differences:
-    """What the diff found, per (rule, kind) and per group of like differences."""
-
-    def __init__(self) -> None:
-        self.by_row: Counter[tuple[str, str, Change]] = Counter()
-        self.groups: dict[tuple[str, Change, str], dict[str, Any]] = {}
-        self.customers: set[str] = set()
-
-    def told(
-        self, key: str, change: Change, old: dict[str, Any] | None, new: dict[str, Any] | None
-    ) -> None:
-        one = old if old is not None else new
-        assert one is not None
-        # a changed action counts under its baseline rule and kind
-        self.by_row[(one["rule"], one["kind"], change)] += 1
-        what = _what(old, new)
-        group = self.groups.setdefault(
-            (one["rule"], change, what), {"actions": 0, "customers": set(), "examples": []}
-        )
-        group["actions"] += 1
-        customer = one["customer_id"]
-        if customer not in group["customers"] and len(group["examples"]) < EXAMPLES:
-            group["examples"].append(
-                {
-                    "action_id": key,
-                    "customer_id": customer,
-                    "occurred_at": one["occurred_at"],
-                    "baseline_because": old["because"] if old else None,
-                    "new_because": new["because"] if new else None,
-                }
-            )
-        group["customers"].add(customer)
-        self.customers.add(customer)
-
-
-def _label(action: dict[str, Any]) -> str:
-    detail = action["detail"]
-    if action["kind"] == "gift":
-        return f"gift {detail['code']}"
-    if action["kind"] == "reminder":
-        return f"reminder {detail['template']}"
-    if action["kind"] == "suppressed":
-        return f"held back {detail['action']['detail']['template']} ({detail['reason']})"
-    return f"{detail['field']} change → {detail['to']}"
-
-
-def _what(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-    """A group's name: the action, or for a changed one what changed in it."""
-    if old is None or new is None:
-        one = old or new
-        assert one is not None
-        return _label(one)
-    if old["kind"] != new["kind"]:  # a reminder held back or let through
-        return f"{_label(old)} → {_label(new)}"
-    keys = sorted({*old["detail"], *new["detail"]})
-    fields = [f"detail.{k}" for k in keys if old["detail"].get(k) != new["detail"].get(k)]
-    fields += [k for k in ("occurred_at", "cause_event_id", "because") if old[k] != new[k]]
-    return f"{_label(new)}: {', '.join(fields)} differ{'s' if len(fields) == 1 else ''}"
 
 
 def backtest(
