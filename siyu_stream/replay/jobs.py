@@ -47,7 +47,11 @@ PROGRESS_SECONDS = 2.0
 
 
 def _stderr(data: bytes) -> None:
-    sys.stderr.write(data.decode())
+    """Dead letters without `--deadletter`, a line at a time: the parent writes them while
+    job 0 writes its progress to the same stream, and a pipe keeps a write whole only up
+    to PIPE_BUF bytes (stderr writes each line as it comes)."""
+    for line in data.decode().splitlines(keepends=True):
+        sys.stderr.write(line)
 
 
 def _progress(stream: IO[str] | None) -> Callable[[int], None] | None:
