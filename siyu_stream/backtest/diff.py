@@ -30,7 +30,7 @@ from siyu_stream.core.actions import Action
 Change = Literal["added", "removed", "changed"]
 EXAMPLES = 3
 """Sample actions (of distinct customers) shown per group of differences."""
-_LINE: Final = orjson.dumps  # compiled, a C static: not an attribute lookup per action
+_ENCODE: Final = orjson.dumps  # compiled, a C static: not an attribute lookup per action
 _NL: Final = orjson.OPT_APPEND_NEWLINE
 CHUNK_LINES: Final = 50_000
 """Lines sorted in memory at a time; a run's actions beyond it go to more chunk files."""
@@ -55,7 +55,7 @@ class Spill:
 
     def add(self, action: Action) -> None:
         body = _without_version(action.to_dict())  # a new dict: changed in place
-        self.pending.append(b"".join((diff_key(action).encode(), b"\t", _LINE(body, option=_NL))))
+        self.pending.append(b"".join((diff_key(action).encode(), b"\t", _ENCODE(body, option=_NL))))
         if len(self.pending) >= self.chunk:
             self._flush()
 
@@ -166,7 +166,7 @@ def diff(baseline: Spill, new: Spill, out: IO[bytes] | None, told: Differs) -> N
                 after = orjson.loads(now) if now is not None else None
                 if out is not None:
                     record = {"action_id": key, "change": change, "baseline": before, "new": after}
-                    out.write(_LINE(record, option=_NL))
+                    out.write(_ENCODE(record, option=_NL))
                 told(key, change, before, after)
 
 
