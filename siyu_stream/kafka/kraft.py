@@ -22,7 +22,10 @@ SASL_MECHANISMS = (*SCRAM_MECHANISMS, "PLAIN")
 """What the SASL_SSL listener accepts: what managed services offer (client.json: the first)."""
 SASL_USER = "siyu"
 # Every JVM logs to a file in its node's dir: server.log, or format.log for the format tool.
+# log4j's own shutdown hook would stop the logging while Kafka's shutdown still runs: a node
+# that hangs in its shutdown would leave no record of where.
 LOG4J = """\
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = file
 appender.file.fileName = ${sys:kafka.logs.dir}/${sys:siyu.kafka.log:-server.log}

@@ -54,7 +54,14 @@ def serve_kafka(data_dir: Path, port: int, *, nodes: int, sasl: bool) -> int:
     lines.append("Ctrl-C stops it")
     print("\n".join(lines), file=sys.stderr, flush=True)
     until_stopped()
-    cluster.stop()
+    killed = cluster.stop()
+    if killed:
+        which = ", ".join(map(str, killed))
+        print(
+            f"node(s) {which} still waited for a controlled-shutdown approval after the "
+            "quorum stopped: killed; their logs are recovered at the next start",
+            file=sys.stderr,
+        )
     return 0
 
 

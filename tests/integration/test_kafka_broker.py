@@ -151,6 +151,30 @@ async def test_three_nodes_replicate_and_survive_a_crash(cluster: KafkaCluster) 
     assert all(pid is not None for pid in cluster.node_pids)
 
 
+async def test_a_node_left_without_a_quorum_is_killed_not_waited_for(
+    cluster: KafkaCluster,
+) -> None:
+    """A broker's controlled shutdown waits, up to 5 minutes, for the active controller to
+    approve it; with two of three nodes gone no controller can. A whole-cluster stop can
+    leave a node there (a teardown in CI once did: the nodes stop at once, and one asked
+    after the others' controllers were gone). Made certain here by stopping the nodes one
+    at a time: `stop_node` kills the last one after QUORUM_GRACE and says so, its thread
+    dump shows where it waited, and the cluster starts again with what it had."""
+    topic = unique("quorum")
+    await produce(cluster.connection, topic, [b"kept-%d" % i for i in range(5)])
+    assert cluster.stop_node(1) == []
+    assert cluster.stop_node(2) == []
+    assert cluster.stop_node(0) == [0]  # without the rule: BrokerError after 60 s
+    dump = (cluster.nodes[0].directory / "stdout.log").read_text(errors="replace")
+    assert "kafka.server.BrokerServer.shutdown" in dump.rsplit("Full thread dump", 1)[-1]
+    assert cluster.node_pids == [None, None, None]
+
+    cluster.start()
+    assert sorted(cluster.metadata().brokers) == [0, 1, 2]
+    kept = await read_all(cluster.connection, topic, 5)
+    assert sorted(kept) == [b"kept-%d" % i for i in range(5)]
+
+
 # ---------------------------------------------------------------- SASL_SSL
 
 
