@@ -164,8 +164,13 @@ def test_restart_keeps_port_and_data_dir(embedded_broker: LocalBroker) -> None:
     assert embedded_broker.running
     assert embedded_broker.bootstrap == bootstrap
     assert embedded_broker.pid != old_pid
-    # Both runs log to the same file, the second after the first.
-    assert embedded_broker.log_path.read_text().count(f"kafka          {bootstrap}") == 2
+    # Both runs log to the same file, the second after the first. Ready is its answer to a
+    # Metadata request, which can come before its banner reaches the file (seen in a run).
+    banner = f"kafka          {bootstrap}"
+    deadline = time.monotonic() + GIVE_UP_AFTER
+    while embedded_broker.log_path.read_text().count(banner) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert embedded_broker.log_path.read_text().count(banner) == 2
 
 
 def test_kill_then_start(embedded_broker: LocalBroker) -> None:
