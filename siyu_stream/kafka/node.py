@@ -3,7 +3,6 @@ set of them is waited for once told to stop: the quorum rule below."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
@@ -18,6 +17,8 @@ from siyu_stream.kafka import kraft
 # flushes and exits; a node still running after this waits for a controlled-shutdown
 # approval that cannot come.
 QUORUM_GRACE = 15.0
+DUMP_WAIT = 10.0
+"""Seconds a thread dump may take to print (~1,200 lines for a Kafka node) before the kill."""
 
 
 class Node:
@@ -62,12 +63,20 @@ class Node:
         self.reap()
 
     def dump_and_kill(self) -> None:
-        """SIGQUIT first: the JVM prints every thread's stack to its stdout (stdout.log), the
-        record of where it waited."""
+        """SIGQUIT first: the JVM prints every thread's stack to its stdout (stdout.log),
+        the record of where it waited. Killed once that list is written (its "JNI global
+        refs" line closes it) or after DUMP_WAIT s."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=1.0)  # it does not exit on SIGQUIT: time to print
+            out = self.directory / "stdout.log"
+            start = out.stat().st_size if out.exists() else 0
+            self.proc.send_signal(signal.SIGQUIT)  # the JVM prints, and goes on running
+            deadline = time.monotonic() + DUMP_WAIT
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                with out.open("rb") as printed:
+                    printed.seek(start)
+                    if b"JNI global refs" in printed.read():
+                        break
+                time.sleep(0.05)
         self.kill()
 
     def reap(self, archive: Path | None = None) -> None:
