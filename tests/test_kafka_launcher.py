@@ -1,19 +1,21 @@
 """The Kafka launcher's pieces that need no JVM: Java detection, engine choice, node
-settings, data dir bookkeeping, the certificates. The launcher itself runs in
-tests/integration/test_kafka_broker.py."""
+settings, data dir bookkeeping, the certificates, the stop rule (on stand-in processes).
+The launcher itself runs in tests/integration/test_kafka_broker.py."""
 
 from __future__ import annotations
 
 import base64
 import ssl
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from siyu_stream.core.errors import BrokerError
-from siyu_stream.kafka import datadir, jvm, kraft, serve, tls
+from siyu_stream.kafka import datadir, jvm, kraft, node, serve, tls
 
 
 @pytest.mark.parametrize(
@@ -132,3 +134,55 @@ def test_the_jars_are_found_where_named_else_beside_the_source_else_here(
     monkeypatch.setenv(jvm.LIB_ENV, str(tmp_path / "empty"))
     with pytest.raises(BrokerError, match=r"no Kafka jars in .*empty"):
         jvm.jars_dir()
+
+
+# ---------------------------------------------------------------- the stop rule
+
+READY = "print('ready', flush=True); import time; time.sleep(60)"
+DEAF = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + READY
+"""A stand-in for a node that waits in its shutdown: it ignores SIGTERM (SIGQUIT ends it)."""
+OBEYS = READY
+
+
+def stand_ins(tmp_path: Path, *codes: str) -> list[node.Node]:
+    """Running processes in the launcher's `Node`s, their output in node-i/stdout.log."""
+    nodes = []
+    for i, code in enumerate(codes):
+        one = node.Node(i, tmp_path / f"node-{i}", kraft.Ports(0, 0, 0, 0))
+        one.directory.mkdir()
+        one.output = (one.directory / "stdout.log").open("ab")
+        one.proc = subprocess.Popen([sys.executable, "-c", code], stdout=one.output)
+        nodes.append(one)
+    deadline = time.monotonic() + 60  # a SIGTERM before DEAF's handler would end it
+    for one in nodes:
+        log = one.directory / "stdout.log"
+        while b"ready" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert one.running
+    return nodes
+
+
+def test_a_node_outliving_the_quorum_is_killed_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "QUORUM_GRACE", 0.2)
+    monkeypatch.setattr(node, "DUMP_WAIT", 0.5)
+    nodes = stand_ins(tmp_path, DEAF, OBEYS, OBEYS)
+    for one in nodes:
+        one.terminate()
+    assert node.wait_stopped(nodes, nodes, timeout=30.0, archive=None) == [0]
+    assert all(one.proc is None and one.output is None for one in nodes)
+
+
+def test_a_node_ignoring_sigterm_while_the_quorum_stands_is_an_error(tmp_path: Path) -> None:
+    """The error names the stuck node only; a node that did exit meanwhile is collected
+    all the same (its process reaped, its output closed)."""
+    nodes = stand_ins(tmp_path, DEAF, OBEYS, OBEYS)
+    stopping = nodes[:2]
+    for one in stopping:
+        one.terminate()
+    with pytest.raises(BrokerError, match=r"node\(s\) 0 ignored SIGTERM for 2.0 s; killed"):
+        node.wait_stopped(stopping, nodes, timeout=2.0, archive=None)
+    assert all(one.proc is None and one.output is None for one in stopping)
+    assert nodes[2].running  # never told to stop
+    nodes[2].kill()

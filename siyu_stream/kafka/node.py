@@ -111,6 +111,7 @@ def wait_stopped(
     deadline = time.monotonic() + timeout
     quorum_lost: float | None = None
     killed: list[int] = []
+    stuck: list[Node] = []
     while waiting := [n for n in stopping if n.running]:
         now = time.monotonic()
         if quorum_lost is None and 2 * sum(n.running for n in nodes) <= len(nodes):
@@ -122,14 +123,16 @@ def wait_stopped(
         elif now >= deadline:
             for node in waiting:
                 node.dump_and_kill()
-            names = ", ".join(str(n.index) for n in waiting)
-            msg = (
-                f"Kafka node(s) {names} ignored SIGTERM for {timeout} s; killed "
-                f"(thread dump and log in {waiting[0].directory})"
-            )
-            raise BrokerError(msg)
+            stuck = waiting
         else:
             time.sleep(0.05)
-    for node in stopping:
+    for node in stopping:  # before an error too: collect the nodes that did exit
         node.reap(archive)  # exited by itself: the archive it wrote is whole
+    if stuck:
+        names = ", ".join(str(n.index) for n in stuck)
+        msg = (
+            f"Kafka node(s) {names} ignored SIGTERM for {timeout} s; killed "
+            f"(thread dump and log in {stuck[0].directory})"
+        )
+        raise BrokerError(msg)
     return killed
