@@ -10,6 +10,11 @@ replay_bench.py run INPUT [--until-days D] [--jobs N] [--partitions P] [--dump-s
 replay_bench.py backtest INPUT [--until-days D] [--jobs N]
     `siyu-stream backtest` of INPUT (both engines: the built-in rules and BACKTEST_RULES),
     in this process: events/s and CPU per event.
+replay_bench.py cli replay|backtest INPUT [--until-days D] [--at COMMIT]
+    the command `siyu-stream replay` or `backtest` of INPUT in a process of its own (its
+    start-up and imports counted), one partition: the installed build's, or with --at the
+    package as it was at COMMIT (`git archive` into bench/.cache/source-COMMIT, run on this
+    environment's libraries). Events/s and CPU per event; replay also its action lines.
 replay_bench.py processor [--events N]
     the live worker's per-partition code (PartitionTask) over N simulator events in
     batches of 2,000, no Kafka client.
@@ -20,15 +25,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
+import os
 import resource
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
-from common import CACHE, SIM_CUSTOMERS, SIM_RATE, log, percentile, rel, rss_bytes, script_main
+from common import (
+    CACHE,
+    PYTHON,
+    ROOT,
+    SIM_CUSTOMERS,
+    SIM_RATE,
+    log,
+    percentile,
+    rel,
+    rss_bytes,
+    script_main,
+)
 
 from siyu_stream.bootstrap.build import build
 from siyu_stream.build import build as running_build
@@ -178,6 +198,61 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def source_at(commit: str) -> Path:
+    """The package (and the schemas it reads) as it was at `commit`, exported once."""
+    where = CACHE / f"source-{commit}"
+    if not (where / "siyu_stream").is_dir():
+        git = ["git", "-C", str(ROOT), "archive", commit, "siyu_stream", "topics"]
+        tar = subprocess.run(git, stdout=subprocess.PIPE, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            archive.extractall(where.with_suffix(".partial"), filter="data")
+        where.with_suffix(".partial").rename(where)
+    return where
+
+
+def cmd_cli(args: argparse.Namespace) -> dict[str, Any]:
+    path, what = Path(args.input).resolve(), args.command
+    bounds = bounds_of(first_and_last_time(path)[1], float(args.until_days or 0) or None)
+    with path.open("rb") as handle:
+        events = sum(1 for line in handle if line.strip())
+    out = CACHE / f"cli-{what}-{args.at or 'installed'}"
+    argv = [PYTHON, "-m", "siyu_stream.cli", what, str(path), "--partitions", "1"]
+    argv += [x for k, v in bounds.items() for x in (f"--{k}", format_rfc3339(v))]
+    if what == "replay":
+        argv += ["--out", str(out.with_suffix(".jsonl")), "--deadletter", os.devnull]
+    else:
+        argv += ["--rules", str(CACHE / "backtest-rules.toml"), "--out", str(out)]
+        (CACHE / "backtest-rules.toml").write_text(BACKTEST_RULES)
+    # PYTHONSAFEPATH: `python -m` would import a `siyu_stream` in its working directory first
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    if args.at:
+        env["PYTHONPATH"] = str(source_at(args.at))
+    started, cpu = time.perf_counter(), cpu_now()
+    done = subprocess.run(
+        argv, cwd=CACHE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
+    seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
+    if done.returncode != 0:
+        msg = f"{' '.join(argv)} exited with {done.returncode}: {done.stderr.decode()[-2000:]}"
+        raise RuntimeError(msg)
+    result: dict[str, Any] = {
+        **{"command_run": what, "input": rel(path), "at": args.at, "events": events},
+        **{"seconds": seconds, "events_per_s": events / seconds},
+        "cpu_us_per_event": 1e6 * cpu / events,
+    }
+    if what == "replay":
+        summary = done.stderr.decode().splitlines()[-2]  # the counts, then how to reproduce
+        result["build"] = (
+            summary.rsplit(", ", 1)[-1].removesuffix(" build")
+            if "build" in summary
+            else "interpreted"
+        )
+        with out.with_suffix(".jsonl").open("rb") as actions:
+            result["actions"] = sum(1 for _ in actions)
+    log(f"{what} {rel(path)} at {args.at or 'this install'}: {seconds:.1f} s, CPU {cpu:.1f} s")
+    return result
+
+
 def cmd_processor(args: argparse.Namespace) -> dict[str, Any]:
     from siyu_stream.live.processor import PartitionTask  # noqa: PLC0415
     from siyu_stream.live.records import Record  # noqa: PLC0415
@@ -220,6 +295,7 @@ def main() -> None:
         {
             "run": (cmd_run, run | {"--dump-states": None}),
             "backtest": (cmd_backtest, {"input": None, "--until-days": None, "--jobs": 1}),
+            "cli": (cmd_cli, {"command": None, "input": None, "--until-days": None, "--at": None}),
             "processor": (cmd_processor, {"--events": 100_000}),
         },
     )

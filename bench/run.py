@@ -46,11 +46,16 @@ SIZES = {  # (--quick, full)
     "restart_events": (4_000, 10_000),
     "restart_repeat": (1, 3),
 }
-STEPS = "replay,backtest,replay_jobs,processor,live,latency,recovery,restart,noida"
+STEPS = "replay,backtest,replay_jobs,baseline,processor,live,latency,recovery,restart,noida"
 COMPILED = ROOT / ".compiled" / "site"
 """The compiled build `make bench` builds: every figure's, unless it says interpreted."""
 INTERPRETED = {"SIYU_BUILD": "interpreted"}
 """The same install's Python source (siyu_stream/__init__.py): the figures to compare with."""
+BASELINE = "527a0c3"
+"""main before the compiled build and the speed work that came with it (replay of a
+60-day history at 7,872 events/s then): how much faster the commands are since, measured
+in the same run. Its interpreted source gained too, so compiled ÷ interpreted alone
+understates it."""
 
 
 def bench(
@@ -159,6 +164,16 @@ def main() -> None:
         return in_turn({"jobs_1": (None, *argv, 1), "jobs_2": (None, *argv, 2)})
 
     step("replay_jobs", replay_jobs)
+
+    def baseline() -> dict[str, Any]:
+        """Both commands as `siyu-stream` runs them, BASELINE's and this build's, in turn."""
+        out = {}
+        for what in ("replay", "backtest"):
+            argv = (*REPLAY, "cli", what, path["history"], *UNTIL)
+            out[what] = in_turn({"then": (None, *argv, "--at", BASELINE), "now": (None, *argv)})
+        return out
+
+    step("baseline", baseline)
     step("processor", lambda: bench(*REPLAY, "processor", "--events", size["processor_events"]))
     throughput = (*LIVE, "throughput", "--events", size["live_events"])
     throughput += ("--repeat", size["live_repeat"])
