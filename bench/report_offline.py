@@ -121,7 +121,7 @@ def baseline(r: Results) -> Section:
     )
     s.readme.append(
         (
-            "replay / backtest of the history, ÷ the code before the compiled build",
+            "replay / backtest ÷ before the compiled build",
             " / ".join(f"**{x}**" for x in figures),
         )
     )
