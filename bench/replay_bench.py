@@ -104,6 +104,13 @@ BACKTEST_RULES = "[silence]\nstreak = 3\n[dormant]\ndays = 60\n"
 """The rule change the backtest benchmark tries: both change actions over a year."""
 
 
+def backtest_rules() -> Path:
+    """BACKTEST_RULES as the file `backtest --rules` reads."""
+    path = CACHE / "backtest-rules.toml"
+    path.write_text(BACKTEST_RULES)
+    return path
+
+
 def cpu_now() -> float:
     """This process's CPU and its reaped children's (the --jobs processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -174,8 +181,7 @@ def cmd_backtest(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.input)
     until_days = float(args.until_days) if args.until_days else None
     bounds = bounds_of(first_and_last_time(path)[1], until_days)
-    rules, out = CACHE / "backtest-rules.toml", CACHE / "backtest-out"
-    rules.write_text(BACKTEST_RULES)
+    rules, out = backtest_rules(), CACHE / "backtest-out"
     argv = ["backtest", str(path), "--rules", str(rules), "--out", str(out)]
     argv += [x for k, v in bounds.items() for x in (f"--{k}", format_rfc3339(v))]
     argv += ["--jobs", str(args.jobs)]
@@ -221,8 +227,7 @@ def cmd_cli(args: argparse.Namespace) -> dict[str, Any]:
     if what == "replay":
         argv += ["--out", str(out.with_suffix(".jsonl")), "--deadletter", os.devnull]
     else:
-        argv += ["--rules", str(CACHE / "backtest-rules.toml"), "--out", str(out)]
-        (CACHE / "backtest-rules.toml").write_text(BACKTEST_RULES)
+        argv += ["--rules", str(backtest_rules()), "--out", str(out)]
     # PYTHONSAFEPATH: `python -m` would import a `siyu_stream` in its working directory first
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     if args.at:
