@@ -135,7 +135,7 @@ def _resume(
                 continue
             state = stored.loads(record.value)
             store.put(record.key.decode(), state)
-            engine.partitions[p].timers.track(record.key.decode(), None, state)
+            engine.partitions[p].timers.index(record.key.decode(), state)
     owned = frozenset(range(PARTITIONS))
     job = Job(
         engine, owned_lines([rest], rules, PARTITIONS, owned), owned, [0] * PARTITIONS, outputs

@@ -46,9 +46,11 @@ class RoundTripStore:
         return ((c, stored.loads(raw)) for c, raw in self.raw.items())
 
 
-def run(events: list[dict[str, Any]], store: Store | None = None) -> list[Action]:
+def run(
+    events: list[dict[str, Any]], store: Store | None = None, *, in_place: bool = True
+) -> list[Action]:
     sink = ListSink()
-    engine = Engine(RULES, store or MemoryStore(), sink)
+    engine = Engine(RULES, store or MemoryStore(), sink, in_place=in_place)
     for event in events:
         engine.handle(from_dict(event, RULES.input))
     engine.advance(engine.clock + 400 * 24 * HOUR if engine.clock else START)
@@ -247,5 +249,20 @@ class SnapshotStore:
 def test_a_step_never_changes_the_state_it_was_given(events: list[dict[str, Any]]) -> None:
     # events, timers and referral credits all go through the store
     store = SnapshotStore()
-    run(events, store)
+    run(events, store, in_place=False)
     assert store.snapshots
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_steps_in_place_emit_and_store_what_steps_on_copies_do(
+    events: list[dict[str, Any]],
+) -> None:
+    """Replay changes its states in place, the live worker steps on copies: the same
+    actions in the same order, and the same states at the end."""
+    stores = {True: MemoryStore(), False: MemoryStore()}
+    emitted = {mode: run(events, store, in_place=mode) for mode, store in stores.items()}
+    assert emitted[True] == emitted[False]
+    assert {c: stored.dumps(s) for c, s in stores[True].items()} == {
+        c: stored.dumps(s) for c, s in stores[False].items()
+    }

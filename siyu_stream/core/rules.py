@@ -8,7 +8,9 @@ worker and in replay. Entry points:
 - `timers.fire_timer` (in `siyu_stream.core.timers`) a timer whose due time the clock passed.
 
 Each returns a `Step`: the new state, the actions in a deterministic order, and
-referral credits to deliver to other customers. The caller's state is never mutated.
+referral credits to deliver to other customers. The caller's state is left as it was,
+unless the caller hands it over with `in_place=True` (offline runs, which never need
+it again: `replay.engine`); both ways give the same step (tests/test_properties.py).
 An event that would break a bound of the state (see `siyu_stream.core.state`) is not
 applied: its step has outcome `rejected`, the unchanged state and the reason.
 """
@@ -50,9 +52,17 @@ MEMBER_GIFT: Final = "member_welcome_pack"
 # ------------------------------------------------------------------ events
 
 
-def apply_event(state: CustomerState | None, event: Event, clock: Millis, rules: Rules) -> Step:
-    """Apply one validated input event for its customer at engine time `clock`."""
-    s = state.clone() if state is not None else CustomerState()
+def apply_event(
+    state: CustomerState | None,
+    event: Event,
+    clock: Millis,
+    rules: Rules,
+    *,
+    in_place: bool = False,
+) -> Step:
+    """Apply one validated input event for its customer at engine time `clock`.
+    `in_place`: change `state` itself (see `CustomerState.clone`)."""
+    s = CustomerState() if state is None else state if in_place else state.clone()
     key = digest(event.event_id)
     if s.has_seen(key):
         return Step(state if state is not None else s, outcome="duplicate")
@@ -305,9 +315,11 @@ def _join(ctx: Ctx, join: Join) -> None:
 # ------------------------------------------------------------------ referral credits
 
 
-def apply_credit(state: CustomerState | None, credit: ReferralCredit, rules: Rules) -> Step:
+def apply_credit(
+    state: CustomerState | None, credit: ReferralCredit, rules: Rules, *, in_place: bool = False
+) -> Step:
     """Credit referrer R for a referred customer's first purchase (once per referred customer)."""
-    s = state.clone() if state is not None else CustomerState()
+    s = CustomerState() if state is None else state if in_place else state.clone()
     key = digest(credit.event_id)
     if s.has_seen(key):
         return Step(state if state is not None else s, outcome="duplicate")

@@ -1,7 +1,8 @@
 """Per-customer state (docs/design.md §3); its stored form is `stored`.
 
 The state is a plain mutable record; the rule core works on a copy (`clone`) so that
-its callers can treat `(state, event, clock) -> (state, actions)` as pure.
+its callers can treat `(state, event, clock) -> (state, actions)` as pure. An offline
+run, which keeps no state but the latest, lets it change the state itself instead.
 
 Bounds. The serialized state is the customer's changelog record, and a record over
 the producer's size limit (about 1 MB by default) crash-loops the live worker. So

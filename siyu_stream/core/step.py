@@ -59,6 +59,9 @@ class Step:
     outcome: Outcome
     reason: str | None
     """Why the event was rejected (outcome `rejected` only): one sentence naming the bound."""
+    timed: list[tuple[Millis, str]]
+    """(due, name) of each timer the step set that the state did not hold at or before
+    that due time: what the partition's timer index must add."""
 
     def __init__(
         self, state: CustomerState, outcome: Outcome = "ok", reason: str | None = None
@@ -68,6 +71,7 @@ class Step:
         self.credits = []
         self.outcome = outcome
         self.reason = reason
+        self.timed = []
 
 
 @dataclass(slots=True, init=False)
@@ -213,7 +217,12 @@ class Ctx:
     def schedule(self, name: str, due: Millis, note: str = "") -> None:
         # clamped, never overflowing: events lie before year 9000, but a repurchase cycle
         # is as long as the gap between two orders, and its multiples could pass year 9999
-        self.s.timers[name] = Timer(min(due, LATEST_DUE), self.cause, note)
+        due = min(due, LATEST_DUE)
+        timers = self.s.timers
+        held = timers.get(name)
+        timers[name] = Timer(due, self.cause, note)
+        if held is None or due < held.due:
+            self.step.timed.append((due, name))
 
     def cancel(self, name: str) -> None:
         self.s.timers.pop(name, None)

@@ -28,13 +28,19 @@ _TIER_RANK: Final = {tier: rank for rank, tier in enumerate(TIERS)}
 
 
 def fire_timer(
-    state: CustomerState, customer_id: str, name: str, due: Millis, rules: Rules
+    state: CustomerState,
+    customer_id: str,
+    name: str,
+    due: Millis,
+    rules: Rules,
+    *,
+    in_place: bool = False,
 ) -> Step | None:
     """Fire timer `name` due at `due`; None when the state no longer holds that timer."""
     timer = state.timers.get(name)
     if timer is None or timer.due != due:
         return None  # rescheduled or cancelled since it was indexed
-    s = state.clone()
+    s = state if in_place else state.clone()
     del s.timers[name]
     ctx = Ctx(s, customer_id, due, timer.cause, f"{name}@{due}", rules)
     _TIMERS[name](ctx, timer)

@@ -110,7 +110,8 @@ class StateStore(Protocol):
 
 
 Applied = Callable[[str, CustomerState | None, Step], None]
-"""Told of every step that changed a state, after the state is stored: emit its actions."""
+"""Told of every step that changed a state, with the state it started from, before the
+new one is stored: emit its actions (or refuse the step by raising)."""
 
 
 TIMER_BUCKET: Final = 3_600_000
@@ -182,20 +183,14 @@ class TimerIndex:
         self._size -= 1
         return entry
 
-    def track(
-        self,
-        customer_id: str,
-        before: CustomerState | None,
-        after: CustomerState,
-        fired: str | None = None,
-    ) -> None:
-        """Index the timers of `after` that no entry covers yet; `fired` names the timer
-        whose entry was just consumed (it may have been scheduled again)."""
-        old = before.timers if before is not None else {}
-        for name, timer in after.timers.items():
-            previous = old.get(name) if name != fired else None
-            if previous is None or timer.due < previous.due:
-                self._push((timer.due, customer_id, name))
+    def index(self, customer_id: str, state: CustomerState) -> None:
+        """Index every timer of a state read from the store (a worker's start)."""
+        for name, timer in state.timers.items():
+            self._push((timer.due, customer_id, name))
+
+    def push(self, due: Millis, customer_id: str, name: str) -> None:
+        """Index a timer just set (`Step.timed`)."""
+        self._push((due, customer_id, name))
 
     def pop_due(
         self, now: Millis, state_of: Callable[[str], CustomerState | None]
@@ -236,12 +231,25 @@ class TimerIndex:
 
 class Partition:
     """A partition's clock and timers over a state store; the adapters feed it records in
-    merge order and emit what `applied` is told."""
+    merge order and emit what `applied` is told.
+
+    `in_place`: the steps change the stored states themselves rather than copies, for a
+    caller that never looks back: no `applied` that refuses a step, no rollback, and the
+    state `applied` is given as the one a step started from is the changed one (replay's
+    reads none). The live worker steps on copies: a batch that fails is run again from
+    its stored states, and its observer compares each state before and after."""
 
     def __init__(
-        self, rules: Rules, store: StateStore, applied: Applied, *, undo: bool = True
+        self,
+        rules: Rules,
+        store: StateStore,
+        applied: Applied,
+        *,
+        undo: bool = True,
+        in_place: bool = False,
     ) -> None:
         self.rules = rules
+        self.in_place = in_place
         self.store = store
         self.applied = applied
         self.clock: Millis | None = None
@@ -267,10 +275,10 @@ class Partition:
         fired = 0
         while (due_timer := self.timers.pop_due(until, self.store.get)) is not None:
             due, customer_id, name, before = due_timer
-            step = fire_timer(before, customer_id, name, due, self.rules)
+            step = fire_timer(before, customer_id, name, due, self.rules, in_place=self.in_place)
             if step is None:
                 continue
-            self._stored(customer_id, before, step, fired=name)
+            self._stored(customer_id, before, step)
             self.timers_fired += 1
             self._move(due)
             fired += 1
@@ -293,21 +301,20 @@ class Partition:
         """Apply a checked event at the partition clock (call `advance(event.at)` first)."""
         clock = self.clock if self.clock is not None else event.at
         before = self.store.get(event.customer_id)
-        step = core.apply_event(before, event, clock, self.rules)
+        step = core.apply_event(before, event, clock, self.rules, in_place=self.in_place)
         if step.outcome == "ok":
             self._stored(event.customer_id, before, step)
         return step
 
     def credit(self, credit: ReferralCredit) -> Step:
         before = self.store.get(credit.referrer_id)
-        step = core.apply_credit(before, credit, self.rules)
+        step = core.apply_credit(before, credit, self.rules, in_place=self.in_place)
         if step.outcome == "ok":
             self._stored(credit.referrer_id, before, step)
         return step
 
-    def _stored(
-        self, customer_id: str, before: CustomerState | None, step: Step, fired: str | None = None
-    ) -> None:
+    def _stored(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         self.applied(customer_id, before, step)  # first: it may refuse the step by raising
         self.store.put(customer_id, step.state)
-        self.timers.track(customer_id, before, step.state, fired)
+        for due, name in step.timed:
+            self.timers.push(due, customer_id, name)

@@ -125,7 +125,7 @@ class PartitionTask:
             if customer_id == CLOCK_KEY:
                 continue
             state = stored.loads(raw)
-            self.events.timers.track(customer_id, None, state)
+            self.events.timers.index(customer_id, state)
             self.observer.indexed(customer_id, state)
             count += 1
             if count % chunk == 0:

@@ -81,7 +81,10 @@ class Engine:
         *,
         partitions: int = 1,
         now: Millis | None = None,
+        in_place: bool = True,
     ) -> None:
+        """`in_place`: steps change the stored states themselves, not copies (nothing in an
+        offline run refuses a step or rolls one back; `Partition`)."""
         self.rules = rules
         self.store = store
         self.sink = sink
@@ -92,7 +95,10 @@ class Engine:
         """Credits emitted and not yet applied: `handle` applies them at once; the replay
         merge queues them on the referrer's partition instead."""
         applied = _Applied(sink, self.stats, self.credits)
-        self.partitions = [Partition(rules, store, applied, undo=False) for _ in range(partitions)]
+        self.partitions = [
+            Partition(rules, store, applied, undo=False, in_place=in_place)
+            for _ in range(partitions)
+        ]
 
     @property
     def clock(self) -> Millis | None:
