@@ -104,22 +104,25 @@ def test_the_dormant_timer_moving_on_every_message_does_not_grow_the_index() -> 
             st.integers(0, 12),
         ),
         max_size=40,
-    )
+    ),
+    st.sampled_from([1, 900_000]),
 )
 def test_the_index_fires_what_the_states_hold_in_due_order(
-    changes: list[tuple[str, dict[str, int], int]],
+    changes: list[tuple[str, dict[str, int], int]], unit: int
 ) -> None:
     """States rewritten at random (timers added, moved either way, cancelled; due times
     that tie across customers) while the clock moves on: each drain fires exactly the
-    timers the states hold due by then, in (due, customer, name) order."""
+    timers the states hold due by then, in (due, customer, name) order. `unit` scales
+    the times: 1 keeps them in one hour's bucket of the index, 900,000 ms spreads them
+    over ten (a timer set in an hour before the first bucket's, buckets emptied)."""
     index = TimerIndex()
     states: dict[str, CustomerState] = {}
     now = 0
     for customer_id, timers, step in changes:
-        after = with_timers(**{name: now + due for name, due in timers.items()})
+        after = with_timers(**{name: now + due * unit for name, due in timers.items()})
         rewrite(index, customer_id, states.get(customer_id), after)
         states[customer_id] = after
-        now += step
+        now += step * unit
         expected = sorted(
             (timer.due, c, name)
             for c, state in states.items()

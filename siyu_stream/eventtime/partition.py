@@ -142,6 +142,10 @@ class TimerIndex:
         self._hours: list[int] = []  # a heap of the bucket numbers that hold entries
         self._buckets: dict[int, list[TimerEntry]] = {}
         self._heaped: set[int] = set()  # the buckets that have come up: heaps
+        self._head: list[TimerEntry] | None = None
+        """The first bucket while it stays first (`_first` runs once an event and twice a
+        firing: a heap top, a dict and a set lookup each time, 3 % of replay)."""
+        self._head_hour = 0
         self._size = 0
         self._popped: list[TimerEntry] = []
         self._undo = undo
@@ -156,6 +160,8 @@ class TimerIndex:
         if entries is None:
             self._buckets[hour] = [entry]
             heappush(self._hours, hour)
+            if hour < self._head_hour:
+                self._head = None  # an hour before the first bucket's comes first now
         elif hour in self._heaped:
             heappush(entries, entry)
         else:
@@ -164,6 +170,9 @@ class TimerIndex:
 
     def _first(self) -> list[TimerEntry] | None:
         """The first bucket, a heap by now; None when the index is empty."""
+        entries = self._head
+        if entries is not None:
+            return entries
         if not self._hours:
             return None
         hour = self._hours[0]
@@ -171,6 +180,7 @@ class TimerIndex:
         if hour not in self._heaped:
             heapify(entries)
             self._heaped.add(hour)
+        self._head, self._head_hour = entries, hour
         return entries
 
     def _pop(self, entries: list[TimerEntry]) -> TimerEntry:
@@ -180,6 +190,7 @@ class TimerIndex:
             hour = heappop(self._hours)
             del self._buckets[hour]
             self._heaped.discard(hour)
+            self._head = None
         self._size -= 1
         return entry
 
