@@ -54,6 +54,7 @@ from siyu_stream.bootstrap.build import build
 from siyu_stream.build import build as running_build
 from siyu_stream.cli import main as cli
 from siyu_stream.cli import tune_gc
+from siyu_stream.cli.history import OUT_BUFFER
 from siyu_stream.core import stored
 from siyu_stream.core.clock import DAY, format_rfc3339, parse_rfc3339
 from siyu_stream.core.ruleset import Rules
@@ -63,7 +64,8 @@ from siyu_stream.replay.run import replay
 def json_pipe(path: Path) -> dict[str, float]:
     """Each line read, parsed and written back with orjson, nothing else."""
     lines = 0
-    with path.open("rb") as src, (CACHE / "pipe-out.jsonl").open("wb") as out:
+    # written through the buffer replay's --out gets, as replay's output below
+    with path.open("rb") as src, (CACHE / "pipe-out.jsonl").open("wb", buffering=OUT_BUFFER) as out:
         started, cpu = time.perf_counter(), time.process_time()
         for line in src:
             try:
@@ -131,8 +133,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     dumped = states(path, last, Path(args.dump_states)) if args.dump_states else {}
     pipe = json_pipe(path)  # it also brings the file into the page cache for replay
     with (
-        (CACHE / "replay-actions.jsonl").open("wb") as out,
-        (CACHE / "replay-deadletters.jsonl").open("wb") as dead,
+        (CACHE / "replay-actions.jsonl").open("wb", buffering=OUT_BUFFER) as out,
+        (CACHE / "replay-deadletters.jsonl").open("wb", buffering=OUT_BUFFER) as dead,
     ):
         started, cpu = time.perf_counter(), cpu_now()
         counts = replay(

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import orjson
 
@@ -28,6 +28,9 @@ from siyu_stream.core.ruleset import load_rules
 from siyu_stream.observe.wall import wall_clock
 from siyu_stream.replay.run import replay, summary
 from siyu_stream.settings import Settings
+
+OUT_BUFFER: Final = 1 << 20
+"""The buffer of an output file (--out, --deadletter)."""
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +109,9 @@ def _open_out(path: str | None, fallback: IO[bytes] | None) -> Iterator[IO[bytes
     if path is None:
         yield fallback
         return
-    with Path(path).open("wb") as handle:
+    # replay writes each step's actions as they come: with the default 8 KiB buffer the
+    # kernel was asked to write every few dozen actions
+    with Path(path).open("wb", buffering=OUT_BUFFER) as handle:
         yield handle
 
 
