@@ -61,7 +61,7 @@ def apply_event(
     in_place: bool = False,
 ) -> Step:
     """Apply one validated input event for its customer at engine time `clock`.
-    `in_place`: change `state` itself (see `CustomerState.clone`)."""
+    `in_place`: change `state` itself, not a copy (offline runs: `Partition`)."""
     s = CustomerState() if state is None else state if in_place else state.clone()
     key = digest(event.event_id)
     if s.has_seen(key):
