@@ -6,7 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scenario import Scenario
 
+from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState, Timer
+from siyu_stream.core.step import Ctx
 from siyu_stream.eventtime.partition import TimerIndex
 
 
@@ -24,6 +26,26 @@ def rewrite(
         old = held.get(name)
         if old is None or timer.due < old.due:
             index.push(timer.due, customer_id, name)
+
+
+def test_a_step_lists_each_timer_the_index_must_add() -> None:
+    """`Step.timed`, what the partition pushes (the `rewrite` above mirrors it): a timer
+    new or moved earlier, never one moved later (its entry still covers it); a timer
+    removed as it fires and set again by the same step counts as new."""
+    state = with_timers(x=100, y=100, z=100)
+    ctx = Ctx(state, "a", 0, "e2", "e2", Rules())
+    ctx.schedule("x", 50)  # earlier
+    ctx.schedule("y", 150)  # later: not listed
+    ctx.schedule("w", 300)  # new
+    del state.timers["z"]  # as `fire_timer` removes the timer it fires
+    ctx.schedule("z", 400)
+    assert ctx.finish().timed == [(50, "x"), (300, "w"), (400, "z")]
+    assert {name: t.due for name, t in state.timers.items()} == {
+        "x": 50,
+        "y": 150,
+        "w": 300,
+        "z": 400,
+    }
 
 
 def drain(
