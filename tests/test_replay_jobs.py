@@ -11,6 +11,8 @@ import os
 import pickle
 import random
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any
@@ -342,6 +344,42 @@ def test_only_the_forked_jobs_leave_their_runs_to_their_exit(tmp_path: Path) -> 
     for jobs in (1, 2):
         run(path, jobs)
         assert replay_jobs._LEFT_TO_EXIT == []
+
+
+def test_runs_are_kept_to_the_exit_only_once_the_process_promised_it() -> None:
+    code = (
+        "from siyu_stream.replay import jobs\n"
+        "jobs.leave_to_exit(object()); print(jobs.left_to_exit())\n"
+        "jobs.ends_by_exit(); jobs.leave_to_exit(object()); print(jobs.left_to_exit())\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert ran.stdout.split() == [b"False", b"True"]
+
+
+def program(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    """`python -m siyu_stream.cli` with its standard output buffered, as by default."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "siyu_stream.cli", *argv]
+    return subprocess.run(command, env=env, capture_output=True, check=True)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_program_ends_by_exit_with_every_byte_written(
+    jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`siyu-stream replay` and `backtest` end by os._exit with their states alive
+    (`cli.entry`): what they wrote to standard output, still in a buffer, must be out."""
+    lifecycle = str(DATA / "lifecycle.jsonl")
+    pinned = ["--now", "2026-06-01T00:00:00Z", "--until", "2026-12-31T00:00:00Z"]
+    ran = program("replay", lifecycle, *pinned, "--jobs", jobs, "--deadletter", os.devnull)
+    assert ran.stdout == (DATA / "lifecycle.actions.jsonl").read_bytes()
+    assert ran.stderr.decode().splitlines()[-1].startswith("replay: --now 2026-06-01")
+    backtest = ["backtest", lifecycle, *pinned, "--rules", os.devnull, "--jobs", jobs]
+    ran = program(*backtest)
+    assert main(backtest) == 0
+    report = capsys.readouterr().out
+    assert report.startswith("backtest: ") and "membership" in report
+    assert ran.stdout.decode() == report
 
 
 def test_hostile_lines_and_several_files(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from siyu_stream.core.schemas import build_input_decoders
 from siyu_stream.core.state import LAYERS
 from siyu_stream.core.step import TRACKED
 from siyu_stream.replay.engine import Engine, MemoryStore
-from siyu_stream.replay.jobs import join_all, leave_to_exit
+from siyu_stream.replay.jobs import ends_by_exit, join_all, leave_to_exit
 from siyu_stream.replay.run import Line, Merge, collector_paused, merged
 
 KINDS = ("gift", "reminder", "change", "suppressed")
@@ -142,7 +142,7 @@ def backtest(
     with spill_dir() as tmp, collector_paused():
         directory = Path(tmp)
 
-        def run(which: list[tuple[str, Rules]], report: IO[str] | None, forked: bool) -> list[_Ran]:
+        def run(which: list[tuple[str, Rules]], report: IO[str] | None) -> list[_Ran]:
             runs = []
             for name, rules in which:
                 tally = Tally(calendar, Spill(directory, name))
@@ -151,14 +151,10 @@ def backtest(
             _drive(paths, runs, report)
             for one in runs:
                 one.engine.advance(until)
-            if forked:
-                leave_to_exit(runs)
+            leave_to_exit(runs)
             return [_Ran.of(one) for one in runs]
 
-        if jobs == 1:
-            ran = run(list(named), progress, False)
-        else:
-            ran = _apart(named, run, directory, progress)
+        ran = run(list(named), progress) if jobs == 1 else _apart(named, run, directory, progress)
         diff(
             Spill.of(directory, "baseline", ran[0].spilled),
             Spill.of(directory, "new", ran[1].spilled),
@@ -170,7 +166,7 @@ def backtest(
 
 def _apart(
     named: tuple[tuple[str, Rules], ...],
-    run: Callable[[list[tuple[str, Rules]], IO[str] | None, bool], list[_Ran]],
+    run: Callable[[list[tuple[str, Rules]], IO[str] | None], list[_Ran]],
     directory: Path,
     progress: IO[str] | None,
 ) -> list[_Ran]:
@@ -179,8 +175,9 @@ def _apart(
     build_input_decoders()  # once, before the runs fork, instead of once in each
 
     def main(index: int) -> None:
+        ends_by_exit()  # a forked process: multiprocessing ends it with os._exit
         report = progress if index == 0 else None  # one progress line, not two interleaved
-        (ran,) = run([named[index]], report, True)
+        (ran,) = run([named[index]], report)
         sent = (ran.outcomes, ran.population, ran.tally, ran.spilled)
         with (directory / f"ran-{index}").open("wb") as handle:
             pickle.dump(sent, handle, protocol=pickle.HIGHEST_PROTOCOL)

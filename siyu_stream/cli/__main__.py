@@ -1,7 +1,5 @@
 """`python -m siyu_stream.cli`: the same as the `siyu-stream` command."""
 
-import sys
+from siyu_stream.cli import entry
 
-from siyu_stream.cli import main
-
-sys.exit(main())
+entry()
