@@ -55,7 +55,7 @@ def entry() -> NoReturn:
     the process, at once when the command left its run to it.
 
     Replay and backtest end with every customer's state alive. Freeing them one by one
-    took 4-7 % of a replay, and the interpreter's final collection walks them all if they
+    took 3-7 % of a replay, and the interpreter's final collection walks them all if they
     are kept, only to hand memory back that the system takes back whole at the exit
     (clang's -disable-free, for the same reason). So the program promises to end by
     os._exit, those commands leave their runs to it (`jobs.leave_to_exit`; every file
