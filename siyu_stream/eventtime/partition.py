@@ -261,7 +261,11 @@ class Partition:
     ) -> None:
         self.rules = rules
         self.in_place = in_place
-        self.store = store
+        # the store's two methods, bound once: compiled, a call through the protocol looks
+        # the method up by name, and `advance` bound `get` anew for every event (-1.2 % of
+        # a replay's instructions)
+        self._get: Callable[[str], CustomerState | None] = store.get
+        self._put: Callable[[str, CustomerState], None] = store.put
         self.applied = applied
         self.clock: Millis | None = None
         self.timers = TimerIndex(undo=undo)
@@ -284,7 +288,7 @@ class Partition:
         only as far as the timers it fired. False when `limit` left due timers unfired
         (the clock then stays before them: the caller comes back before going past)."""
         fired = 0
-        while (due_timer := self.timers.pop_due(until, self.store.get)) is not None:
+        while (due_timer := self.timers.pop_due(until, self._get)) is not None:
             due, customer_id, name, before = due_timer
             step = fire_timer(before, customer_id, name, due, self.rules, in_place=self.in_place)
             if step is None:
@@ -311,14 +315,14 @@ class Partition:
     def apply(self, event: Event) -> Step:
         """Apply a checked event at the partition clock (call `advance(event.at)` first)."""
         clock = self.clock if self.clock is not None else event.at
-        before = self.store.get(event.customer_id)
+        before = self._get(event.customer_id)
         step = core.apply_event(before, event, clock, self.rules, in_place=self.in_place)
         if step.outcome == "ok":
             self._stored(event.customer_id, before, step)
         return step
 
     def credit(self, credit: ReferralCredit) -> Step:
-        before = self.store.get(credit.referrer_id)
+        before = self._get(credit.referrer_id)
         step = core.apply_credit(before, credit, self.rules, in_place=self.in_place)
         if step.outcome == "ok":
             self._stored(credit.referrer_id, before, step)
@@ -326,6 +330,6 @@ class Partition:
 
     def _stored(self, customer_id: str, before: CustomerState | None, step: Step) -> None:
         self.applied(customer_id, before, step)  # first: it may refuse the step by raising
-        self.store.put(customer_id, step.state)
+        self._put(customer_id, step.state)
         for due, name in step.timed:
             self.timers.push(due, customer_id, name)
