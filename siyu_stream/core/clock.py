@@ -174,7 +174,10 @@ def format_rfc3339(ms: Millis) -> str:
     date = _dates.get(days)  # read in place: a dict hit, no call (interpreted too)
     if date is None:
         date = _date(days)
-    stamp = f"{date}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}"
-    text = f"{stamp}.{_MILLI[millis]}Z" if millis else f"{stamp}Z"
+    # one string built, not a stamp and then the text (compiled, each f-string is a join)
+    if millis:
+        text = f"{date}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}.{_MILLI[millis]}Z"
+    else:
+        text = f"{date}T{_HOUR_MINUTE[minutes]}:{_SECOND[seconds]}Z"
     _LAST.formatted = (ms, text)
     return text
