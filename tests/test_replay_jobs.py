@@ -338,8 +338,9 @@ def test_every_input_decoder_is_built_before_the_jobs_fork() -> None:
 
 
 def test_only_the_forked_jobs_leave_their_runs_to_their_exit(tmp_path: Path) -> None:
-    """A job process skips freeing its states (it exits right after); the process that
-    runs one job itself, or merges several, must free them (`tests/test_gc.py`)."""
+    """A job process skips freeing its states (it exits right after); a process that runs
+    one job itself, or merges several, frees them (`tests/test_gc.py`) unless it promised
+    to end by os._exit, as the program does (the two tests below)."""
     path = write(tmp_path, stream(2, 60))
     for jobs in (1, 2):
         run(path, jobs)
