@@ -366,10 +366,11 @@ def program(*argv: str) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_the_program_ends_by_exit_with_every_byte_written(
-    jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    jobs: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`siyu-stream replay` and `backtest` end by os._exit with their states alive
-    (`cli.entry`): what they wrote to standard output, still in a buffer, must be out."""
+    """One job: `siyu-stream replay` and `backtest` end by os._exit with their states alive
+    (`cli.entry`), and what they wrote to standard output, still in a buffer, must be out.
+    Two: the states live in the jobs, and the program exits as usual, with the same bytes."""
     lifecycle = str(DATA / "lifecycle.jsonl")
     pinned = ["--now", "2026-06-01T00:00:00Z", "--until", "2026-12-31T00:00:00Z"]
     ran = program("replay", lifecycle, *pinned, "--jobs", jobs, "--deadletter", os.devnull)
