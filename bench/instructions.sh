@@ -3,11 +3,13 @@
 # them: cachegrind over the first 4,000 and all 20,000 lines of a simulated stream, the
 # difference divided by 16,000 (start-up and imports cancel out; the machine's load does
 # not change the count).
-#   bench/instructions.sh compiled|interpreted fast|history [replay|backtest]
+#   bench/instructions.sh compiled|interpreted fast|history [replay|backtest] [by-library]
+# by-library: callgrind instead, and the count split by the shared library whose own code
+# ran it (bench/by_library.py): the CPython runtime, the compiled modules, blake2, ...
 # compiled and interpreted both run the install of `make compiled` (.compiled/site), the
 # second with SIYU_BUILD=interpreted. Needs valgrind. About 2-4 minutes per call.
 set -eu
-build=$1 stream=$2 command=${3:-replay}
+build=$1 stream=$2 command=${3:-replay} split=${4:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=$root/.venv/bin/python
 work=$(mktemp -d)
@@ -21,15 +23,28 @@ cd "$work" # not the checkout: python -m would import its source first
 export PYTHONPATH="$root/.compiled/site"
 if [ "$build" = interpreted ]; then export SIYU_BUILD=interpreted; else unset SIYU_BUILD; fi
 count() {
+    profile=$1.callgrind
     if [ "$command" = backtest ]; then
         set -- backtest "$1" --rules "$root/rules.example.toml" --out "$work/bt"
     else
         set -- replay "$1" --out "$work/out.jsonl" --deadletter /dev/null
     fi
+    if [ -n "$split" ]; then
+        valgrind --tool=callgrind --callgrind-out-file="$profile" \
+            "$python" -m siyu_stream.cli "$@" --now 2027-06-01T00:00:00Z 2>"$work/log" >/dev/null
+        return
+    fi
     valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
         "$python" -m siyu_stream.cli "$@" --now 2027-06-01T00:00:00Z 2>"$work/log" >/dev/null
     sed -n 's/.*I *refs: *//p' "$work/log" | tr -d ,
 }
+if [ -n "$split" ]; then
+    count "$work/head.jsonl"
+    count "$work/all.jsonl"
+    echo "$build $stream $command: instructions per event by library"
+    "$python" "$root/bench/by_library.py" "$work/head.jsonl.callgrind" "$work/all.jsonl.callgrind" 16000
+    exit
+fi
 short=$(count "$work/head.jsonl")
 long=$(count "$work/all.jsonl")
 ran=$(sed -n 's/^replay: [0-9].*, \([a-z]*\) build$/\1/p' "$work/log")
