@@ -40,7 +40,9 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
-_MONTH_DAYS: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# of any length: compiled, a fixed-length tuple is a C struct, boxed into a new tuple
+# each time a variable indexes it (a 13-tuple for every timestamp read)
+_MONTH_DAYS: Final[tuple[int, ...]] = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _number(raw: bytes, start: int, end: int) -> int:

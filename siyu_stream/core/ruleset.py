@@ -32,8 +32,8 @@ from siyu_stream.core.errors import RulesError
 from siyu_stream.core.golive import GoLive
 from siyu_stream.core.memo import remember
 
-TIERS: Final = ("none", "silver", "gold", "platinum", "diamond")
-
+# of any length, as `clock._MONTH_DAYS`: `tier_of` indexes it for every order
+TIERS: Final[tuple[str, ...]] = ("none", "silver", "gold", "platinum", "diamond")
 WEEK_MINUTES: Final = 7 * 24 * 60
 TEN_YEARS_DAYS: Final = 3_650
 MAX_YUAN: Final = 1_000_000_000

@@ -28,7 +28,8 @@ from siyu_stream.core.state import LAYERS, CustomerState, Timer
 Outcome = Literal["ok", "duplicate", "rejected"]
 BEFORE_GO_LIVE: Final = "before_go_live"
 """The reason of a gift or reminder withheld because it fell due before go-live."""
-TRACKED: Final = ("layer", "tier", "health", "membership")
+# of any length, as `clock._MONTH_DAYS` (and `tracked`): `finish` walks it for every event
+TRACKED: Final[tuple[str, ...]] = ("layer", "tier", "health", "membership")
 LATEST_DUE: Final[Millis] = 253_370_764_800_000
 """9999-01-01T00:00:00Z: the latest due time a timer can have (it has a calendar date)."""
 # timer names; one timer of each name per customer at most

@@ -24,7 +24,8 @@ from siyu_stream.core.state import CustomerState
 from siyu_stream.core.step import TRACKED, Step, tracked
 from siyu_stream.observe.timeline import Timeline
 
-GAP_BUCKETS: Final = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
+# of any length, as `clock._MONTH_DAYS`: a fixed-length tuple passed to bisect is boxed anew
+GAP_BUCKETS: Final[tuple[int, ...]] = (1, 3, 7, 14, 21, 30, 45, 60, 90, 180, 365)
 """Upper bounds (days) of the repurchase-gap histogram."""
 
 K = TypeVar("K")
