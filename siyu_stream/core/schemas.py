@@ -158,8 +158,12 @@ def input_decoder() -> msgspec.json.Decoder[Any]:
                 fields.append((field, kind_type))
             else:
                 fields.append((field, kind_type | msgspec.UnsetType, msgspec.UNSET))
+        # gc=False: a struct decoded from JSON holds no cycle, and one per event is made
+        # and dropped at once (no tracking by the cycle collector either way)
         structs.append(
-            msgspec.defstruct(kind, fields, tag_field="type", tag=kind, kw_only=True, frozen=True)
+            msgspec.defstruct(
+                kind, fields, tag_field="type", tag=kind, kw_only=True, frozen=True, gc=False
+            )
         )
     return msgspec.json.Decoder(Union[tuple(structs)])  # noqa: UP007 - built at run time
 
