@@ -166,8 +166,8 @@ class Job:
     def _fill(self, part: Part, *, start: bool = False) -> None:
         """Make the partition's next records visible: until each input queue has a head,
         the input ends or LOOKAHEAD records are visible. Rejected lines go on the way."""
-        inputs = part.inputs
-        while not (inputs[0] and inputs[1] and inputs[2]) and part.visible < LOOKAHEAD:
+        keys = part.keys
+        while (keys[0] is None or keys[1] is None or keys[2] is None) and part.visible < LOOKAHEAD:
             if not part.pending:
                 if not self._read():
                     break
@@ -180,7 +180,7 @@ class Job:
             event = line.event
             assert event is not None
             kind = QUEUE_OF[type(event)]
-            inputs[kind].append((merge_key(sort_key(event), 4 * part.index + kind), line))
+            part.push(kind, merge_key(sort_key(event), 4 * part.index + kind), line)
             part.visible += 1
         part.refresh()
 
@@ -288,7 +288,7 @@ class Job:
         self.since = 0
 
     def _input(self, part: Part, kind: int, group: Key) -> None:
-        _, line = part.inputs[kind].popleft()
+        line = part.take(kind)
         part.visible -= 1
         part.refresh()
         part.high = group
@@ -352,7 +352,7 @@ class Job:
                 bound = min(bound, part.credits[0][1])
             if part.index not in self.owned:
                 continue
-            heads = [queue[0][0] for queue in part.inputs if queue]
+            heads = [key for key in part.keys if key is not None]
             if not heads:  # nothing visible: the partition has read all its lines
                 continue
             low = HIGHEST if self.exhausted else min(part.tops)

@@ -76,6 +76,10 @@ class Part:
         self.index = index
         self.pending = Backlog(revive)
         self.inputs: tuple[deque[tuple[Key, Line]], ...] = (deque(), deque(), deque())
+        self.keys: list[Key | None] = [None, None, None]
+        """The key at the head of each input queue (None: empty), kept by `push` and
+        `take`: compiled, a deque's item and truth are generic calls, and the merge asks
+        for every queue's head several times an event."""
         self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
         self.visible = 0
         self.high = LOWEST
@@ -93,14 +97,29 @@ class Part:
         self.head: Key | None = None
         self.head_queue = 0
 
+    def push(self, kind: int, key: Key, line: Line) -> None:
+        """A record made visible at the tail of input queue `kind`."""
+        queue = self.inputs[kind]
+        if not queue:
+            self.keys[kind] = key
+        queue.append((key, line))
+
+    def take(self, kind: int) -> Line:
+        """The record at the head of input queue `kind`, taken off it."""
+        queue = self.inputs[kind]
+        _, line = queue.popleft()
+        self.keys[kind] = queue[0][0] if queue else None
+        return line
+
     def refresh(self) -> None:
         """Recompute `head` and `head_queue` (0-2 input, 3 credit) after a queue changed."""
         best: Key | None = None
         which = 0
         if self.owned:
-            for kind, queue in enumerate(self.inputs):
-                if queue and (best is None or queue[0][0] < best):
-                    best, which = queue[0][0], kind
+            for kind in range(3):
+                key = self.keys[kind]
+                if key is not None and (best is None or key < best):
+                    best, which = key, kind
         if self.credits and (best is None or self.credits[0][0] < best):
             best, which = self.credits[0][0], CREDIT
         self.head, self.head_queue = best, which
