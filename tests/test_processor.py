@@ -19,7 +19,9 @@ from siyu_stream.core.events import decode as decode_event
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 from siyu_stream.eventtime.keys import (
+    CACHED_CUSTOMERS,
     CACHED_KEYS,
+    _customers,
     _partitions,
     customer_partition,
     murmur2,
@@ -386,6 +388,19 @@ def test_partition_for_stays_right_past_its_memo_bound() -> None:
     assert len(_partitions[7]) == 1_000
     for key in keys[::97]:
         assert partition_for(key, 7) == default(key, every, every) == murmur2(key) % 2**31 % 7
+
+
+def test_customer_partition_stays_right_past_its_memo_bound() -> None:
+    # the same for the memo by customer id (replay asks once per record)
+    default = DefaultPartitioner()
+    every = list(range(5))
+    customers = [f"c{i}" for i in range(CACHED_CUSTOMERS + 1_000)]
+    for customer in customers:
+        customer_partition(customer, 5)
+    assert len(_customers[5]) == 1_000
+    for customer in customers[::997]:
+        key = customer.encode()
+        assert customer_partition(customer, 5) == default(key, every, every)
 
 
 def test_the_api_sees_committed_state_only() -> None:

@@ -64,7 +64,25 @@ def partition_for(key: bytes, partitions: int) -> int:
     return found
 
 
+CACHED_CUSTOMERS: Final = 262_144
+"""Customer ids whose partition `customer_partition` remembers, per partition count: more
+than `CACHED_KEYS`, because a replay asks for every record and a year's history holds
+more customers than that (a miss costs a murmur2 and an encoding; an entry ~100 bytes)."""
+_customers: Final[dict[int, dict[str, int]]] = {}
+
+
 def customer_partition(customer_id: str, partitions: int) -> int:
     """The partition of a customer: its id (UTF-8) is the records' key. With one
-    partition, 0 without hashing (replay, backtest and bootstrap ask once per record)."""
-    return partition_for(customer_id.encode(), partitions) if partitions > 1 else 0
+    partition, 0 without hashing (replay, backtest and bootstrap ask once per record).
+    Remembered by the id itself: a str caches its hash, which the store's lookup of the
+    same id then reuses, where `partition_for` hashes a new bytes object every time."""
+    if partitions <= 1:
+        return 0
+    known = _customers.get(partitions)
+    if known is None:
+        known = remember(_customers, partitions, {}, 64)  # partition counts: a few
+    found = known.get(customer_id)
+    if found is None:
+        p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+        found = remember(known, customer_id, p, CACHED_CUSTOMERS)
+    return found

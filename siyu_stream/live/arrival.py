@@ -22,7 +22,7 @@ from siyu_stream.core.clock import Millis, format_rfc3339
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, decode
 from siyu_stream.core.ruleset import Rules
-from siyu_stream.eventtime.keys import partition_for
+from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.merge import FIRST
 from siyu_stream.eventtime.partition import SortKey, check_time, credit_key, sort_key
 from siyu_stream.live.records import Pending, Record
@@ -58,7 +58,7 @@ def decode_input(
             event, reason = None, exc.full_reason
     if event is None:
         return FIRST, Pending(offset, record, kind, reason=reason)
-    owner = partition_for(event.customer_id.encode(), partitions)
+    owner = customer_partition(event.customer_id, partitions)
     if not forwarded and owner != here:
         return FIRST, Pending(offset, record, kind, event, forward=True)
     return sort_key(event), Pending(offset, record, kind, event)
