@@ -190,8 +190,9 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "join": (*_HEAD, "action", "carrier", "source", "staff_id", "referrer_id"),
 }
 """The fields of each input type that the event keeps, in the order `_build` reads them."""
-_pickers: Final[dict[type, Callable[[tuple[Any, ...]], tuple[Any, ...]]]] = {}
-"""Per decoded struct type, what takes its FIELDS out of `msgspec.structs.astuple`."""
+_pickers: Final[dict[type, tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]]] = {}
+"""Per decoded struct type, its input type and what takes its FIELDS out of
+`msgspec.structs.astuple` (the type's name read once: a generic attribute lookup)."""
 _ASTUPLE: Final = msgspec.structs.astuple
 """Read as a C static compiled (`msgspec.structs.astuple` is three lookups by name)."""
 _decode_input: Final[list[Callable[[bytes], Any]]] = []
@@ -203,11 +204,12 @@ def _picked(message: Any) -> tuple[str, tuple[Any, ...]]:
     """A decoded struct's type and its FIELDS, by position: two C calls for all the values
     (compiled, a generic getattr per field cost ~4,000 instructions an event)."""
     struct = type(message)
-    kind = struct.__name__
-    picker = _pickers.get(struct)
-    if picker is None:
+    known = _pickers.get(struct)
+    if known is None:
+        kind = struct.__name__
         where = {f.encode_name: i for i, f in enumerate(msgspec.structs.fields(struct))}
-        picker = _pickers[struct] = itemgetter(*(where[name] for name in FIELDS[kind]))
+        known = _pickers[struct] = kind, itemgetter(*(where[name] for name in FIELDS[kind]))
+    kind, picker = known
     return kind, picker(_ASTUPLE(message))
 
 
