@@ -80,6 +80,9 @@ class Part:
         """The key at the head of each input queue (None: empty), kept by `push` and
         `take`: compiled, a deque's item and truth are generic calls, and the merge asks
         for every queue's head several times an event."""
+        # bound once, as `spill.Backlog`'s: a deque's method by name is looked up per call
+        self._appends = tuple(queue.append for queue in self.inputs)
+        self._poplefts = tuple(queue.popleft for queue in self.inputs)
         self.credits: deque[tuple[Key, Key, ReferralCredit]] = deque()  # key, group, credit
         self.visible = 0
         self.high = LOWEST
@@ -99,15 +102,14 @@ class Part:
 
     def push(self, kind: int, key: Key, line: Line) -> None:
         """A record made visible at the tail of input queue `kind`."""
-        queue = self.inputs[kind]
-        if not queue:
+        if self.keys[kind] is None:
             self.keys[kind] = key
-        queue.append((key, line))
+        self._appends[kind]((key, line))
 
     def take(self, kind: int) -> Line:
         """The record at the head of input queue `kind`, taken off it."""
+        _, line = self._poplefts[kind]()
         queue = self.inputs[kind]
-        _, line = queue.popleft()
         self.keys[kind] = queue[0][0] if queue else None
         return line
 

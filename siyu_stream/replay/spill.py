@@ -46,6 +46,10 @@ class Backlog:
     def __init__(self, revive: Callable[[str, int, bytes], Line]) -> None:
         self.revive = revive
         self.head: deque[tuple[int, Line]] = deque()
+        # bound once: compiled, a deque's method called by name is looked up every call,
+        # and every line of a replay passes through here
+        self._push = self.head.append
+        self._pop = self.head.popleft
         self.tail: list[tuple[int, str, int, bytes]] = []  # after the file's chunks
         self.file: IO[bytes] | None = None
         self.read_at = 0
@@ -59,7 +63,7 @@ class Backlog:
         """Add a line at the end; `spill`: the job holds too many lines in memory."""
         self.size += 1
         if not spill and not self.tail and self.read_at == self.write_at:
-            self.head.append((ordinal, line))
+            self._push((ordinal, line))
             return
         self.tail.append((ordinal, line.path, line.number, line.raw))
         if len(self.tail) >= CHUNK:
@@ -69,7 +73,7 @@ class Backlog:
         if not self.head:
             self._load()
         self.size -= 1
-        return self.head.popleft()
+        return self._pop()
 
     def _write(self) -> None:
         if self.file is None:
