@@ -110,6 +110,23 @@ def test_rejections_go_to_stderr_without_deadletter_file(
     assert "9 rejected" in err
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_blank_lines_are_skipped_and_nothing_else(tmp_path: Path, jobs: str) -> None:
+    """Empty and white-space lines are no events (nor rejections); a line that only starts
+    with white space is one."""
+    lines = (DATA / "lifecycle.jsonl").read_bytes().splitlines()
+    spaced = [b"", b"   ", b"\t \r", b" " + lines[0], *[line + b"\r" for line in lines[1:]]]
+    spaced[4:4] = [b"\x0b\x0c", b" \t"]
+    source = tmp_path / "spaced.jsonl"
+    source.write_bytes(b"\n".join(spaced) + b"\n")
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    args = ["replay", str(source), "--out", str(out), "--deadletter", str(dead)]
+    extra = [*CASES["lifecycle"][1], "--jobs", jobs]
+    assert main([*args, *extra]) == 0
+    assert dead.read_bytes() == b""
+    assert out.read_bytes() == (DATA / "lifecycle.actions.jsonl").read_bytes()
+
+
 def test_same_input_gives_byte_identical_output(tmp_path: Path) -> None:
     first = run(tmp_path, *CASES["lifecycle"])
     second = run(tmp_path, *CASES["lifecycle"])

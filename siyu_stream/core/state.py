@@ -58,14 +58,20 @@ keys, join_source and Timer.note."""
 
 
 _BLANK: Final = blake2b(digest_size=DIGEST_BYTES)
+# the hash's methods taken once (compiled, a method called by name on a C object is looked
+# up in its type every call, and a digest makes three calls, two an event)
+_COPY: Final = _BLANK.copy
+_UPDATE: Final = blake2b.update
+_DIGEST: Final = blake2b.digest
+_FIND: Final = bytes.find
 
 
 def digest(text: str) -> bytes:
     # a copy of a blank hash: the constructor parses its keyword and sets up the parameter
     # block every call, a third of a digest's cost
-    h = _BLANK.copy()
-    h.update(text.encode())
-    return h.digest()
+    h = _COPY()
+    _UPDATE(h, text.encode())
+    return _DIGEST(h)
 
 
 # Records, never changed once built (clone() shares them between states): dataclasses
@@ -249,11 +255,11 @@ class CustomerState:
         )
 
     def has_seen(self, key: bytes) -> bool:
-        start = self.seen.find(key)
+        start = _FIND(self.seen, key)
         while start != -1:
             if start % DIGEST_BYTES == 0:  # aligned: a whole digest, not a straddle of two
                 return True
-            start = self.seen.find(key, start + 1)
+            start = _FIND(self.seen, key, start + 1)
         return False
 
     def remember(self, key: bytes, window: int) -> None:

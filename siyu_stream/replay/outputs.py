@@ -9,7 +9,7 @@ import pickle
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -19,6 +19,8 @@ from siyu_stream.replay.lines import Line, dead_letter
 from siyu_stream.replay.parts import LOWEST, Tag
 from siyu_stream.replay.spill import Runs
 
+_CLEAR: Final = bytearray.clear
+"""Taken once: compiled, a method called by name is looked up in its type every step."""
 BUFFER = 1 << 20
 """Bytes a job buffers before writing its outputs (the parent reads them back once)."""
 START_HELD = 65_536
@@ -49,7 +51,7 @@ class Output:
         job: int = 0,
         written: Callable[[], None] | None = None,
     ) -> None:
-        self.actions = actions
+        self.write_actions = actions.write  # bound once: a step writes through it
         self.write_dead = dead
         self.json_dead = json_dead
         self.index = index
@@ -79,11 +81,11 @@ class Output:
     def end(self) -> None:
         if self.start is None and self.index is None:  # one job, past its start: no copy
             if self.a:
-                self.actions.write(self.a)
-                self.a.clear()
+                self.write_actions(self.a)
+                _CLEAR(self.a)
             if self.d:
                 self.write_dead(bytes(self.d))
-                self.d.clear()
+                _CLEAR(self.d)
             return
         a, d = bytes(self.a), bytes(self.d)
         self.a.clear()
@@ -108,7 +110,7 @@ class Output:
 
     def _emit(self, tag: Tag, a: bytes, d: bytes) -> None:
         if a:
-            self.actions.write(a)
+            self.write_actions(a)
         if d:
             self.write_dead(d)
         if self.index is not None and (a or d):
