@@ -97,6 +97,8 @@ class Job:
         self.job_of = job_of
         self.me = job_of[min(owned)]
         self.out = out
+        # bound once: a call through the `Out` protocol is looked up by name (compiled)
+        self.begin, self.end = out.begin, out.end
         self.peers = peers
         self.progress = progress
         revive = Revive(engine.rules, engine.now)
@@ -189,10 +191,10 @@ class Job:
             kind = KIND[type(line.event)] if line.event is not None else "?"
             increment(self.engine.stats.events, (kind, "rejected"))
         if tag is not None:
-            self.out.begin(tag)
+            self.begin(tag)
         self.out.dead(line, reason)
         if tag is not None:
-            self.out.end()
+            self.end()
 
     # ---------------------------------------------------------------- the merge
     def _head(self) -> tuple[Key, Key, Part, int] | None:
@@ -293,7 +295,7 @@ class Job:
         part.refresh()
         part.high = group
         tag: Tag = (1, group, self.seq)
-        self.out.begin(tag)
+        self.begin(tag)
         event = line.event
         assert event is not None
         engine = self.engine
@@ -314,13 +316,13 @@ class Job:
                     del part.queued[event.customer_id]
         self._route(group)
         self._fill(part)
-        self.out.end()
+        self.end()
 
     def _credit(self, credit: ReferralCredit, tag: Tag) -> None:
-        self.out.begin(tag)
+        self.begin(tag)
         self.engine.credit(credit)
         self._route(tag[1])
-        self.out.end()
+        self.end()
 
     def _route(self, group: Key) -> None:
         """Queue the credits the step emitted on their referrers' partitions (another job's:
@@ -378,11 +380,11 @@ class Job:
         for p in sorted(self.owned):
             partition = self.engine.partitions[p]
             self.seq += 1
-            self.out.begin((2, (0, 0, "", p), self.seq))
+            self.begin((2, (0, 0, "", p), self.seq))
             target = until if until is not None else partition.clock
             if target is not None:
                 partition.advance(target)
-            self.out.end()
+            self.end()
         if self.engine.credits:  # timers emit none today
             msg = "a timer emitted a referral credit: replay jobs cannot route it"
             raise RuntimeError(msg)
