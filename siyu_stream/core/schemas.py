@@ -158,8 +158,8 @@ def input_decoder() -> msgspec.json.Decoder[Any]:
                 fields.append((field, kind_type))
             else:
                 fields.append((field, kind_type | msgspec.UnsetType, msgspec.UNSET))
-        # gc=False: a struct decoded from JSON holds no cycle, and one per event is made
-        # and dropped at once (no tracking by the cycle collector either way)
+        # gc=False: a struct decoded from JSON cannot hold a cycle, so the cycle collector
+        # need not track the one made and dropped for every event
         structs.append(
             msgspec.defstruct(
                 kind, fields, tag_field="type", tag=kind, kw_only=True, frozen=True, gc=False

@@ -58,8 +58,8 @@ keys, join_source and Timer.note."""
 
 
 _BLANK: Final = blake2b(digest_size=DIGEST_BYTES)
-# the hash's methods taken once (compiled, a method called by name on a C object is looked
-# up in its type every call, and a digest makes three calls, two an event)
+# methods of C objects taken once: compiled, a method called by name is looked up in its
+# type at every call (a digest makes three calls, and an event one or two digests)
 _COPY: Final = _BLANK.copy
 _UPDATE: Final = blake2b.update
 _DIGEST: Final = blake2b.digest

@@ -24,6 +24,7 @@ from siyu_stream.settings import Settings
 from siyu_stream.topology import INPUT_TYPES
 
 _TOPIC_OF_TYPE: Final = {kind: Settings().topic(name) for name, kind in INPUT_TYPES.items()}
+"""Dead letters name the topic a line's event would have come from (default prefix)."""
 _RSTRIP: Final = bytes.rstrip
 """Taken once: compiled, a method called by name is looked up in its type every line."""
 
@@ -32,9 +33,6 @@ def _blank(raw: bytes) -> bool:
     """Empty or white space only (without a stripped copy). Every white space byte is
     below 33, so a line that starts with anything else is not blank without a scan."""
     return not raw or (raw[0] < 33 and raw.isspace())
-
-
-"""Dead letters name the topic a line's event would have come from (default prefix)."""
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
