@@ -6,7 +6,7 @@ customers exactly as the live topics do without loading a Kafka client.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
 from siyu_stream.core.memo import remember
 
@@ -50,17 +50,27 @@ def murmur2(data: bytes) -> int:
 CACHED_KEYS: Final = 65_536
 """Keys whose partition `partition_for` remembers, per partition count."""
 _partitions: Final[dict[int, dict[bytes, int]]] = {}
+K = TypeVar("K", bytes, str)
+
+
+def _memo(memos: dict[int, dict[K, int]], partitions: int) -> dict[K, int]:
+    """The memo of partitions for a partition count (a run has a few counts)."""
+    known = memos.get(partitions)
+    return known if known is not None else remember(memos, partitions, {}, 64)
+
+
+def _default_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed record: murmur2, made positive, modulo."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner puts `key` on (murmur2 takes ~3,000
     instructions a key even compiled; the worker asks ~3 times an event)."""
-    known = _partitions.get(partitions)
-    if known is None:
-        known = remember(_partitions, partitions, {}, 64)  # partition counts: a few
+    known = _memo(_partitions, partitions)
     found = known.get(key)
     if found is None:
-        found = remember(known, key, (murmur2(key) & 0x7FFFFFFF) % partitions, CACHED_KEYS)
+        found = remember(known, key, _default_partition(key, partitions), CACHED_KEYS)
     return found
 
 
@@ -78,11 +88,9 @@ def customer_partition(customer_id: str, partitions: int) -> int:
     same id then reuses, where `partition_for` hashes a new bytes object every time."""
     if partitions <= 1:
         return 0
-    known = _customers.get(partitions)
-    if known is None:
-        known = remember(_customers, partitions, {}, 64)  # partition counts: a few
+    known = _memo(_customers, partitions)
     found = known.get(customer_id)
     if found is None:
-        p = (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+        p = _default_partition(customer_id.encode(), partitions)
         found = remember(known, customer_id, p, CACHED_CUSTOMERS)
     return found

@@ -88,8 +88,8 @@ class Output:
                 _CLEAR(self.d)
             return
         a, d = bytes(self.a), bytes(self.d)
-        self.a.clear()
-        self.d.clear()
+        _CLEAR(self.a)
+        _CLEAR(self.d)
         if self.tag[0] == 0 and self.start is not None:
             self.start.add((self.tag, a, d))
             return
