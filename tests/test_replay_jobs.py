@@ -393,6 +393,7 @@ def test_hostile_lines_and_several_files(tmp_path: Path) -> None:
         b'{"customer_id": 5}',
         b'{"type": "coupon", "customer_id": "k1"}',
         b'{"detail": {"customer_id": "k2"}}',
+        b'{"detail":{"customer_id":"k6"}}',
         b'{"event_id": "z", "customer_id":"k3", "occ',
         b'{"customer\\u005fid": "k4", "x": {"customer_id":"k5"}}',
     ]
@@ -468,6 +469,10 @@ _CHAT = (
         _CHAT + b',"customer_id":"c2"}',  # the last one counts
         _CHAT + b',"note":"customer_id"}',
         _CHAT.replace(b'"customer_id":"c1"', b'"customer_id" : "c1"') + b"}",
+        # the name also nested, where a search of the bytes would find it first
+        _CHAT.replace(b'"customer_id":"c1"', b'"customer_id" : "c1"')
+        + b',"x":{"customer_id":"c5"}}',
+        _CHAT + b',"x":{"customer_id":"c5"}}',
         _CHAT.replace(b'"customer_id"', b'"customer\\u005fid"') + b',"x":{"customer_id":"c3"}}',
         _CHAT.replace(b"02:00:00Z", b"02:00:00.5+08:00") + b',"customer_id":"c4"}',  # slow path
     ],
