@@ -21,6 +21,7 @@ Kind = Literal["gift", "reminder", "change", "suppressed"]
 _BLANK: Final = blake2b(digest_size=16)
 _ENCODE: Final = orjson.dumps
 """Read as a C static compiled (`orjson.dumps` is two lookups by name a call)."""
+_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 
 
 _COPY: Final = _BLANK.copy
@@ -108,6 +109,10 @@ class Action:
         """For a writer that passes the bytes on at once: what is kept goes through
         `jsonout.dumps` (orjson's output holds 4 KiB whatever its length)."""
         return _ENCODE(self.to_dict())
+
+    def to_line(self) -> bytes:
+        """`to_json` and a newline, written by orjson: a JSONL writer appends it in one."""
+        return _ENCODE(self.to_dict(), option=_NEWLINE)
 
 
 class ReferralCredit(NamedTuple):

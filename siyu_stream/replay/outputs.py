@@ -66,8 +66,7 @@ class Output:
         self.start: Runs | None = Runs(START_HELD)
 
     def send(self, action: Action) -> None:
-        self.a += action.to_json()
-        self.a += b"\n"
+        self.a += action.to_line()
 
     def dead(self, line: Line, reason: str) -> None:
         if self.json_dead:

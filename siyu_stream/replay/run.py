@@ -72,7 +72,7 @@ class JsonlSink:
         self.out = out
 
     def send(self, action: Action) -> None:
-        self.out.write(action.to_json() + b"\n")
+        self.out.write(action.to_line())
 
 
 class Merge:
