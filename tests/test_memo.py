@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from siyu_stream.core import policy
@@ -23,6 +24,7 @@ def test_the_offset_memo_stays_bounded_and_right() -> None:
     for day in days:
         policy._steady_offset(zone, day)
         assert len(policy._offsets[zone]) <= policy.REMEMBERED
+        assert len(policy._day_offsets[zone]) <= policy.REMEMBERED
     # 2024-03-31 (day 19,813) springs forward: no steady offset over it and the day before
     assert policy._steady_offset(zone, 19_812) is None
     assert policy._steady_offset(zone, 19_813) is None
@@ -31,6 +33,27 @@ def test_the_offset_memo_stays_bounded_and_right() -> None:
     for n in range(policy.ZONES + 10):  # zones are bounded apart (instances not cached)
         policy._steady_offset(ZoneInfo.no_cache("Asia/Shanghai"), 19_000 + n)
         assert len(policy._offsets) <= policy.ZONES
+        assert len(policy._day_offsets) <= policy.ZONES
+
+
+def _window_reference(zone: ZoneInfo, day: int) -> int | None:
+    """The offset read at each of the 49 hours of days `day` and `day + 1`, if only one."""
+    start = datetime.fromtimestamp(day * DAY // 1000, UTC)
+    found = {(start + timedelta(hours=h)).astimezone(zone).utcoffset() for h in range(49)}
+    only = found.pop()
+    return None if found or only is None else only // timedelta(milliseconds=1)
+
+
+def test_each_window_is_read_as_its_49_hours() -> None:
+    """Windows built from days read once each: the same answer as reading the window's own
+    hours, around switches both ways, one at midnight UTC (Chisinau: the window's last
+    hour sees it) and one by half an hour (Lord Howe); read in order, backwards and by
+    leaps."""
+    for name in ("Europe/London", "Europe/Chisinau", "Australia/Lord_Howe", "America/New_York"):
+        zone = ZoneInfo(name)
+        days = [*range(19_700, 20_120), *range(20_120, 19_700, -1), *range(19_000, 21_000, 37)]
+        for day in days:
+            assert policy._steady_offset(zone, day) == _window_reference(zone, day), (name, day)
 
 
 def test_formatted_dates_past_the_memo_bound_stay_right() -> None:
