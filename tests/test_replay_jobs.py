@@ -469,7 +469,7 @@ _CHAT = (
         _CHAT + b',"customer_id":"c2"}',  # the last one counts
         _CHAT + b',"note":"customer_id"}',
         _CHAT.replace(b'"customer_id":"c1"', b'"customer_id" : "c1"') + b"}",
-        # the name also nested, where a search of the bytes would find it first
+        # the name also nested: a search of the bytes for it must not decide
         _CHAT.replace(b'"customer_id":"c1"', b'"customer_id" : "c1"')
         + b',"x":{"customer_id":"c5"}}',
         _CHAT + b',"x":{"customer_id":"c5"}}',
