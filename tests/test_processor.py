@@ -317,6 +317,7 @@ def test_population_follows_changes_incrementally() -> None:
     pop = c.tasks[owner("c1")].observer.population
     assert (pop[("layer", "A4")], pop[("tier", "silver")], pop[("health", "active")]) == (1, 1, 1)
     c.send("orders", **order("e2", amount="6000"))
+    pop = c.tasks[owner("c1")].observer.population  # a view of the counts as they are
     assert (pop[("tier", "silver")], pop[("tier", "gold")]) == (0, 1)
 
 

@@ -103,11 +103,26 @@ class Observer:
     def __init__(self, stats: Stats, rules: Rules) -> None:
         self.stats = stats
         self.rules = rules
-        self.population: dict[tuple[str, str], int] = {}
-        """(dimension, value) -> customers of this partition; kept up to date incrementally."""
+        # per TRACKED field, value -> customers, and "group|1+" / "group|2+" -> buyers: kept
+        # up to date every step, keyed by the values themselves (no key tuple, no str()
+        # per step); `population` shapes them for the few that read them
+        self._fields: list[dict[str | None, int]] = [{} for _ in TRACKED]
+        self._buyers_by: dict[str, int] = {}
         self.timeline = Timeline()
         self.record_ts: Millis = 0
         """Timestamp of the record in hand: where an action's processing latency starts."""
+
+    @property
+    def population(self) -> dict[tuple[str, str], int]:
+        """(dimension, value) -> customers of this partition (a value counted down to 0
+        stays, at 0)."""
+        counts = {
+            (name, str(value)): n
+            for name, values in zip(TRACKED, self._fields, strict=True)
+            for value, n in values.items()
+        }
+        counts.update({("buyers", bucket): n for bucket, n in self._buyers_by.items()})
+        return counts
 
     def indexed(self, customer_id: str, state: CustomerState) -> None:
         """A stored state was loaded when the partition was assigned."""
@@ -166,13 +181,12 @@ class Observer:
     def _moved(self, customer_id: str, old: Profile, new: Profile) -> None:
         """`_count(old, -1)` then `_count(new, +1)`, touching only what changed (most
         steps change one field of a known customer)."""
-        population = self.population
         (old_fields, old_orders), (new_fields, new_orders) = old, new
-        for i, name in enumerate(TRACKED):
+        for i, values in enumerate(self._fields):
             a, b = old_fields[i], new_fields[i]
             if a != b:
-                increment(population, (name, str(a)), -1)
-                increment(population, (name, str(b)))
+                increment(values, a, -1)
+                increment(values, b)
         if old_orders != new_orders:  # one of them is not 0: the group is needed, once
             group = self._group(customer_id)
             self._buyers(group, old_orders, -1)
@@ -182,10 +196,9 @@ class Observer:
         """Add (+1) or remove (-1) a customer's contribution to the population gauges."""
         if profile is None:
             return
-        population = self.population
         fields, orders = profile
-        for i, name in enumerate(TRACKED):
-            increment(population, (name, str(fields[i])), sign)
+        for i, values in enumerate(self._fields):
+            increment(values, fields[i], sign)
         if orders:
             self._buyers(self._group(customer_id), orders, sign)
 
@@ -194,9 +207,9 @@ class Observer:
 
     def _buyers(self, group: str, orders: int, sign: int) -> None:
         if orders:
-            increment(self.population, ("buyers", f"{group}|1+"), sign)
+            increment(self._buyers_by, f"{group}|1+", sign)
             if orders >= 2:
-                increment(self.population, ("buyers", f"{group}|2+"), sign)
+                increment(self._buyers_by, f"{group}|2+", sign)
 
     def _business(self, before: CustomerState | None, after: CustomerState, event: Event) -> None:
         """The ROI figures of docs/design.md §1, from what one event changed."""
