@@ -36,7 +36,7 @@ from siyu_stream.core.actions import ReferralCredit
 from siyu_stream.core.errors import InvalidEvent
 from siyu_stream.core.events import KIND, Chat, Join, Order
 from siyu_stream.eventtime.keys import customer_partition
-from siyu_stream.eventtime.partition import credit_key
+from siyu_stream.eventtime.partition import credit_key, sort_key
 from siyu_stream.observe.observer import increment
 from siyu_stream.replay.engine import Engine
 from siyu_stream.replay.lines import Line, Revive, checked
@@ -52,7 +52,6 @@ from siyu_stream.replay.parts import (
     Part,
     Peers,
     Tag,
-    input_key,
 )
 from siyu_stream.replay.parts import key as merge_key
 
@@ -146,7 +145,7 @@ class Job:
         kind = QUEUE_OF[type(event)]
         if kind == 1:
             return
-        key = input_key(event, kind, 4 * part.index + kind)
+        key = merge_key(sort_key(event), 4 * part.index + kind)
         i = kind // 2  # order 0, join 1
         part.tops[i] = max(part.tops[i], key)
         customer = event.customer_id
@@ -183,7 +182,7 @@ class Job:
             event = line.event
             assert event is not None
             kind = QUEUE_OF[type(event)]
-            part.push(kind, input_key(event, kind, 4 * part.index + kind), line)
+            part.push(kind, merge_key(sort_key(event), 4 * part.index + kind), line)
             part.visible += 1
         part.refresh()
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from siyu_stream.core.actions import ReferralCredit
-from siyu_stream.core.events import Event
-from siyu_stream.eventtime.partition import CHAT_RANK, JOIN_RANK, ORDER_RANK, SortKey
+from siyu_stream.eventtime.partition import SortKey
 from siyu_stream.replay.lines import Line
 from siyu_stream.replay.spill import Backlog
 
@@ -32,16 +31,6 @@ SOURCE: Final = 3
 def key(sort: SortKey, source: int) -> Key:
     at, rank, name = sort
     return (at, rank, name, source)
-
-
-RANK_OF_QUEUE: Final[tuple[int, ...]] = (ORDER_RANK, CHAT_RANK, JOIN_RANK)
-"""`sort_key`'s rank of the events of each input queue (order 0, chat 1, join 2)."""
-
-
-def input_key(event: Event, queue: int, source: int) -> Key:
-    """`key(sort_key(event), source)` of an event of input queue `queue`, built at once:
-    the merge builds one per record, and the sort key between cost a tuple and a call."""
-    return (event.at, RANK_OF_QUEUE[queue], event.event_id, source)
 
 
 Tag = tuple[int, Key, int]
