@@ -12,6 +12,7 @@ from typing import TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+W = TypeVar("W")
 
 
 def remember(memo: dict[K, V], key: K, value: V, bound: int) -> V:
@@ -20,3 +21,10 @@ def remember(memo: dict[K, V], key: K, value: V, bound: int) -> V:
         memo.clear()
     memo[key] = value
     return value
+
+
+def table(memos: dict[K, dict[V, W]], key: K, bound: int) -> dict[V, W]:
+    """The memo `memos` keeps for `key` (a zone, a partition count), made empty if it has
+    none yet; `memos` holds at most `bound` of them."""
+    known = memos.get(key)
+    return known if known is not None else remember(memos, key, {}, bound)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from siyu_stream.core.actions import Action, action_id
 from siyu_stream.core.clock import DAY, HOUR, MINUTE, Millis, to_datetime
-from siyu_stream.core.memo import remember
+from siyu_stream.core.memo import remember, table
 from siyu_stream.core.ruleset import Rules
 from siyu_stream.core.state import CustomerState
 
@@ -50,9 +50,7 @@ def _steady_offset(zone: ZoneInfo, day: int) -> Millis | None:
     """The zone's UTC offset through UTC days `day` and `day + 1`, read every hour; None
     when it changes in them (a DST switch), or the days lie outside `datetime`'s range.
     A due time and the quiet end it may move to lie in those two days."""
-    known = _offsets.get(zone)
-    if known is None:
-        known = remember(_offsets, zone, {}, ZONES)
+    known = table(_offsets, zone, ZONES)
     if day in known:
         return known[day]
     first = _day_offset(zone, day)
@@ -64,9 +62,7 @@ def _day_offset(zone: ZoneInfo, day: int) -> Millis | None:
     """The zone's offset at each hour from the start of UTC day `day` to the start of the
     next, if it is one. Two days' readings are the 49 of `_steady_offset`'s window, and
     each day is read once, not for each of the two windows it lies in."""
-    known = _day_offsets.get(zone)
-    if known is None:
-        known = remember(_day_offsets, zone, {}, ZONES)
+    known = table(_day_offsets, zone, ZONES)
     if day in known:
         return known[day]
     return remember(known, day, _read_offset(zone, day), REMEMBERED)

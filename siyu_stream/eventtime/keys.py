@@ -6,9 +6,9 @@ customers exactly as the live topics do without loading a Kafka client.
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+from typing import Final
 
-from siyu_stream.core.memo import remember
+from siyu_stream.core.memo import remember, table
 
 _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFFFFFF
@@ -50,13 +50,8 @@ def murmur2(data: bytes) -> int:
 CACHED_KEYS: Final = 65_536
 """Keys whose partition `partition_for` remembers, per partition count."""
 _partitions: Final[dict[int, dict[bytes, int]]] = {}
-K = TypeVar("K", bytes, str)
-
-
-def _memo(memos: dict[int, dict[K, int]], partitions: int) -> dict[K, int]:
-    """The memo of partitions for a partition count (a run has a few counts)."""
-    known = memos.get(partitions)
-    return known if known is not None else remember(memos, partitions, {}, 64)
+COUNTS: Final = 64
+"""Partition counts each memo below keeps a memo for (a run has a few)."""
 
 
 def _default_partition(key: bytes, partitions: int) -> int:
@@ -67,7 +62,7 @@ def _default_partition(key: bytes, partitions: int) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner puts `key` on (murmur2 takes ~3,000
     instructions a key even compiled; the worker asks ~3 times an event)."""
-    known = _memo(_partitions, partitions)
+    known = table(_partitions, partitions, COUNTS)
     found = known.get(key)
     if found is None:
         found = remember(known, key, _default_partition(key, partitions), CACHED_KEYS)
@@ -88,7 +83,7 @@ def customer_partition(customer_id: str, partitions: int) -> int:
     same id then reuses, where `partition_for` hashes a new bytes object every time."""
     if partitions <= 1:
         return 0
-    known = _memo(_customers, partitions)
+    known = table(_customers, partitions, COUNTS)
     found = known.get(customer_id)
     if found is None:
         p = _default_partition(customer_id.encode(), partitions)
