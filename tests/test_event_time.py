@@ -84,6 +84,14 @@ class Broker:
         topics = [*TOPIC.values(), TOPOLOGY.commands]
         return {t for t in topics if self.delivered[(t, p)] == len(self.logs[(t, p)])}
 
+    def fetch(self, when: Millis) -> None:
+        """Hand every task all it has not seen, fetched at wall clock `when`, and run."""
+        for (topic, p), log in self.logs.items():
+            for record in log[self.delivered[(topic, p)] :]:
+                self.tasks[p].enqueue(record, when)
+            self.delivered[(topic, p)] = len(log)
+        self.run(when)
+
     def run(self, now: Millis, limit: int | None = None) -> None:
         for p, task in self.tasks.items():
             self.deliver(task.run(now, self.caught_up(p), limit))
@@ -207,14 +215,7 @@ def test_a_join_fetched_just_after_a_later_order_is_taken_first(
     join is late and the order was a stranger's, which the second case shows."""
     now = T0 + 10 * DAY
     broker = Broker(idle_ms=0, reorder_ms=reorder_ms)
-
-    def fetch(when: Millis) -> None:
-        for (topic, p), log in broker.logs.items():
-            for record in log[broker.delivered[(topic, p)] :]:
-                broker.tasks[p].enqueue(record, when)
-            broker.delivered[(topic, p)] = len(log)
-        broker.run(when)
-
+    fetch = broker.fetch
     sent = now - 200
     order = {"event_id": "o", "type": "order", "customer_id": "c1", "occurred_at": at(sent + 50)}
     broker.event(
@@ -234,6 +235,46 @@ def test_a_join_fetched_just_after_a_later_order_is_taken_first(
         assert by_id(broker.actions) == by_id(expected)
     else:
         assert by_id(broker.actions) != by_id(expected)
+
+
+@pytest.mark.parametrize("rekeyed", [False, True])
+def test_a_referral_credit_waits_out_the_reorder_window_once_not_at_each_hop(
+    tmp_path: Path, *, rekeyed: bool
+) -> None:
+    """A referred customer's first order earns their referrer (another partition) a
+    credit, which travels through the command topic. The order waits out `reorder_ms`
+    where it is taken; the credit is taken as soon as it arrives, not after a second
+    window. Also for an order produced to the wrong partition: it is re-keyed at once,
+    waits its window where its customer lives, and its credit does not wait again."""
+    reorder = 500
+    broker = Broker(idle_ms=0, reorder_ms=reorder)
+    now = T0 + 10 * DAY
+    referred, referrer = partition_for(b"c1", PARTITIONS), partition_for(b"c9", PARTITIONS)
+    assert referred != referrer
+    broker.event(join("j9", now - DAY, customer="c9"))
+    broker.event(join("j1", now - 2 * MINUTE, source="referral", referrer_id="c9"))
+    order = {"event_id": "o", "type": "order", "customer_id": "c1", "occurred_at": at(now - 100)}
+    order |= {"order_id": "o1", "status": "paid", "amount": "99.00", "channel": "tmall"}
+    value = orjson.dumps(order)
+    broker.produced.append(value)
+    wrong = next(p for p in range(PARTITIONS) if p not in {referred, referrer})
+    broker.produce(TOPIC["order"], b"c1", value, partition=wrong if rekeyed else None)
+    broker.fetch(now)  # all of it, caught up: the order waits its window
+    start = now
+    if rekeyed:
+        assert broker.logs[(TOPOLOGY.commands, referred)], "re-keyed at once"
+        start = now + 1
+        broker.fetch(start)  # the re-keyed order reaches its customer's partition
+    credits = broker.logs[(TOPOLOGY.commands, referrer)]
+    broker.run(start + reorder - 1)
+    assert not credits, "the order was taken before its window was over"
+    broker.run(start + reorder)
+    assert credits, "the credit goes through the command topic"
+    broker.fetch(start + reorder + 1)  # the credit arrives
+    assert not any(task.queues for task in broker.tasks.values()), "the credit waited again"
+    end = start + reorder + 1
+    expected = replayed(broker.produced, end - GRACE, end, tmp_path)
+    assert by_id(broker.actions) == by_id(expected)
 
 
 def test_same_millisecond_join_and_order_take_one_order(tmp_path: Path) -> None:

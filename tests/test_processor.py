@@ -27,6 +27,7 @@ from siyu_stream.eventtime.keys import (
     murmur2,
     partition_for,
 )
+from siyu_stream.live.arrival import MAX_WAITED, Rekeyed, decode_command
 from siyu_stream.live.batch import CACHED, StateBatch
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
@@ -221,6 +222,39 @@ def test_malformed_command_is_dead_lettered() -> None:
         dead.topic == "siyu.deadletter"
         and "malformed command" in orjson.loads(dead.value)["reason"]
     )
+
+
+@pytest.mark.parametrize(
+    ("waited", "arrived"),
+    [(None, NOW), (200, NOW - 200), (-5, NOW), (10**12, NOW - MAX_WAITED), ("300", NOW - 300)],
+)
+def test_a_command_arrives_as_early_as_its_origin_had_waited(waited: object, arrived: int) -> None:
+    """A command counts as arrived `waited` ms before it was read (absent: an older
+    worker's command, no earlier; never later, nor more than the largest window)."""
+    extra = {} if waited is None else {"waited": waited}
+    credit = {"cmd": "credit", "referrer": "r", "referred": "c", "at": NOW, "cause": "o"}
+    event = {"cmd": "event", "topic": "siyu.orders", "partition": 2, "offset": 7, "value": "{}"}
+    decoded = decode_command(
+        Record(TOPOLOGY.commands, 1, 0, b"r", orjson.dumps(credit | extra)), NOW
+    )
+    assert not isinstance(decoded, Rekeyed)
+    _, pending = decoded
+    assert pending.credit is not None and pending.reason is None
+    assert pending.arrived == arrived
+    rekeyed = decode_command(
+        Record(TOPOLOGY.commands, 1, 1, b"c", orjson.dumps(event | extra)), NOW
+    )
+    assert isinstance(rekeyed, Rekeyed) and rekeyed.record.offset == 7
+    assert rekeyed.arrived == arrived
+
+
+def test_a_command_that_says_nonsense_of_its_wait_is_dead_lettered() -> None:
+    c = Cluster()
+    credit = {"cmd": "credit", "referrer": "r", "referred": "c", "at": NOW, "cause": "o"}
+    [dead] = c.handle(
+        c.record(TOPOLOGY.commands, orjson.dumps(credit | {"waited": "soon"}), b"r", 1)
+    )
+    assert "malformed command" in orjson.loads(dead.value)["reason"]
 
 
 def test_sweep_fires_due_timers_on_the_wall_clock() -> None:

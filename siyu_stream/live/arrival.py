@@ -8,11 +8,19 @@ record holds can raise past this module: input is data, and bad input is a reaso
 The command topic carries what partitions send each other: referral credits keyed by
 the referrer, and input events re-keyed by customer id. Its encoding and decoding are
 both here, so that the two sides cannot drift apart.
+
+A command also says how long the record it came from had already waited when it was
+taken (`waited`, wall-clock ms). The partition that reads it counts its arrival that much
+earlier, so a caught-up partition's wait for stragglers (`SIYU_REORDER_MS`) runs once
+per record, not again at each hop: a referral credit used to wait out the window on the
+referred customer's partition and then again on the referrer's. Only durations cross
+the topic, never one worker's clock read by another.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import orjson
 
@@ -64,12 +72,28 @@ def decode_input(
     return sort_key(event), Pending(offset, record, kind, event)
 
 
-def decode_command(record: Record) -> tuple[SortKey, Pending] | Record:
-    """A command record: a referral credit (its key and pending), a malformed command
-    (dead-lettered first), or a re-keyed event (the original input record, to be
-    decoded as input where its customer's state lives)."""
+MAX_WAITED: Final = 60_000
+"""A command's `waited` is read up to this (the largest `SIYU_REORDER_MS`): beyond it a
+record is ready at once whatever the window, and a larger number cannot move an arrival
+further into the past."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """A re-keyed event read from the command topic: the original input record, to be
+    decoded as input where its customer's state lives, and when it counts as arrived."""
+
+    record: Record
+    arrived: Millis
+
+
+def decode_command(record: Record, now: Millis) -> tuple[SortKey, Pending] | Rekeyed:
+    """A command record arriving at wall-clock `now`: a referral credit (its key and
+    pending), a malformed command (dead-lettered first), or a re-keyed event."""
     try:
         command = orjson.loads(record.value or b"null")
+        # absent in commands written before it was added: they wait the whole window
+        waited = min(max(int(command.get("waited", 0)), 0), MAX_WAITED)
         if command["cmd"] == "credit":
             credit = ReferralCredit(
                 str(command["referrer"]),
@@ -77,8 +101,9 @@ def decode_command(record: Record) -> tuple[SortKey, Pending] | Record:
                 int(command["at"]),
                 str(command["cause"]),
             )
-            return credit_key(credit), Pending(record.offset, record, "credit", credit=credit)
-        return Record(
+            pending = Pending(record.offset, record, "credit", credit=credit, arrived=now - waited)
+            return credit_key(credit), pending
+        original = Record(
             str(command["topic"]),
             int(command["partition"]),
             int(command["offset"]),
@@ -86,14 +111,16 @@ def decode_command(record: Record) -> tuple[SortKey, Pending] | Record:
             str(command["value"]).encode(),
             record.timestamp,
         )
+        return Rekeyed(original, now - waited)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         # only siyu-stream writes this topic, but a bad record must not stop the stream
         reason = f"malformed command: {exc!r}"
-        return FIRST, Pending(record.offset, record, "command", reason=reason)
+        return FIRST, Pending(record.offset, record, "command", reason=reason, arrived=now)
 
 
-def event_command(record: Record) -> bytes:
-    """The command that re-keys input `record` (which carries a value) to its owner."""
+def event_command(record: Record, waited: Millis) -> bytes:
+    """The command that re-keys input `record` (which carries a value) to its owner; the
+    record had waited `waited` ms when it was taken."""
     assert record.value is not None
     command = {
         "cmd": "event",
@@ -101,18 +128,21 @@ def event_command(record: Record) -> bytes:
         "partition": record.partition,
         "offset": record.offset,
         "value": record.value.decode(),
+        "waited": waited,
     }
     return jsonout.dumps(command)
 
 
-def credit_command(credit: ReferralCredit) -> bytes:
-    """The command that carries `credit` to the referrer's partition."""
+def credit_command(credit: ReferralCredit, waited: Millis) -> bytes:
+    """The command that carries `credit` to the referrer's partition; the record that
+    earned it had waited `waited` ms when it was taken."""
     command: dict[str, Any] = {
         "cmd": "credit",
         "referrer": credit.referrer_id,
         "referred": credit.referred_id,
         "at": credit.at,
         "cause": credit.cause_event_id,
+        "waited": waited,
     }
     return jsonout.dumps(command)
 

@@ -46,6 +46,7 @@ from siyu_stream.eventtime.keys import partition_for
 from siyu_stream.eventtime.merge import FIRST, Queues
 from siyu_stream.eventtime.partition import Partition, credit_key
 from siyu_stream.live.arrival import (
+    Rekeyed,
     credit_command,
     dead_letter,
     decode_command,
@@ -112,6 +113,9 @@ class PartitionTask:
         self._event: Event | None = None
         self._record = Record("", partition, -1, None, None)
         """The record in hand (what a credit it earns names as its source)."""
+        self._arrived: Millis = 0
+        """When the record in hand arrived: its credits and commands carry it on."""
+        self._now: Millis = 0  # the wall clock of this `run`
         self._waiting_since: Millis | None = None
         self.more = False
         """The last `run` stopped at its limit with work left (call it again soon)."""
@@ -193,7 +197,7 @@ class PartitionTask:
             self._enqueue_command(record, now)
             return
         kind = self.type_of_topic.get(record.topic, "?")
-        self._enqueue_input(record, record.topic, record.offset, kind, now, forwarded=False)
+        self._enqueue_input(record, record.topic, record.offset, kind, now, now, forwarded=False)
 
     def full(self) -> list[str]:
         """Sources with QUEUE_LIMIT records queued: the worker pauses fetching them."""
@@ -211,6 +215,7 @@ class PartitionTask:
         names the sources with nothing left to read). Stops after about `limit` output
         records; `more` says so."""
         self._outs = list[Out]()
+        self._now = now
         self.more = False
         self.wake_at = None
         self._run(now, {*caught_up, LOCAL}, limit)
@@ -253,6 +258,7 @@ class PartitionTask:
     def _take_guarded(self, source: str, pending: Pending, now: Millis) -> None:
         self.observer.record_ts = pending.record.timestamp or now
         self._record = pending.record
+        self._arrived = pending.arrived
         try:
             self._take(pending, now)
         except Exception as exc:  # a bug must not stop the stream: dead-letter the record
@@ -270,8 +276,16 @@ class PartitionTask:
 
     # ------------------------------------------------------------ internals
 
-    def _enqueue_input(
-        self, record: Record, source: str, offset: int, kind: str, now: Millis, *, forwarded: bool
+    def _enqueue_input(  # noqa: PLR0917
+        self,
+        record: Record,
+        source: str,
+        offset: int,
+        kind: str,
+        now: Millis,
+        arrived: Millis,
+        *,
+        forwarded: bool,
     ) -> None:
         key, pending = decode_input(
             record,
@@ -283,18 +297,20 @@ class PartitionTask:
             here=self.partition,
             forwarded=forwarded,
         )
-        pending.arrived = now
+        pending.arrived = arrived
         self.queues.push(source, key, pending)
 
     def _enqueue_command(self, record: Record, now: Millis) -> None:
         source = self._commands
-        decoded = decode_command(record)
-        if isinstance(decoded, Record):  # a re-keyed input event: taken here, with its state
-            kind = self.type_of_topic.get(decoded.topic, "?")
-            self._enqueue_input(decoded, source, record.offset, kind, now, forwarded=True)
+        decoded = decode_command(record, now)
+        if isinstance(decoded, Rekeyed):  # an input event: taken here, with its state
+            original = decoded.record
+            kind = self.type_of_topic.get(original.topic, "?")
+            self._enqueue_input(
+                original, source, record.offset, kind, now, decoded.arrived, forwarded=True
+            )
         else:
             key, pending = decoded
-            pending.arrived = now
             self.queues.push(source, key, pending)
 
     def _must_wait(self, now: Millis, caught_up: Collection[str], head: Pending) -> bool:
@@ -344,7 +360,8 @@ class PartitionTask:
             assert pending.event is not None and pending.record.value is not None
             self.observer.outcome(pending.kind, "rekeyed")
             key = pending.event.customer_id.encode()
-            self._outs.append(Out(self._commands, key, event_command(pending.record)))
+            command = event_command(pending.record, now - pending.arrived)
+            self._outs.append(Out(self._commands, key, command))
         elif pending.credit is not None:
             self.events.credit(pending.credit)
         else:
@@ -376,10 +393,10 @@ class PartitionTask:
         for credit in step.credits:
             referrer = credit.referrer_id.encode()
             if partition_for(referrer, self.partitions) == self.partition:
-                pending = Pending(-1, self._record, "credit", credit=credit)
+                pending = Pending(-1, self._record, "credit", credit=credit, arrived=self._arrived)
                 self.queues.push(LOCAL, credit_key(credit), pending)
                 continue
-            command = credit_command(credit)
+            command = credit_command(credit, self._now - self._arrived)
             outs.append(Out(self._commands, referrer, command))
             largest = max(largest, len(command))
         if largest > MAX_RECORD_BYTES:
