@@ -151,10 +151,10 @@ class Settings:
     """A caught-up partition fires a timer on the wall clock this long after it is due, so
     that a record already in flight with an earlier event time is taken first."""
     reorder_ms: int = field(default=500, metadata=_env("SIYU_REORDER_MS"))
-    """A caught-up partition takes a record once it has waited this long since it was
-    fetched, so that a record of another input topic sent just before it, still on its
-    way from another broker, is taken first (live = replay under live traffic). 0: at
-    once, for lower latency; the order across topics is then best effort."""
+    """A caught-up partition takes a record once it has been in Kafka this long, so that
+    a record of another input topic sent just before it, still on its way from another
+    broker, is taken first (live = replay under live traffic). 0: at once, for lower
+    latency; the order across topics is then best effort."""
     max_task_idle_ms: int = field(default=2_000, metadata=_env("SIYU_MAX_TASK_IDLE_MS"))
     """How long a partition waits for a lagging input topic that has nothing buffered before
     it goes on without it (the merge by event time then treats what comes later as late)."""

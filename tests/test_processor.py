@@ -27,7 +27,7 @@ from siyu_stream.eventtime.keys import (
     murmur2,
     partition_for,
 )
-from siyu_stream.live.arrival import MAX_WAITED, Rekeyed, decode_command
+from siyu_stream.live.arrival import MAX_WAITED, Rekeyed, Sightings, decode_command
 from siyu_stream.live.batch import CACHED, StateBatch
 from siyu_stream.live.processor import PartitionTask
 from siyu_stream.live.records import Out, Record
@@ -246,6 +246,54 @@ def test_a_command_arrives_as_early_as_its_origin_had_waited(waited: object, arr
     )
     assert isinstance(rekeyed, Rekeyed) and rekeyed.record.offset == 7
     assert rekeyed.arrived == arrived
+
+
+def test_an_offset_counts_as_arrived_when_an_end_offset_first_passed_it() -> None:
+    seen = Sightings(limit=3)
+    assert seen.since(0) is None  # nothing noted: arrived when read
+    seen.note(10, 1_000)
+    seen.note(10, 1_500)  # the same end again: the first sighting stands
+    seen.note(25, 2_000)
+    assert [seen.since(o) for o in (0, 9, 10, 24, 25)] == [1_000, 1_000, 2_000, 2_000, None]
+    seen.note(30, 3_000)
+    seen.note(40, 4_000)  # over the limit: the oldest goes, its offsets count as seen later
+    assert [seen.since(o) for o in (0, 10, 29, 35)] == [2_000, 2_000, 3_000, 4_000]
+    seen.note(12, 5_000)  # the end went back (the log truncated): nothing older holds
+    assert [seen.since(o) for o in (0, 11, 12, 35)] == [5_000, 5_000, None, None]
+
+
+@given(st.lists(st.integers(0, 60), max_size=40), st.integers(0, 80))
+def test_a_bounded_sighting_is_never_earlier_than_the_first(ends: list[int], offset: int) -> None:
+    """Whatever the bound drops, an offset never counts as seen before it first was."""
+    growing = [e for i, e in enumerate(ends) if all(e > x for x in ends[:i])]
+    first = next((t for t, e in enumerate(growing) if e > offset), None)
+    seen = Sightings(limit=4)
+    for t, end in enumerate(growing):
+        seen.note(end, t)
+    since = seen.since(offset)
+    assert (since is None) == (first is None)
+    assert since is None or first is None or since >= first
+
+
+def test_a_caught_up_record_waits_from_when_it_was_in_kafka_not_from_its_read() -> None:
+    """The end of a catch-up: a record read now, but known to be in Kafka since an
+    earlier fetch's end offset passed it, waits out the window from then."""
+    task = PartitionTask(Rules(), TOPOLOGY, 1, {}, Observer(Stats(), Rules()), reorder_ms=500)
+    for _ in task.index(chunk=1):
+        pass
+
+    def record(offset: int) -> Record:
+        event = order(f"e{offset}", customer_id="c2", occurred_at=format_rfc3339(NOW - DAY))
+        return Record("siyu.orders", 1, offset, b"c2", orjson.dumps(event))
+
+    assert owner("c2") == 1
+    task.seen("siyu.orders", 3, NOW)  # a fetch's end offset: offsets 0-2 are in Kafka
+    task.enqueue(record(2), NOW + 400)
+    assert task.run(NOW + 499, task.sources) == [] and task.wake_at == NOW + 500
+    assert task.run(NOW + 500, task.sources), "taken: in Kafka for the window"
+    task.enqueue(record(3), NOW + 600)  # above every end seen: arrived when read
+    assert task.run(NOW + 1_099, task.sources) == [] and task.wake_at == NOW + 1_100
+    assert task.run(NOW + 1_100, task.sources)
 
 
 def test_a_command_that_says_nonsense_of_its_wait_is_dead_lettered() -> None:

@@ -9,6 +9,11 @@ The command topic carries what partitions send each other: referral credits keye
 the referrer, and input events re-keyed by customer id. Its encoding and decoding are
 both here, so that the two sides cannot drift apart.
 
+A record counts as arrived when it was first known to be in Kafka (`Sightings`): the
+first fetch whose end offset had passed it, which for a backlog is long before the
+worker reads it. A caught-up partition's wait for stragglers (`SIYU_REORDER_MS`) runs from
+then: the last records of a catch-up are not held again once they are read.
+
 A command also says how long the record it came from had already waited when it was
 taken (`waited`, wall-clock ms). The partition that reads it counts its arrival that much
 earlier, so a caught-up partition's wait for stragglers (`SIYU_REORDER_MS`) runs once
@@ -19,6 +24,7 @@ the topic, never one worker's clock read by another.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,6 +78,43 @@ def decode_input(
     return sort_key(event), Pending(offset, record, kind, event)
 
 
+SIGHTINGS: Final = 64
+"""End offsets a source remembers (`Sightings`). The oldest go first: an offset below
+them then counts as seen at the oldest kept, later than it was, which only makes it wait
+longer. A worker notes each source's end once a batch, and a catch-up of 64 batches has
+long left the window behind."""
+
+
+class Sightings:
+    """When each offset of one source (a topic partition) was first known to be in Kafka:
+    the wall-clock times its fetched end offset (the last stable offset) was seen to
+    grow."""
+
+    def __init__(self, limit: int = SIGHTINGS) -> None:
+        self.limit = limit
+        self.ends: list[int] = []  # ascending, with `times`
+        self.times: list[Millis] = []
+
+    def note(self, end: int, now: Millis) -> None:
+        """The source's end offset was `end` at wall-clock `now` (times never go back)."""
+        if self.ends and end <= self.ends[-1]:
+            if end == self.ends[-1]:
+                return
+            # the end went back: the log was truncated (an unclean leader election, the
+            # topic made anew), and the offsets above it will name other records
+            self.ends.clear()
+            self.times.clear()
+        self.ends.append(end)
+        self.times.append(now)
+        if len(self.ends) > self.limit:
+            del self.ends[0], self.times[0]
+
+    def since(self, offset: int) -> Millis | None:
+        """When `offset` was first below a noted end, if it was."""
+        i = bisect_right(self.ends, offset)
+        return self.times[i] if i < len(self.ends) else None
+
+
 MAX_WAITED: Final = 60_000
 """A command's `waited` is read up to this (the largest `SIYU_REORDER_MS`): beyond it a
 record is ready at once whatever the window, and a larger number cannot move an arrival
@@ -87,9 +130,10 @@ class Rekeyed:
     arrived: Millis
 
 
-def decode_command(record: Record, now: Millis) -> tuple[SortKey, Pending] | Rekeyed:
-    """A command record arriving at wall-clock `now`: a referral credit (its key and
-    pending), a malformed command (dead-lettered first), or a re-keyed event."""
+def decode_command(record: Record, arrived: Millis) -> tuple[SortKey, Pending] | Rekeyed:
+    """A command record that arrived at wall-clock `arrived`: a referral credit (its key
+    and pending), a malformed command (dead-lettered first), or a re-keyed event; either
+    counts as arrived as early as the record it came from."""
     try:
         command = orjson.loads(record.value or b"null")
         # absent in commands written before it was added: they wait the whole window
@@ -101,7 +145,9 @@ def decode_command(record: Record, now: Millis) -> tuple[SortKey, Pending] | Rek
                 int(command["at"]),
                 str(command["cause"]),
             )
-            pending = Pending(record.offset, record, "credit", credit=credit, arrived=now - waited)
+            pending = Pending(
+                record.offset, record, "credit", credit=credit, arrived=arrived - waited
+            )
             return credit_key(credit), pending
         original = Record(
             str(command["topic"]),
@@ -111,11 +157,11 @@ def decode_command(record: Record, now: Millis) -> tuple[SortKey, Pending] | Rek
             str(command["value"]).encode(),
             record.timestamp,
         )
-        return Rekeyed(original, now - waited)
+        return Rekeyed(original, arrived - waited)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         # only siyu-stream writes this topic, but a bad record must not stop the stream
         reason = f"malformed command: {exc!r}"
-        return FIRST, Pending(record.offset, record, "command", reason=reason, arrived=now)
+        return FIRST, Pending(record.offset, record, "command", reason=reason, arrived=arrived)
 
 
 def event_command(record: Record, waited: Millis) -> bytes:

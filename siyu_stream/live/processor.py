@@ -47,6 +47,7 @@ from siyu_stream.eventtime.merge import FIRST, Queues
 from siyu_stream.eventtime.partition import Partition, credit_key
 from siyu_stream.live.arrival import (
     Rekeyed,
+    Sightings,
     credit_command,
     dead_letter,
     decode_command,
@@ -101,6 +102,7 @@ class PartitionTask:
         self._commands, self._changelog = topology.commands, topology.changelog
         self._deadletter = topology.deadletter
         self.sources = [*self.type_of_topic, self._commands]
+        self._seen = {source: Sightings() for source in self.sources}
         self._output_topic = {kind: topology.output(kind) for kind in OUTPUT_BY_KIND}
         self.queues: Queues[Pending] = Queues([*self.sources, LOCAL])
         self._batch = StateBatch(store)
@@ -191,13 +193,22 @@ class PartitionTask:
 
     # ------------------------------------------------------------ records
 
+    def seen(self, source: str, end: int, now: Millis) -> None:
+        """The worker read `end` as the end offset of `source` at wall-clock `now`: what
+        lies below it is in Kafka (`arrival.Sightings`)."""
+        self._seen[source].note(end, now)
+
     def enqueue(self, record: Record, now: Millis) -> None:
-        """Decode a consumed record arriving at wall-clock `now` and queue it for its turn."""
+        """Decode a consumed record read at wall-clock `now` and queue it for its turn."""
+        seen = self._seen.get(record.topic)
+        since = None if seen is None else seen.since(record.offset)
+        arrived = now if since is None else min(since, now)
         if record.topic == self._commands:
-            self._enqueue_command(record, now)
+            self._enqueue_command(record, now, arrived)
             return
         kind = self.type_of_topic.get(record.topic, "?")
-        self._enqueue_input(record, record.topic, record.offset, kind, now, now, forwarded=False)
+        topic, offset = record.topic, record.offset
+        self._enqueue_input(record, topic, offset, kind, now, arrived, forwarded=False)
 
     def full(self) -> list[str]:
         """Sources with QUEUE_LIMIT records queued: the worker pauses fetching them."""
@@ -300,9 +311,9 @@ class PartitionTask:
         pending.arrived = arrived
         self.queues.push(source, key, pending)
 
-    def _enqueue_command(self, record: Record, now: Millis) -> None:
+    def _enqueue_command(self, record: Record, now: Millis, arrived: Millis) -> None:
         source = self._commands
-        decoded = decode_command(record, now)
+        decoded = decode_command(record, arrived)
         if isinstance(decoded, Rekeyed):  # an input event: taken here, with its state
             original = decoded.record
             kind = self.type_of_topic.get(original.topic, "?")

@@ -312,8 +312,10 @@ class Worker(OwnedView):
                 end = self._consumer.last_stable_offset(tp)
                 if end is None or end < 0:  # not known yet (no fetch answered), or no LSO
                     end = self._consumer.highwater(tp)
-                if end is not None and position >= end:
-                    caught_up.add(topic)
+                if end is not None:
+                    owned.task.seen(topic, end, now)
+                    if position >= end:
+                        caught_up.add(topic)
                 positions[tp] = position
             outs = owned.task.run(now, caught_up, MAX_RECORDS)
             # Commit where each source resumes: its first record still queued, else its
