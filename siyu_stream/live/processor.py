@@ -193,10 +193,11 @@ class PartitionTask:
 
     # ------------------------------------------------------------ records
 
-    def seen(self, source: str, end: int, now: Millis) -> None:
-        """The worker read `end` as the end offset of `source` at wall-clock `now`: what
-        lies below it is in Kafka (`arrival.Sightings`)."""
-        self._seen[source].note(end, now)
+    def seen(self, source: str, end: int | None, now: Millis) -> None:
+        """The worker read `end` as the end offset of `source` at wall-clock `now` (None:
+        not known yet): what lies below it is in Kafka (`arrival.Sightings`)."""
+        if end is not None:
+            self._seen[source].note(end, now)
 
     def enqueue(self, record: Record, now: Millis) -> None:
         """Decode a consumed record read at wall-clock `now` and queue it for its turn."""

@@ -308,15 +308,13 @@ class Worker(OwnedView):
             tps = self._sources(p)
             caught_up, positions = set(), {}
             for topic, tp in tps.items():
-                position = await self._consumer.position(tp)
+                positions[tp] = position = await self._consumer.position(tp)
                 end = self._consumer.last_stable_offset(tp)
                 if end is None or end < 0:  # not known yet (no fetch answered), or no LSO
                     end = self._consumer.highwater(tp)
-                if end is not None:
-                    owned.task.seen(topic, end, now)
-                    if position >= end:
-                        caught_up.add(topic)
-                positions[tp] = position
+                owned.task.seen(topic, end, now)
+                if end is not None and position >= end:
+                    caught_up.add(topic)
             outs = owned.task.run(now, caught_up, MAX_RECORDS)
             # Commit where each source resumes: its first record still queued, else its
             # position (a position also steps over transaction markers, so lag reaches 0).
