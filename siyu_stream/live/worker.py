@@ -312,7 +312,7 @@ class Worker(OwnedView):
                 end = self._consumer.last_stable_offset(tp)
                 if end is None or end < 0:  # not known yet (no fetch answered), or no LSO
                     end = self._consumer.highwater(tp)
-                owned.task.seen(topic, end, now)
+                owned.task.seen(topic, end, wall_clock())  # the fetcher may have moved it
                 if end is not None and position >= end:
                     caught_up.add(topic)
             outs = owned.task.run(now, caught_up, MAX_RECORDS)
