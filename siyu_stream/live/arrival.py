@@ -9,17 +9,16 @@ The command topic carries what partitions send each other: referral credits keye
 the referrer, and input events re-keyed by customer id. Its encoding and decoding are
 both here, so that the two sides cannot drift apart.
 
-A record counts as arrived when it was first known to be in Kafka (`Sightings`): the
-first fetch whose end offset had passed it, which for a backlog is long before the
-worker reads it. A caught-up partition's wait for stragglers (`SIYU_REORDER_MS`) runs from
-then: the last records of a catch-up are not held again once they are read.
+A caught-up partition waits `SIYU_REORDER_MS` after a record arrived for stragglers of
+other topics, and the window runs once per record:
 
-A command also says how long the record it came from had already waited when it was
-taken (`waited`, wall-clock ms). The partition that reads it counts its arrival that much
-earlier, so a caught-up partition's wait for stragglers (`SIYU_REORDER_MS`) runs once
-per record, not again at each hop: a referral credit used to wait out the window on the
-referred customer's partition and then again on the referrer's. Only durations cross
-the topic, never one worker's clock read by another.
+- a record arrives when it is first known to be in Kafka (`Sightings`: the first fetch
+  whose end offset had passed it), which for a backlog is long before it is read, so
+  the last records of a catch-up are not held again;
+- a command says how long the record it came from had already waited when it was taken
+  (`waited`, ms) and arrives that much earlier, so a referral credit does not wait a
+  second window on the referrer's partition. Only durations cross the topic, never one
+  worker's clock read by another.
 """
 
 from __future__ import annotations
