@@ -110,8 +110,14 @@ class Sightings:
 
     def since(self, offset: int) -> Millis | None:
         """When `offset` was first below a noted end, if it was."""
-        i = bisect_right(self.ends, offset)
-        return self.times[i] if i < len(self.ends) else None
+        ends = self.ends
+        # the two common cases first, without a call: live traffic (above every end
+        # seen) and a catch-up (below the first); compiled, bisect is a generic call
+        if not ends or offset >= ends[-1]:
+            return None
+        if offset < ends[0]:
+            return self.times[0]
+        return self.times[bisect_right(ends, offset)]
 
 
 MAX_WAITED: Final = 60_000
