@@ -10,7 +10,7 @@ worker's CPU went to the kernel, handing it fresh pages.
 
 Copying the output costs less than that memory did (measured keeping 50,000 actions: 2.0
 µs each without the copy, 0.5 µs with it) and keeps orjson's bytes exactly. A writer
-that passes the bytes on at once (replay's output files, `Action.to_json`) skips the
+that passes the bytes on at once (replay's output files, `Action.to_line`) skips the
 copy: there the buffer is freed as soon as it is written. msgspec's encoder is no way
 out: its output holds up to half again its length, and it writes floats differently
 (`1e16` for orjson's `1e+16`).
