@@ -14,7 +14,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from siyu_stream.core.errors import SettingsError
 from siyu_stream.core.golive import GRANT_SINCE_DAYS, GoLive, parse_go_live
@@ -31,6 +31,9 @@ _TOKEN_CHARS = re.compile(r"[!-~]+")
 
 _MASK = "***"
 """What a repr shows instead of a secret that is set."""
+
+MAX_REORDER_MS: Final = 60_000
+"""The largest `SIYU_REORDER_MS`."""
 
 
 def _env(name: str) -> dict[str, str]:
@@ -258,8 +261,8 @@ class Settings:
             _fail("SIYU_TIMER_INTERVAL", str(self.timer_interval), "a number of seconds in (0, 1]")
         if not 0 <= self.timer_grace_ms <= 3_600_000:
             _fail("SIYU_TIMER_GRACE_MS", str(self.timer_grace_ms), "milliseconds in [0, 3600000]")
-        if not 0 <= self.reorder_ms <= 60_000:
-            _fail("SIYU_REORDER_MS", str(self.reorder_ms), "milliseconds in [0, 60000]")
+        if not 0 <= self.reorder_ms <= MAX_REORDER_MS:
+            _fail("SIYU_REORDER_MS", str(self.reorder_ms), f"milliseconds in [0, {MAX_REORDER_MS}]")
         if not 0 <= self.max_task_idle_ms <= 600_000:
             _fail(
                 "SIYU_MAX_TASK_IDLE_MS", str(self.max_task_idle_ms), "milliseconds in [0, 600000]"

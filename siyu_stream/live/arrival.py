@@ -39,6 +39,7 @@ from siyu_stream.eventtime.keys import customer_partition
 from siyu_stream.eventtime.merge import FIRST
 from siyu_stream.eventtime.partition import SortKey, check_time, credit_key, sort_key
 from siyu_stream.live.records import Pending, Record
+from siyu_stream.settings import MAX_REORDER_MS
 
 
 def decode_input(
@@ -120,7 +121,7 @@ class Sightings:
         return self.times[bisect_right(ends, offset)]
 
 
-MAX_WAITED: Final = 60_000
+MAX_WAITED: Final = MAX_REORDER_MS
 """A command's `waited` is read up to this (the largest `SIYU_REORDER_MS`): beyond it a
 record is ready at once whatever the window, and a larger number cannot move an arrival
 further into the past."""
