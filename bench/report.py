@@ -19,8 +19,10 @@ from pathlib import Path
 from report_cells import KAFKA, Results, Section, listed
 from report_live import latency, live, noida, recovery, restart
 from report_offline import backtest, baseline, jobs, memory, replay
+from report_targets import targets
 
 SECTIONS: list[tuple[Callable[[Results], Section], str]] = [
+    (targets, "replay"),
     (live, "live"),
     (latency, "latency"),
     (recovery, "recovery"),
@@ -72,7 +74,7 @@ def render(r: Results) -> tuple[str, str]:
         lines += [f"## {s.title}", "", f"Machine: {short}{broker[s.broker]}."]
         if len(s.commands) == 1:
             lines.append("Command ({}): `{}`".format(*s.commands[0]))
-        else:
+        elif s.commands:  # (the targets' section has none: its figures are the others')
             lines += ["", *(f"- {label}: `{cmd}`" for label, cmd in s.commands)]
         lines += ["", *table(s.header, s.rows), "", *([s.note, ""] if s.note else [])]
     if r["errors"]:

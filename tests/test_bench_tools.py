@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -62,3 +64,62 @@ def test_the_split_is_the_difference_per_event(
     assert lines[0].split() == ["4", "100.0", "%", "all"]
     assert lines[1].split()[:3] == ["4", "100.0", "%"]
     assert lines[1].endswith("libpython3.11.so.1.0")
+
+
+@pytest.fixture
+def report_targets(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # its modules import each other
+    return importlib.import_module("report_targets")
+
+
+def _results(worker: float, jobs_2: float) -> dict[str, object]:
+    """The figures the targets read, each a ratio to 1,000 events/s."""
+
+    def rate(x: float) -> dict[str, float]:
+        return {"events_per_s_median": 1000 * x}
+
+    return {
+        "live": {
+            "sim": {
+                "summary": {"worker-1-at_least_once": rate(worker), "raw-1-at_least_once": rate(1)}
+            }
+        },
+        "replay": {
+            "main": {"pipe_ratio_median": 0.15, **rate(4)},
+            "history": {"pipe_ratio_median": 0.059, **rate(4)},
+        },
+        "replay_interpreted": {"history": rate(1)},
+        "replay_jobs": {"jobs_1": rate(1), "jobs_2": rate(jobs_2)},
+        "backtest": {"compiled": rate(2.99), "interpreted": rate(1)},
+    }
+
+
+def test_a_target_is_met_at_its_figure_and_not_below(report_targets: ModuleType) -> None:
+    section = report_targets.targets(_results(worker=0.5, jobs_2=1.59))
+    verdicts = [row.rsplit(" | ", 1)[1] for row in section.rows]
+    # worker ×0.5 and simulator ×0.15 exactly, compiled ×4 exactly: met; the others below
+    assert verdicts == ["**yes**", "no", "**yes**", "no", "**yes**", "no"]
+    assert section.note.startswith("3 of 6 met in this run.")
+
+
+def test_a_step_that_did_not_run_is_no_verdict(report_targets: ModuleType) -> None:
+    results = _results(worker=0.6, jobs_2=2)
+    del results["live"]
+    section = report_targets.targets(results)
+    assert section.rows[0].endswith("| not run | ")
+    assert section.note.startswith("3 of 6 met in this run (1 not run).")
+
+
+def test_each_targets_figure_is_the_one_its_own_section_shows(
+    report_targets: ModuleType,
+) -> None:
+    # the committed run: the targets' table may not compute a figure otherwise than the
+    # section that reports it
+    report = importlib.import_module("report")
+    results = json.loads((ROOT / "bench/results.json").read_text())
+    _, full = report.render(results)
+    targets, rest = full.split("\n## Live throughput", 1)
+    for row in report_targets.targets(results).rows:
+        shown = row.split(" | ")[2]
+        assert shown in targets
+        assert f"**{shown}" in rest or f"{shown} of raw" in rest, shown
